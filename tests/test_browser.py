@@ -1,0 +1,202 @@
+"""The widgets work where users use them: JupyterLab in a real (headless) browser.
+
+For every notebook with a widget, JupyterLab is started on a free localhost port with token auth,
+the notebook is opened in headless Chromium (Debian's package driven by Playwright), all cells
+are run from the Run menu, the widget's first slider is moved with the keyboard, and the test
+checks that the slider's value, the widget's text and its rendered picture all change.
+Screenshots land in a temp folder (printed with ``-s``). Notebooks are copied to that folder
+first, so nothing the browser does (autosave included) can write outputs into the repository.
+
+Needs Chromium: ``sudo apt-get install chromium`` (Debian/Ubuntu); the test is skipped without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("LLMLAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+
+# Notebooks that carry a widget: name -> the description of the slider the test moves
+# (its label in the front end) and what the widget's text must show after the move.
+WIDGET_NOTEBOOKS = {
+    "06_truncated_svd_images.ipynb": {"slider": "k", "text": r"relative error"},
+}
+PRESENT = [n for n in WIDGET_NOTEBOOKS if (ROOT / "notebooks" / n).exists()]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="Chromium not found: install it with `sudo apt-get install chromium` (Debian/Ubuntu) "
+        "or set LLMLAB_CHROMIUM to a Chromium/Chrome binary; .ci/run installs it.",
+    ),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_settings(settings_dir: Path) -> None:
+    """No news toast over the page, no autosave."""
+    overrides = {
+        "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+            "fetchNews": "false", "checkForUpdates": False,
+        },
+        "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
+    }
+    for rel, value in overrides.items():
+        path = settings_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(value))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server on a free port over a copy of notebooks/; stopped by its own PID."""
+    home = tmp_path_factory.mktemp("lab")
+    work = home / "notebooks"
+    shutil.copytree(ROOT / "notebooks", work)
+    _write_settings(home / "settings")
+    env = dict(os.environ)
+    env.update(
+        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+        JUPYTER_CONFIG_DIR=str(home / "config"),
+        JUPYTER_DATA_DIR=str(home / "data"),
+        JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
+        IPYTHONDIR=str(home / "ipython"),
+        MPLBACKEND="module://matplotlib_inline.backend_inline",
+    )
+    # The kernel must be the one of this Python (the venv), not one from the user's data dir.
+    env["JUPYTER_PATH"] = str(Path(sys.prefix) / "share" / "jupyter")
+    port, token = _free_port(), "llmlab-test-" + os.urandom(8).hex()
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+         f"--ServerApp.token={token}", f"--ServerApp.root_dir={work}", "--ServerApp.open_browser=False",
+         "--LabApp.news_url=", "--allow-root"],
+        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+                break
+            except Exception:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("JupyterLab did not start:\n" + (home / "server.log").read_text())
+                time.sleep(0.5)
+        yield {"url": url, "token": token, "home": home}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _wait_idle(page, timeout_s: float) -> None:
+    """Wait for the status bar's "| Idle" (the toolbar indicator reads idle before the kernel starts)."""
+    page.wait_for_function(
+        "() => { const s = document.querySelector('#jp-main-statusbar');"
+        " return s && /\\|\\s*Idle/.test(s.innerText); }",
+        timeout=timeout_s * 1000,
+    )
+
+
+def _widget_state(page, area):
+    """(slider value, widget text without the slider readouts, screenshot) of one output area."""
+    value = area.locator(".noUi-handle").first.get_attribute("aria-valuenow")
+    text = area.evaluate(
+        "el => { const c = el.cloneNode(true);"
+        " c.querySelectorAll('.widget-readout, .widget-slider, .jupyter-widget-slider').forEach(n => n.remove());"
+        " return c.innerText; }"
+    )
+    return value, text, area.screenshot()
+
+
+@pytest.mark.parametrize("name", PRESENT)
+def test_widget_responds_to_slider(lab, browser, name, tmp_path_factory):
+    spec = WIDGET_NOTEBOOKS[name]
+    shots = tmp_path_factory.mktemp("screenshots")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}")
+        page.wait_for_selector(".jp-Notebook", timeout=60_000)
+        _wait_idle(page, 90)
+        page.click("li.lm-MenuBar-item:has-text('Run')")
+        page.click("li.lm-Menu-item:has-text('Run All Cells')")
+        # The slider appears once its cell ran; then wait for the rest of the notebook to finish.
+        page.wait_for_selector(".noUi-handle", timeout=120_000)
+        time.sleep(1.0)
+        _wait_idle(page, 180)
+        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
+        assert not tracebacks, f"{name}: a cell failed in the browser:\n{tracebacks[0][:2000]}"
+
+        # The output area holding the slider labelled spec["slider"].
+        slider_box = page.locator(".widget-slider, .jupyter-widget-slider").filter(
+            has=page.locator(".widget-label", has_text=re.compile(rf"^\s*{re.escape(spec['slider'])}\b"))
+        ).first
+        area = page.locator(".jp-OutputArea").filter(has=slider_box).first
+        area.scroll_into_view_if_needed()
+        before = _widget_state(page, area)
+        (shots / f"{name}-before.png").write_bytes(before[2])
+
+        handle = slider_box.locator(".noUi-handle").first
+        handle.focus()
+        for _ in range(3):
+            handle.press("ArrowRight")
+        # The callback clears and redraws the output: wait for new text, then for the kernel.
+        deadline = time.time() + 30
+        after = before
+        while time.time() < deadline:
+            time.sleep(0.5)
+            _wait_idle(page, 30)
+            after = _widget_state(page, area)
+            if after[1] != before[1] and re.search(spec["text"], after[1]):
+                time.sleep(0.5)  # let the picture settle
+                after = _widget_state(page, area)
+                break
+        (shots / f"{name}-after.png").write_bytes(after[2])
+        print(f"\n{name}: screenshots in {shots}\n  before: {before[0]} | {before[1].strip()[:200]}"
+              f"\n  after:  {after[0]} | {after[1].strip()[:200]}")
+        assert after[0] != before[0], "the slider's value did not change"
+        assert re.search(spec["text"], after[1]), f"widget text lacks {spec['text']!r}: {after[1][:300]}"
+        assert after[1] != before[1], "the widget's text did not change after the slider moved"
+        assert after[2] != before[2], "the rendered widget did not change after the slider moved"
+    finally:
+        page.close()
