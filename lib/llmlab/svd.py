@@ -1,0 +1,316 @@
+"""Matrix rank, the SVD and truncated-SVD images (topic 6).
+
+An image (or any matrix) W of shape (m, n) factors as W = U Σ Vᵀ: U (m, r) and V (n, r) have
+orthonormal columns and Σ = diag(σ₁ ≥ σ₂ ≥ … ≥ σ_r ≥ 0), r = min(m, n). Keeping the k largest
+singular values gives the rank-k image
+
+    W_k = U_k Σ_k V_kᵀ = Σ_{i ≤ k} σᵢ uᵢ vᵢᵀ,
+
+and by Eckart–Young no rank-k matrix is closer: ‖W − W_k‖_F² = Σ_{i > k} σᵢ².
+
+:func:`factorize` computes the SVD once (colour channels as one batched
+``torch.linalg.svd``, so it runs on the GPU when the image is there); :func:`reconstruct`,
+:func:`relative_error`, :func:`energy` and :func:`k_for_error` are then cheap.
+:func:`low_rank_factors` gives the W ≈ A B split that LoRA (topic 7) builds on.
+:func:`demo_images` returns the photos and the made-in-code test patterns the notebook uses.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = [
+    "SVDFactors",
+    "factorize",
+    "reconstruct",
+    "relative_error",
+    "energy",
+    "k_for_error",
+    "compression_ratio",
+    "low_rank_factors",
+    "checkerboard",
+    "noise_image",
+    "demo_images",
+]
+
+_MAX_CHANNELS = 4  # (H, W, C) with C in 1..4: grey+alpha, RGB, RGBA
+
+
+@dataclass(frozen=True)
+class SVDFactors:
+    """The thin SVD of an image, channel by channel.
+
+    Grayscale (H, W): ``U`` (H, r), ``S`` (r,), ``Vh`` (r, W).
+    Colour (H, W, C): ``U`` (C, H, r), ``S`` (C, r), ``Vh`` (C, r, W) — one SVD per channel,
+    computed as one batch. r = min(H, W); singular values are in descending order.
+    ``shape`` is the layout of the input image, which :func:`reconstruct` returns.
+    """
+
+    U: torch.Tensor
+    S: torch.Tensor
+    Vh: torch.Tensor
+    shape: tuple[int, ...]
+
+    @property
+    def height(self) -> int:
+        return self.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.shape[1]
+
+    @property
+    def channels(self) -> int | None:
+        """Number of colour channels, or None for a grayscale (H, W) image."""
+        return self.shape[2] if len(self.shape) == 3 else None
+
+    @property
+    def max_rank(self) -> int:
+        """min(H, W): the largest k that :func:`reconstruct` accepts."""
+        return min(self.shape[0], self.shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.S.device
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation at the public boundary
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_k(k, max_rank: int, name: str = "k") -> int:
+    """k must be an integer in 1..max_rank (bool and float are refused, 3.0 included)."""
+    if isinstance(k, torch.Tensor) and k.ndim == 0 and not k.is_floating_point() and k.dtype != torch.bool:
+        k = int(k)
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise ValueError(f"{name} must be an integer in 1..{max_rank}, got {k!r} ({type(k).__name__})")
+    if not 1 <= k <= max_rank:
+        raise ValueError(f"{name} must be an integer in 1..{max_rank}, got {k}")
+    return int(k)
+
+
+def _as_float_tensor(x, name: str, *, image: bool, device) -> torch.Tensor:
+    """numpy / tensor / nested list -> a floating tensor (uint8 images scaled by 1/255)."""
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        arr = np.asarray(x)
+        if arr.dtype == object or arr.dtype.kind in "USV":
+            raise TypeError(f"{name} must be a numeric numpy array or torch tensor, got dtype {arr.dtype}")
+        arr = np.ascontiguousarray(arr)
+        t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+    if t.is_complex():
+        raise TypeError(f"{name} must be real, got dtype {t.dtype}")
+    if device is not None:
+        t = t.to(device)
+    if t.dtype == torch.uint8 and image:
+        return t.to(torch.float32) / 255.0  # 0..255 -> 0..1
+    if t.dtype == torch.bool or (not t.is_floating_point() and image):
+        raise TypeError(f"{name} must be uint8 (0..255) or floating point, got dtype {t.dtype}")
+    if not t.is_floating_point():
+        return t.to(torch.get_default_dtype())
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return t.to(torch.float32)  # linalg.svd has no half-precision kernels
+    return t
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite: it contains NaN or inf values")
+
+
+# ---------------------------------------------------------------------------------------------
+# The SVD of an image and what follows from its singular values
+# ---------------------------------------------------------------------------------------------
+
+
+def factorize(image, device=None) -> SVDFactors:
+    """The thin SVD W = U Σ Vᵀ of a grayscale (H, W) or colour (H, W, C) image.
+
+    ``image``: numpy array or torch tensor; uint8 values are divided by 255, float values are
+    used as they are (no min/max rescaling: that would add a rank-one offset). Colour channels
+    are moved to the front, (C, H, W), and factorized with ONE batched ``torch.linalg.svd``.
+    ``device``: where to compute (default: the tensor's own device, the CPU for numpy input).
+    """
+    W = _as_float_tensor(image, "image", image=True, device=device)
+    if W.ndim not in (2, 3):
+        raise ValueError(f"image must be 2-D (H, W) or 3-D (H, W, C), got {W.ndim}-D with shape {tuple(W.shape)}")
+    if W.shape[0] < 1 or W.shape[1] < 1:
+        raise ValueError(f"image height and width must be >= 1, got shape {tuple(W.shape)}")
+    if W.ndim == 3 and not 1 <= W.shape[2] <= _MAX_CHANNELS:
+        raise ValueError(
+            f"image must be channels-last (H, W, C) with C in 1..{_MAX_CHANNELS}, got shape {tuple(W.shape)}"
+            " (a channels-first (C, H, W) image? use image.permute(1, 2, 0))"
+        )
+    _check_finite(W, "image")
+    shape = tuple(W.shape)
+    if W.ndim == 3:
+        W = W.permute(2, 0, 1)  # (C, H, W): a batch of C matrices
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    return SVDFactors(U=U, S=S, Vh=Vh, shape=shape)
+
+
+def reconstruct(factors: SVDFactors, k: int) -> torch.Tensor:
+    """The rank-k image W_k = U_k Σ_k V_kᵀ in the input's layout, (H, W) or (H, W, C).
+
+    Float, on the factors' device, not clipped (a rank-k image can leave [0, 1]).
+    """
+    k = _check_k(k, factors.max_rank)
+    U_k = factors.U[..., :, :k]
+    sigma_k = factors.S[..., :k]
+    Vh_k = factors.Vh[..., :k, :]
+    W_k = (U_k * sigma_k.unsqueeze(-2)) @ Vh_k  # scale the columns of U_k by σ, then (H, k) @ (k, W)
+    if len(factors.shape) == 3:
+        W_k = W_k.permute(1, 2, 0)  # back to (H, W, C)
+    return W_k
+
+
+def _sigma_squared(factors: SVDFactors) -> torch.Tensor:
+    """σᵢ² as float64, shape (r,) or (C, r): sums of many squares need the extra precision."""
+    return factors.S.to(torch.float64) ** 2
+
+
+def relative_error(factors: SVDFactors, k: int) -> float:
+    """‖W − W_k‖_F / ‖W‖_F from the singular values alone (Eckart–Young), all channels together:
+
+        sqrt( Σ_c Σ_{i > k} σ_{c,i}²  /  Σ_c Σ_i σ_{c,i}² ).   (0 for an all-zero image.)
+    """
+    k = _check_k(k, factors.max_rank)
+    s2 = _sigma_squared(factors)
+    total = float(s2.sum())
+    if total == 0.0:
+        return 0.0
+    tail = float(s2[..., k:].sum())  # summed directly, not 1 - energy, to avoid cancellation
+    return math.sqrt(tail / total)
+
+
+def energy(factors: SVDFactors, k: int) -> float:
+    """Fraction of the energy Σσᵢ² kept by the top k singular values (all channels together).
+
+    energy(k) = 1 − relative_error(k)²; 1 for an all-zero image.
+    """
+    k = _check_k(k, factors.max_rank)
+    s2 = _sigma_squared(factors)
+    total = float(s2.sum())
+    if total == 0.0:
+        return 1.0
+    return float(s2[..., :k].sum()) / total
+
+
+def k_for_error(factors: SVDFactors, max_error: float) -> int:
+    """The smallest k whose :func:`relative_error` is <= ``max_error`` (in (0, 1])."""
+    if isinstance(max_error, bool) or not isinstance(max_error, numbers.Real) or not 0.0 < max_error <= 1.0:
+        raise ValueError(f"max_error must be a number in (0, 1], got {max_error!r}")
+    s2 = _sigma_squared(factors)
+    per_rank = s2.sum(0) if s2.ndim == 2 else s2  # Σ_c σ_{c,i}², shape (r,)
+    total = float(per_rank.sum())
+    if total == 0.0:
+        return 1
+    # tail[k-1] = Σ_{i > k} σᵢ²  for k = 1..r, as a reversed cumulative sum
+    tail = torch.flip(torch.cumsum(torch.flip(per_rank, [0]), 0), [0])[1:]
+    tail = torch.cat([tail, tail.new_zeros(1)])
+    ok = (tail / total).sqrt() <= max_error
+    return int(torch.nonzero(ok)[0, 0]) + 1
+
+
+def compression_ratio(height: int, width: int, k: int) -> float:
+    """Numbers stored by the rank-k factors over the pixels, per channel: k(m + n + 1) / (m n).
+
+    U_k holds m·k numbers, V_k n·k and Σ_k k. Below 1 the factors are smaller than the image,
+    which needs k < m n / (m + n + 1) (about n/2 for a square n x n image).
+    """
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    m, n = int(height), int(width)
+    k = _check_k(k, min(m, n))
+    return k * (m + n + 1) / (m * n)
+
+
+def low_rank_factors(W, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a 2-D matrix W (m, n) into A = U_k Σ_k (m, k) and B = V_kᵀ (k, n).
+
+    A @ B is the rank-k truncation W_k; storing A and B takes k(m + n) numbers instead of m n.
+    W is used as it is (integers become floats; no 1/255 scaling: it is a matrix, not an image).
+    """
+    W = _as_float_tensor(W, "W", image=False, device=None)
+    if W.ndim != 2:
+        raise ValueError(f"W must be a 2-D matrix (m, n), got {W.ndim}-D with shape {tuple(W.shape)}")
+    if W.shape[0] < 1 or W.shape[1] < 1:
+        raise ValueError(f"W must have m, n >= 1, got shape {tuple(W.shape)}")
+    k = _check_k(k, min(W.shape))
+    _check_finite(W, "W")
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    A = U[:, :k] * S[:k]  # (m, k): column i of U scaled by σᵢ
+    B = Vh[:k, :]  # (k, n)
+    return A, B
+
+
+# ---------------------------------------------------------------------------------------------
+# Test images: photos from scikit-image (shipped with it, no download) and patterns made in code
+# ---------------------------------------------------------------------------------------------
+
+
+def checkerboard(size: int = 512, square: int = 16, angle: float = 0.0) -> np.ndarray:
+    """A (size, size) float32 0/1 checkerboard with ``square``-pixel squares, rotated by ``angle`` degrees.
+
+    Aligned with the axes (angle 0) it is a matrix of rank 2, however sharp its edges; rotated,
+    its pattern no longer splits into rows times columns and the rank shoots up.
+    """
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 2:
+        raise ValueError(f"size must be an integer >= 2, got {size!r}")
+    if isinstance(square, bool) or not isinstance(square, numbers.Integral) or not 1 <= square <= size:
+        raise ValueError(f"square must be an integer in 1..{size}, got {square!r}")
+    y, x = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    theta = math.radians(angle)
+    u = x * math.cos(theta) + y * math.sin(theta)
+    v = -x * math.sin(theta) + y * math.cos(theta)
+    return ((np.floor(u / square) + np.floor(v / square)) % 2).astype(np.float32)
+
+
+def noise_image(height: int = 512, width: int = 512, channels: int = 3, seed: int = 0) -> np.ndarray:
+    """Uniform [0, 1) noise of shape (height, width, channels), float32, from a seeded generator."""
+    for name, value, lo in (("height", height, 1), ("width", width, 1), ("channels", channels, 1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    rng = np.random.default_rng(seed)
+    return rng.random((height, width, channels), dtype=np.float32)
+
+
+def demo_images(size: int | None = 512, seed: int = 0) -> dict[str, np.ndarray]:
+    """The images of the notebook and widget, float32 in [0, 1], offline.
+
+    camera (grey), astronaut (RGB) and coffee (RGB, 400 x 600) from ``skimage.data``, plus an
+    axis-aligned checkerboard, a rotated checkerboard and uniform colour noise made in code.
+    ``size``: height in pixels (photos are resized keeping their aspect ratio); None keeps the
+    photos at their native 512-pixel height.
+    """
+    import skimage.data
+    from skimage.transform import resize
+
+    if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 8):
+        raise ValueError(f"size must be None or an integer >= 8, got {size!r}")
+
+    def photo(img: np.ndarray) -> np.ndarray:
+        out = img.astype(np.float32) / 255.0
+        if size is not None and img.shape[0] != size:
+            new_shape = (size, round(img.shape[1] * size / img.shape[0])) + img.shape[2:]
+            out = resize(out, new_shape, anti_aliasing=True, preserve_range=True).astype(np.float32)
+        return out
+
+    side = 512 if size is None else int(size)
+    square = max(2, side // 32)
+    return {
+        "camera": photo(skimage.data.camera()),
+        "astronaut": photo(skimage.data.astronaut()),
+        "coffee": photo(skimage.data.coffee()),
+        "checkerboard": checkerboard(side, square, angle=0.0),
+        "rotated checkerboard": checkerboard(side, square, angle=30.0),
+        "noise": noise_image(side, side, 3, seed=seed),
+    }
