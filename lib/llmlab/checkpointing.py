@@ -1,0 +1,480 @@
+"""Gradient checkpointing on an n-layer chain: what each strategy keeps, and what it recomputes.
+
+Backward through layer i needs that layer's input activation ``h_i`` (shape ``(batch, width)``).
+A strategy decides which of ``h_0 .. h_n`` to keep after the forward pass and which to
+recompute when backward reaches them. In units of one activation:
+
+    strategy        peak live saved activations    layer forward executions
+    store_all       n + 1             O(n)         n
+    recompute_all   3                 O(1)         n (n + 1) / 2          O(n^2)
+    sqrt            s + L_last        O(sqrt n)    2n - L_last <= 2n      O(n)
+    torch           torch.utils.checkpoint.checkpoint_sequential(use_reentrant=False)
+
+(``s`` segments, ``L_last`` layers in the last one; ``s = ceil(sqrt n)`` by default, so about
+``2 sqrt(n)`` activations). :func:`theory_saved_activations` and :func:`theory_forward_calls`
+give the exact counts and :func:`measure` measures them.
+
+How memory is measured: every tensor autograd saves for backward passes through
+``torch.autograd.graph.saved_tensors_hooks``. The pack hook wraps it in a small holder; the
+holder is freed when autograd releases that saved tensor (after the node's backward), and a
+``weakref.finalize`` on it decrements the count. Bytes are counted once per *storage*: the
+output of layer i saved by its Tanh and the input of layer i+1 saved by its Linear are the same
+tensor, and so is a checkpoint saved by several recompute nodes. Tensors that are (views of)
+the model's **parameters** (Linear saves ``W^T``) are not activations: they are excluded from
+``peak_saved_bytes`` and reported separately as ``peak_param_bytes``. This accounting is the
+same on CPU and GPU; on CUDA, :class:`CheckpointStats` also carries the allocator's view.
+For ``"torch"`` the hooks see the segment inputs torch keeps and the un-checkpointed last
+segment; the tensors torch recomputes during backward sit behind torch's own (inner) hooks and
+are not counted (the peak is reached at the end of the forward pass anyway).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+STRATEGIES = ("store_all", "recompute_all", "sqrt", "torch")
+
+__all__ = [
+    "STRATEGIES",
+    "CheckpointStats",
+    "make_chain",
+    "measure",
+    "default_segments",
+    "segment_sizes",
+    "theory_saved_activations",
+    "theory_forward_calls",
+    "SavedTensorTracker",
+    "max_relative_grad_error",
+    "ScalingFit",
+    "fit_scaling",
+    "loglog_slope",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# The chain
+# ---------------------------------------------------------------------------------------------
+
+
+def make_chain(n_layers: int, width: int, *, seed: int = 0) -> nn.Sequential:
+    """An ``nn.Sequential`` of ``n_layers`` blocks ``Linear(width, width) -> Tanh``.
+
+    Every block maps ``(batch, width) -> (batch, width)``, so one activation is always
+    ``batch * width`` numbers. Weights are orthogonal (gain 1) so the signal neither dies nor
+    explodes over hundreds of layers; the global random state is left untouched.
+    """
+    _check_int("n_layers", n_layers, low=1)
+    _check_int("width", width, low=1)
+    _check_int("seed", seed, low=None)
+    gen = torch.Generator().manual_seed(seed)
+    blocks = []
+    for _ in range(n_layers):
+        with torch.random.fork_rng(devices=[]):  # nn.Linear's default init draws from the global RNG
+            linear = nn.Linear(width, width)
+        with torch.no_grad():
+            q, r = torch.linalg.qr(torch.randn(width, width, generator=gen))
+            linear.weight.copy_(q * torch.sign(torch.diagonal(r)))  # Haar-random orthogonal
+            linear.bias.uniform_(-0.1, 0.1, generator=gen)
+        blocks.append(nn.Sequential(linear, nn.Tanh()))
+    return nn.Sequential(*blocks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Theory
+# ---------------------------------------------------------------------------------------------
+
+
+def default_segments(n_layers: int) -> int:
+    """``ceil(sqrt(n))``: the number of segments (checkpoints) that balances memory."""
+    _check_int("n_layers", n_layers, low=1)
+    return math.isqrt(n_layers - 1) + 1 if n_layers > 1 else 1
+
+
+def segment_sizes(n_layers: int, segments: int) -> list[int]:
+    """Split ``n_layers`` into ``segments`` contiguous segments, as equal as possible.
+
+    The first ``n mod s`` segments get one extra layer, so the last segment is never the larger.
+    """
+    _check_int("n_layers", n_layers, low=1)
+    _check_segments(segments, n_layers)
+    q, r = divmod(n_layers, segments)
+    return [q + 1 if j < r else q for j in range(segments)]
+
+
+def theory_saved_activations(n_layers: int, strategy: str, segments: int | None = None) -> int:
+    """Peak number of live saved activations (units of ``batch * width`` elements).
+
+    - store_all: ``h_0 .. h_n`` -> ``n + 1``.
+    - recompute_all: the input ``h_0``, plus the one layer being differentiated (its input and
+      its output) -> ``3`` (``2`` when ``n = 1``: that layer's input *is* ``h_0``).
+    - sqrt with ``s`` segments of sizes ``L_0 .. L_{s-1}``: at the end of the forward pass the
+      ``s - 1`` checkpoints plus the last segment kept in full (its input and ``L_{s-1}``
+      outputs) -> ``s + L_{s-1}``; backward through segment j holds ``j + 1`` checkpoints and
+      its ``L_j`` recomputed outputs, never more. With ``s = ceil(sqrt n)`` that is about
+      ``2 sqrt(n)``.
+    """
+    _check_strategy(strategy, manual_only=True)
+    _check_int("n_layers", n_layers, low=1)
+    if strategy == "store_all":
+        return n_layers + 1
+    if strategy == "recompute_all":
+        return 2 if n_layers == 1 else 3
+    s = default_segments(n_layers) if segments is None else segments
+    sizes = segment_sizes(n_layers, s)
+    return s + sizes[-1]
+
+
+def theory_forward_calls(n_layers: int, strategy: str, segments: int | None = None) -> int:
+    """Number of layer forward executions for one forward + backward.
+
+    - store_all: ``n``.
+    - recompute_all: layer i's backward needs ``h_i``, rebuilt from ``h_0`` in ``i`` steps plus
+      one step with autograd on; the forward pass itself *is* the last layer's rebuild, so
+      ``sum_{i=1..n} i = n (n + 1) / 2``.
+    - sqrt: ``n`` in the forward pass, then every segment but the last (kept in full) is run
+      again once: ``2n - L_last``.
+    """
+    _check_strategy(strategy, manual_only=True)
+    _check_int("n_layers", n_layers, low=1)
+    n = n_layers
+    if strategy == "store_all":
+        return n
+    if strategy == "recompute_all":
+        return n * (n + 1) // 2
+    s = default_segments(n) if segments is None else segments
+    return 2 * n - segment_sizes(n, s)[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring what autograd saves
+# ---------------------------------------------------------------------------------------------
+
+
+class _Packed:
+    """What the pack hook hands autograd instead of the tensor; its death = the tensor's release."""
+
+    __slots__ = ("tensor", "__weakref__")
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+
+class SavedTensorTracker:
+    """Context manager counting live bytes autograd has saved for backward, and their peak.
+
+    ``with SavedTensorTracker(params) as tr: ...`` then read ``tr.peak_bytes`` (activations),
+    ``tr.peak_param_bytes`` (saved views of ``params``) and ``tr.n_packed``. Bytes are per
+    storage (a tensor saved twice counts once) and are decremented when autograd frees the
+    saved tensor.
+    """
+
+    def __init__(self, params=()):
+        self._param_storages = {p.untyped_storage().data_ptr() for p in params}
+        self._refs: dict[int, int] = {}      # storage pointer -> number of live saved copies
+        self._nbytes: dict[int, int] = {}    # storage pointer -> bytes
+        self.live_bytes = 0
+        self.live_param_bytes = 0
+        self.peak_bytes = 0
+        self.peak_param_bytes = 0
+        self.n_packed = 0
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+
+    def _pack(self, t: torch.Tensor) -> _Packed:
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        self.n_packed += 1
+        if self._refs.get(key, 0) == 0:
+            self._nbytes[key] = storage.nbytes()
+            if key in self._param_storages:
+                self.live_param_bytes += storage.nbytes()
+                self.peak_param_bytes = max(self.peak_param_bytes, self.live_param_bytes)
+            else:
+                self.live_bytes += storage.nbytes()
+                self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+        self._refs[key] = self._refs.get(key, 0) + 1
+        packed = _Packed(t)
+        weakref.finalize(packed, self._release, key)
+        return packed
+
+    def _release(self, key: int) -> None:
+        self._refs[key] -= 1
+        if self._refs[key] == 0:
+            del self._refs[key]
+            nbytes = self._nbytes.pop(key)
+            if key in self._param_storages:
+                self.live_param_bytes -= nbytes
+            else:
+                self.live_bytes -= nbytes
+
+    @staticmethod
+    def _unpack(packed: _Packed) -> torch.Tensor:
+        return packed.tensor
+
+    def __enter__(self) -> "SavedTensorTracker":
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._ctx.__exit__(*exc)
+
+
+# ---------------------------------------------------------------------------------------------
+# The manual strategies: a segment that saves only its checkpoint and recomputes in backward
+# ---------------------------------------------------------------------------------------------
+
+
+class _RecomputedSegment(torch.autograd.Function):
+    """``y = layers[start:end](h)`` run without autograd; backward rebuilds it from a checkpoint.
+
+    Forward saves only ``checkpoint`` (``h`` itself for the sqrt strategy, the chain input
+    ``h_0`` for recompute_all). Backward first replays ``layers[:start]`` from the checkpoint
+    without autograd (if the checkpoint is not ``h``), then replays the segment with autograd
+    on and differentiates it. The segment's parameters are inputs, so their gradients flow out
+    through ordinary autograd.
+    """
+
+    @staticmethod
+    def forward(ctx, h, checkpoint, layers, ckpt_start, start, end, *params):
+        ctx.layers, ctx.ckpt_start, ctx.start, ctx.end = layers, ckpt_start, start, end
+        ctx.n_params = len(params)
+        ctx.save_for_backward(checkpoint)
+        for layer in layers[start:end]:
+            h = layer(h)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (checkpoint,) = ctx.saved_tensors
+        layers = ctx.layers
+        h = checkpoint
+        with torch.no_grad():                      # rebuild h_start from the checkpoint
+            for layer in layers[ctx.ckpt_start:ctx.start]:
+                h = layer(h)
+        h = h.detach().requires_grad_(True)
+        params = [p for layer in layers[ctx.start:ctx.end] for p in layer.parameters()]
+        with torch.enable_grad():                  # replay the segment, this time keeping its graph
+            y = h
+            for layer in layers[ctx.start:ctx.end]:
+                y = layer(y)
+        grads = torch.autograd.grad(y, [h, *params], grad_y)
+        return (grads[0], None, None, None, None, None, *grads[1:])
+
+
+def _run_segment(layers, h, checkpoint, ckpt_start, start, end):
+    params = [p for layer in layers[start:end] for p in layer.parameters()]
+    return _RecomputedSegment.apply(h, checkpoint, layers, ckpt_start, start, end, *params)
+
+
+def _forward_recompute_all(layers, x):
+    """Layers 0..n-2 each as a node that keeps only ``h_0``; the last layer runs normally."""
+    n = len(layers)
+    h = x
+    for i in range(n - 1):
+        h = _run_segment(layers, h, x, 0, i, i + 1)
+    return layers[n - 1](h)
+
+
+def _forward_sqrt(layers, x, segments):
+    """Each segment but the last keeps its input (a checkpoint); the last runs normally."""
+    sizes = segment_sizes(len(layers), segments)
+    h, start = x, 0
+    for size in sizes[:-1]:
+        h = _run_segment(layers, h, h, start, start, start + size)
+        start += size
+    for layer in layers[start:]:
+        h = layer(h)
+    return h
+
+
+# ---------------------------------------------------------------------------------------------
+# measure
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CheckpointStats:
+    """One forward + backward of a chain under one strategy.
+
+    peak_saved_bytes: peak live bytes of activations saved for backward (parameters excluded).
+    forward_calls: layer (block) forward executions, recomputation included.
+    seconds: wall time of forward + backward.
+    grads: parameter name -> gradient of ``loss = output.sum()``.
+    peak_param_bytes: peak live bytes of saved tensors that are views of parameters.
+    cuda_peak_bytes: on CUDA, ``torch.cuda.max_memory_allocated`` during the step minus what was
+        allocated before it (activations, recomputation, gradients, workspace); None on CPU.
+    """
+
+    peak_saved_bytes: int
+    forward_calls: int
+    seconds: float
+    grads: dict[str, torch.Tensor]
+    peak_param_bytes: int = 0
+    cuda_peak_bytes: int | None = None
+
+
+def measure(model: nn.Sequential, x: torch.Tensor, strategy: str, segments: int | None = None) -> CheckpointStats:
+    """Run ``loss = model(x).sum()`` forward and backward under ``strategy`` and measure it.
+
+    ``model`` is an ``nn.Sequential`` of blocks (one block = one "layer"), e.g. from
+    :func:`make_chain`; ``x`` is ``(batch, width)`` on the model's device and is detached
+    (gradients are taken for the parameters only, so layer 0 needs no ``W^T``). ``segments`` (sqrt
+    and torch only, ``1 <= segments <= n``, default ``ceil(sqrt n)``) sets the number of
+    segments. The model is left as it was: the counting hooks are removed and every
+    parameter's ``.grad`` is restored.
+    """
+    _check_strategy(strategy)
+    if not isinstance(model, nn.Sequential) or len(model) < 1:
+        raise TypeError(f"model must be a non-empty nn.Sequential of layers, got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    layers = list(model.children())
+    n = len(layers)
+    if segments is not None:
+        if strategy not in ("sqrt", "torch"):
+            raise ValueError(f"segments only applies to strategy 'sqrt' or 'torch', not {strategy!r}")
+        _check_segments(segments, n)
+    else:
+        segments = default_segments(n)
+
+    named = list(model.named_parameters())
+    old_grads = {name: p.grad for name, p in named}
+    forward_calls = 0
+
+    def count(module, args):
+        nonlocal forward_calls
+        forward_calls += 1
+
+    handles = [layer.register_forward_pre_hook(count) for layer in layers]
+    x = x.detach()
+    is_cuda = x.device.type == "cuda"
+    try:
+        for _, p in named:
+            p.grad = None
+        if is_cuda:
+            torch.cuda.synchronize(x.device)
+            base = torch.cuda.memory_allocated(x.device)
+            torch.cuda.reset_peak_memory_stats(x.device)
+        tracker = SavedTensorTracker(p for _, p in named)
+        t0 = time.perf_counter()
+        with tracker:
+            if strategy == "store_all":
+                y = model(x)
+            elif strategy == "recompute_all":
+                y = _forward_recompute_all(layers, x)
+            elif strategy == "sqrt":
+                y = _forward_sqrt(layers, x, segments)
+            else:
+                y = torch.utils.checkpoint.checkpoint_sequential(model, segments, x, use_reentrant=False)
+            loss = y.sum()
+            del y
+            loss.backward()
+        if is_cuda:
+            torch.cuda.synchronize(x.device)
+        seconds = time.perf_counter() - t0
+        cuda_peak = torch.cuda.max_memory_allocated(x.device) - base if is_cuda else None
+        grads = {name: p.grad for name, p in named}
+    finally:
+        for h in handles:
+            h.remove()
+        for name, p in named:
+            p.grad = old_grads[name]
+    return CheckpointStats(
+        peak_saved_bytes=tracker.peak_bytes,
+        forward_calls=forward_calls,
+        seconds=seconds,
+        grads=grads,
+        peak_param_bytes=tracker.peak_param_bytes,
+        cuda_peak_bytes=cuda_peak,
+    )
+
+
+def max_relative_grad_error(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
+    """``max over parameters of ||g - g_ref|| / ||g_ref||`` (the same parameter names required)."""
+    if grads.keys() != reference.keys():
+        raise ValueError(f"grads and reference must name the same parameters, got {sorted(grads)} and {sorted(reference)}")
+    return max(((grads[k] - reference[k]).norm() / reference[k].norm().clamp_min(1e-30)).item() for k in reference)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting the scaling laws
+# ---------------------------------------------------------------------------------------------
+
+LAWS = {"1": lambda n: 0.0 * n, "sqrt": math.sqrt, "n": lambda n: float(n), "n^2": lambda n: float(n) ** 2}
+
+
+@dataclass
+class ScalingFit:
+    """``value ~= c * f(n) + d`` for the law ``f`` (``"1"``, ``"sqrt"``, ``"n"``, ``"n^2"``).
+
+    ``r2`` is the coefficient of determination (1 when the fit is exact, including a constant
+    fitted to constant data).
+    """
+
+    law: str
+    c: float
+    d: float
+    r2: float
+
+    def __call__(self, n):
+        f = LAWS[self.law]
+        return [self.c * f(k) + self.d for k in n] if hasattr(n, "__iter__") else self.c * f(n) + self.d
+
+
+def fit_scaling(ns, values, law: str) -> ScalingFit:
+    """Least-squares fit of ``values ~= c * f(n) + d`` over the depths ``ns`` (``"1"``: d only)."""
+    if law not in LAWS:
+        raise ValueError(f"law must be one of {tuple(LAWS)}, got {law!r}")
+    ns, values = list(ns), [float(v) for v in values]
+    if len(ns) != len(values) or len(ns) < 2:
+        raise ValueError(f"ns and values must have the same length >= 2, got {len(ns)} and {len(values)}")
+    y = torch.tensor(values, dtype=torch.float64)
+    if law == "1":
+        c, d = 0.0, y.mean().item()
+    else:
+        f = torch.tensor([LAWS[law](n) for n in ns], dtype=torch.float64)
+        A = torch.stack([f, torch.ones_like(f)], dim=1)
+        c, d = torch.linalg.lstsq(A, y[:, None]).solution[:, 0].tolist()
+    fit = ScalingFit(law, c, d, 1.0)
+    residual = ((y - torch.tensor(fit(ns), dtype=torch.float64)) ** 2).sum().item()
+    total = ((y - y.mean()) ** 2).sum().item()
+    fit.r2 = 1.0 - residual / total if total > 0 else (1.0 if residual < 1e-12 * max(1.0, y.abs().max().item()) else 0.0)
+    return fit
+
+
+def loglog_slope(ns, values) -> float:
+    """Slope of ``log(value)`` against ``log(n)``: 1 for O(n), 0.5 for O(sqrt n), 0 for O(1)."""
+    x = torch.log(torch.tensor(list(ns), dtype=torch.float64))
+    y = torch.log(torch.tensor([float(v) for v in values], dtype=torch.float64))
+    x, y = x - x.mean(), y - y.mean()
+    return ((x * y).sum() / (x * x).sum()).item()
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_int(name: str, value, *, low: int | None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+def _check_segments(segments, n_layers: int) -> None:
+    if not isinstance(segments, int) or isinstance(segments, bool):
+        raise TypeError(f"segments must be an int, got {type(segments).__name__}")
+    if not 1 <= segments <= n_layers:
+        raise ValueError(f"segments must be in [1, n_layers={n_layers}], got {segments}")
+
+
+def _check_strategy(strategy, *, manual_only: bool = False) -> None:
+    allowed = STRATEGIES[:3] if manual_only else STRATEGIES
+    if strategy not in allowed:
+        raise ValueError(f"strategy must be one of {allowed}, got {strategy!r}")

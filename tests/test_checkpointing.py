@@ -1,0 +1,339 @@
+"""llmlab.checkpointing: forward counts, saved-activation bytes and gradients of each strategy."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import requires_cuda
+from llmlab.checkpointing import (
+    STRATEGIES,
+    SavedTensorTracker,
+    default_segments,
+    fit_scaling,
+    loglog_slope,
+    make_chain,
+    max_relative_grad_error,
+    measure,
+    segment_sizes,
+    theory_forward_calls,
+    theory_saved_activations,
+)
+
+BATCH, WIDTH = 4, 8
+ACT = BATCH * WIDTH * 4  # bytes of one float32 activation (batch, width)
+
+
+def _chain_and_input(n, width=WIDTH, seed=0):
+    model = make_chain(n, width, seed=seed)
+    x = torch.randn(BATCH, width, generator=torch.Generator().manual_seed(seed + 1))
+    return model, x
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    """measure() for every strategy at n = 16, 64, 256 (recompute_all at 256 is 32896 layer calls)."""
+    out = {}
+    for n in (16, 64, 256):
+        model, x = _chain_and_input(n)
+        out[n] = {s: measure(model, x, s) for s in STRATEGIES}
+    return out
+
+
+_max_rel_err = max_relative_grad_error
+
+
+# --- the chain ---------------------------------------------------------------------------------
+
+
+def test_make_chain_shapes_and_seed():
+    model = make_chain(5, 7, seed=3)
+    assert isinstance(model, torch.nn.Sequential) and len(model) == 5
+    h = torch.randn(2, 7)
+    for block in model:
+        assert block(h).shape == (2, 7)
+        h = block(h)
+    same = make_chain(5, 7, seed=3)
+    other = make_chain(5, 7, seed=4)
+    for (name, p), q, r in zip(model.named_parameters(), same.parameters(), other.parameters()):
+        assert torch.equal(p, q), name
+        assert not torch.equal(p, r), name
+
+
+def test_make_chain_does_not_touch_global_rng():
+    torch.manual_seed(123)
+    a = torch.rand(3)
+    torch.manual_seed(123)
+    make_chain(4, 6, seed=0)
+    assert torch.equal(torch.rand(3), a)
+
+
+def test_make_chain_weights_are_orthogonal():
+    w = make_chain(1, 16)[0][0].weight.detach()
+    torch.testing.assert_close(w @ w.T, torch.eye(16), atol=1e-5, rtol=0)
+
+
+# --- forward calls -------------------------------------------------------------------------------
+
+
+def test_forward_calls_exact(sweep):
+    for n, stats in sweep.items():
+        assert stats["store_all"].forward_calls == n
+        assert stats["recompute_all"].forward_calls == n * (n + 1) // 2
+        assert stats["sqrt"].forward_calls == theory_forward_calls(n, "sqrt")
+        assert n < stats["sqrt"].forward_calls <= 2 * n + math.sqrt(n)
+        assert n < stats["torch"].forward_calls <= 2 * n + math.sqrt(n)
+
+
+def test_forward_calls_small_cases_by_hand():
+    # n = 3: recompute_all runs 1 + 2 + 3 = 6 layer forwards; sqrt (2 segments [2, 1]) runs 3 + 2.
+    model, x = _chain_and_input(3)
+    assert measure(model, x, "recompute_all").forward_calls == 6
+    assert measure(model, x, "sqrt").forward_calls == 5
+    assert measure(model, x, "sqrt", segments=1).forward_calls == 3  # one segment = store_all
+
+
+# --- saved bytes -------------------------------------------------------------------------------
+
+
+def test_peak_saved_bytes_match_theory(sweep):
+    for n, stats in sweep.items():
+        for s in ("store_all", "recompute_all", "sqrt"):
+            assert stats[s].peak_saved_bytes == theory_saved_activations(n, s) * ACT, (n, s)
+
+
+def test_peak_saved_bytes_scaling(sweep):
+    m = {s: [sweep[n][s].peak_saved_bytes for n in (16, 64, 256)] for s in STRATEGIES}
+    # store_all: linear, x4 in n -> x4 in bytes (n + 1: within 10%)
+    for small, big in zip(m["store_all"], m["store_all"][1:]):
+        assert big / small == pytest.approx(4.0, rel=0.1)
+    # recompute_all: flat
+    assert m["recompute_all"][0] == m["recompute_all"][1] == m["recompute_all"][2]
+    # sqrt: x4 in n -> x2 in bytes
+    for key in ("sqrt", "torch"):
+        for small, big in zip(m[key], m[key][1:]):
+            assert big / small == pytest.approx(2.0, rel=0.1), key
+    # and the order at n = 256
+    assert m["recompute_all"][2] < m["sqrt"][2] < m["store_all"][2] / 4
+
+
+def test_segments_sweep_matches_theory_and_is_u_shaped():
+    n = 12
+    model, x = _chain_and_input(n)
+    mem = {}
+    for s in range(1, n + 1):
+        st = measure(model, x, "sqrt", segments=s)
+        assert st.peak_saved_bytes == theory_saved_activations(n, "sqrt", s) * ACT, s
+        assert st.forward_calls == 2 * n - segment_sizes(n, s)[-1], s
+        mem[s] = st.peak_saved_bytes
+    assert mem[1] == (n + 1) * ACT  # one segment: nothing recomputed, everything kept
+    best = min(mem, key=mem.get)
+    assert 3 <= best <= 5  # the balance sits near sqrt(12) = 3.5, not at either end
+    assert mem[n] > mem[best] and mem[1] > mem[best]
+
+
+def test_parameters_are_reported_separately(sweep):
+    # Linear saves W^T to get the gradient of its input; layer 0's input needs no gradient.
+    n = 16
+    st = sweep[n]["store_all"]
+    assert st.peak_param_bytes == (n - 1) * WIDTH * WIDTH * 4
+    assert sweep[n]["recompute_all"].peak_param_bytes == WIDTH * WIDTH * 4
+
+
+def test_tracker_sees_nothing_under_no_grad_and_releases_everything():
+    model, x = _chain_and_input(8)
+    with SavedTensorTracker(model.parameters()) as tr:
+        with torch.no_grad():
+            model(x)
+    assert tr.n_packed == 0 and tr.peak_bytes == 0
+    with SavedTensorTracker(model.parameters()) as tr:
+        y = model(x)
+        assert tr.live_bytes == 9 * ACT
+        y.sum().backward()
+    assert tr.live_bytes == 0 and tr.live_param_bytes == 0
+    assert tr.peak_bytes == 9 * ACT
+
+
+# --- gradients ---------------------------------------------------------------------------------
+
+
+def test_store_all_grads_equal_plain_autograd():
+    model, x = _chain_and_input(10)
+    names = [k for k, _ in model.named_parameters()]
+    ref = torch.autograd.grad(model(x).sum(), list(model.parameters()))
+    st = measure(model, x, "store_all")
+    assert _max_rel_err(st.grads, dict(zip(names, ref))) <= 1e-6
+
+
+def test_all_strategies_match_store_all_grads(sweep):
+    for n, stats in sweep.items():
+        for s in STRATEGIES:
+            assert _max_rel_err(stats[s].grads, stats["store_all"].grads) <= 1e-6, (n, s)
+
+
+@pytest.mark.parametrize("n,segments", [(7, 2), (7, 3), (7, 7), (10, 4)])
+def test_grads_match_for_other_segment_counts(n, segments):
+    model, x = _chain_and_input(n, width=12)
+    ref = measure(model, x, "store_all").grads
+    for s in ("sqrt", "torch"):
+        assert _max_rel_err(measure(model, x, s, segments=segments).grads, ref) <= 1e-6
+
+
+def test_torch_strategy_against_checkpoint_sequential_directly():
+    model, x = _chain_and_input(9)
+    out = torch.utils.checkpoint.checkpoint_sequential(model, 3, x, use_reentrant=False)
+    ref = torch.autograd.grad(out.sum(), list(model.parameters()))
+    st = measure(model, x, "torch", segments=3)
+    assert _max_rel_err(st.grads, dict(zip([k for k, _ in model.named_parameters()], ref))) <= 1e-6
+    # torch keeps 2 segment inputs and the last segment (3 layers: its input and 3 outputs)
+    assert st.peak_saved_bytes == (2 + 4) * ACT
+
+
+# --- the model is left as it was ---------------------------------------------------------------
+
+
+def test_measure_leaves_model_untouched():
+    model, x = _chain_and_input(6)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sentinel = torch.full_like(model[0][0].weight, 7.0)
+    model[0][0].weight.grad = sentinel
+    for s in STRATEGIES:
+        measure(model, x, s)
+    assert model[0][0].weight.grad is sentinel
+    assert all(p.grad is None for name, p in model.named_parameters() if name != "0.0.weight")
+    assert all(not blk._forward_pre_hooks and not blk._forward_hooks for blk in model)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert torch.is_grad_enabled()
+
+
+def test_stats_fields():
+    model, x = _chain_and_input(4)
+    st = measure(model, x, "sqrt")
+    assert st.seconds > 0
+    assert st.cuda_peak_bytes is None  # CPU
+    assert set(st.grads) == {k for k, _ in model.named_parameters()}
+
+
+# --- helpers and validation ----------------------------------------------------------------------
+
+
+def test_default_segments_is_ceil_sqrt():
+    for n in range(1, 300):
+        assert default_segments(n) == math.ceil(math.sqrt(n))
+
+
+def test_segment_sizes():
+    assert segment_sizes(10, 3) == [4, 3, 3]
+    assert segment_sizes(9, 3) == [3, 3, 3]
+    assert sum(segment_sizes(257, 17)) == 257
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: make_chain(0, 4), "n_layers"),
+        (lambda: make_chain(3, 0), "width"),
+        (lambda: make_chain(-2, 4), "n_layers"),
+        (lambda: measure(make_chain(3, 4), torch.randn(2, 4), "nope"), "strategy"),
+        (lambda: measure(make_chain(3, 4), torch.randn(2, 4), "sqrt", segments=0), "segments"),
+        (lambda: measure(make_chain(3, 4), torch.randn(2, 4), "sqrt", segments=4), "segments"),
+        (lambda: measure(make_chain(3, 4), torch.randn(2, 4), "torch", segments=4), "segments"),
+        (lambda: measure(make_chain(3, 4), torch.randn(2, 4), "store_all", segments=2), "segments"),
+        (lambda: segment_sizes(3, 5), "segments"),
+        (lambda: theory_saved_activations(3, "torch"), "strategy"),
+    ],
+)
+def test_bad_values_raise_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: make_chain(2.5, 4), "n_layers"),
+        (lambda: make_chain(2, "4"), "width"),
+        (lambda: measure(torch.nn.Linear(3, 3), torch.randn(2, 3), "sqrt"), "model"),
+        (lambda: measure(make_chain(3, 4), [[1.0] * 4], "sqrt"), "x"),
+        (lambda: measure(make_chain(3, 4), torch.randn(2, 4), "sqrt", segments=1.5), "segments"),
+    ],
+)
+def test_bad_types_raise_type_error(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+# --- CUDA ----------------------------------------------------------------------------------------
+
+
+@requires_cuda
+def test_cuda_accounting_and_allocator_peak():
+    # Activation-dominated shape (one activation 2 MiB, all weights 4 MiB), so the allocator's peak
+    # is driven by what each strategy keeps, not by the gradients every strategy allocates.
+    n, width, batch = 64, 128, 4096
+    model = make_chain(n, width).cuda()
+    x = torch.randn(batch, width, generator=torch.Generator().manual_seed(1)).cuda()
+    gpu = {s: measure(model, x, s) for s in STRATEGIES}
+    act = batch * width * 4
+    for s in ("store_all", "recompute_all", "sqrt"):
+        assert gpu[s].peak_saved_bytes == theory_saved_activations(n, s) * act  # same accounting as CPU
+        assert gpu[s].forward_calls == theory_forward_calls(n, s)
+    assert gpu["store_all"].cuda_peak_bytes >= (n + 1) * act
+    assert gpu["sqrt"].cuda_peak_bytes < gpu["store_all"].cuda_peak_bytes / 2
+    assert gpu["torch"].cuda_peak_bytes < gpu["store_all"].cuda_peak_bytes / 2
+    assert gpu["recompute_all"].cuda_peak_bytes < gpu["sqrt"].cuda_peak_bytes
+    for s in ("recompute_all", "sqrt", "torch"):
+        assert _max_rel_err(gpu[s].grads, gpu["store_all"].grads) <= 1e-5
+
+
+# --- fits --------------------------------------------------------------------------------------
+
+
+def test_fit_scaling_recovers_laws_and_rejects_wrong_ones():
+    ns = [4, 9, 16, 25, 64, 100]
+    lin = fit_scaling(ns, [3 * n + 1 for n in ns], "n")
+    assert lin.c == pytest.approx(3) and lin.d == pytest.approx(1) and lin.r2 == pytest.approx(1)
+    sq = fit_scaling(ns, [2 * math.sqrt(n) for n in ns], "sqrt")
+    assert sq.c == pytest.approx(2) and sq.r2 == pytest.approx(1)
+    assert fit_scaling(ns, [5] * len(ns), "1").r2 == 1.0
+    assert fit_scaling(ns, ns, "1").r2 == pytest.approx(0.0)
+    assert fit_scaling(ns, [n * n for n in ns], "sqrt").r2 < 0.95
+    assert fit_scaling(ns, [n * (n + 1) / 2 for n in ns], "n^2").r2 > 0.9999  # + n/2 is not in the law
+    assert loglog_slope(ns, [7 * n for n in ns]) == pytest.approx(1)
+    assert loglog_slope(ns, [math.sqrt(n) for n in ns]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="law"):
+        fit_scaling(ns, ns, "log")
+    with pytest.raises(ValueError, match="length"):
+        fit_scaling(ns, ns[:-1], "n")
+
+
+def test_max_relative_grad_error():
+    ref = {"a": torch.tensor([3.0, 4.0]), "b": torch.tensor([1.0])}
+    assert max_relative_grad_error(ref, ref) == 0.0
+    assert max_relative_grad_error({"a": torch.tensor([3.0, 4.5]), "b": torch.tensor([1.0])}, ref) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="same parameters"):
+        max_relative_grad_error({"a": ref["a"]}, ref)
+
+
+# --- widget --------------------------------------------------------------------------------------
+
+
+def test_widget_callbacks_follow_the_sliders():
+    from llmlab.widgets import checkpointing_widget
+
+    w = checkpointing_widget(n_max=16, width=8, batch=2, n=9)
+    a = w.act_bytes
+    assert w.segments.value == 3 and w.last["sqrt"].peak_saved_bytes == 6 * a  # 3 segments of 3
+    before = w.readout.value
+    w.segments.value = 1
+    assert w.readout.value != before and "1 segments" in w.readout.value
+    assert w.last["sqrt"].peak_saved_bytes == w.last["store_all"].peak_saved_bytes == 10 * a
+    w.n.value = 16  # the segments slider follows: max n, value ceil(sqrt n)
+    assert (w.segments.max, w.segments.value) == (16, 4)
+    assert w.last["sqrt"].forward_calls == 28 and w.last["recompute_all"].forward_calls == 136
+    w.n.value = 1
+    assert (w.segments.max, w.segments.value) == (1, 1)
+    assert w.last["store_all"].peak_saved_bytes == 2 * a
+    with pytest.raises(ValueError, match="n must be"):
+        checkpointing_widget(n_max=4, n=5)
