@@ -1,0 +1,274 @@
+"""llmlab.schedules against PyTorch's schedulers (and Hugging Face's warm-up + cosine).
+
+Equality is checked as ``|ours - torch| <= 1e-12 * |torch|`` with NO absolute tolerance. Where
+the learning rate reaches exactly 0 (eta_min = 0 at t_max, 3 t_max, ...) both sides compute
+``1 + cos(pi) = 0`` exactly, so the relative check holds there too and no absolute escape
+hatch is needed; ``test_trough_is_exactly_eta_min`` pins that down.
+
+The one place the 1e-12 does not hold is documented in ``test_long_schedules_...``: PyTorch's
+``CosineAnnealingLR`` is a recursion that loses ~eps * t_max**2 relative precision just after
+the trough when eta_min > 0. There the closed form is checked against a 40-digit mpmath
+reference instead, and PyTorch against the closed form with that explained bound.
+"""
+
+import math
+
+import pytest
+import torch
+from torch.optim import lr_scheduler
+
+from llmlab.schedules import (
+    TrainingRun,
+    cosine_annealing,
+    cosine_with_restarts,
+    torch_trace,
+    train_regression,
+    warmup_cosine,
+)
+
+EPS = 2.0**-52
+RTOL = 1e-12
+
+
+def assert_rel_close(ours, ref, rtol=RTOL):
+    assert len(ours) == len(ref)
+    worst = max((abs(a - b) / abs(b) if b != 0 else (0.0 if a == b else math.inf)) for a, b in zip(ours, ref))
+    assert worst <= rtol, f"max relative difference {worst:.3e} > {rtol:.0e}"
+
+
+# ----------------------------------------------------------------------------- CosineAnnealingLR
+
+
+@pytest.mark.parametrize("t_max", [1, 2, 3, 7, 10, 50, 100])
+@pytest.mark.parametrize("eta_ratio", [0.0, 0.01, 0.1, 0.5, 0.999])
+@pytest.mark.parametrize("base_lr", [0.1, 3e-4])
+def test_cosine_annealing_matches_torch_for_3_t_max(t_max, eta_ratio, base_lr):
+    eta_min = eta_ratio * base_lr
+    ref = torch_trace(lambda opt: lr_scheduler.CosineAnnealingLR(opt, T_max=t_max, eta_min=eta_min),
+                      3 * t_max + 1, base_lr=base_lr)
+    ours = [cosine_annealing(t, base_lr=base_lr, t_max=t_max, eta_min=eta_min) for t in range(3 * t_max + 1)]
+    assert_rel_close(ours, ref)
+
+
+def test_cosine_annealing_is_not_a_restart():
+    base, t_max = 0.1, 25
+    lr = [cosine_annealing(t, base_lr=base, t_max=t_max, eta_min=0.01) for t in range(4 * t_max + 1)]
+    assert lr[t_max] == pytest.approx(0.01, rel=1e-12)
+    assert lr[t_max + 1] > lr[t_max]  # it climbs back...
+    assert lr[2 * t_max] == pytest.approx(base, rel=1e-12)  # ...to base_lr at 2 t_max
+    assert lr[3 * t_max] == pytest.approx(0.01, rel=1e-12)
+    for t in range(2 * t_max):  # period 2 t_max, symmetric about t_max
+        assert lr[t + 2 * t_max] == pytest.approx(lr[t], rel=1e-12)
+        assert lr[2 * t_max - t] == pytest.approx(lr[t], rel=1e-12)
+
+
+@pytest.mark.parametrize("t_max", [1, 4, 10, 100, 1000])
+def test_trough_is_exactly_eta_min(t_max):
+    # Relative comparison at lr = 0 needs both sides to be exactly 0: they are.
+    for k in (1, 3):
+        assert cosine_annealing(k * t_max, base_lr=0.1, t_max=t_max) == 0.0
+    ref = torch_trace(lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=t_max), 3 * t_max + 1, base_lr=0.1)
+    assert ref[t_max] == 0.0 and ref[3 * t_max] == 0.0
+
+
+@pytest.mark.parametrize("t_max", [300, 1000, 5000])
+@pytest.mark.parametrize("eta_ratio", [0.0, 0.1, 0.5, 0.999])
+def test_long_schedules_closed_form_is_exact_and_torch_drift_is_explained(t_max, eta_ratio):
+    """Long schedules: where PyTorch's recursion drifts, the closed form is the exact one.
+
+    ``CosineAnnealingLR.step()`` stores lr = eta_min + x and updates x <- x * c_t / c_{t-1}
+    (c_t = 1 + cos(pi t / T)) after recovering x = lr - eta_min. Just past the trough x is of
+    order (base - eta_min) (pi / T)^2 while lr ~ eta_min, so that subtraction leaves x with a
+    relative error ~ eps * eta_min / x ~ eps * T^2, which the multiplicative recursion then
+    carries through the whole rising half. Measured (torch 2.13): up to 0.15 eps T^2 relative
+    (3.4e-12 at T = 1000, 1.9e-10 at T = 5000). With eta_min = 0 there is no subtraction and no
+    drift. So we check: (1) the first descent 0..T matches PyTorch to 1e-12 for every T; (2) the
+    closed form is within 8 eps * base_lr of a 40-digit reference over all 3 T steps; (3) PyTorch
+    stays within eps * T^2 (relative) of the closed form - the bound the argument above gives
+    (constant ~0.5) with room, and still 1e-12 when eta_min = 0.
+    """
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    base_lr = 0.1
+    eta_min = eta_ratio * base_lr
+    n = 3 * t_max + 1
+    ref = torch_trace(lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=t_max, eta_min=eta_min), n, base_lr=base_lr)
+    ours = [cosine_annealing(t, base_lr=base_lr, t_max=t_max, eta_min=eta_min) for t in range(n)]
+    assert_rel_close(ours[: t_max + 1], ref[: t_max + 1])
+    # Exact reference (40 digits) on every 7th step plus the trough and peaks. The closed form's
+    # error is cos() rounding near +-1, an absolute quantity, so it is bounded relative to base_lr:
+    # within 8 eps * base_lr everywhere (relative to lr it grows near an eta_min = 0 trough, on
+    # both sides of the comparison with PyTorch alike).
+    base_mp, eta_mp = mpmath.mpf(base_lr), mpmath.mpf(eta_min)
+    for t in sorted(set(range(0, n, 7)) | {t_max - 1, t_max + 1, 2 * t_max, 3 * t_max}):
+        exact = eta_mp + (base_mp - eta_mp) * (1 + mpmath.cos(mpmath.pi * t / t_max)) / 2
+        assert abs(ours[t] - float(exact)) <= 8 * EPS * base_lr, t
+    assert_rel_close(ours, ref, rtol=RTOL if eta_min == 0 else max(RTOL, EPS * t_max**2))
+
+
+# ----------------------------------------------------------------------------- CosineAnnealingWarmRestarts
+
+
+@pytest.mark.parametrize("t_0,t_mult,eta_ratio", [
+    (1, 1, 0.0), (5, 1, 0.0), (10, 1, 0.1), (50, 1, 0.5),
+    (1, 2, 0.0), (3, 2, 0.1), (10, 2, 0.0), (7, 3, 0.25),
+])
+def test_cosine_with_restarts_matches_torch(t_0, t_mult, eta_ratio):
+    base_lr = 0.1
+    eta_min = eta_ratio * base_lr
+    n = 3 * t_0 * t_mult**2 + 5  # three or more cycles (t_mult = 1) / into the third cycle (t_mult > 1)
+    ref = torch_trace(lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=t_0, T_mult=t_mult, eta_min=eta_min),
+                      n, base_lr=base_lr)
+    ours = [cosine_with_restarts(t, base_lr=base_lr, t_0=t_0, t_mult=t_mult, eta_min=eta_min) for t in range(n)]
+    assert_rel_close(ours, ref)
+
+
+def test_restarts_jump_back_at_cycle_starts():
+    kw = dict(base_lr=1.0, t_0=4, t_mult=2, eta_min=0.0)
+    for start in (0, 4, 12, 28):  # cycles of 4, 8, 16 steps
+        assert cosine_with_restarts(start, **kw) == 1.0
+        assert cosine_with_restarts(start + 1, **kw) < 1.0
+    assert cosine_with_restarts(3, **kw) == pytest.approx(0.5 * (1 + math.cos(math.pi * 3 / 4)), rel=1e-15)
+    assert cosine_with_restarts(11, **kw) == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)), rel=1e-15)
+
+
+# ----------------------------------------------------------------------------- warm-up + cosine
+
+
+@pytest.mark.parametrize("warmup_steps,total_steps", [(0, 10), (1, 10), (5, 50), (10, 100), (37, 200), (20, 20)])
+def test_warmup_cosine_matches_hugging_face(warmup_steps, total_steps):
+    from transformers import get_cosine_schedule_with_warmup
+
+    base_lr = 3e-4
+    ref = torch_trace(lambda o: get_cosine_schedule_with_warmup(o, warmup_steps, total_steps),
+                      total_steps + 1, base_lr=base_lr)
+    ours = [warmup_cosine(t, base_lr=base_lr, warmup_steps=warmup_steps, total_steps=total_steps)
+            for t in range(total_steps + 1)]
+    if warmup_steps == total_steps:
+        # HF's decay has length max(1, 0) and so starts at base_lr at step total_steps; ours is at min_lr.
+        ours, ref = ours[:-1], ref[:-1]
+    assert_rel_close(ours, ref)
+
+
+@pytest.mark.parametrize("warmup_steps,total_steps,min_ratio", [(5, 50, 0.1), (10, 100, 0.5), (0, 30, 0.1)])
+def test_warmup_cosine_with_floor_matches_hugging_face(warmup_steps, total_steps, min_ratio):
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    base_lr = 3e-4
+    min_lr = min_ratio * base_lr
+    ref = torch_trace(lambda o: get_cosine_with_min_lr_schedule_with_warmup(o, warmup_steps, total_steps, min_lr=min_lr),
+                      total_steps + 1, base_lr=base_lr)
+    ours = [warmup_cosine(t, base_lr=base_lr, warmup_steps=warmup_steps, total_steps=total_steps, min_lr=min_lr)
+            for t in range(total_steps + 1)]
+    assert_rel_close(ours, ref)
+
+
+def test_warmup_edges():
+    kw = dict(base_lr=1.0, warmup_steps=4, total_steps=12, min_lr=0.1)
+    lr = [warmup_cosine(t, **kw) for t in range(20)]
+    assert lr[:5] == [0.0, 0.25, 0.5, 0.75, 1.0]  # lr(0) = 0, lr(warmup) = peak, linear between
+    assert lr[8] == pytest.approx(0.1 + 0.9 * 0.5, rel=1e-15)  # half-way through the decay
+    assert lr[12] == pytest.approx(0.1, rel=1e-15)
+    assert all(x == 0.1 for x in lr[12:])  # flat after total_steps (HF's would climb back)
+    assert all(a >= b for a, b in zip(lr[4:], lr[5:]))
+    # No warm-up: a pure cosine from the peak, equal to cosine_annealing with t_max = total_steps.
+    for t in range(13):
+        assert warmup_cosine(t, base_lr=1.0, warmup_steps=0, total_steps=12, min_lr=0.1) == pytest.approx(
+            cosine_annealing(t, base_lr=1.0, t_max=12, eta_min=0.1), rel=1e-15)
+    # Warm-up as long as training: a ramp, then the floor.
+    assert [warmup_cosine(t, base_lr=1.0, warmup_steps=4, total_steps=4) for t in range(6)] == [0, 0.25, 0.5, 0.75, 0, 0]
+
+
+# ----------------------------------------------------------------------------- torch_trace
+
+
+def test_torch_trace_records_the_lr_each_update_uses():
+    lrs = torch_trace(lambda o: lr_scheduler.StepLR(o, step_size=3, gamma=0.5), 8, base_lr=0.8)
+    assert lrs == [0.8, 0.8, 0.8, 0.4, 0.4, 0.4, 0.2, 0.2]
+    assert torch_trace(lambda o: lr_scheduler.ConstantLR(o, factor=1.0, total_iters=0), 0, base_lr=0.1) == []
+
+
+# ----------------------------------------------------------------------------- bad arguments
+
+
+@pytest.mark.parametrize("call,exc,name", [
+    (lambda: cosine_annealing(0, base_lr=0.1, t_max=0), ValueError, "t_max"),
+    (lambda: cosine_annealing(0, base_lr=0.1, t_max=-5), ValueError, "t_max"),
+    (lambda: cosine_annealing(0, base_lr=0.1, t_max=10.0), TypeError, "t_max"),
+    (lambda: cosine_annealing(-1, base_lr=0.1, t_max=10), ValueError, "step"),
+    (lambda: cosine_annealing(1.5, base_lr=0.1, t_max=10), TypeError, "step"),
+    (lambda: cosine_annealing(True, base_lr=0.1, t_max=10), TypeError, "step"),
+    (lambda: cosine_annealing(0, base_lr=-0.1, t_max=10), ValueError, "base_lr"),
+    (lambda: cosine_annealing(0, base_lr=float("nan"), t_max=10), ValueError, "base_lr"),
+    (lambda: cosine_annealing(0, base_lr="0.1", t_max=10), TypeError, "base_lr"),
+    (lambda: cosine_annealing(0, base_lr=0.1, t_max=10, eta_min=0.2), ValueError, "eta_min"),
+    (lambda: cosine_annealing(0, base_lr=0.1, t_max=10, eta_min=-0.01), ValueError, "eta_min"),
+    (lambda: cosine_with_restarts(0, base_lr=0.1, t_0=0), ValueError, "t_0"),
+    (lambda: cosine_with_restarts(0, base_lr=0.1, t_0=5, t_mult=0), ValueError, "t_mult"),
+    (lambda: cosine_with_restarts(0, base_lr=0.1, t_0=5, t_mult=1.5), TypeError, "t_mult"),
+    (lambda: cosine_with_restarts(-3, base_lr=0.1, t_0=5), ValueError, "step"),
+    (lambda: cosine_with_restarts(0, base_lr=0.1, t_0=5, eta_min=1.0), ValueError, "eta_min"),
+    (lambda: warmup_cosine(0, base_lr=0.1, warmup_steps=11, total_steps=10), ValueError, "warmup_steps"),
+    (lambda: warmup_cosine(0, base_lr=0.1, warmup_steps=-1, total_steps=10), ValueError, "warmup_steps"),
+    (lambda: warmup_cosine(0, base_lr=0.1, warmup_steps=0, total_steps=0), ValueError, "total_steps"),
+    (lambda: warmup_cosine(-1, base_lr=0.1, warmup_steps=1, total_steps=10), ValueError, "step"),
+    (lambda: warmup_cosine(2.0, base_lr=0.1, warmup_steps=1, total_steps=10), TypeError, "step"),
+    (lambda: warmup_cosine(0, base_lr=0.1, warmup_steps=1, total_steps=10, min_lr=0.5), ValueError, "min_lr"),
+    (lambda: torch_trace(None, 5, base_lr=0.1), TypeError, "make_scheduler"),
+    (lambda: torch_trace(lambda o: None, 5, base_lr=0.1), TypeError, "make_scheduler"),
+    (lambda: torch_trace(lambda o: lr_scheduler.StepLR(o, 1), -1, base_lr=0.1), ValueError, "steps"),
+    (lambda: train_regression([0.1, -0.1]), ValueError, r"lrs\[1\]"),
+    (lambda: train_regression([0.1], batch_size=0), ValueError, "batch_size"),
+])
+def test_bad_arguments_name_the_argument(call, exc, name):
+    with pytest.raises(exc, match=name):
+        call()
+
+
+def test_numpy_integers_are_steps():
+    np = pytest.importorskip("numpy")
+    assert cosine_annealing(np.int64(5), base_lr=1.0, t_max=10) == cosine_annealing(5, base_lr=1.0, t_max=10)
+
+
+# ----------------------------------------------------------------------------- the training demo
+
+
+def test_train_regression_is_seeded_and_uses_the_lrs():
+    lrs = [warmup_cosine(t, base_lr=0.03, warmup_steps=5, total_steps=60) for t in range(60)]
+    a, b = train_regression(lrs, seed=1), train_regression(lrs, seed=1)
+    assert isinstance(a, TrainingRun) and len(a.losses) == 61 and a.lrs == lrs
+    assert a.losses == b.losses
+    assert a.final_loss < 0.5 * a.losses[0]  # it learns
+    frozen = train_regression([0.0] * 10, seed=1)  # lr = 0: Adam moves nothing
+    assert frozen.losses == [frozen.losses[0]] * 11
+    assert train_regression(lrs, seed=2).losses[0] != a.losses[0]
+
+
+def test_train_regression_leaves_global_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    train_regression([0.01] * 5, seed=0)
+    assert torch.equal(torch.rand(3), expected)  # the caller's RNG stream is untouched
+    assert torch.get_num_threads() == threads
+
+
+# ----------------------------------------------------------------------------- the notebook-03 widget
+
+
+def test_cosine_explorer_redraws_on_every_control():
+    from llmlab.widgets import cosine_explorer
+
+    w = cosine_explorer(t_max=20, eta_min=0.1, warmup=5)
+    assert "t_max = 20" in w.readout_text and w.max_diff_cosine <= 1e-12 and w.max_diff_warmup <= 1e-12
+    assert w.lr_at_2t_max == pytest.approx(1.0, rel=1e-12)
+    for control, value in ((w.t_max, 37), (w.eta_min, 0.3), (w.warmup, 12)):
+        text, picture = w.readout_text, w.plot.value
+        control.value = value
+        assert w.readout_text != text and w.plot.value != picture
+        assert w.max_diff_cosine <= 1e-12 and w.max_diff_warmup <= 1e-12
+    w.warmup.value = 100  # longer than t_max: clipped, not an error
+    assert "clipped" in w.readout_text and w.max_diff_warmup <= 1e-12
+    w.eta_min.value = 1.0  # floor at the peak: a flat line, still equal to PyTorch
+    assert w.max_diff_cosine == 0.0
