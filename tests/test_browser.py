@@ -36,7 +36,11 @@ CHROMIUM_ARGS = [
 # Notebooks that carry a widget: name -> the description of the slider the test moves
 # (its label in the front end) and what the widget's text must show after the move.
 WIDGET_NOTEBOOKS = {
+    "03_cosine_lr.ipynb": {"slider": "t_max", "text": r"max \|closed form"},
+    "04_grad_accumulation_batchnorm.ipynb": {"slider": "steps K", "text": r"\d\.\d"},
     "06_truncated_svd_images.ipynb": {"slider": "k", "text": r"relative error"},
+    "05_checkpointing_memory.ipynb": {"slider": "layers n", "text": r"\d"},
+    "08_mixed_precision.ipynb": {"slider": "u / w", "text": r"float16"},
 }
 PRESENT = [n for n in WIDGET_NOTEBOOKS if (ROOT / "notebooks" / n).exists()]
 
@@ -154,8 +158,10 @@ def test_widget_responds_to_slider(lab, browser, name, tmp_path_factory):
     shots = tmp_path_factory.mktemp("screenshots")
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}")
-        page.wait_for_selector(".jp-Notebook", timeout=60_000)
+        # A workspace of its own per notebook, so JupyterLab does not reopen the previous ones.
+        workspace = re.sub(r"\W", "-", Path(name).stem)
+        page.goto(f"{lab['url']}/lab/workspaces/{workspace}/tree/{name}?reset&token={lab['token']}")
+        page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=60_000)
         _wait_idle(page, 90)
         page.click("li.lm-MenuBar-item:has-text('Run')")
         page.click("li.lm-Menu-item:has-text('Run All Cells')")
@@ -200,3 +206,14 @@ def test_widget_responds_to_slider(lab, browser, name, tmp_path_factory):
         assert after[2] != before[2], "the rendered widget did not change after the slider moved"
     finally:
         page.close()
+        _shutdown_kernels(lab)
+
+
+def _shutdown_kernels(lab) -> None:
+    """Stop every kernel the notebook started, so the next notebook runs on a quiet machine."""
+    base, auth = f"{lab['url']}/api", {"Authorization": f"token {lab['token']}"}
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/kernels", headers=auth), timeout=10) as r:
+        kernels = json.load(r)
+    for k in kernels:
+        req = urllib.request.Request(f"{base}/kernels/{k['id']}", headers=auth, method="DELETE")
+        urllib.request.urlopen(req, timeout=30).close()
