@@ -90,6 +90,9 @@ def lab(tmp_path_factory):
         JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
         IPYTHONDIR=str(home / "ipython"),
         MPLBACKEND="module://matplotlib_inline.backend_inline",
+        # One OpenMP thread: the browser shares the two cores with the kernel, and spinning
+        # OpenMP threads slow a busy machine down many times over.
+        OMP_NUM_THREADS="1",
     )
     # The kernel must be the one of this Python (the venv), not one from the user's data dir.
     env["JUPYTER_PATH"] = str(Path(sys.prefix) / "share" / "jupyter")

