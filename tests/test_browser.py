@@ -36,10 +36,12 @@ CHROMIUM_ARGS = [
 # Notebooks that carry a widget: name -> the description of the slider the test moves
 # (its label in the front end) and what the widget's text must show after the move.
 WIDGET_NOTEBOOKS = {
+    "02_decoding.ipynb": {"slider": "temperature", "text": r"\d"},
     "03_cosine_lr.ipynb": {"slider": "t_max", "text": r"max \|closed form"},
     "04_grad_accumulation_batchnorm.ipynb": {"slider": "steps K", "text": r"\d\.\d"},
-    "06_truncated_svd_images.ipynb": {"slider": "k", "text": r"relative error"},
     "05_checkpointing_memory.ipynb": {"slider": "layers n", "text": r"\d"},
+    "06_truncated_svd_images.ipynb": {"slider": "k", "text": r"relative error"},
+    "07_lora.ipynb": {"slider": "rank r", "text": r"\d"},
     "08_mixed_precision.ipynb": {"slider": "u / w", "text": r"float16"},
 }
 PRESENT = [n for n in WIDGET_NOTEBOOKS if (ROOT / "notebooks" / n).exists()]
