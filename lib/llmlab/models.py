@@ -14,6 +14,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -58,10 +59,19 @@ def default_model_dir() -> Path:
     target = cache_dir() / key
     if (target / "config.json").exists():
         return target
+    if target.exists() and any(target.iterdir()):
+        raise RuntimeError(f"{target} is an incomplete model folder (no config.json): delete it and load again")
     target.parent.mkdir(parents=True, exist_ok=True)
+    # A conversion killed hard (kernel restart) skips the `finally` below: clear its leftovers.
+    for stale in target.parent.glob(f".{key}-*"):
+        if time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
     try:
         _convert_gguf(gguf, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the cache may be shared
         try:
             os.replace(tmp, target)
         except OSError:
@@ -107,7 +117,8 @@ def load_model(name: str | None = None, *, device=None, dtype=None):
     ``name``: a Hugging Face model id or a local folder; default ``$LLMLAB_MODEL``, else the
     offline SmolLM2-135M-Instruct. ``device`` defaults to :func:`llmlab.default_device`,
     ``dtype`` to float32. Local folders and the default model never touch the network; a hub
-    id is fetched only if it is not already in the Hugging Face cache.
+    id goes through the Hugging Face hub client (which checks for updates unless
+    ``HF_HUB_OFFLINE`` is set, and then loads only what is already cached).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -123,7 +134,7 @@ def load_model(name: str | None = None, *, device=None, dtype=None):
         path, local_only = str(default_model_dir()), True
     else:
         path = str(name)
-        local_only = Path(path).expanduser().is_dir() or os.environ.get("HF_HUB_OFFLINE") == "1"
+        local_only = Path(path).expanduser().is_dir() or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
         if Path(path).expanduser().is_dir():
             path = str(Path(path).expanduser())
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)

