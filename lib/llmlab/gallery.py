@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -34,9 +35,15 @@ def render(notebook: Path, out_dir: Path, *, timeout: int = 600) -> Path:
     from nbconvert.preprocessors import ExecutePreprocessor
 
     nb = nbformat.read(notebook, as_version=4)
-    ExecutePreprocessor(timeout=timeout, kernel_name="python3", store_widget_state=True).preprocess(
-        nb, {"metadata": {"path": str(notebook.parent)}}
-    )
+    # The kernel inherits our environment: a non-inline MPLBACKEND (e.g. Agg) would drop the figures.
+    saved = os.environ.pop("MPLBACKEND", None)
+    try:
+        ExecutePreprocessor(timeout=timeout, kernel_name="python3", store_widget_state=True).preprocess(
+            nb, {"metadata": {"path": str(notebook.parent)}}
+        )
+    finally:
+        if saved is not None:
+            os.environ["MPLBACKEND"] = saved
     body, _ = HTMLExporter().from_notebook_node(nb)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{notebook.stem}.html"

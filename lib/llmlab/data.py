@@ -1,0 +1,271 @@
+"""The instruction-tuning set the LoRA notebook fine-tunes on, and how it is fed to a model.
+
+The examples are written by us, not downloaded: :func:`make_date_instructions` generates them
+from a seed (rewrite a date such as "March 5, 2021" as "2021-03-05"), ``data/make_instructions.py``
+writes them to ``data/instructions/{train,heldout}.jsonl`` and :func:`load_instructions` reads
+those files back (or regenerates the same examples when the files are not at hand, e.g. after
+``pip install`` on Colab). Each example follows the Alpaca format: ``instruction``, ``input``,
+``output`` and ``text``, the full prompt template the model is trained on.
+
+Instruction tuning is supervised next-token prediction on the *response* only:
+:func:`tokenize_example` sets the label of every prompt token to ``-100`` (the index PyTorch's
+cross-entropy ignores), so the loss is ``-(1/|R|) Σ_{t∈R} log p(y_t | y_<t)`` over the response
+tokens R.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as _dt
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "IGNORE_INDEX",
+    "PROMPT_TEMPLATE",
+    "format_prompt",
+    "make_date_instructions",
+    "write_instructions",
+    "load_instructions",
+    "data_dir",
+    "tokenize_example",
+    "collate",
+    "InstructionBatch",
+    "make_batches",
+    "ExactMatch",
+    "exact_match",
+]
+
+IGNORE_INDEX = -100
+
+# Alpaca's template (Taori et al., 2023) without its one-sentence preamble, which would double
+# the sequence length on a CPU for no gain. ``text`` = prompt + output.
+PROMPT_TEMPLATE = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+
+_INSTRUCTIONS = [
+    "Rewrite the date in ISO format (YYYY-MM-DD).",
+    "Convert this date to YYYY-MM-DD.",
+    "Give the date as year-month-day (YYYY-MM-DD).",
+    "Write this date in ISO 8601 format.",
+]
+_MONTHS = list(calendar.month_name)[1:]
+_MONTHS_ABBR = ["Jan.", "Feb.", "Mar.", "Apr.", "May", "Jun.", "Jul.", "Aug.", "Sep.", "Oct.", "Nov.", "Dec."]
+
+
+def _date_styles(d: _dt.date) -> list[str]:
+    """The human ways of writing ``d`` that the inputs use (all unambiguous)."""
+    month, abbr, weekday = _MONTHS[d.month - 1], _MONTHS_ABBR[d.month - 1], calendar.day_name[d.weekday()]
+    return [
+        f"{month} {d.day}, {d.year}",
+        f"{d.day} {month} {d.year}",
+        f"{abbr} {d.day}, {d.year}",
+        f"{weekday}, {month} {d.day}, {d.year}",
+        f"the {d.day}{_ordinal_suffix(d.day)} of {month}, {d.year}",
+    ]
+
+
+def _ordinal_suffix(day: int) -> str:
+    if 11 <= day % 100 <= 13:
+        return "th"
+    return {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+
+
+def format_prompt(instruction: str, input: str = "") -> str:
+    """The prompt part of the template (everything the model reads before its answer)."""
+    return PROMPT_TEMPLATE.format(instruction=instruction, input=input)
+
+
+def make_date_instructions(n_train: int = 512, n_heldout: int = 64, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Generate ``(train, heldout)`` Alpaca-style examples: a date in words -> ``YYYY-MM-DD``.
+
+    Dates are drawn uniformly from 1950-01-01 .. 2049-12-31 with ``random.Random(seed)``, without
+    repetition, so no held-out date occurs in the train split. Each example is a dict with keys
+    ``instruction``, ``input``, ``output`` and ``text`` (= prompt + output). Deterministic:
+    the same arguments give the same examples on every machine.
+    """
+    for name, value, low in (("n_train", n_train, 1), ("n_heldout", n_heldout, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    first, last = _dt.date(1950, 1, 1), _dt.date(2049, 12, 31)
+    n_days = (last - first).days + 1
+    if n_train + n_heldout > n_days:
+        raise ValueError(f"n_train + n_heldout must be <= {n_days} (distinct dates), got {n_train + n_heldout}")
+    rng = random.Random(seed)
+    offsets = rng.sample(range(n_days), n_train + n_heldout)
+    examples = []
+    for offset in offsets:
+        d = first + _dt.timedelta(days=offset)
+        instruction = rng.choice(_INSTRUCTIONS)
+        text_in = rng.choice(_date_styles(d))
+        output = d.isoformat()
+        examples.append({
+            "instruction": instruction,
+            "input": text_in,
+            "output": output,
+            "text": format_prompt(instruction, text_in) + output,
+        })
+    return examples[:n_train], examples[n_train:]
+
+
+def data_dir() -> Path | None:
+    """The repository's ``data/instructions`` folder, or None when llmlab runs without the repo."""
+    folder = Path(__file__).resolve().parents[2] / "data" / "instructions"
+    return folder if folder.is_dir() else None
+
+
+def write_instructions(folder: str | Path, n_train: int = 512, n_heldout: int = 64, seed: int = 0) -> list[Path]:
+    """Write ``train.jsonl`` and ``heldout.jsonl`` (one JSON object a line) into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for split, rows in zip(("train", "heldout"), make_date_instructions(n_train, n_heldout, seed)):
+        path = folder / f"{split}.jsonl"
+        path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        paths.append(path)
+    return paths
+
+
+def load_instructions(split: str = "train", folder: str | Path | None = None) -> list[dict]:
+    """The ``split`` ("train" or "heldout") of the instruction set as a list of dicts.
+
+    Reads ``folder/{split}.jsonl`` (default: the repository's ``data/instructions``); when no
+    folder is found it regenerates the identical examples with :func:`make_date_instructions`.
+    """
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    folder = Path(folder) if folder is not None else data_dir()
+    if folder is None:
+        train, heldout = make_date_instructions()
+        return train if split == "train" else heldout
+    path = folder / f"{split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `python data/make_instructions.py`")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def tokenize_example(example: dict, tokenizer, max_length: int | None = None) -> dict[str, list[int]]:
+    """Token ids and labels for one example, with the loss masked to the response.
+
+    Returns ``input_ids`` = prompt tokens + response tokens + EOS and ``labels`` of the same
+    length, ``-100`` on every prompt token (no loss there) and equal to ``input_ids`` on the
+    response and the EOS (so the model learns to stop). The prompt and response are tokenised
+    separately so the boundary is exact. ``max_length`` truncates from the right.
+    """
+    for key in ("instruction", "input", "output"):
+        if key not in example:
+            raise ValueError(f"example must have the Alpaca keys instruction/input/output; missing {key!r}")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer must define eos_token_id (the response ends with it)")
+    prompt_ids = tokenizer(format_prompt(example["instruction"], example["input"]), add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(example["output"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    input_ids = list(prompt_ids) + list(response_ids)
+    labels = [IGNORE_INDEX] * len(prompt_ids) + list(response_ids)
+    if max_length is not None:
+        if not isinstance(max_length, int) or max_length < 1:
+            raise ValueError(f"max_length must be an int >= 1 or None, got {max_length!r}")
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+    return {"input_ids": input_ids, "labels": labels}
+
+
+@dataclass
+class InstructionBatch:
+    """A right-padded batch: ``input_ids``, ``attention_mask``, ``labels``, each ``(batch, seq)``."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+
+    def to(self, device) -> "InstructionBatch":
+        return InstructionBatch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+
+    def as_kwargs(self) -> dict[str, torch.Tensor]:
+        """Keyword arguments for a Hugging Face causal LM: ``model(**batch.as_kwargs()).loss``."""
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "labels": self.labels}
+
+
+def collate(features: list[dict[str, list[int]]], pad_token_id: int) -> InstructionBatch:
+    """Right-pad tokenised examples to the longest one; padding gets mask 0 and label -100."""
+    if not features:
+        raise ValueError("features must be a non-empty list of tokenised examples")
+    length = max(len(f["input_ids"]) for f in features)
+    input_ids = torch.full((len(features), length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(features), length), dtype=torch.long)
+    labels = torch.full((len(features), length), IGNORE_INDEX, dtype=torch.long)
+    for i, f in enumerate(features):
+        n = len(f["input_ids"])
+        input_ids[i, :n] = torch.tensor(f["input_ids"])
+        attention_mask[i, :n] = 1
+        labels[i, :n] = torch.tensor(f["labels"])
+    return InstructionBatch(input_ids, attention_mask, labels)
+
+
+def make_batches(examples: list[dict], tokenizer, *, batch_size: int, steps: int, seed: int = 0,
+                 device=None) -> list[InstructionBatch]:
+    """``steps`` batches of ``batch_size`` examples, shuffled by ``seed`` (epoch after epoch)."""
+    for name, v in (("batch_size", batch_size), ("steps", steps)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    if not examples:
+        raise ValueError("examples must be a non-empty list")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    features = [tokenize_example(ex, tokenizer) for ex in examples]
+    g = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    batches = []
+    for _ in range(steps):
+        while len(order) < batch_size:
+            order += torch.randperm(len(features), generator=g).tolist()
+        idx, order = order[:batch_size], order[batch_size:]
+        batch = collate([features[i] for i in idx], pad)
+        batches.append(batch.to(device) if device is not None else batch)
+    return batches
+
+
+@dataclass
+class ExactMatch:
+    """Held-out exact-match result: ``accuracy`` in [0, 1] and the model's answers."""
+
+    accuracy: float
+    predictions: list[str]
+    targets: list[str]
+
+
+@torch.no_grad()
+def exact_match(model, tokenizer, examples: list[dict], *, max_new_tokens: int = 12,
+                batch_size: int = 32) -> ExactMatch:
+    """Greedy-decode an answer to every prompt and compare it, stripped, with ``output``.
+
+    Prompts are left-padded in batches so they all end where generation starts; decoding stops
+    at EOS or after ``max_new_tokens``.
+    """
+    if not examples:
+        raise ValueError("examples must be a non-empty list")
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    predictions = []
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        prompts = [tokenizer(format_prompt(ex["instruction"], ex["input"]), add_special_tokens=False)["input_ids"]
+                   for ex in chunk]
+        length = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), length), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), length), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            input_ids[i, length - len(p):] = torch.tensor(p)
+            attention_mask[i, length - len(p):] = 1
+        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                             do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad,
+                             eos_token_id=tokenizer.eos_token_id, temperature=None, top_p=None, top_k=None)
+        predictions += [tokenizer.decode(row[length:], skip_special_tokens=True).strip() for row in out]
+    model.train(was_training)
+    targets = [ex["output"] for ex in examples]
+    accuracy = sum(p == t for p, t in zip(predictions, targets)) / len(targets)
+    return ExactMatch(accuracy, predictions, targets)
