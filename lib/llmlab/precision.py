@@ -635,8 +635,7 @@ def block_step_seconds(mode: str, *, device=None, d_model: int = 256, n_heads: i
     only) or ``"bf16"`` (``torch.autocast`` to bfloat16, fp32 master weights and optimizer).
     The global matmul precision is restored afterwards. ``device`` defaults to the CPU.
     """
-    import statistics
-    import time
+    from .bench import timeit  # the one timing loop (median, CUDA-synchronised)
 
     if mode not in STEP_MODES:
         raise ValueError(f"mode must be one of {list(STEP_MODES)}, got {mode!r}")
@@ -654,7 +653,6 @@ def block_step_seconds(mode: str, *, device=None, d_model: int = 256, n_heads: i
                                        norm_first=True).to(device)
     opt = torch.optim.AdamW(block.parameters(), lr=1e-4)
     x = torch.randn(batch, seq, d_model, generator=gen).to(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mode == "bf16"):
@@ -666,15 +664,6 @@ def block_step_seconds(mode: str, *, device=None, d_model: int = 256, n_heads: i
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high" if mode == "tf32" else "highest")
     try:
-        for _ in range(warmup):
-            step()
-        sync()
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            step()
-            sync()
-            times.append(time.perf_counter() - t0)
+        return timeit(step, repeat=repeat, warmup=warmup, device=device)
     finally:
         torch.set_float32_matmul_precision(previous)
-    return statistics.median(times)
