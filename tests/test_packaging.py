@@ -1,7 +1,10 @@
 """pyproject.toml and environment.yml declare the same dependencies, with lower bounds only."""
 
 import re
-import tomllib
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the same parser, vendored by pip
+    from pip._vendor import tomli as tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
