@@ -670,22 +670,13 @@ def measure_bandwidth(device="cpu", n_bytes: int = 2**28, repeat: int = 5) -> fl
     Median of ``repeat`` copies after one warm-up. On a shared machine it measures what this
     process gets, which is what decoding gets too.
     """
-    import time
+    from .bench import timeit  # the one timing loop (median, CUDA-synchronised)
 
     device = torch.device(device)
     src = torch.empty(n_bytes // 4, dtype=torch.float32, device=device).fill_(1.0)
     dst = torch.empty_like(src)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    dst.copy_(src)
-    sync()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        sync()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return 2 * src.numel() * src.element_size() / times[len(times) // 2]
+    seconds = timeit(lambda: dst.copy_(src), repeat=repeat, warmup=1, device=device)
+    return 2 * src.numel() * src.element_size() / seconds
 
 
 @dataclass
@@ -797,8 +788,7 @@ def time_decoders(model, input_ids: torch.Tensor, max_new_tokens: int, *, names=
     ``warmup`` runs each decoder once on 2 tokens first (and captures the CUDA graph, which
     ``static_decoder`` may hold already). CUDA is synchronised around each run.
     """
-    import statistics
-    import time
+    from .bench import timeit  # the one timing loop (median, CUDA-synchronised)
 
     device = _model_device(model)
     ids = input_ids.to(device)
@@ -816,20 +806,13 @@ def time_decoders(model, input_ids: torch.Tensor, max_new_tokens: int, *, names=
         "no_cache": lambda n: greedy_without_cache(model, ids, n, eos_token_id=eos),
         "static": lambda n: static_decoder.greedy(ids, n, eos_token_id=eos),
     }
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     tokens_per_s, seconds, sequences = {}, {}, {}
     for name in names:
-        run = runners[name]
+        run, last = runners[name], {}
         if warmup:
             run(2)
-        times = []
-        for _ in range(repeat):
-            sync()
-            t0 = time.perf_counter()
-            out = run(max_new_tokens)
-            sync()
-            times.append(time.perf_counter() - t0)
-        seconds[name] = statistics.median(times)
+        seconds[name] = timeit(lambda: last.update(out=run(max_new_tokens)), repeat=repeat, warmup=0, device=device)
+        out = last["out"]
         sequences[name] = out.cpu()
         tokens_per_s[name] = (out.shape[1] - L) / seconds[name]
     return DecoderTiming(tokens_per_s, seconds, sequences, max_new_tokens)
