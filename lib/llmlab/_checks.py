@@ -1,0 +1,156 @@
+"""One argument-checking policy for every public function of llmlab.
+
+A wrong *type* raises ``TypeError``, a wrong *value* raises ``ValueError``; both messages name
+the argument and say what is allowed, e.g. ``"k must be an int in [1, 512], got 0"``. A ``bool``
+is never accepted where a number is expected (``True`` is an ``int`` to Python, not to us).
+Each checker returns the value it accepted (converted where that is lossless: an integral
+NumPy scalar becomes an ``int``), so call sites read ``k = check_int("k", k, low=1)``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+__all__ = [
+    "check_int",
+    "check_float",
+    "check_bool",
+    "check_choice",
+    "check_str",
+    "check_tensor",
+    "check_module",
+    "check_same_length",
+    "check_finite_tensor",
+    "describe_range",
+]
+
+
+def describe_range(low=None, high=None, *, low_open: bool = False, high_open: bool = False) -> str:
+    """``"in [1, 10]"``, ``"> 0"``, ``"<= 5"`` ... the allowed range as the messages write it."""
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high}"
+    return ""
+
+
+def _type_name(value) -> str:
+    return type(value).__name__
+
+
+def check_int(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as an ``int`` in ``[low, high]`` (either bound may be None).
+
+    Accepts Python and NumPy integers and 0-d integer tensors; refuses ``bool`` and floats
+    (``3.0`` included) with ``TypeError``, out-of-range values with ``ValueError``.
+    """
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point() \
+            and not value.is_complex() and value.dtype != torch.bool:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        where = f" {describe_range(low, high)}" if (low is not None or high is not None) else ""
+        raise TypeError(f"{name} must be an int{where}, got {value!r} ({_type_name(value)})")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be an int {describe_range(low, high)}, got {value}")
+    return value
+
+
+def check_float(name: str, value, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False, finite: bool = True) -> float:
+    """``value`` as a ``float`` in the given range; NaN is always refused, inf unless ``finite=False``.
+
+    Accepts ints, floats, NumPy numbers and 0-d real tensors; refuses ``bool`` and everything
+    else with ``TypeError``.
+    """
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_complex() and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r} ({_type_name(value)})")
+    value = float(value)
+    allowed = describe_range(low, high, low_open=low_open, high_open=high_open)
+    if math.isnan(value) or (finite and math.isinf(value)):
+        raise ValueError(f"{name} must be a finite number{' ' + allowed if allowed else ''}, got {value}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        raise ValueError(f"{name} must be a number {allowed}, got {value!r}")
+    return value
+
+
+def check_bool(name: str, value) -> bool:
+    """``value`` must be a real ``bool`` (not 0/1, not a string such as ``"yes"``)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({_type_name(value)})")
+    return value
+
+
+def check_choice(name: str, value, choices: Iterable):
+    """``value`` must be one of ``choices`` (compared with ``==``); ``ValueError`` lists them."""
+    choices = tuple(choices)
+    try:
+        ok = value in choices
+    except TypeError:  # an unhashable or incomparable value
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_str(name: str, value, *, allow_empty: bool = False) -> str:
+    """``value`` must be a ``str`` (non-empty unless ``allow_empty``)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {value!r} ({_type_name(value)})")
+    if not allow_empty and not value:
+        raise ValueError(f"{name} must be a non-empty str")
+    return value
+
+
+def check_tensor(name: str, value, *, dim: int | tuple[int, ...] | None = None, floating: bool | None = None,
+                 integer: bool | None = None, min_numel: int = 0) -> torch.Tensor:
+    """``value`` must be a ``torch.Tensor``; optionally of ``dim`` dimensions (an int or a tuple of
+    allowed ints), floating point or integer dtype, and holding at least ``min_numel`` elements."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {_type_name(value)}")
+    if floating and not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    if integer and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+        raise TypeError(f"{name} must hold integers (e.g. torch.long), got dtype {value.dtype}")
+    if dim is not None:
+        dims = (dim,) if isinstance(dim, int) else tuple(dim)
+        if value.dim() not in dims:
+            want = " or ".join(f"{d}-D" for d in dims)
+            raise ValueError(f"{name} must be {want}, got shape {tuple(value.shape)}")
+    if value.numel() < min_numel:
+        raise ValueError(f"{name} must hold at least {min_numel} element(s), got shape {tuple(value.shape)}")
+    return value
+
+
+def check_finite_tensor(name: str, value: torch.Tensor) -> torch.Tensor:
+    """``value`` (a tensor) must hold no NaN or inf."""
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} must be finite: it contains NaN or inf values")
+    return value
+
+
+def check_module(name: str, value) -> nn.Module:
+    """``value`` must be a ``torch.nn.Module``."""
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {_type_name(value)}")
+    return value
+
+
+def check_same_length(**sequences) -> int:
+    """All keyword sequences must have the same length; returns it (``ValueError`` names them)."""
+    lengths = {name: len(seq) for name, seq in sequences.items()}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{name} has {n}" for name, n in lengths.items())
+        raise ValueError(f"{' and '.join(lengths)} must have the same length: {listed}")
+    return next(iter(lengths.values()), 0)

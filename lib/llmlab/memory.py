@@ -1,0 +1,249 @@
+"""Where training memory goes: parameter counts, the model-state ledger, saved activations.
+
+* :func:`count_parameters` -> ``(trainable, total)``, the one order llmlab uses everywhere.
+* :class:`StateLedger`: bytes of the model states per component (weights, grads, fp32 master
+  weights, optimizer states, other). :func:`memory_ledger` fills it from the formulas,
+  :func:`measured_ledger` from the real tensors of a training setup: the two can be compared
+  line by line (16 bytes per parameter for AdamW, with or without mixed precision).
+* :class:`SavedTensorTracker` and :func:`saved_activation_bytes`: the bytes autograd keeps for
+  backward (activations), counted with ``torch.autograd.graph.saved_tensors_hooks``; identical
+  on the CPU and on a GPU.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ._checks import check_choice, check_int, check_module
+
+__all__ = [
+    "ParamCount",
+    "count_parameters",
+    "OPTIMIZER_STATES",
+    "PRECISIONS",
+    "StateLedger",
+    "memory_ledger",
+    "measured_ledger",
+    "tensor_bytes",
+    "SavedTensorTracker",
+    "saved_activation_bytes",
+]
+
+
+class ParamCount(NamedTuple):
+    """Numbers of parameters: ``trainable`` (``requires_grad``) and ``total``."""
+
+    trainable: int
+    total: int
+
+
+def count_parameters(model: nn.Module) -> ParamCount:
+    """``(trainable, total)`` numbers of parameters of ``model``; shared (tied) tensors count once."""
+    check_module("model", model)
+    params = list(model.parameters())  # nn.Module.parameters() de-duplicates tied weights
+    return ParamCount(sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
+
+
+def tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes of a tensor's elements (``numel * element_size``)."""
+    return t.numel() * t.element_size()
+
+
+#: Optimizer state tensors kept per trainable parameter (each the size of the parameter, fp32).
+OPTIMIZER_STATES = {"adamw": 2, "adam": 2, "sgd_momentum": 1, "sgd": 0}
+#: ``"fp32"``: everything in fp32; ``"mixed"``: half weights and grads, fp32 master and states.
+PRECISIONS = ("mixed", "fp32")
+
+
+@dataclass(frozen=True)
+class StateLedger:
+    """Bytes of a training setup's model states, per component (activations are not model states).
+
+    ``other`` holds small optimizer bookkeeping (torch's Adam keeps one ``step`` scalar per
+    parameter tensor); it is 0 in the formula.
+    """
+
+    weights: int
+    grads: int
+    master_weights: int
+    optimizer_states: int
+    other: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.grads + self.master_weights + self.optimizer_states + self.other
+
+    def as_dict(self) -> dict[str, int]:
+        """The components and ``total``, as a dict (for tables)."""
+        return {**asdict(self), "total": self.total}
+
+
+def _count(model) -> ParamCount:
+    """Counts of a module, or of a bare parameter count (all of them trainable)."""
+    if isinstance(model, nn.Module):
+        return count_parameters(model)
+    if isinstance(model, bool) or not isinstance(model, int):
+        raise TypeError(f"model must be an nn.Module or a parameter count (int), got {type(model).__name__}")
+    n = check_int("model", model, low=0)
+    return ParamCount(n, n)
+
+
+def memory_ledger(model, *, optimizer: str = "adamw", precision: str = "mixed") -> StateLedger:
+    """Bytes of the model states per component, from the formulas (no tensor is touched).
+
+    ``model``: an ``nn.Module`` (N = its parameters, tied ones once; frozen ones get weights
+    only) or a parameter count. With k fp32 optimizer states per trainable parameter
+    (:data:`OPTIMIZER_STATES`: AdamW/Adam 2, SGD with momentum 1, SGD 0):
+
+    - ``precision="fp32"``:  weights 4N, grads 4N, master_weights 0,  optimizer_states 4kN;
+    - ``precision="mixed"``: weights 2N, grads 2N, master_weights 4N, optimizer_states 4kN
+      (fp16 or bf16 weights and grads, fp32 master copy and states).
+
+    AdamW: 16 bytes per parameter either way.
+    """
+    check_choice("optimizer", optimizer, OPTIMIZER_STATES)
+    check_choice("precision", precision, PRECISIONS)
+    n_train, n_all = _count(model)
+    k = OPTIMIZER_STATES[optimizer]
+    half = precision == "mixed"
+    return StateLedger(
+        weights=(2 if half else 4) * n_all,
+        grads=(2 if half else 4) * n_train,
+        master_weights=4 * n_train if half else 0,
+        optimizer_states=4 * k * n_train,
+    )
+
+
+def measured_ledger(model: nn.Module, optimizer=None) -> StateLedger:
+    """Bytes of the real tensors of a training setup, per component; call it after a step.
+
+    ``optimizer``: None (weights and grads only), a ``torch.optim.Optimizer`` over the model's own
+    parameters, or a mixed-precision wrapper exposing ``master_params`` and an inner
+    ``optimizer`` (:class:`llmlab.precision.MasterWeightsOptimizer`). Sums, de-duplicating shared
+    tensors: ``weights`` (model parameters), ``grads`` (their ``.grad``, plus fp32 master grads if
+    any are alive), ``master_weights``, ``optimizer_states`` (state tensors shaped like their
+    parameter: Adam's m and v, SGD's momentum) and ``other`` (the remaining state tensors).
+    Buffers (e.g. rotary tables) are not model states and are not counted.
+    """
+    check_module("model", model)
+    master = getattr(optimizer, "master_params", None)
+    inner = getattr(optimizer, "optimizer", optimizer) if master is not None else optimizer
+    if inner is not None and not isinstance(inner, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, a MasterWeightsOptimizer or None, "
+                        f"got {type(optimizer).__name__}")
+    if inner is not None:
+        keeps_state = isinstance(inner, (torch.optim.Adam, torch.optim.AdamW)) or any(
+            group.get("momentum", 0) for group in inner.param_groups)
+        if keeps_state and len(inner.state) == 0:
+            raise ValueError("optimizer has no state yet: call measured_ledger after one optimizer step")
+    params = list(model.parameters())
+    weights = sum(tensor_bytes(p) for p in params)
+    grads = sum(tensor_bytes(p.grad) for p in params if p.grad is not None)
+    master_bytes = 0
+    if master is not None:
+        master_bytes = sum(tensor_bytes(m) for m in master)
+        grads += sum(tensor_bytes(m.grad) for m in master if m.grad is not None)
+    states = other = 0
+    for param, state in (inner.state.items() if inner is not None else ()):
+        for value in state.values():
+            if not isinstance(value, torch.Tensor):
+                continue
+            if value.shape == param.shape and value.dim() > 0:
+                states += tensor_bytes(value)
+            else:
+                other += tensor_bytes(value)
+    return StateLedger(weights=weights, grads=grads, master_weights=master_bytes, optimizer_states=states, other=other)
+
+
+# ---------------------------------------------------------------------------------------------
+# Saved activations
+# ---------------------------------------------------------------------------------------------
+
+
+class _Packed:
+    """What the pack hook hands autograd instead of the tensor; its death = the tensor's release."""
+
+    __slots__ = ("tensor", "__weakref__")
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+
+class SavedTensorTracker:
+    """Context manager counting live bytes autograd has saved for backward, and their peak.
+
+    ``with SavedTensorTracker(params) as tr: ...`` then read ``tr.peak_bytes`` (activations),
+    ``tr.peak_param_bytes`` (saved views of ``params``) and ``tr.n_packed``. Bytes are per
+    storage (a tensor saved twice counts once) and are decremented when autograd frees the
+    saved tensor.
+    """
+
+    def __init__(self, params=()):
+        self._param_storages = {p.untyped_storage().data_ptr() for p in params}
+        self._refs: dict[int, int] = {}      # storage pointer -> number of live saved copies
+        self._nbytes: dict[int, int] = {}    # storage pointer -> bytes
+        self.live_bytes = 0
+        self.live_param_bytes = 0
+        self.peak_bytes = 0
+        self.peak_param_bytes = 0
+        self.n_packed = 0
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+
+    def _pack(self, t: torch.Tensor) -> _Packed:
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        self.n_packed += 1
+        if self._refs.get(key, 0) == 0:
+            self._nbytes[key] = storage.nbytes()
+            if key in self._param_storages:
+                self.live_param_bytes += storage.nbytes()
+                self.peak_param_bytes = max(self.peak_param_bytes, self.live_param_bytes)
+            else:
+                self.live_bytes += storage.nbytes()
+                self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+        self._refs[key] = self._refs.get(key, 0) + 1
+        packed = _Packed(t)
+        weakref.finalize(packed, self._release, key)
+        return packed
+
+    def _release(self, key: int) -> None:
+        self._refs[key] -= 1
+        if self._refs[key] == 0:
+            del self._refs[key]
+            nbytes = self._nbytes.pop(key)
+            if key in self._param_storages:
+                self.live_param_bytes -= nbytes
+            else:
+                self.live_bytes -= nbytes
+
+    @staticmethod
+    def _unpack(packed: _Packed) -> torch.Tensor:
+        return packed.tensor
+
+    def __enter__(self) -> "SavedTensorTracker":
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._ctx.__exit__(*exc)
+
+
+def saved_activation_bytes(model: nn.Module, inputs) -> int:
+    """Bytes autograd saves for backward during one forward of ``model(**inputs)`` (or ``model(inputs)``).
+
+    Every distinct saved tensor except the model's own parameters (those are model states,
+    counted by the ledger). Run it on an fp32 model and on a half-precision copy to see where
+    mixed precision saves memory: the activations.
+    """
+    check_module("model", model)
+    tracker = SavedTensorTracker(model.parameters())
+    with torch.enable_grad(), tracker:
+        out = model(**inputs) if isinstance(inputs, dict) else model(inputs)
+        peak = tracker.peak_bytes
+    del out
+    return peak

@@ -1,0 +1,125 @@
+"""The one way llmlab times code: wall clock, CUDA-synchronised, repeated, and honest about noise.
+
+* :func:`measure` runs ``fn`` ``repeat`` times after ``warmup`` runs and returns a
+  :class:`Timing` (every run's seconds, with ``min``, ``median`` and ``spread``);
+  :func:`timeit` is its median as a float.
+* :func:`interleaved` times several contenders round by round (A, B, C, A, B, C, ...) so that a
+  change in the machine's load hits them all alike: ratios between them then mean something.
+* :class:`Stopwatch` times one block (a training step inside a loop).
+
+A GPU runs asynchronously: without ``torch.cuda.synchronize`` a timer measures only the kernel
+launches. Every function here synchronises the device it is given before reading the clock.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ._checks import check_int
+
+__all__ = ["Timing", "measure", "timeit", "interleaved", "Stopwatch", "synchronize"]
+
+
+def synchronize(device=None) -> None:
+    """Wait for ``device``'s queued work (CUDA only; a no-op elsewhere)."""
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds of each timed run of one piece of code.
+
+    ``median`` is the typical cost; ``min`` the cost with the least interference (the best
+    estimate of the code's own cost on a busy machine); ``spread = median / min`` (>= 1) says how
+    noisy the runs were: 1.05 is steady, 1.5 means the machine was busy with something else.
+    """
+
+    times: tuple[float, ...]
+
+    @property
+    def min(self) -> float:
+        return min(self.times)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def max(self) -> float:
+        return max(self.times)
+
+    @property
+    def spread(self) -> float:
+        return self.median / self.min if self.min > 0 else float("inf")
+
+
+def measure(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1, device=None) -> Timing:
+    """Run ``fn()`` ``warmup`` times untimed, then ``repeat`` times timed; CUDA-synchronised."""
+    repeat = check_int("repeat", repeat, low=1)
+    warmup = check_int("warmup", warmup, low=0)
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return Timing(tuple(times))
+
+
+def timeit(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1, device=None) -> float:
+    """Median wall time of ``fn()`` in seconds (see :func:`measure`)."""
+    return measure(fn, repeat=repeat, warmup=warmup, device=device).median
+
+
+def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int = 5, warmup: int = 1,
+                device=None) -> dict[str, Timing]:
+    """Time every contender once per round, alternating, for ``rounds`` rounds: name -> :class:`Timing`.
+
+    Each contender first runs ``warmup`` times. The order within a round rotates, so no
+    contender always runs right after the same neighbour.
+    """
+    if not isinstance(fns, dict) or not fns:
+        raise TypeError("fns must be a non-empty dict name -> callable")
+    rounds = check_int("rounds", rounds, low=1)
+    warmup = check_int("warmup", warmup, low=0)
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    synchronize(device)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            t0 = time.perf_counter()
+            fns[name]()
+            synchronize(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: Timing(tuple(times[name])) for name in names}
+
+
+class Stopwatch:
+    """``with Stopwatch(device) as sw: step()`` then ``sw.seconds``: one CUDA-synchronised interval."""
+
+    def __init__(self, device=None):
+        self.device = device
+        self.seconds: float | None = None
+        self._t0 = 0.0
+
+    def __enter__(self) -> "Stopwatch":
+        synchronize(self.device)
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self._t0
