@@ -82,6 +82,10 @@ class StateLedger:
         """The components and ``total``, as a dict (for tables)."""
         return {**asdict(self), "total": self.total}
 
+    def __getitem__(self, key: str) -> int:
+        """``ledger["total"]``, ``ledger["weights"]``: the mapping access the ledger had when it was a dict."""
+        return self.as_dict()[key]
+
 
 def _count(model) -> ParamCount:
     """Counts of a module, or of a bare parameter count (all of them trainable)."""
