@@ -30,8 +30,17 @@ __all__ = [
 ]
 
 
+def _num(x) -> str:
+    """1.0 -> "1", 0.5 -> "0.5", 2**63 - 1 -> its digits: bounds as a person writes them."""
+    if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return str(x)
+
+
 def describe_range(low=None, high=None, *, low_open: bool = False, high_open: bool = False) -> str:
     """``"in [1, 10]"``, ``"> 0"``, ``"<= 5"`` ... the allowed range as the messages write it."""
+    low = _num(low) if low is not None else None
+    high = _num(high) if high is not None else None
     if low is not None and high is not None:
         return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
     if low is not None:
