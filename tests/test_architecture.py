@@ -153,8 +153,12 @@ def test_function_level_imports_are_optional_heavy_dependencies_with_a_reason(na
                 assert root in OPTIONAL_HEAVY, (
                     f"{name} line {node.lineno}: `{root}` imported inside {func.name}(); import it at the "
                     f"top, or add it to OPTIONAL_HEAVY if it is slow or optional")
-                here, above = lines[node.lineno - 1], lines[node.lineno - 2] if node.lineno > 1 else ""
-                assert "#" in here or above.strip().startswith("#"), (
+                # The comment may sit on the line, or above the block of imports the line belongs to.
+                k = node.lineno - 2
+                while k >= 0 and lines[k].strip().startswith(("import ", "from ")) and "#" not in lines[k]:
+                    k -= 1
+                above = lines[k] if k >= 0 else ""
+                assert "#" in lines[node.lineno - 1] or above.strip().startswith("#") or "#" in above, (
                     f"{name} line {node.lineno}: function-level import of {root} needs a comment saying why")
 
 
