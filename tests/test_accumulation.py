@@ -22,7 +22,7 @@ from llmlab.accumulation import (
     micro_batch_token_counts,
     relative_difference,
     token_loss_grads,
-    train,
+    train_with_accumulation,
 )
 
 
@@ -189,7 +189,7 @@ def test_models_unchanged_after_the_calls(kind, eval_mode):
     accumulated_grads(model, loss_fn, x, y, 4)
     accumulated_grads(model, loss_fn, x, y, 8, scale_loss=False)
     accumulation_pass(model, loss_fn, x, y, 2)
-    train(model, loss_fn, [(x, y)], 4, lr=0.1)
+    train_with_accumulation(model, loss_fn, [(x, y)], 4, lr=0.1)
     _assert_unchanged(model, before)
 
 
@@ -259,8 +259,8 @@ def test_training_trajectories_groupnorm_equal_batchnorm_diverges():
     batches = {k: [make_batch(k, 32, s) for s in range(1, 16)] for k in ("cnn_bn", "cnn_gn")}
     gaps = {}
     for kind, bs in batches.items():
-        big = train(make_model(kind), loss_fn_for(kind), bs, 1)
-        acc = train(make_model(kind), loss_fn_for(kind), bs, 4)
+        big = train_with_accumulation(make_model(kind), loss_fn_for(kind), bs, 1)
+        acc = train_with_accumulation(make_model(kind), loss_fn_for(kind), bs, 4)
         assert big.params.shape == acc.params.shape == (16, sum(p.numel() for p in make_model(kind).parameters()))
         assert torch.equal(big.params[0], acc.params[0])
         gaps[kind] = float(((big.params - acc.params).norm(dim=1) / big.params.norm(dim=1)).max())
@@ -270,7 +270,7 @@ def test_training_trajectories_groupnorm_equal_batchnorm_diverges():
 
 def test_training_reduces_the_loss():
     kind = "cnn_gn"
-    run = train(make_model(kind), loss_fn_for(kind), [make_batch(kind, 32, s) for s in range(1, 41)], 2, lr=0.05)
+    run = train_with_accumulation(make_model(kind), loss_fn_for(kind), [make_batch(kind, 32, s) for s in range(1, 41)], 2, lr=0.05)
     assert run.losses[-5:].mean() < 0.8 * run.losses[:5].mean()
 
 
@@ -302,7 +302,7 @@ def test_builders_are_deterministic_and_leave_the_global_rng_alone():
 def test_bad_inputs():
     model, loss_fn, x, y = _problem("linear")
     for steps in (0, -1):
-        with pytest.raises(ValueError, match="steps must be >= 1"):
+        with pytest.raises(ValueError, match="steps must be an int >= 1"):
             accumulated_grads(model, loss_fn, x, y, steps)
     for steps in (3, 5, 64):
         with pytest.raises(ValueError, match=r"steps must divide the batch size 32.*\[1, 2, 4, 8, 16, 32\]"):
@@ -340,12 +340,17 @@ def test_bad_inputs():
         make_token_batch(batch_size=0)
     with pytest.raises(ValueError, match="batch_size must be"):
         make_batch("linear", batch_size=0)
-    with pytest.raises(ValueError, match="lr must be > 0"):
-        train(model, loss_fn, [(x, y)], 1, lr=0.0)
-    with pytest.raises(ValueError, match="momentum must be in"):
-        train(model, loss_fn, [(x, y)], 1, momentum=1.0)
+    with pytest.raises(ValueError, match="lr must be a number > 0"):
+        train_with_accumulation(model, loss_fn, [(x, y)], 1, lr=0.0)
+    with pytest.raises(ValueError, match=r"momentum must be a number in \[0, 1\)"):
+        train_with_accumulation(model, loss_fn, [(x, y)], 1, momentum=1.0)
     with pytest.raises(ValueError, match="steps must divide"):
-        train(model, loss_fn, [(x, y)], 3)
+        train_with_accumulation(model, loss_fn, [(x, y)], 3)
+    with pytest.raises(TypeError, match="scale_loss must be True or False"):
+        accumulation_pass(model, loss_fn, x, y, 1, scale_loss="yes")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        make_model("linear", dtype="int8")
+    assert make_model("linear", dtype="float64").weight.dtype == torch.float64  # a dtype name, not a device
 
 
 # --- the notebook widget ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from conftest import requires_cuda
 from llmlab.checkpointing import (
@@ -177,6 +178,45 @@ def test_grads_match_for_other_segment_counts(n, segments):
     ref = measure(model, x, "store_all").grads
     for s in ("sqrt", "torch"):
         assert _max_rel_err(measure(model, x, s, segments=segments).grads, ref) <= 1e-6
+
+
+def _dropout_chain(n_blocks: int, width: int = 64) -> nn.Sequential:
+    torch.manual_seed(1)
+    return nn.Sequential(*[nn.Sequential(nn.Linear(width, width), nn.Dropout(0.5), nn.Tanh())
+                           for _ in range(n_blocks)]).train()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("model_kind", ["issue_example", "blocks"])
+def test_recomputation_replays_dropout_masks(strategy, model_kind):
+    """Ported from PyTorch's test_checkpoint_rng_cpu (test/test_utils.py, TestCheckpoint): a layer
+    replayed in backward must draw the same Dropout mask as in the forward pass, so every
+    strategy gives the gradients of store_all under the same seed."""
+    if model_kind == "issue_example":
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Linear(64, 64), nn.Dropout(), nn.Linear(64, 64), nn.Dropout()).train()
+    else:
+        model = _dropout_chain(9)
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(123)
+    reference = measure(model, x, "store_all")
+    after_reference = torch.rand(3)
+    torch.manual_seed(123)
+    stats = measure(model, x, strategy)
+    assert max_relative_grad_error(stats.grads, reference.grads) < 1e-6
+    # The replay ran on a borrowed random stream: the caller's stream is where store_all left it.
+    assert torch.equal(torch.rand(3), after_reference)
+
+
+def test_without_replayed_rng_dropout_gradients_would_differ():
+    """The test above can fail: two forward passes under different random states draw different masks."""
+    model = _dropout_chain(4)
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(123)
+    a = measure(model, x, "store_all")
+    torch.manual_seed(124)
+    b = measure(model, x, "store_all")
+    assert max_relative_grad_error(a.grads, b.grads) > 0.1
 
 
 def test_torch_strategy_against_checkpoint_sequential_directly():

@@ -197,17 +197,28 @@ def test_name_argument_overrides_the_env_var(tiny_folder, tmp_path, monkeypatch)
     assert model.config.hidden_size == 32
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, "bfloat16", "float16"])
-def test_dtype_is_honoured(tiny_folder, dtype):
+@pytest.mark.parametrize("dtype, expected", [(torch.bfloat16, torch.bfloat16), ("bfloat16", torch.bfloat16),
+                                             ("float16", torch.float16), ("bf16", torch.bfloat16)])
+def test_dtype_is_honoured(tiny_folder, dtype, expected):
+    """The same dtype names as everywhere in llmlab (llmlab._torch.resolve_dtype): 'bf16' included."""
     model, _ = load_model(str(tiny_folder), device="cpu", dtype=dtype)
-    expected = dtype if isinstance(dtype, torch.dtype) else getattr(torch, dtype)
     assert {p.dtype for p in model.parameters()} == {expected}
 
 
-@pytest.mark.parametrize("dtype", ["float33", "Tensor", 16, "bf16"])
+@pytest.mark.parametrize("dtype", ["float33", "Tensor", torch.int64])
 def test_bad_dtype_is_a_value_error(dtype):
-    with pytest.raises(ValueError, match="dtype must be a torch.dtype"):
+    with pytest.raises(ValueError, match="dtype must be one of"):
         load_model(device="cpu", dtype=dtype)
+
+
+def test_non_dtype_is_a_type_error():
+    with pytest.raises(TypeError, match="dtype"):
+        load_model(device="cpu", dtype=16)
+
+
+def test_bad_device_is_a_value_error():
+    with pytest.raises(ValueError, match="device"):
+        load_model(device="bogus")
 
 
 def test_bad_name_type_is_a_type_error():

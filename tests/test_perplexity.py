@@ -14,7 +14,6 @@ from llmlab.perplexity import (
     forward_tokens,
     perplexity,
     sliding_windows,
-    surprisal_html,
     token_nlls,
 )
 
@@ -195,11 +194,11 @@ def test_chunked_nll_equals_cross_entropy():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"max_length": 16, "stride": 0}, "stride must be >= 1"),
-        ({"max_length": 16, "stride": 17}, "stride must be >= 1 and <= 16"),
-        ({"max_length": 65, "stride": 8}, "max_length must be >= 1 and <= 64"),
-        ({"max_length": 0, "stride": 1}, "max_length must be >= 1"),
-        ({"max_length": 16, "stride": 4, "batch_size": 0}, "batch_size must be >= 1"),
+        ({"max_length": 16, "stride": 0}, r"stride must be an int in \[1, 16\], got 0"),
+        ({"max_length": 16, "stride": 17}, r"stride must be an int in \[1, 16\], got 17"),
+        ({"max_length": 65, "stride": 8}, r"max_length must be an int in \[1, 64\], got 65"),
+        ({"max_length": 0, "stride": 1}, r"max_length must be an int in \[1, 64\], got 0"),
+        ({"max_length": 16, "stride": 4, "batch_size": 0}, "batch_size must be an int >= 1, got 0"),
     ],
 )
 def test_bad_window_arguments(tiny_gpt2, kwargs, match):
@@ -243,15 +242,6 @@ def test_bits_per_byte():
         bits_per_byte(result, 3.5)
 
 
-def test_surprisal_html_escapes_and_colours():
-    out = surprisal_html(["<a>", " b\n", "c"], [float("nan"), 6.0, 24.0], vmax=12.0)
-    assert "&lt;a&gt;" in out and "<a>" not in out
-    assert "rgba(213, 94, 0, 0.50)" in out and "rgba(213, 94, 0, 1.00)" in out
-    assert 'title="not scored"' in out and "\u21b5" in out
-    with pytest.raises(ValueError, match="one surprisal per piece"):
-        surprisal_html(["a"], [1.0, 2.0])
-
-
 @requires_cuda
 def test_cuda_matches_cpu(tiny_llama):
     import copy
@@ -261,7 +251,9 @@ def test_cuda_matches_cpu(tiny_llama):
     gpu_model = copy.deepcopy(tiny_llama).cuda()
     gpu = perplexity(gpu_model, ids.cuda(), max_length=16, stride=4, batch_size=8)
     assert gpu.n_tokens == cpu.n_tokens and gpu.ppl == pytest.approx(cpu.ppl, rel=1e-4)
-    assert token_nlls(gpu_model, ids, max_length=16, stride=4).device.type == "cuda"
+    # The result comes back on the device of the input ids, wherever the model runs.
+    assert token_nlls(gpu_model, ids, max_length=16, stride=4).device.type == "cpu"
+    assert token_nlls(gpu_model, ids.cuda(), max_length=16, stride=4).device.type == "cuda"
 
 
 # ---------------------------------------------------------------------------- default model
@@ -291,3 +283,11 @@ def test_default_model_natural_text_beats_shuffled(default_lm):
     natural = perplexity(model, ids)  # the whole text fits one window of the default 8192
     assert natural.n_tokens == count and natural.mean_nll == pytest.approx(total / count, rel=1e-5)
     assert natural.ppl < 200 and perplexity(model, shuffled).ppl > 20 * natural.ppl
+
+
+def test_token_ids_outside_the_vocabulary_are_a_value_error(tiny_llama):
+    vocab = tiny_llama.config.vocab_size
+    for bad in (vocab, vocab + 5, -1):
+        ids = torch.tensor([1, 2, bad, 3])
+        with pytest.raises(ValueError, match="input_ids must be token ids in"):
+            token_nlls(tiny_llama, ids, max_length=16, stride=4)

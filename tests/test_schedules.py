@@ -18,7 +18,7 @@ import torch
 from torch.optim import lr_scheduler
 
 from llmlab.schedules import (
-    TrainingRun,
+    ScheduleRun,
     cosine_annealing,
     cosine_with_restarts,
     torch_trace,
@@ -236,7 +236,7 @@ def test_numpy_integers_are_steps():
 def test_train_regression_is_seeded_and_uses_the_lrs():
     lrs = [warmup_cosine(t, base_lr=0.03, warmup_steps=5, total_steps=60) for t in range(60)]
     a, b = train_regression(lrs, seed=1), train_regression(lrs, seed=1)
-    assert isinstance(a, TrainingRun) and len(a.losses) == 61 and a.lrs == lrs
+    assert isinstance(a, ScheduleRun) and len(a.losses) == 61 and a.lrs == lrs
     assert a.losses == b.losses
     assert a.final_loss < 0.5 * a.losses[0]  # it learns
     frozen = train_regression([0.0] * 10, seed=1)  # lr = 0: Adam moves nothing

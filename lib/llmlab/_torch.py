@@ -31,6 +31,9 @@ __all__ = [
     "resolve_dtype",
     "model_device",
     "isolated_rng",
+    "RNGState",
+    "rng_state",
+    "replayed_rng",
 ]
 
 #: The label of a position that gets no loss (PyTorch's ``cross_entropy(ignore_index=-100)``).
@@ -145,3 +148,35 @@ def isolated_rng(seed: int | None = None):
         if seed is not None:
             torch.manual_seed(seed)
         yield
+
+
+class RNGState:
+    """A snapshot of the random state a computation on ``device`` draws from (CPU, plus CUDA there)."""
+
+    __slots__ = ("cpu", "cuda", "device")
+
+    def __init__(self, cpu: torch.Tensor, cuda: torch.Tensor | None, device: torch.device):
+        self.cpu, self.cuda, self.device = cpu, cuda, device
+
+
+def rng_state(device=None) -> RNGState:
+    """Snapshot the CPU generator and, for a CUDA ``device``, that device's generator."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    cuda = torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None
+    return RNGState(torch.get_rng_state(), cuda, dev)
+
+
+@contextlib.contextmanager
+def replayed_rng(state: RNGState):
+    """Run a block from the random state ``state`` was taken at, then give the caller's state back.
+
+    This is what recomputation needs: a ``Dropout`` replayed in backward must draw the same mask
+    it drew in the forward pass (``torch.utils.checkpoint``'s ``preserve_rng_state``).
+    """
+    devices = [state.device] if state.cuda is not None else []
+    with torch.random.fork_rng(devices=devices):
+        torch.set_rng_state(state.cpu)
+        if state.cuda is not None:
+            torch.cuda.set_rng_state(state.cuda, state.device)
+        yield
+

@@ -26,24 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._checks import check_bool, check_choice, check_float, check_int, check_module, check_tensor
+from ._torch import IGNORE_INDEX, isolated_rng, resolve_dtype
+
 __all__ = [
-    "KINDS",
-    "AccumulationResult",
-    "TrainingRun",
-    "accumulation_pass",
-    "full_batch_grads",
-    "accumulated_grads",
-    "relative_difference",
-    "batchnorm_running_stats",
-    "divisors",
-    "make_model",
-    "make_batch",
-    "loss_fn_for",
-    "make_token_model",
-    "make_token_batch",
-    "micro_batch_token_counts",
-    "token_loss_grads",
-    "train",
+    "KINDS", "AccumulationResult", "AccumulationRun", "accumulation_pass", "full_batch_grads",
+    "accumulated_grads", "relative_difference", "batchnorm_running_stats", "divisors", "make_model",
+    "make_batch", "loss_fn_for", "make_token_model", "make_token_batch", "micro_batch_token_counts",
+    "token_loss_grads", "train_with_accumulation",
 ]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -52,28 +42,17 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 KINDS = ("linear", "cnn_bn", "cnn_gn")
 
 
-# ---------------------------------------------------------------------------------------------
-# Argument checks
-# ---------------------------------------------------------------------------------------------
+# ---- Argument checks ------------------------------------------------------------------------------
 
 
 def divisors(n: int) -> list[int]:
     """All K in 1..n with n % K == 0: the accumulation steps a batch of n can be split into."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    n = check_int("n", n, low=1)
     return [k for k in range(1, n + 1) if n % k == 0]
 
 
-def _check_model(model) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-
-
 def _check_steps(steps, batch_size: int) -> None:
-    if not isinstance(steps, int) or isinstance(steps, bool):
-        raise TypeError(f"steps must be an int, got {type(steps).__name__}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_int("steps", steps, low=1)
     if batch_size % steps != 0:
         raise ValueError(
             f"steps must divide the batch size {batch_size} into equal micro-batches; "
@@ -82,14 +61,11 @@ def _check_steps(steps, batch_size: int) -> None:
 
 
 def _check_batch(x, y) -> int:
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise TypeError(f"x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
-    if x.dim() == 0 or y.dim() == 0:
-        raise ValueError("x and y must have a leading batch dimension")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must have the same batch size, got {x.shape[0]} and {y.shape[0]}")
-    if x.shape[0] < 1:
-        raise ValueError("the batch must hold at least one example")
+    """x and y: tensors with the same leading batch size >= 1; returns it."""
+    check_tensor("x", x, min_numel=1)
+    check_tensor("y", y, min_numel=1)
+    if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must have the same leading batch size, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
     return int(x.shape[0])
 
 
@@ -110,12 +86,10 @@ def _grads(model: nn.Module) -> dict[str, Tensor]:
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# Accumulation on a deep copy
-# ---------------------------------------------------------------------------------------------
+# ---- Accumulation on a deep copy ------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class AccumulationResult:
     """What one accumulated optimizer step sees.
 
@@ -155,11 +129,12 @@ def accumulation_pass(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, s
     when ``scale_loss`` (so Σ_j ∇(L_j / K) = ∇L for per-example losses). ``steps=1`` is the
     plain big-batch step. The model keeps its train/eval mode; ``model`` itself is untouched.
     """
-    _check_model(model)
+    check_module("model", model)
     batch_size = _check_batch(x, y)
     _check_steps(steps, batch_size)
     model_copy = _fresh_copy(model)
-    micro_losses = _accumulate_into(model_copy, loss_fn, x, y, steps, bool(scale_loss))
+    check_bool("scale_loss", scale_loss)
+    micro_losses = _accumulate_into(model_copy, loss_fn, x, y, steps, scale_loss)
     total = sum(micro_losses) / steps if scale_loss else sum(micro_losses)
     return AccumulationResult(
         grads=_grads(model_copy),
@@ -167,7 +142,7 @@ def accumulation_pass(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, s
         micro_losses=micro_losses,
         loss=total,
         steps=steps,
-        scale_loss=bool(scale_loss),
+        scale_loss=scale_loss,
     )
 
 
@@ -216,7 +191,7 @@ def batchnorm_running_stats(model: nn.Module) -> dict[str, Tensor]:
 
     Empty for a model without BatchNorm (GroupNorm and LayerNorm keep no running statistics).
     """
-    _check_model(model)
+    check_module("model", model)
     stats = {}
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
@@ -225,9 +200,7 @@ def batchnorm_running_stats(model: nn.Module) -> dict[str, Tensor]:
     return stats
 
 
-# ---------------------------------------------------------------------------------------------
-# Small models and a deterministic synthetic data set
-# ---------------------------------------------------------------------------------------------
+# ---- Small models and a deterministic synthetic data set ------------------------------------------
 
 _IN_FEATURES = 16   # linear regression: x (N, 16) -> y (N, 4)
 _OUT_FEATURES = 4
@@ -251,19 +224,15 @@ def make_model(kind: str, seed: int = 0, *, dtype: torch.dtype = torch.float32) 
     pooling and a linear classifier, for (N, 1, 8, 8) images and 4 classes. The two CNNs get
     identical convolution and classifier weights for the same seed.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    check_choice("kind", kind, KINDS)
+    dtype = resolve_dtype(dtype)
+    with isolated_rng(seed):  # seeded init; the caller's random stream is left alone
         if kind == "linear":
             model = nn.Linear(_IN_FEATURES, _OUT_FEATURES)
         elif kind == "cnn_bn":
             model = _cnn(nn.BatchNorm2d)
         else:
             model = _cnn(lambda c: nn.GroupNorm(4, c))
-    finally:
-        torch.random.set_rng_state(generator_state)  # leave the caller's random stream alone
     return model.to(dtype).train()
 
 
@@ -286,10 +255,10 @@ def make_batch(kind: str, batch_size: int = 32, seed: int = 0, *,
     ``"cnn_bn"``, ``"cnn_gn"``: x (N, 1, 8, 8) = a class prototype shifted by up to one pixel,
     times a random contrast in [0.5, 1.5], plus 0.3·noise; y (N,) class labels in 0..3.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    check_choice("kind", kind, KINDS)
+    batch_size = check_int("batch_size", batch_size, low=1, high=2**20)
+    seed = check_int("seed", seed, low=0)
+    dtype = resolve_dtype(dtype)
     g = torch.Generator().manual_seed(seed)
     if kind == "linear":
         w_star = torch.randn(_IN_FEATURES, _OUT_FEATURES, generator=torch.Generator().manual_seed(1234))
@@ -308,26 +277,18 @@ def make_batch(kind: str, batch_size: int = 32, seed: int = 0, *,
 
 def loss_fn_for(kind: str) -> LossFn:
     """The mean loss that goes with ``kind``: MSE for ``"linear"``, cross-entropy for the CNNs."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    check_choice("kind", kind, KINDS)
     return F.mse_loss if kind == "linear" else F.cross_entropy
 
 
-# ---------------------------------------------------------------------------------------------
-# The token-level trap
-# ---------------------------------------------------------------------------------------------
-
-IGNORE_INDEX = -100  # the padding label of PyTorch's cross_entropy and Hugging Face
-
+# ---- The token-level trap -------------------------------------------------------------------------
 
 def make_token_model(vocab_size: int = 50, dim: int = 16, seed: int = 0) -> nn.Module:
     """A bigram language model ``Embedding(vocab, dim) -> Linear(dim, vocab)``: (B, T) ids -> (B, T, vocab) logits."""
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    vocab_size = check_int("vocab_size", vocab_size, low=2)
+    dim = check_int("dim", dim, low=1)
+    with isolated_rng(seed):  # seeded init; the caller's random stream is left alone
         model = nn.Sequential(nn.Embedding(vocab_size, dim), nn.Linear(dim, vocab_size))
-    finally:
-        torch.random.set_rng_state(generator_state)
     return model
 
 
@@ -340,10 +301,11 @@ def make_token_batch(batch_size: int = 32, max_len: int = 32, vocab_size: int = 
     sequences by length, as length-grouped samplers do, which makes micro-batch token counts
     (and the trap) more unequal.
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not isinstance(vocab_size, int) or vocab_size < 2:
-        raise ValueError(f"vocab_size must be an int >= 2, got {vocab_size!r}")
+    batch_size = check_int("batch_size", batch_size, low=1, high=2**20)
+    vocab_size = check_int("vocab_size", vocab_size, low=2)
+    max_len = check_int("max_len", max_len, low=2, high=2**20)
+    min_len = check_int("min_len", min_len, low=2)
+    seed = check_int("seed", seed, low=0)
     if not 2 <= min_len <= max_len:
         raise ValueError(f"need 2 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
     g = torch.Generator().manual_seed(seed)
@@ -382,14 +344,13 @@ def token_loss_grads(model: nn.Module, inputs: Tensor, targets: Tensor, steps: i
 
     With ``steps=1`` both are the big-batch mean. Works on a deep copy; ``model`` is unchanged.
     """
-    _check_model(model)
+    check_module("model", model)
     batch_size = _check_batch(inputs, targets)
     if inputs.shape != targets.shape:
         raise ValueError(f"inputs and targets must have the same shape, got {tuple(inputs.shape)} "
                          f"and {tuple(targets.shape)}")
     _check_steps(steps, batch_size)
-    if normalization not in _NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
+    check_choice("normalization", normalization, _NORMALIZATIONS)
     n_tokens = micro_batch_token_counts(targets, steps, ignore_index=ignore_index)
     if normalization == "micro_batch_mean" and min(n_tokens) == 0:
         raise ValueError("a micro-batch has no real tokens: its mean loss is undefined")
@@ -410,13 +371,11 @@ def token_loss_grads(model: nn.Module, inputs: Tensor, targets: Tensor, steps: i
     return _grads(model_copy)
 
 
-# ---------------------------------------------------------------------------------------------
-# A short training run: big batch vs accumulation
-# ---------------------------------------------------------------------------------------------
+# ---- A short training run: big batch vs accumulation ----------------------------------------------
 
 
-@dataclass
-class TrainingRun:
+@dataclass(frozen=True)
+class AccumulationRun:
     """One SGD run. ``losses``: (n_updates,) backpropagated loss per update (Σ_j L_j / K);
     ``params``: (n_updates + 1, P) all parameters flattened, before and after each update;
     ``running_stats``: BatchNorm running statistics at the end; ``model``: the trained copy."""
@@ -427,17 +386,16 @@ class TrainingRun:
     model: nn.Module
 
 
-def train(model: nn.Module, loss_fn: LossFn, batches: list[tuple[Tensor, Tensor]], steps: int, *,
-          lr: float = 0.05, momentum: float = 0.9, scale_loss: bool = True) -> TrainingRun:
+def train_with_accumulation(model: nn.Module, loss_fn: LossFn, batches: list[tuple[Tensor, Tensor]], steps: int, *,
+                            lr: float = 0.05, momentum: float = 0.9, scale_loss: bool = True) -> AccumulationRun:
     """SGD (with ``momentum``) on a copy of ``model``: one update per ``(x, y)`` in ``batches``, each
     gradient accumulated over ``steps`` micro-batches (``steps=1``: the big batch). ``model`` is unchanged."""
-    _check_model(model)
+    check_module("model", model)
     if not batches:
         raise ValueError("batches must hold at least one (x, y) batch")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    if not 0 <= momentum < 1:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    lr = check_float("lr", lr, low=0, low_open=True)
+    momentum = check_float("momentum", momentum, low=0, high=1, high_open=True)
+    check_bool("scale_loss", scale_loss)
     for x, y in batches:
         _check_steps(steps, _check_batch(x, y))
     model_copy = _fresh_copy(model)
@@ -446,9 +404,9 @@ def train(model: nn.Module, loss_fn: LossFn, batches: list[tuple[Tensor, Tensor]
     losses = []
     for x, y in batches:
         optimizer.zero_grad(set_to_none=True)
-        micro_losses = _accumulate_into(model_copy, loss_fn, x, y, steps, bool(scale_loss))
+        micro_losses = _accumulate_into(model_copy, loss_fn, x, y, steps, scale_loss)
         optimizer.step()
         losses.append(sum(micro_losses) / steps if scale_loss else sum(micro_losses))
         params.append(nn.utils.parameters_to_vector(model_copy.parameters()).detach().clone())
-    return TrainingRun(losses=torch.tensor(losses), params=torch.stack(params),
-                       running_stats=batchnorm_running_stats(model_copy), model=model_copy)
+    return AccumulationRun(losses=torch.tensor(losses), params=torch.stack(params),
+                           running_stats=batchnorm_running_stats(model_copy), model=model_copy)

@@ -14,7 +14,11 @@ recompute when backward reaches them. In units of one activation:
 ``2 sqrt(n)`` activations). :func:`theory_saved_activations` and :func:`theory_forward_calls`
 give the exact counts and :func:`measure` measures them.
 
-How memory is measured: every tensor autograd saves for backward passes through
+Recomputation replays layers, so a random layer (``Dropout``) must draw the same numbers again:
+each recomputed segment keeps the random state its first run started from and replays from it,
+as ``torch.utils.checkpoint`` does with ``preserve_rng_state=True``.
+
+How memory is measured (:class:`llmlab.memory.SavedTensorTracker`): every tensor autograd saves for backward passes through
 ``torch.autograd.graph.saved_tensors_hooks``. The pack hook wraps it in a small holder; the
 holder is freed when autograd releases that saved tensor (after the node's backward), and a
 ``weakref.finalize`` on it decrements the count. Bytes are counted once per *storage*: the
@@ -31,12 +35,17 @@ are not counted (the peak is reached at the end of the forward pass anyway).
 from __future__ import annotations
 
 import math
-import time
-import weakref
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
+
+from ._checks import check_choice, check_int, check_tensor
+from ._torch import isolated_rng, replayed_rng, rng_state
+from .fitting import ScalingFit, fit_scaling, loglog_slope
+from .memory import SavedTensorTracker
+from .timing import Stopwatch
 
 STRATEGIES = ("store_all", "recompute_all", "sqrt", "torch")
 
@@ -69,13 +78,13 @@ def make_chain(n_layers: int, width: int, *, seed: int = 0) -> nn.Sequential:
     ``batch * width`` numbers. Weights are orthogonal (gain 1) so the signal neither dies nor
     explodes over hundreds of layers; the global random state is left untouched.
     """
-    _check_int("n_layers", n_layers, low=1)
-    _check_int("width", width, low=1)
-    _check_int("seed", seed, low=None)
+    check_int("n_layers", n_layers, low=1)
+    check_int("width", width, low=1)
+    check_int("seed", seed, low=0)
     gen = torch.Generator().manual_seed(seed)
     blocks = []
     for _ in range(n_layers):
-        with torch.random.fork_rng(devices=[]):  # nn.Linear's default init draws from the global RNG
+        with isolated_rng():  # nn.Linear's default init draws from the global RNG: leave it alone
             linear = nn.Linear(width, width)
         with torch.no_grad():
             q, r = torch.linalg.qr(torch.randn(width, width, generator=gen))
@@ -92,7 +101,7 @@ def make_chain(n_layers: int, width: int, *, seed: int = 0) -> nn.Sequential:
 
 def default_segments(n_layers: int) -> int:
     """``ceil(sqrt(n))``: the number of segments (checkpoints) that balances memory."""
-    _check_int("n_layers", n_layers, low=1)
+    check_int("n_layers", n_layers, low=1)
     return math.isqrt(n_layers - 1) + 1 if n_layers > 1 else 1
 
 
@@ -101,7 +110,7 @@ def segment_sizes(n_layers: int, segments: int) -> list[int]:
 
     The first ``n mod s`` segments get one extra layer, so the last segment is never the larger.
     """
-    _check_int("n_layers", n_layers, low=1)
+    check_int("n_layers", n_layers, low=1)
     _check_segments(segments, n_layers)
     q, r = divmod(n_layers, segments)
     return [q + 1 if j < r else q for j in range(segments)]
@@ -119,8 +128,7 @@ def theory_saved_activations(n_layers: int, strategy: str, segments: int | None 
       its ``L_j`` recomputed outputs, never more. With ``s = ceil(sqrt n)`` that is about
       ``2 sqrt(n)``.
     """
-    _check_strategy(strategy, manual_only=True)
-    _check_int("n_layers", n_layers, low=1)
+    _check_theory_args(n_layers, strategy, segments)
     if strategy == "store_all":
         return n_layers + 1
     if strategy == "recompute_all":
@@ -140,8 +148,7 @@ def theory_forward_calls(n_layers: int, strategy: str, segments: int | None = No
     - sqrt: ``n`` in the forward pass, then every segment but the last (kept in full) is run
       again once: ``2n - L_last``.
     """
-    _check_strategy(strategy, manual_only=True)
-    _check_int("n_layers", n_layers, low=1)
+    _check_theory_args(n_layers, strategy, segments)
     n = n_layers
     if strategy == "store_all":
         return n
@@ -150,78 +157,6 @@ def theory_forward_calls(n_layers: int, strategy: str, segments: int | None = No
     s = default_segments(n) if segments is None else segments
     return 2 * n - segment_sizes(n, s)[-1]
 
-
-# ---------------------------------------------------------------------------------------------
-# Measuring what autograd saves
-# ---------------------------------------------------------------------------------------------
-
-
-class _Packed:
-    """What the pack hook hands autograd instead of the tensor; its death = the tensor's release."""
-
-    __slots__ = ("tensor", "__weakref__")
-
-    def __init__(self, tensor: torch.Tensor):
-        self.tensor = tensor
-
-
-class SavedTensorTracker:
-    """Context manager counting live bytes autograd has saved for backward, and their peak.
-
-    ``with SavedTensorTracker(params) as tr: ...`` then read ``tr.peak_bytes`` (activations),
-    ``tr.peak_param_bytes`` (saved views of ``params``) and ``tr.n_packed``. Bytes are per
-    storage (a tensor saved twice counts once) and are decremented when autograd frees the
-    saved tensor.
-    """
-
-    def __init__(self, params=()):
-        self._param_storages = {p.untyped_storage().data_ptr() for p in params}
-        self._refs: dict[int, int] = {}      # storage pointer -> number of live saved copies
-        self._nbytes: dict[int, int] = {}    # storage pointer -> bytes
-        self.live_bytes = 0
-        self.live_param_bytes = 0
-        self.peak_bytes = 0
-        self.peak_param_bytes = 0
-        self.n_packed = 0
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
-
-    def _pack(self, t: torch.Tensor) -> _Packed:
-        storage = t.untyped_storage()
-        key = storage.data_ptr()
-        self.n_packed += 1
-        if self._refs.get(key, 0) == 0:
-            self._nbytes[key] = storage.nbytes()
-            if key in self._param_storages:
-                self.live_param_bytes += storage.nbytes()
-                self.peak_param_bytes = max(self.peak_param_bytes, self.live_param_bytes)
-            else:
-                self.live_bytes += storage.nbytes()
-                self.peak_bytes = max(self.peak_bytes, self.live_bytes)
-        self._refs[key] = self._refs.get(key, 0) + 1
-        packed = _Packed(t)
-        weakref.finalize(packed, self._release, key)
-        return packed
-
-    def _release(self, key: int) -> None:
-        self._refs[key] -= 1
-        if self._refs[key] == 0:
-            del self._refs[key]
-            nbytes = self._nbytes.pop(key)
-            if key in self._param_storages:
-                self.live_param_bytes -= nbytes
-            else:
-                self.live_bytes -= nbytes
-
-    @staticmethod
-    def _unpack(packed: _Packed) -> torch.Tensor:
-        return packed.tensor
-
-    def __enter__(self) -> "SavedTensorTracker":
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._ctx.__exit__(*exc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,9 +175,9 @@ class _RecomputedSegment(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, checkpoint, layers, ckpt_start, start, end, *params):
+    def forward(ctx, h, checkpoint, layers, ckpt_start, start, end, ckpt_rng, *params):
         ctx.layers, ctx.ckpt_start, ctx.start, ctx.end = layers, ckpt_start, start, end
-        ctx.n_params = len(params)
+        ctx.ckpt_rng = ckpt_rng  # the random state when the layers after the checkpoint first ran
         ctx.save_for_backward(checkpoint)
         for layer in layers[start:end]:
             h = layer(h)
@@ -253,39 +188,45 @@ class _RecomputedSegment(torch.autograd.Function):
         (checkpoint,) = ctx.saved_tensors
         layers = ctx.layers
         h = checkpoint
-        with torch.no_grad():                      # rebuild h_start from the checkpoint
-            for layer in layers[ctx.ckpt_start:ctx.start]:
-                h = layer(h)
-        h = h.detach().requires_grad_(True)
         params = [p for layer in layers[ctx.start:ctx.end] for p in layer.parameters()]
-        with torch.enable_grad():                  # replay the segment, this time keeping its graph
-            y = h
-            for layer in layers[ctx.start:ctx.end]:
-                y = layer(y)
+        # Replay from the random state of the first run, so a Dropout draws the same masks again.
+        with replayed_rng(ctx.ckpt_rng):
+            with torch.no_grad():                  # rebuild h_start from the checkpoint
+                for layer in layers[ctx.ckpt_start:ctx.start]:
+                    h = layer(h)
+            h = h.detach().requires_grad_(True)
+            with torch.enable_grad():              # replay the segment, this time keeping its graph
+                y = h
+                for layer in layers[ctx.start:ctx.end]:
+                    y = layer(y)
         grads = torch.autograd.grad(y, [h, *params], grad_y)
-        return (grads[0], None, None, None, None, None, *grads[1:])
+        return (grads[0], None, None, None, None, None, None, *grads[1:])
 
 
-def _run_segment(layers, h, checkpoint, ckpt_start, start, end):
+def _run_segment(layers, h, checkpoint, ckpt_start, start, end, ckpt_rng):
     params = [p for layer in layers[start:end] for p in layer.parameters()]
-    return _RecomputedSegment.apply(h, checkpoint, layers, ckpt_start, start, end, *params)
+    return _RecomputedSegment.apply(h, checkpoint, layers, ckpt_start, start, end, ckpt_rng, *params)
 
 
 def _forward_recompute_all(layers, x):
-    """Layers 0..n-2 each as a node that keeps only ``h_0``; the last layer runs normally."""
+    """Layers 0..n-2 each as a node that keeps only ``h_0``; the last layer runs normally.
+
+    Every node replays from ``h_0`` and from the random state before layer 0, so the replayed
+    layers draw the same random numbers, in the same order, as the forward pass did.
+    """
     n = len(layers)
-    h = x
+    h, start_rng = x, rng_state(x.device)
     for i in range(n - 1):
-        h = _run_segment(layers, h, x, 0, i, i + 1)
+        h = _run_segment(layers, h, x, 0, i, i + 1, start_rng)
     return layers[n - 1](h)
 
 
 def _forward_sqrt(layers, x, segments):
-    """Each segment but the last keeps its input (a checkpoint); the last runs normally."""
+    """Each segment but the last keeps its input (a checkpoint) and the random state; the last runs normally."""
     sizes = segment_sizes(len(layers), segments)
     h, start = x, 0
     for size in sizes[:-1]:
-        h = _run_segment(layers, h, h, start, start, start + size)
+        h = _run_segment(layers, h, h, start, start, start + size, rng_state(h.device))
         start += size
     for layer in layers[start:]:
         h = layer(h)
@@ -297,7 +238,7 @@ def _forward_sqrt(layers, x, segments):
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckpointStats:
     """One forward + backward of a chain under one strategy.
 
@@ -329,10 +270,13 @@ def measure(model: nn.Sequential, x: torch.Tensor, strategy: str, segments: int 
     parameter's ``.grad`` is restored.
     """
     _check_strategy(strategy)
-    if not isinstance(model, nn.Sequential) or len(model) < 1:
-        raise TypeError(f"model must be a non-empty nn.Sequential of layers, got {type(model).__name__}")
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"model must be an nn.Sequential of layers, got {type(model).__name__}")
+    if len(model) < 1:
+        raise ValueError("model must hold at least one layer")
+    check_tensor("x", x, floating=True)
+    if x.dim() < 1 or x.shape[0] < 1:
+        raise ValueError(f"x must be (batch, ...) with batch >= 1, got shape {tuple(x.shape)}")
     layers = list(model.children())
     n = len(layers)
     if segments is not None:
@@ -361,8 +305,7 @@ def measure(model: nn.Sequential, x: torch.Tensor, strategy: str, segments: int 
             base = torch.cuda.memory_allocated(x.device)
             torch.cuda.reset_peak_memory_stats(x.device)
         tracker = SavedTensorTracker(p for _, p in named)
-        t0 = time.perf_counter()
-        with tracker:
+        with Stopwatch(x.device) as stopwatch, tracker:
             if strategy == "store_all":
                 y = model(x)
             elif strategy == "recompute_all":
@@ -374,9 +317,6 @@ def measure(model: nn.Sequential, x: torch.Tensor, strategy: str, segments: int 
             loss = y.sum()
             del y
             loss.backward()
-        if is_cuda:
-            torch.cuda.synchronize(x.device)
-        seconds = time.perf_counter() - t0
         cuda_peak = torch.cuda.max_memory_allocated(x.device) - base if is_cuda else None
         grads = {name: p.grad for name, p in named}
     finally:
@@ -387,7 +327,7 @@ def measure(model: nn.Sequential, x: torch.Tensor, strategy: str, segments: int 
     return CheckpointStats(
         peak_saved_bytes=tracker.peak_bytes,
         forward_calls=forward_calls,
-        seconds=seconds,
+        seconds=stopwatch.seconds,
         grads=grads,
         peak_param_bytes=tracker.peak_param_bytes,
         cuda_peak_bytes=cuda_peak,
@@ -395,64 +335,23 @@ def measure(model: nn.Sequential, x: torch.Tensor, strategy: str, segments: int 
 
 
 def max_relative_grad_error(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
-    """``max over parameters of ||g - g_ref|| / ||g_ref||`` (the same parameter names required)."""
-    if grads.keys() != reference.keys():
-        raise ValueError(f"grads and reference must name the same parameters, got {sorted(grads)} and {sorted(reference)}")
-    return max(((grads[k] - reference[k]).norm() / reference[k].norm().clamp_min(1e-30)).item() for k in reference)
+    """``max over parameters of ||g - g_ref|| / ||g_ref||`` (the same parameter names required).
 
-
-# ---------------------------------------------------------------------------------------------
-# Fitting the scaling laws
-# ---------------------------------------------------------------------------------------------
-
-LAWS = {"1": lambda n: 0.0 * n, "sqrt": math.sqrt, "n": lambda n: float(n), "n^2": lambda n: float(n) ** 2}
-
-
-@dataclass
-class ScalingFit:
-    """``value ~= c * f(n) + d`` for the law ``f`` (``"1"``, ``"sqrt"``, ``"n"``, ``"n^2"``).
-
-    ``r2`` is the coefficient of determination (1 when the fit is exact, including a constant
-    fitted to constant data).
+    A reference gradient that is exactly zero has no relative error: ``ValueError`` names it.
     """
-
-    law: str
-    c: float
-    d: float
-    r2: float
-
-    def __call__(self, n):
-        f = LAWS[self.law]
-        return [self.c * f(k) + self.d for k in n] if hasattr(n, "__iter__") else self.c * f(n) + self.d
-
-
-def fit_scaling(ns, values, law: str) -> ScalingFit:
-    """Least-squares fit of ``values ~= c * f(n) + d`` over the depths ``ns`` (``"1"``: d only)."""
-    if law not in LAWS:
-        raise ValueError(f"law must be one of {tuple(LAWS)}, got {law!r}")
-    ns, values = list(ns), [float(v) for v in values]
-    if len(ns) != len(values) or len(ns) < 2:
-        raise ValueError(f"ns and values must have the same length >= 2, got {len(ns)} and {len(values)}")
-    y = torch.tensor(values, dtype=torch.float64)
-    if law == "1":
-        c, d = 0.0, y.mean().item()
-    else:
-        f = torch.tensor([LAWS[law](n) for n in ns], dtype=torch.float64)
-        A = torch.stack([f, torch.ones_like(f)], dim=1)
-        c, d = torch.linalg.lstsq(A, y[:, None]).solution[:, 0].tolist()
-    fit = ScalingFit(law, c, d, 1.0)
-    residual = ((y - torch.tensor(fit(ns), dtype=torch.float64)) ** 2).sum().item()
-    total = ((y - y.mean()) ** 2).sum().item()
-    fit.r2 = 1.0 - residual / total if total > 0 else (1.0 if residual < 1e-12 * max(1.0, y.abs().max().item()) else 0.0)
-    return fit
-
-
-def loglog_slope(ns, values) -> float:
-    """Slope of ``log(value)`` against ``log(n)``: 1 for O(n), 0.5 for O(sqrt n), 0 for O(1)."""
-    x = torch.log(torch.tensor(list(ns), dtype=torch.float64))
-    y = torch.log(torch.tensor([float(v) for v in values], dtype=torch.float64))
-    x, y = x - x.mean(), y - y.mean()
-    return ((x * y).sum() / (x * x).sum()).item()
+    if not isinstance(grads, dict) or not isinstance(reference, dict):
+        raise TypeError("grads and reference must be dicts name -> tensor")
+    if grads.keys() != reference.keys() or not reference:
+        raise ValueError(f"grads and reference must name the same parameters, got {sorted(grads)} and {sorted(reference)}")
+    errors = []
+    for k in reference:
+        if grads[k].shape != reference[k].shape:
+            raise ValueError(f"gradient {k!r} has shape {tuple(grads[k].shape)}, reference {tuple(reference[k].shape)}")
+        norm = reference[k].double().norm()
+        if norm == 0:
+            raise ValueError(f"reference gradient {k!r} is zero: its relative error is undefined")
+        errors.append(((grads[k].double() - reference[k].double()).norm() / norm).item())
+    return max(errors)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,21 +359,18 @@ def loglog_slope(ns, values) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value, *, low: int | None) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-
-
-def _check_segments(segments, n_layers: int) -> None:
-    if not isinstance(segments, int) or isinstance(segments, bool):
-        raise TypeError(f"segments must be an int, got {type(segments).__name__}")
-    if not 1 <= segments <= n_layers:
-        raise ValueError(f"segments must be in [1, n_layers={n_layers}], got {segments}")
+def _check_segments(segments, n_layers: int) -> int:
+    return check_int("segments", segments, low=1, high=n_layers)
 
 
 def _check_strategy(strategy, *, manual_only: bool = False) -> None:
-    allowed = STRATEGIES[:3] if manual_only else STRATEGIES
-    if strategy not in allowed:
-        raise ValueError(f"strategy must be one of {allowed}, got {strategy!r}")
+    check_choice("strategy", strategy, STRATEGIES[:3] if manual_only else STRATEGIES)
+
+
+def _check_theory_args(n_layers, strategy, segments) -> None:
+    _check_strategy(strategy, manual_only=True)
+    check_int("n_layers", n_layers, low=1)
+    if segments is not None:
+        if strategy != "sqrt":
+            raise ValueError(f"segments only applies to strategy 'sqrt', not {strategy!r}")
+        _check_segments(segments, n_layers)

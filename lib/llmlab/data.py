@@ -24,6 +24,9 @@ from pathlib import Path
 
 import torch
 
+from ._checks import check_int, check_str
+from ._torch import IGNORE_INDEX, model_device
+
 __all__ = [
     "IGNORE_INDEX",
     "PROMPT_TEMPLATE",
@@ -39,8 +42,6 @@ __all__ = [
     "ExactMatch",
     "exact_match",
 ]
-
-IGNORE_INDEX = -100
 
 # Alpaca's template (Taori et al., 2023) without its one-sentence preamble, which would double
 # the sequence length on a CPU for no gain. ``text`` = prompt + output.
@@ -76,6 +77,8 @@ def _ordinal_suffix(day: int) -> str:
 
 def format_prompt(instruction: str, input: str = "") -> str:
     """The prompt part of the template (everything the model reads before its answer)."""
+    check_str("instruction", instruction)
+    check_str("input", input, allow_empty=True)
     return PROMPT_TEMPLATE.format(instruction=instruction, input=input)
 
 
@@ -87,11 +90,9 @@ def make_date_instructions(n_train: int = 512, n_heldout: int = 64, seed: int = 
     ``instruction``, ``input``, ``output`` and ``text`` (= prompt + output). Deterministic:
     the same arguments give the same examples on every machine.
     """
-    for name, value, low in (("n_train", n_train, 1), ("n_heldout", n_heldout, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    check_int("n_train", n_train, low=1)
+    check_int("n_heldout", n_heldout, low=1)
+    check_int("seed", seed, low=0)
     first, last = _dt.date(1950, 1, 1), _dt.date(2049, 12, 31)
     n_days = (last - first).days + 1
     if n_train + n_heldout > n_days:
@@ -155,11 +156,18 @@ def tokenize_example(example: dict, tokenizer, max_length: int | None = None) ->
     Returns ``input_ids`` = prompt tokens + response tokens + EOS and ``labels`` of the same
     length, ``-100`` on every prompt token (no loss there) and equal to ``input_ids`` on the
     response and the EOS (so the model learns to stop). The prompt and response are tokenised
-    separately so the boundary is exact. ``max_length`` truncates from the right.
+    separately so the boundary is exact. ``max_length`` truncates from the right; it must leave
+    at least one response token (a prompt of ``max_length`` tokens or more would leave every
+    label at -100, and the loss would be NaN), so such an example is refused with ValueError.
     """
+    if not isinstance(example, dict):
+        raise TypeError(f"example must be a dict with the keys instruction/input/output, got {type(example).__name__}")
     for key in ("instruction", "input", "output"):
         if key not in example:
             raise ValueError(f"example must have the Alpaca keys instruction/input/output; missing {key!r}")
+    check_str("output", example["output"], allow_empty=True)
+    if max_length is not None:
+        check_int("max_length", max_length, low=1)
     if tokenizer.eos_token_id is None:
         raise ValueError("tokenizer must define eos_token_id (the response ends with it)")
     prompt_ids = tokenizer(format_prompt(example["instruction"], example["input"]), add_special_tokens=False)["input_ids"]
@@ -167,13 +175,14 @@ def tokenize_example(example: dict, tokenizer, max_length: int | None = None) ->
     input_ids = list(prompt_ids) + list(response_ids)
     labels = [IGNORE_INDEX] * len(prompt_ids) + list(response_ids)
     if max_length is not None:
-        if not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"max_length must be an int >= 1 or None, got {max_length!r}")
+        if len(prompt_ids) >= max_length:
+            raise ValueError(f"max_length={max_length} leaves no response token: the prompt alone has "
+                             f"{len(prompt_ids)} tokens (every label would be -100 and the loss NaN)")
         input_ids, labels = input_ids[:max_length], labels[:max_length]
     return {"input_ids": input_ids, "labels": labels}
 
 
-@dataclass
+@dataclass(frozen=True)
 class InstructionBatch:
     """A right-padded batch: ``input_ids``, ``attention_mask``, ``labels``, each ``(batch, seq)``."""
 
@@ -193,6 +202,15 @@ def collate(features: list[dict[str, list[int]]], pad_token_id: int) -> Instruct
     """Right-pad tokenised examples to the longest one; padding gets mask 0 and label -100."""
     if not features:
         raise ValueError("features must be a non-empty list of tokenised examples")
+    check_int("pad_token_id", pad_token_id, low=0)
+    for i, f in enumerate(features):
+        if not isinstance(f, dict) or "input_ids" not in f or "labels" not in f:
+            raise TypeError(f"features[{i}] must be a dict with input_ids and labels (see tokenize_example)")
+        if len(f["input_ids"]) != len(f["labels"]):
+            raise ValueError(f"features[{i}] has {len(f['input_ids'])} input_ids but {len(f['labels'])} labels: "
+                             "they must have the same length")
+        if not f["input_ids"]:
+            raise ValueError(f"features[{i}] is empty")
     length = max(len(f["input_ids"]) for f in features)
     input_ids = torch.full((len(features), length), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(features), length), dtype=torch.long)
@@ -208,9 +226,9 @@ def collate(features: list[dict[str, list[int]]], pad_token_id: int) -> Instruct
 def make_batches(examples: list[dict], tokenizer, *, batch_size: int, steps: int, seed: int = 0,
                  device=None) -> list[InstructionBatch]:
     """``steps`` batches of ``batch_size`` examples, shuffled by ``seed`` (epoch after epoch)."""
-    for name, v in (("batch_size", batch_size), ("steps", steps)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    check_int("batch_size", batch_size, low=1, high=4096)
+    check_int("steps", steps, low=1)
+    check_int("seed", seed, low=0)
     if not examples:
         raise ValueError("examples must be a non-empty list")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -227,7 +245,7 @@ def make_batches(examples: list[dict], tokenizer, *, batch_size: int, steps: int
     return batches
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExactMatch:
     """Held-out exact-match result: ``accuracy`` in [0, 1] and the model's answers."""
 
@@ -246,7 +264,9 @@ def exact_match(model, tokenizer, examples: list[dict], *, max_new_tokens: int =
     """
     if not examples:
         raise ValueError("examples must be a non-empty list")
-    device = next(model.parameters()).device
+    check_int("max_new_tokens", max_new_tokens, low=1)
+    check_int("batch_size", batch_size, low=1, high=4096)
+    device = model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     predictions = []
     was_training = model.training

@@ -90,10 +90,10 @@ def new_figure(width: float = 6.4, height: float = 3.6, dpi: int = 90) -> Figure
 
 
 def figure_png(fig: Figure) -> bytes:
-    """Draw ``fig`` off-screen and return the PNG bytes (the llmlab style applied while drawing)."""
+    """Draw ``fig`` off-screen at its own dpi and return the PNG bytes (the llmlab style applied while drawing)."""
     buffer = io.BytesIO()
     with mpl.rc_context(STYLE):
-        fig.savefig(buffer, format="png")
+        fig.savefig(buffer, format="png", dpi=fig.dpi)
     return buffer.getvalue()
 
 

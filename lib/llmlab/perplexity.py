@@ -21,7 +21,6 @@ weighs the same, and no logit of a window is wasted.
 
 from __future__ import annotations
 
-import html
 import inspect
 import math
 from collections import Counter
@@ -29,17 +28,20 @@ from dataclasses import dataclass
 
 import torch
 
+from ._checks import check_int, check_tensor
+from ._torch import model_device
+
 __all__ = [
     "PerplexityResult",
     "Window",
     "sliding_windows",
     "forward_tokens",
     "context_size",
+    "vocab_size",
     "token_nlls",
     "perplexity",
     "bits_per_byte",
     "byte_ngram_nlls",
-    "surprisal_html",
 ]
 
 
@@ -74,15 +76,6 @@ class Window:
         return self.end - self.first_target + 1
 
 
-def _check_int(name: str, value, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low or (high is not None and value > high):
-        upper = f" and <= {high}" if high is not None else ""
-        raise ValueError(f"{name} must be >= {low}{upper}, got {value}")
-    return value
-
-
 def sliding_windows(seq_len: int, *, max_length: int, stride: int) -> list[Window]:
     """The windows that score tokens 1 .. seq_len-1 of a sequence, each exactly once.
 
@@ -90,9 +83,9 @@ def sliding_windows(seq_len: int, *, max_length: int, stride: int) -> list[Windo
     scores the targets it predicts that no earlier window predicted. The last window is the first
     one that reaches the last token.
     """
-    _check_int("seq_len", seq_len, 2)
-    _check_int("max_length", max_length, 1)
-    _check_int("stride", stride, 1, max_length)
+    check_int("seq_len", seq_len, low=2)
+    check_int("max_length", max_length, low=1)
+    check_int("stride", stride, low=1, high=max_length)
     windows = []
     last_scored = 0  # index of the last token already scored (token 0 is never scored)
     begin = 0
@@ -133,24 +126,34 @@ def _as_ids(input_ids) -> torch.Tensor:
     return input_ids.long()
 
 
+def vocab_size(model) -> int | None:
+    """Number of token ids the model's input embedding accepts (None if it has none to read)."""
+    embeddings = getattr(model, "get_input_embeddings", lambda: None)()
+    if embeddings is not None and hasattr(embeddings, "num_embeddings"):
+        return int(embeddings.num_embeddings)
+    value = getattr(getattr(model, "config", None), "vocab_size", None)
+    return value if isinstance(value, int) else None
+
+
+def _check_vocab(model, ids: torch.Tensor) -> None:
+    vocab = vocab_size(model)
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or (vocab is not None and high >= vocab):
+        bad = low if low < 0 else high
+        raise ValueError(f"input_ids must be token ids in [0, {vocab - 1 if vocab else 'vocab - 1'}] for this model, got {bad}")
+
+
 def _check_window(model, max_length, stride) -> tuple[int, int]:
     limit = context_size(model)
     if max_length is None:
         if limit is None:
             raise ValueError("max_length is required: the model's config does not say its context size")
         max_length = limit
-    _check_int("max_length", max_length, 1, limit)
+    check_int("max_length", max_length, low=1, high=limit)
     if stride is None:
         stride = max_length
-    _check_int("stride", stride, 1, max_length)
+    check_int("stride", stride, low=1, high=max_length)
     return max_length, stride
-
-
-def _model_device(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
 
 
 def _accepts_logits_to_keep(model) -> bool:
@@ -164,15 +167,17 @@ def token_nlls(model, input_ids: torch.Tensor, *, max_length: int, stride: int, 
     """Negative log-likelihood (nats) of every scored token, in order: tokens 1 .. n-1.
 
     ``input_ids``: LongTensor of shape ``(seq,)`` or ``(1, seq)``. Returns a float32 tensor of
-    shape ``(seq - 1,)`` on the model's device, ``nll[i-1] = -log p(x_i | x_{b..i-1})`` with ``b``
+    shape ``(seq - 1,)`` on the device of ``input_ids``, ``nll[i-1] = -log p(x_i | x_{b..i-1})`` with ``b``
     the start of the first window (see :func:`sliding_windows`) that predicts ``x_i``.
     Up to ``batch_size`` windows of the same shape go through the model in one forward pass (the
     first and the last window usually run on their own), with the same result as one at a time. The model should be
     in eval mode (dropout off); gradients are not tracked.
     """
     max_length, stride = _check_window(model, max_length, stride)
-    _check_int("batch_size", batch_size, 1)
-    ids = _as_ids(input_ids).to(_model_device(model))
+    check_int("batch_size", batch_size, low=1)
+    ids = _as_ids(input_ids)
+    _check_vocab(model, ids)
+    ids = ids.to(model_device(model))
     windows = sliding_windows(ids.numel(), max_length=max_length, stride=stride)
     keep_arg = _accepts_logits_to_keep(model)
 
@@ -196,7 +201,7 @@ def token_nlls(model, input_ids: torch.Tensor, *, max_length: int, stride: int, 
             logits = (out.logits if hasattr(out, "logits") else out[0])[:, -n_targets:]  # (B, n_targets, vocab)
             targets = torch.stack([ids[w.first_target : w.end + 1] for w in group])  # (B, n_targets)
             nlls.extend(_nll(logits, targets))
-    return torch.cat(nlls)
+    return torch.cat(nlls).to(input_ids.device)
 
 
 def _nll(logits: torch.Tensor, targets: torch.Tensor, chunk: int = 512) -> torch.Tensor:
@@ -261,7 +266,7 @@ def byte_ngram_nlls(train: bytes, text: bytes, *, order: int = 5) -> torch.Tenso
     """
     if not isinstance(train, (bytes, bytearray)) or not isinstance(text, (bytes, bytearray)):
         raise TypeError("train and text must be bytes (use str.encode('utf-8'))")
-    _check_int("order", order, 1)
+    check_int("order", order, low=1)
     if len(train) < order:
         raise ValueError(f"train must hold at least order={order} bytes, got {len(train)}")
     train, text = bytes(train), bytes(text)
@@ -282,26 +287,3 @@ def byte_ngram_nlls(train: bytes, text: bytes, *, order: int = 5) -> torch.Tenso
             p = (counts[k][h + text[i : i + 1]] + u_h[k][h] * p) / (c_h[k][h] + u_h[k][h])
         nll.append(-math.log(p))
     return torch.tensor(nll, dtype=torch.float64)
-
-
-def surprisal_html(pieces: list[str], surprisal_bits, *, vmax: float = 12.0) -> str:
-    """An HTML string showing each text piece on a background from white (0 bits) to red (``vmax``).
-
-    ``pieces``: the decoded text of each token; ``surprisal_bits``: one number per piece
-    (``-log2 p``), NaN for a piece that was not scored (shown uncoloured). Hovering shows the value.
-    """
-    values = [float(v) for v in surprisal_bits]
-    if len(values) != len(pieces):
-        raise ValueError(f"need one surprisal per piece, got {len(values)} values for {len(pieces)} pieces")
-    if not vmax > 0:
-        raise ValueError(f"vmax must be > 0, got {vmax}")
-    spans = []
-    for piece, s in zip(pieces, values):
-        text = html.escape(piece).replace("\n", "\u21b5\n")
-        if math.isnan(s):
-            spans.append(f'<span title="not scored">{text}</span>')
-            continue
-        alpha = min(max(s / vmax, 0.0), 1.0)
-        spans.append(f'<span title="{s:.2f} bits" style="background: rgba(213, 94, 0, {alpha:.2f})">{text}</span>')
-    return ('<div style="font-family: monospace; line-height: 1.7; white-space: pre-wrap">'
-            + "".join(spans) + "</div>")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
+import numpy as np
 
 # Colour-blind-safe palette (Okabe & Ito), used in this order by every plot.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
@@ -42,8 +43,6 @@ def subplots(nrows: int = 1, ncols: int = 1, *, width: float | None = None, heig
 
 def show_image(ax, image, title: str | None = None) -> None:
     """Draw an (H, W) or (H, W, C) float image clipped to [0, 1], without axes."""
-    import numpy as np
-
     arr = np.asarray(image, dtype=float)
     arr = np.clip(arr, 0.0, 1.0)
     if arr.ndim == 2:

@@ -26,18 +26,20 @@ form stays within 8 eps * base_lr of the exact cosine.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+
+from ._checks import check_float, check_int
+from ._torch import isolated_rng, resolve_device
 
 __all__ = [
     "cosine_annealing",
     "cosine_with_restarts",
     "warmup_cosine",
     "torch_trace",
-    "TrainingRun",
+    "ScheduleRun",
     "train_regression",
 ]
 
@@ -45,25 +47,9 @@ __all__ = [
 # ----------------------------------------------------------------------------- validation
 
 
-def _check_int(name: str, value, *, minimum: int) -> int:
-    """``value`` as an int, or TypeError (not an integer) / ValueError (below ``minimum``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_lr(name: str, value, *, maximum: float | None = None, max_name: str = "") -> float:
-    """``value`` as a finite float in ``[0, maximum]``, else TypeError / ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    upper = math.inf if maximum is None else maximum
-    if not (math.isfinite(value) and 0.0 <= value <= upper):
-        allowed = "[0, inf)" if maximum is None else f"[0, {max_name}={maximum!r}]"
-        raise ValueError(f"{name} must be a finite number in {allowed}, got {value!r}")
-    return value
+def _check_lr(name: str, value, *, maximum: float | None = None) -> float:
+    """A learning rate: a finite number in ``[0, maximum]`` (TypeError / ValueError naming it)."""
+    return check_float(name, value, low=0.0, high=maximum)
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -80,10 +66,10 @@ def cosine_annealing(step: int, *, base_lr: float, t_max: int, eta_min: float = 
     :func:`cosine_with_restarts`). ``eta_min > base_lr`` (an upside-down cosine that PyTorch
     accepts) is rejected as almost certainly swapped arguments.
     """
-    step = _check_int("step", step, minimum=0)
-    t_max = _check_int("t_max", t_max, minimum=1)
+    step = check_int("step", step, low=0)
+    t_max = check_int("t_max", t_max, low=1)
     base_lr = _check_lr("base_lr", base_lr)
-    eta_min = _check_lr("eta_min", eta_min, maximum=base_lr, max_name="base_lr")
+    eta_min = _check_lr("eta_min", eta_min, maximum=base_lr)
     # Same operation order as PyTorch's closed form, so the two agree to the last bit or two.
     return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * step / t_max)) / 2
 
@@ -97,11 +83,11 @@ def cosine_with_restarts(step: int, *, base_lr: float, t_0: int, t_mult: int = 1
 
     so the rate jumps straight back to ``base_lr`` at each restart (steps t_0, t_0 + t_0*t_mult, ...).
     """
-    step = _check_int("step", step, minimum=0)
-    t_0 = _check_int("t_0", t_0, minimum=1)
-    t_mult = _check_int("t_mult", t_mult, minimum=1)
+    step = check_int("step", step, low=0)
+    t_0 = check_int("t_0", t_0, low=1)
+    t_mult = check_int("t_mult", t_mult, low=1)
     base_lr = _check_lr("base_lr", base_lr)
-    eta_min = _check_lr("eta_min", eta_min, maximum=base_lr, max_name="base_lr")
+    eta_min = _check_lr("eta_min", eta_min, maximum=base_lr)
     if t_mult == 1:
         t_i, t_cur = t_0, step % t_0
     else:
@@ -129,13 +115,13 @@ def warmup_cosine(step: int, *, base_lr: float, warmup_steps: int, total_steps: 
     following the cosine and climbs back up if you train past ``total_steps``, this one stays at
     ``min_lr``. LLaMA used 2,000 warm-up steps and ``min_lr = 0.1 * base_lr``.
     """
-    step = _check_int("step", step, minimum=0)
-    total_steps = _check_int("total_steps", total_steps, minimum=1)
-    warmup_steps = _check_int("warmup_steps", warmup_steps, minimum=0)
+    step = check_int("step", step, low=0)
+    total_steps = check_int("total_steps", total_steps, low=1)
+    warmup_steps = check_int("warmup_steps", warmup_steps, low=0)
     if warmup_steps > total_steps:
         raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}], got {warmup_steps}")
     base_lr = _check_lr("base_lr", base_lr)
-    min_lr = _check_lr("min_lr", min_lr, maximum=base_lr, max_name="base_lr")
+    min_lr = _check_lr("min_lr", min_lr, maximum=base_lr)
     if step < warmup_steps:
         return base_lr * step / warmup_steps
     if step >= total_steps:
@@ -154,7 +140,7 @@ def torch_trace(make_scheduler: Callable[[torch.optim.Optimizer], object], steps
     """
     if not callable(make_scheduler):
         raise TypeError(f"make_scheduler must be a callable optimizer -> scheduler, got {type(make_scheduler).__name__}")
-    steps = _check_int("steps", steps, minimum=0)
+    steps = check_int("steps", steps, low=0)
     base_lr = _check_lr("base_lr", base_lr)
     param = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
     optimizer = torch.optim.SGD([param], lr=base_lr)
@@ -172,8 +158,8 @@ def torch_trace(make_scheduler: Callable[[torch.optim.Optimizer], object], steps
 # ----------------------------------------------------------------------------- a tiny training run
 
 
-@dataclass
-class TrainingRun:
+@dataclass(frozen=True)
+class ScheduleRun:
     """One training run: ``losses[t]`` is the full-data training loss after ``t`` updates
     (length ``len(lrs) + 1``), ``lrs`` the learning rates used, ``final_loss = losses[-1]``."""
 
@@ -195,7 +181,7 @@ def train_regression(
     batch_size: int = 16,
     noise: float = 0.3,
     device: torch.device | str | None = None,
-) -> TrainingRun:
+) -> ScheduleRun:
     """Train a small MLP with Adam for ``len(lrs)`` steps, update t using learning rate ``lrs[t]``.
 
     The task is a seeded teacher-student regression: x ~ N(0, I) of shape
@@ -207,13 +193,13 @@ def train_regression(
     smooth. Same seed, same numbers.
     """
     lrs = [_check_lr(f"lrs[{i}]", lr) for i, lr in enumerate(lrs)]
-    seed = _check_int("seed", seed, minimum=0)
-    n_samples = _check_int("n_samples", n_samples, minimum=1)
-    n_features = _check_int("n_features", n_features, minimum=1)
-    width = _check_int("width", width, minimum=1)
-    batch_size = _check_int("batch_size", batch_size, minimum=1)
+    seed = check_int("seed", seed, low=0)
+    n_samples = check_int("n_samples", n_samples, low=1)
+    n_features = check_int("n_features", n_features, low=1)
+    width = check_int("width", width, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
     noise = _check_lr("noise", noise)
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = resolve_device(device)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n_samples, n_features, generator=gen)
     w1 = torch.randn(n_features, 16, generator=gen) / math.sqrt(n_features)
@@ -227,8 +213,7 @@ def train_regression(
     if device.type == "cpu":
         torch.set_num_threads(1)
     try:
-        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
-            torch.manual_seed(seed)
+        with isolated_rng(seed):  # seeded init without touching the caller's RNG
             model = torch.nn.Sequential(
                 torch.nn.Linear(n_features, width), torch.nn.Tanh(),
                 torch.nn.Linear(width, width), torch.nn.Tanh(),
@@ -252,4 +237,4 @@ def train_regression(
             losses.append(full_loss())
     finally:
         torch.set_num_threads(threads)
-    return TrainingRun(losses=losses, lrs=lrs)
+    return ScheduleRun(losses=losses, lrs=lrs)

@@ -18,11 +18,12 @@ and by Eckart–Young no rank-k matrix is closer: ‖W − W_k‖_F² = Σ_{i > 
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from ._checks import check_float, check_int
 
 __all__ = [
     "SVDFactors",
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 _MAX_CHANNELS = 4  # (H, W, C) with C in 1..4: grey+alpha, RGB, RGBA
+#: The largest side of an image made in code (a 4096 x 4096 x 3 float32 image is 200 MB).
+MAX_SIDE = 4096
 
 
 @dataclass(frozen=True)
@@ -86,13 +89,7 @@ class SVDFactors:
 
 def _check_k(k, max_rank: int, name: str = "k") -> int:
     """k must be an integer in 1..max_rank (bool and float are refused, 3.0 included)."""
-    if isinstance(k, torch.Tensor) and k.ndim == 0 and not k.is_floating_point() and k.dtype != torch.bool:
-        k = int(k)
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise ValueError(f"{name} must be an integer in 1..{max_rank}, got {k!r} ({type(k).__name__})")
-    if not 1 <= k <= max_rank:
-        raise ValueError(f"{name} must be an integer in 1..{max_rank}, got {k}")
-    return int(k)
+    return check_int(name, k, low=1, high=max_rank)
 
 
 def _as_float_tensor(x, name: str, *, image: bool, device) -> torch.Tensor:
@@ -205,8 +202,7 @@ def energy(factors: SVDFactors, k: int) -> float:
 
 def k_for_error(factors: SVDFactors, max_error: float) -> int:
     """The smallest k whose :func:`relative_error` is <= ``max_error`` (in (0, 1])."""
-    if isinstance(max_error, bool) or not isinstance(max_error, numbers.Real) or not 0.0 < max_error <= 1.0:
-        raise ValueError(f"max_error must be a number in (0, 1], got {max_error!r}")
+    max_error = check_float("max_error", max_error, low=0.0, high=1.0, low_open=True)
     s2 = _sigma_squared(factors)
     per_rank = s2.sum(0) if s2.ndim == 2 else s2  # Σ_c σ_{c,i}², shape (r,)
     total = float(per_rank.sum())
@@ -226,8 +222,7 @@ def compression_ratio(height: int, width: int, k: int) -> float:
     which needs k < m n / (m + n + 1) (about n/2 for a square n x n image).
     """
     for name, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_int(name, value, low=1)
     m, n = int(height), int(width)
     k = _check_k(k, min(m, n))
     return k * (m + n + 1) / (m * n)
@@ -263,10 +258,9 @@ def checkerboard(size: int = 512, square: int = 16, angle: float = 0.0) -> np.nd
     Aligned with the axes (angle 0) it is a matrix of rank 2, however sharp its edges; rotated,
     its pattern no longer splits into rows times columns and the rank shoots up.
     """
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 2:
-        raise ValueError(f"size must be an integer >= 2, got {size!r}")
-    if isinstance(square, bool) or not isinstance(square, numbers.Integral) or not 1 <= square <= size:
-        raise ValueError(f"square must be an integer in 1..{size}, got {square!r}")
+    size = check_int("size", size, low=2, high=MAX_SIDE)
+    square = check_int("square", square, low=1, high=size)
+    angle = check_float("angle", angle)
     y, x = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
     theta = math.radians(angle)
     u = x * math.cos(theta) + y * math.sin(theta)
@@ -276,9 +270,10 @@ def checkerboard(size: int = 512, square: int = 16, angle: float = 0.0) -> np.nd
 
 def noise_image(height: int = 512, width: int = 512, channels: int = 3, seed: int = 0) -> np.ndarray:
     """Uniform [0, 1) noise of shape (height, width, channels), float32, from a seeded generator."""
-    for name, value, lo in (("height", height, 1), ("width", width, 1), ("channels", channels, 1)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    height = check_int("height", height, low=1, high=MAX_SIDE)
+    width = check_int("width", width, low=1, high=MAX_SIDE)
+    channels = check_int("channels", channels, low=1, high=_MAX_CHANNELS)
+    seed = check_int("seed", seed, low=0)
     rng = np.random.default_rng(seed)
     return rng.random((height, width, channels), dtype=np.float32)
 
@@ -291,11 +286,12 @@ def demo_images(size: int | None = 512, seed: int = 0) -> dict[str, np.ndarray]:
     ``size``: height in pixels (photos are resized keeping their aspect ratio); None keeps the
     photos at their native 512-pixel height.
     """
+    # scikit-image takes a second to import and only this function needs it.
     import skimage.data
     from skimage.transform import resize
 
-    if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 8):
-        raise ValueError(f"size must be None or an integer >= 8, got {size!r}")
+    if size is not None:
+        size = check_int("size", size, low=8, high=MAX_SIDE)
 
     def photo(img: np.ndarray) -> np.ndarray:
         out = img.astype(np.float32) / 255.0

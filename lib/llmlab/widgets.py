@@ -277,9 +277,9 @@ class CosineExplorer:
                "warm-up + cosine: max |ours − Hugging Face| = {d_warm:.1e} over {n_warm} steps")
 
     def __init__(self, *, base_lr=1.0, t_max=50, eta_min=0.1, warmup=10, max_t_max=200, width=820):
-        from llmlab.schedules import _check_lr
+        from llmlab._checks import check_float
 
-        self.base_lr = _check_lr("base_lr", base_lr)
+        self.base_lr = check_float("base_lr", base_lr, low=0.0)
         if self.base_lr <= 0:
             raise ValueError(f"base_lr must be > 0 for the widget, got {base_lr}")
         self.t_max = W.IntSlider(value=t_max, min=2, max=max_t_max, step=1, description="t_max",

@@ -1,0 +1,159 @@
+"""llmlab.data: the date-formatting instruction set, its masked tokenisation, batching and scoring."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from llmlab.data import (IGNORE_INDEX, collate, exact_match, format_prompt, load_instructions,
+                         make_batches, make_date_instructions, tokenize_example, write_instructions)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_instruction_data_is_deterministic_and_well_formed():
+    train, heldout = make_date_instructions(40, 10, seed=3)
+    assert (train, heldout) == make_date_instructions(40, 10, seed=3)
+    assert train != make_date_instructions(40, 10, seed=4)[0]
+    for ex in train + heldout:
+        assert set(ex) == {"instruction", "input", "output", "text"}
+        assert ex["text"] == format_prompt(ex["instruction"], ex["input"]) + ex["output"]
+        assert "### Response:\n" in ex["text"]
+        y, m, d = ex["output"].split("-")
+        assert len(y) == 4 and len(m) == 2 and len(d) == 2
+        assert str(int(y)) in ex["input"] and str(int(d)) in ex["input"]
+    assert not {ex["output"] for ex in train} & {ex["output"] for ex in heldout}
+    with pytest.raises(ValueError, match="n_train"):
+        make_date_instructions(0, 10)
+
+
+def test_committed_files_are_what_the_script_writes(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "data" / "make_instructions.py"), "--out", str(tmp_path)],
+                   check=True, capture_output=True)
+    for split in ("train", "heldout"):
+        assert (tmp_path / f"{split}.jsonl").read_bytes() == (ROOT / "data" / "instructions" / f"{split}.jsonl").read_bytes()
+    train = load_instructions("train")
+    assert len(train) == 512 and len(load_instructions("heldout")) == 64
+    assert (train, load_instructions("heldout")) == make_date_instructions()  # also the fallback without files
+    row = json.loads((ROOT / "data" / "instructions" / "train.jsonl").read_text().splitlines()[0])
+    assert row == train[0]
+    with pytest.raises(ValueError, match="split"):
+        load_instructions("test")
+
+
+def test_write_and_load_roundtrip(tmp_path):
+    write_instructions(tmp_path, 5, 2, seed=1)
+    assert load_instructions("heldout", tmp_path) == make_date_instructions(5, 2, seed=1)[1]
+
+
+class CharTokenizer:
+    """A stand-in tokenizer: one id per character, EOS = 2, pad = 0."""
+
+    eos_token_id, pad_token_id = 2, 0
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [3 + ord(c) % 90 for c in text]}
+
+
+def test_tokenize_example_masks_the_prompt():
+    ex = {"instruction": "Do it.", "input": "May 1, 2000", "output": "2000-05-01"}
+    tok = CharTokenizer()
+    f = tokenize_example(ex, tok)
+    n_prompt = len(format_prompt(ex["instruction"], ex["input"]))
+    assert len(f["input_ids"]) == len(f["labels"]) == n_prompt + len(ex["output"]) + 1
+    assert f["labels"][:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert f["labels"][n_prompt:] == f["input_ids"][n_prompt:]
+    assert f["input_ids"][-1] == tok.eos_token_id
+    cut = n_prompt + 3  # truncation from the right keeps the prompt and the first response tokens
+    assert tokenize_example(ex, tok, max_length=cut)["input_ids"] == f["input_ids"][:cut]
+    with pytest.raises(ValueError, match="missing 'output'"):
+        tokenize_example({"instruction": "a", "input": "b"}, tok)
+
+
+@pytest.mark.parametrize("max_length", [1, 10, None])
+def test_tokenize_example_refuses_a_max_length_that_leaves_no_response(max_length):
+    """Every label -100 gives a NaN loss: refused, whether the prompt just fits or is longer."""
+    ex = {"instruction": "Do it.", "input": "May 1, 2000", "output": "2000-05-01"}
+    tok = CharTokenizer()
+    n_prompt = len(format_prompt(ex["instruction"], ex["input"]))
+    max_length = n_prompt if max_length is None else max_length
+    with pytest.raises(ValueError, match="leaves no response token"):
+        tokenize_example(ex, tok, max_length=max_length)
+
+
+@pytest.mark.parametrize("bad, exc", [(None, TypeError), (5, TypeError), (["a"], TypeError), ("", ValueError)])
+def test_format_prompt_refuses_what_is_not_text(bad, exc):
+    """format_prompt(None) used to insert the text "None" into the prompt."""
+    with pytest.raises(exc, match="instruction"):
+        format_prompt(bad)
+    with pytest.raises(TypeError, match="input"):
+        format_prompt("Do it.", 5)
+
+
+@pytest.mark.slow
+def test_tokenize_example_with_the_real_tokenizer(default_lm):
+    _, tokenizer = default_lm
+    ex = load_instructions("heldout")[0]
+    f = tokenize_example(ex, tokenizer)
+    response = [i for i, lab in zip(f["input_ids"], f["labels"]) if lab != IGNORE_INDEX]
+    assert tokenizer.decode(response) == ex["output"] + tokenizer.eos_token
+    prompt = [i for i, lab in zip(f["input_ids"], f["labels"]) if lab == IGNORE_INDEX]
+    assert tokenizer.decode(prompt) == format_prompt(ex["instruction"], ex["input"])
+
+
+def test_collate_pads_right_and_ignores_padding():
+    feats = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}]
+    b = collate(feats, pad_token_id=0)
+    assert b.input_ids.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert b.attention_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert b.labels.tolist() == [[-100, 6, 7], [8, -100, -100]]
+    with pytest.raises(ValueError, match="non-empty"):
+        collate([], 0)
+
+
+def test_collate_refuses_mismatched_lengths():
+    """Labels shorter than the ids used to be broadcast silently."""
+    with pytest.raises(ValueError, match=r"features\[0\] has 2 input_ids but 1 labels"):
+        collate([{"input_ids": [1, 2], "labels": [1]}], 0)
+    with pytest.raises(TypeError, match="features"):
+        collate([[1, 2]], 0)
+    with pytest.raises(ValueError, match="pad_token_id"):
+        collate([{"input_ids": [1], "labels": [1]}], -1)
+
+
+def test_masked_loss_is_the_mean_over_response_tokens_only(tiny_llama):
+    feats = [{"input_ids": [5, 6, 7, 9, 2], "labels": [-100, -100, 7, 9, 2]}, {"input_ids": [8, 4, 2], "labels": [-100, 4, 2]}]
+    b = collate(feats, pad_token_id=0)
+    with torch.no_grad():
+        out = tiny_llama(**b.as_kwargs())
+        logp = out.logits.log_softmax(-1)
+    nll = [-logp[0, 1, 7], -logp[0, 2, 9], -logp[0, 3, 2], -logp[1, 0, 4], -logp[1, 1, 2]]
+    torch.testing.assert_close(out.loss, torch.stack(nll).mean())
+
+
+def test_make_batches_is_seeded_and_covers_the_data():
+    tok = CharTokenizer()
+    examples = make_date_instructions(10, 1)[0]
+    a = make_batches(examples, tok, batch_size=4, steps=5, seed=0)
+    b = make_batches(examples, tok, batch_size=4, steps=5, seed=0)
+    assert all(torch.equal(x.input_ids, y.input_ids) for x, y in zip(a, b))
+    assert len(a) == 5 and a[0].input_ids.shape[0] == 4
+    with pytest.raises(ValueError, match="batch_size"):
+        make_batches(examples, tok, batch_size=0, steps=1)
+
+
+@pytest.mark.slow
+def test_exact_match_scores_the_true_answers(default_lm):
+    model, tokenizer = default_lm
+    heldout = load_instructions("heldout")[:4]
+    result = exact_match(model, tokenizer, heldout, max_new_tokens=12)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        exact_match(model, tokenizer, heldout, max_new_tokens=0)
+    assert len(result.predictions) == 4 and result.targets == [ex["output"] for ex in heldout]
+    assert result.accuracy == sum(p == t for p, t in zip(result.predictions, result.targets)) / 4

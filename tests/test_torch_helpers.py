@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+import torch
+
+import llmlab
+
+
+def test_default_device_is_best_available(monkeypatch):
+    monkeypatch.delenv("LLMLAB_DEVICE", raising=False)
+    dev = llmlab.default_device()
+    if torch.cuda.is_available():
+        assert dev.type == "cuda"
+    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        assert dev.type == "mps"
+    else:
+        assert dev.type == "cpu"
+
+
+def test_default_device_override(monkeypatch):
+    monkeypatch.setenv("LLMLAB_DEVICE", "cpu")
+    assert llmlab.default_device() == torch.device("cpu")
+
+
+def test_default_device_falls_back_to_cpu(monkeypatch):
+    monkeypatch.delenv("LLMLAB_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert llmlab.default_device() == torch.device("cpu")
+
+
+def test_seed_everything_repeats():
+    llmlab.seed_everything(3)
+    a = (torch.rand(3), np.random.rand(3))
+    llmlab.seed_everything(3)
+    b = (torch.rand(3), np.random.rand(3))
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    with pytest.raises(TypeError, match="seed"):
+        llmlab.seed_everything(1.5)
+
+
+# ---- llmlab._torch: the shared device / dtype / RNG helpers ---------------------------------
+
+from torch import nn  # noqa: E402
+
+from llmlab._torch import (IGNORE_INDEX, isolated_rng, model_device, resolve_device,  # noqa: E402
+                           resolve_dtype)
+
+
+def test_seed_everything_range():
+    with pytest.raises(ValueError, match="seed"):
+        llmlab.seed_everything(2**70)
+    with pytest.raises(ValueError, match="seed"):
+        llmlab.seed_everything(-1)
+    with pytest.raises(TypeError, match="seed"):
+        llmlab.seed_everything(True)
+
+
+def test_bogus_llmlab_device_names_the_variable(monkeypatch):
+    monkeypatch.setenv("LLMLAB_DEVICE", "bogus")
+    with pytest.raises(ValueError, match="LLMLAB_DEVICE"):
+        llmlab.default_device()
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device(None) == llmlab.default_device()
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("bogus")
+    with pytest.raises(TypeError, match="device"):
+        resolve_device(1.5)
+    with pytest.raises(TypeError, match="device"):
+        resolve_device(True)
+    with pytest.raises(ValueError, match="my_dev"):
+        resolve_device("not-a-device", name="my_dev")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_resolve_device_without_cuda():
+    with pytest.raises(ValueError, match="no CUDA"):
+        resolve_device("cuda")
+
+
+@pytest.mark.parametrize("name, dtype", [("fp16", torch.float16), ("half", torch.float16), ("BF16", torch.bfloat16),
+                                         ("bfloat16", torch.bfloat16), ("float32", torch.float32),
+                                         ("fp64", torch.float64), (torch.float32, torch.float32)])
+def test_resolve_dtype_names(name, dtype):
+    assert resolve_dtype(name) is dtype
+
+
+def test_resolve_dtype_refusals():
+    assert resolve_dtype(None, default=torch.float32) is torch.float32
+    with pytest.raises(ValueError, match="dtype"):
+        resolve_dtype("int8")
+    with pytest.raises(ValueError, match="dtype"):
+        resolve_dtype(torch.int64)
+    with pytest.raises(TypeError, match="dtype"):
+        resolve_dtype(32)
+    with pytest.raises(ValueError, match="precision"):
+        resolve_dtype("fp32", name="precision", allowed=(torch.float16, torch.bfloat16))
+
+
+def test_model_device():
+    assert model_device(nn.Linear(2, 2)) == torch.device("cpu")
+    assert model_device(nn.ReLU()) == torch.device("cpu")  # no parameters: the CPU
+
+
+def test_isolated_rng_restores_the_callers_stream():
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    with isolated_rng(123):
+        inside = torch.rand(4)
+    assert torch.equal(torch.rand(4), expected)  # the caller's stream did not move
+    with isolated_rng(123):
+        assert torch.equal(torch.rand(4), inside)  # the same seed, the same numbers
+
+
+def test_ignore_index_is_cross_entropys():
+    logits = torch.randn(3, 5)
+    target = torch.tensor([1, IGNORE_INDEX, 2])
+    full = torch.nn.functional.cross_entropy(logits, target)
+    kept = torch.nn.functional.cross_entropy(logits[[0, 2]], target[[0, 2]])
+    assert torch.allclose(full, kept)
