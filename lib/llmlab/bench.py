@@ -355,9 +355,9 @@ def _bench_precision(device: torch.device) -> list[Row]:
     opt.step()
     measured, formula = P.measured_ledger(model, opt), P.memory_ledger(model, precision="mixed")
     n = sum(p.numel() for p in model.parameters())
-    rows.append(Row("precision", "mixed-precision AdamW model states (bf16 MLP)", measured["total"] / n,
-                    formula["total"] / n, "B/param", peer_name="formula 2+2+4+4+4",
-                    note=f"measured tensors after one step; {measured['other']} B of AdamW step counters"))
+    rows.append(Row("precision", "mixed-precision AdamW model states (bf16 MLP)", measured.total / n,
+                    formula.total / n, "B/param", peer_name="formula 2+2+4+4+4",
+                    note=f"measured tensors after one step; {measured.other} B of AdamW step counters"))
     return rows
 # === end: precision ===
 
@@ -370,7 +370,8 @@ def bench_lora(device: torch.device) -> list[Row]:
     from peft import LoraConfig, get_peft_model
 
     from llmlab.data import load_instructions, make_batches
-    from llmlab.lora import add_lora, merge_lora, training_state_bytes
+    from llmlab.lora import add_lora, merge_lora
+    from llmlab.memory import measured_ledger
     from llmlab.models import load_model
 
     targets, r, alpha, batch_size = ("q_proj", "k_proj", "v_proj", "o_proj"), 16, 32, 4
@@ -399,7 +400,7 @@ def bench_lora(device: torch.device) -> list[Row]:
             peak = torch.cuda.max_memory_allocated(device)
         else:  # no allocator statistics on the CPU: count params + grads + optimizer states
             model(**kwargs).loss.backward()
-            peak = training_state_bytes(model, opt).total
+            peak = measured_ledger(model, opt).total
             opt.zero_grad(set_to_none=True)
         return step, peak
 
