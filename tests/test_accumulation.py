@@ -5,7 +5,6 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from llmlab.accumulation import (
     KINDS,
@@ -309,7 +308,7 @@ def test_bad_inputs():
             accumulated_grads(model, loss_fn, x, y, steps)
     with pytest.raises(TypeError, match="steps must be an int"):
         accumulated_grads(model, loss_fn, x, y, 2.0)
-    with pytest.raises(ValueError, match="same batch size"):
+    with pytest.raises(ValueError, match="same leading batch size"):
         full_batch_grads(model, loss_fn, x, y[:16])
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         full_batch_grads(lambda t: t, loss_fn, x, y)

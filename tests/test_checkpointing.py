@@ -11,8 +11,6 @@ from llmlab.checkpointing import (
     STRATEGIES,
     SavedTensorTracker,
     default_segments,
-    fit_scaling,
-    loglog_slope,
     make_chain,
     max_relative_grad_error,
     measure,
@@ -328,24 +326,6 @@ def test_cuda_accounting_and_allocator_peak():
 
 
 # --- fits --------------------------------------------------------------------------------------
-
-
-def test_fit_scaling_recovers_laws_and_rejects_wrong_ones():
-    ns = [4, 9, 16, 25, 64, 100]
-    lin = fit_scaling(ns, [3 * n + 1 for n in ns], "n")
-    assert lin.c == pytest.approx(3) and lin.d == pytest.approx(1) and lin.r2 == pytest.approx(1)
-    sq = fit_scaling(ns, [2 * math.sqrt(n) for n in ns], "sqrt")
-    assert sq.c == pytest.approx(2) and sq.r2 == pytest.approx(1)
-    assert fit_scaling(ns, [5] * len(ns), "1").r2 == 1.0
-    assert fit_scaling(ns, ns, "1").r2 == pytest.approx(0.0)
-    assert fit_scaling(ns, [n * n for n in ns], "sqrt").r2 < 0.95
-    assert fit_scaling(ns, [n * (n + 1) / 2 for n in ns], "n^2").r2 > 0.9999  # + n/2 is not in the law
-    assert loglog_slope(ns, [7 * n for n in ns]) == pytest.approx(1)
-    assert loglog_slope(ns, [math.sqrt(n) for n in ns]) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="law"):
-        fit_scaling(ns, ns, "log")
-    with pytest.raises(ValueError, match="length"):
-        fit_scaling(ns, ns[:-1], "n")
 
 
 def test_max_relative_grad_error():

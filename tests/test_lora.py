@@ -1,20 +1,16 @@
-"""llmlab.lora and llmlab.data against PEFT and against the math, on a tiny Llama and on SmolLM2."""
+"""llmlab.lora against PEFT and against the math, on a tiny Llama and on SmolLM2 (llmlab.data: test_data.py)."""
 
 import copy
 import dataclasses
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from llmlab.data import (IGNORE_INDEX, collate, exact_match, format_prompt, load_instructions,
-                         make_batches, make_date_instructions, tokenize_example, write_instructions)
 from llmlab import memory
+from llmlab.data import collate
 from llmlab.lora import (LoRALinear, TrainResult, add_lora, break_even_rank, count_parameters, lora_model_param_count,
                          lora_param_count, merge_lora, train_steps, truncation_error)
 from llmlab.memory import ParamCount, StateLedger, measured_ledger
@@ -451,118 +447,6 @@ def test_train_steps_rejects_bad_input_with_a_short_message(tiny_llama, kwargs, 
     with pytest.raises(TypeError, match=match) as info:
         train_steps(model, args.pop("batches"), args.pop("optimizer"), **args)
     assert len(str(info.value)) < 200  # names the problem, not the model's repr
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def test_instruction_data_is_deterministic_and_well_formed():
-    train, heldout = make_date_instructions(40, 10, seed=3)
-    assert (train, heldout) == make_date_instructions(40, 10, seed=3)
-    assert train != make_date_instructions(40, 10, seed=4)[0]
-    for ex in train + heldout:
-        assert set(ex) == {"instruction", "input", "output", "text"}
-        assert ex["text"] == format_prompt(ex["instruction"], ex["input"]) + ex["output"]
-        assert "### Response:\n" in ex["text"]
-        y, m, d = ex["output"].split("-")
-        assert len(y) == 4 and len(m) == 2 and len(d) == 2
-        assert str(int(y)) in ex["input"] and str(int(d)) in ex["input"]
-    assert not {ex["output"] for ex in train} & {ex["output"] for ex in heldout}
-    with pytest.raises(ValueError, match="n_train"):
-        make_date_instructions(0, 10)
-
-
-def test_committed_files_are_what_the_script_writes(tmp_path):
-    subprocess.run([sys.executable, str(ROOT / "data" / "make_instructions.py"), "--out", str(tmp_path)],
-                   check=True, capture_output=True)
-    for split in ("train", "heldout"):
-        assert (tmp_path / f"{split}.jsonl").read_bytes() == (ROOT / "data" / "instructions" / f"{split}.jsonl").read_bytes()
-    train = load_instructions("train")
-    assert len(train) == 512 and len(load_instructions("heldout")) == 64
-    assert (train, load_instructions("heldout")) == make_date_instructions()  # also the fallback without files
-    row = json.loads((ROOT / "data" / "instructions" / "train.jsonl").read_text().splitlines()[0])
-    assert row == train[0]
-    with pytest.raises(ValueError, match="split"):
-        load_instructions("test")
-
-
-def test_write_and_load_roundtrip(tmp_path):
-    write_instructions(tmp_path, 5, 2, seed=1)
-    assert load_instructions("heldout", tmp_path) == make_date_instructions(5, 2, seed=1)[1]
-
-
-class CharTokenizer:
-    """A stand-in tokenizer: one id per character, EOS = 2, pad = 0."""
-
-    eos_token_id, pad_token_id = 2, 0
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [3 + ord(c) % 90 for c in text]}
-
-
-def test_tokenize_example_masks_the_prompt():
-    ex = {"instruction": "Do it.", "input": "May 1, 2000", "output": "2000-05-01"}
-    tok = CharTokenizer()
-    f = tokenize_example(ex, tok)
-    n_prompt = len(format_prompt(ex["instruction"], ex["input"]))
-    assert len(f["input_ids"]) == len(f["labels"]) == n_prompt + len(ex["output"]) + 1
-    assert f["labels"][:n_prompt] == [IGNORE_INDEX] * n_prompt
-    assert f["labels"][n_prompt:] == f["input_ids"][n_prompt:]
-    assert f["input_ids"][-1] == tok.eos_token_id
-    assert tokenize_example(ex, tok, max_length=10)["input_ids"] == f["input_ids"][:10]
-    with pytest.raises(ValueError, match="missing 'output'"):
-        tokenize_example({"instruction": "a", "input": "b"}, tok)
-
-
-@pytest.mark.slow
-def test_tokenize_example_with_the_real_tokenizer(default_lm):
-    _, tokenizer = default_lm
-    ex = load_instructions("heldout")[0]
-    f = tokenize_example(ex, tokenizer)
-    response = [i for i, lab in zip(f["input_ids"], f["labels"]) if lab != IGNORE_INDEX]
-    assert tokenizer.decode(response) == ex["output"] + tokenizer.eos_token
-    prompt = [i for i, lab in zip(f["input_ids"], f["labels"]) if lab == IGNORE_INDEX]
-    assert tokenizer.decode(prompt) == format_prompt(ex["instruction"], ex["input"])
-
-
-def test_collate_pads_right_and_ignores_padding():
-    feats = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}]
-    b = collate(feats, pad_token_id=0)
-    assert b.input_ids.tolist() == [[5, 6, 7], [8, 0, 0]]
-    assert b.attention_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
-    assert b.labels.tolist() == [[-100, 6, 7], [8, -100, -100]]
-    with pytest.raises(ValueError, match="non-empty"):
-        collate([], 0)
-
-
-def test_masked_loss_is_the_mean_over_response_tokens_only(tiny_llama):
-    feats = [{"input_ids": [5, 6, 7, 9, 2], "labels": [-100, -100, 7, 9, 2]}, {"input_ids": [8, 4, 2], "labels": [-100, 4, 2]}]
-    b = collate(feats, pad_token_id=0)
-    with torch.no_grad():
-        out = tiny_llama(**b.as_kwargs())
-        logp = out.logits.log_softmax(-1)
-    nll = [-logp[0, 1, 7], -logp[0, 2, 9], -logp[0, 3, 2], -logp[1, 0, 4], -logp[1, 1, 2]]
-    torch.testing.assert_close(out.loss, torch.stack(nll).mean())
-
-
-def test_make_batches_is_seeded_and_covers_the_data():
-    tok = CharTokenizer()
-    examples = make_date_instructions(10, 1)[0]
-    a = make_batches(examples, tok, batch_size=4, steps=5, seed=0)
-    b = make_batches(examples, tok, batch_size=4, steps=5, seed=0)
-    assert all(torch.equal(x.input_ids, y.input_ids) for x, y in zip(a, b))
-    assert len(a) == 5 and a[0].input_ids.shape[0] == 4
-    with pytest.raises(ValueError, match="batch_size"):
-        make_batches(examples, tok, batch_size=0, steps=1)
-
-
-@pytest.mark.slow
-def test_exact_match_scores_the_true_answers(default_lm):
-    model, tokenizer = default_lm
-    heldout = load_instructions("heldout")[:4]
-    result = exact_match(model, tokenizer, heldout, max_new_tokens=12)
-    assert len(result.predictions) == 4 and result.targets == [ex["output"] for ex in heldout]
-    assert result.accuracy == sum(p == t for p, t in zip(result.predictions, result.targets)) / 4
 
 
 # ----------------------------------------------------------------------------- widget

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_int, check_tensor
+from ._checks import check_int
 from ._torch import model_device
 
 __all__ = [
