@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check for issue 8 (StaticDecoder), one call, at most ~5 minutes on an H100/H200:
-#   1. the CUDA tests of tests/test_decoding.py (CUDA graph == HF generate, fp32 and bf16, EOS in a later chunk);
+#   1. the CUDA tests of tests/test_decoding.py and tests/test_static_decoder.py (CUDA graph == HF generate, fp32 and bf16, EOS in a later chunk);
 #   2. `python -m llmlab.bench --device cuda --only decoding` (HF generate vs greedy vs StaticDecoder, bf16,
 #      128 new tokens, ratios and fraction of the bandwidth floor), saved under benchmarks/results/;
 #   3. if time allows, the same bench with LLMLAB_BENCH_COMPILE=1 (adds the torch.compile'd step).
@@ -20,7 +20,7 @@ TABLE="$RESULTS/$STAMP-decoding-$GPU.md"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$LOG"
 
 echo "== CUDA tests ==" | tee -a "$LOG"
-timeout 110 "$PYTHON" -m pytest tests/test_decoding.py -q -k cuda -p no:cacheprovider -o addopts="" 2>&1 | tail -15 | tee -a "$LOG"
+timeout 110 "$PYTHON" -m pytest tests/test_decoding.py tests/test_static_decoder.py -q -k cuda -p no:cacheprovider -o addopts="" 2>&1 | tail -15 | tee -a "$LOG"
 tests_rc=${PIPESTATUS[0]}
 
 echo "== bench (CUDA graph) ==" | tee -a "$LOG"

@@ -21,17 +21,27 @@ def default_lm():
 
 
 @pytest.fixture(scope="session")
-def tiny_llama():
-    """A tiny random Llama (same family as SmolLM2) built from a config: no download, float32, eval."""
+def make_tiny_llama():
+    """Build a tiny random Llama: ``make_tiny_llama(hidden_size=64, ...)`` overrides the config of
+    :func:`tiny_llama` (vocab 97, d_model 32, 2 layers, 4 heads, 2 KV heads); seeded, float32, eval."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True,
-    )
-    return LlamaForCausalLM(config).eval()
+    def build(**overrides):
+        torch.manual_seed(0)
+        settings = dict(
+            vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+            bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True,
+        )
+        return LlamaForCausalLM(LlamaConfig(**{**settings, **overrides})).eval()
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(make_tiny_llama):
+    """A tiny random Llama (same family as SmolLM2) built from a config: no download, float32, eval."""
+    return make_tiny_llama()
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +53,24 @@ def tiny_gpt2():
     config = GPT2Config(vocab_size=97, n_positions=64, n_embd=32, n_layer=2, n_head=4,
                         bos_token_id=1, eos_token_id=2)
     return GPT2LMHeadModel(config).eval()
+
+
+# Decoding tests (test_decoding, test_static_decoder, test_decoding_speed) share these helpers.
+
+def random_prompt(seed: int, length: int = 5, vocab: int = 97) -> torch.Tensor:
+    """Random token ids (1, length) in [3, vocab): never the special ids 0, 1, 2 of the tiny models."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, vocab, (1, length), generator=g)
+
+
+def hf_generate(model, ids, n, eos, **kwargs):
+    """``model.generate`` with ``eos_token_id`` and ``pad_token_id`` given explicitly (pad 0, or 1 if EOS is 0)."""
+    pad = 0 if eos is None or eos != 0 else 1
+    return model.generate(ids, max_new_tokens=n, eos_token_id=eos, pad_token_id=pad, **kwargs)
+
+
+def eos_hit_by_greedy(model, ids, n=12, at=3) -> int:
+    """A token that greedy decoding produces at step ``at``: using it as EOS makes the run stop early."""
+    from llmlab.decoding import greedy  # imported when used, as the fixtures above import theirs
+
+    return int(greedy(model, ids, n)[0, ids.shape[1] + at])

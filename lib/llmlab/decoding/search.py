@@ -1,0 +1,377 @@
+"""The decoders: greedy, sampling (temperature, top-k, top-p) and beam search, with a KV cache.
+
+Every decoder runs the prompt once, then feeds the model one new token per step and reuses the
+keys and values of earlier tokens (the KV cache); :func:`greedy_without_cache` is the slow
+reference that re-runs the whole prefix. Each is token-identical to Hugging Face
+``model.generate`` with the matching settings (``tests/test_decoding.py`` holds them to it; the
+details that matter are in ``shared/notes/matching-hf-generate.md``).
+
+Shapes: ``input_ids`` is ``(1, prompt_len)``; every decoder returns ``(1, prompt_len + n_new)``
+token ids on ``input_ids``' device, with ``n_new <= max_new_tokens`` (shorter when the sequence
+ends with ``eos_token_id``).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import torch
+import torch.nn.functional as F
+
+from .._checks import check_float, check_int, check_module, check_tensor
+from .._torch import model_device
+
+__all__ = [
+    "greedy",
+    "greedy_without_cache",
+    "beam_search",
+    "sample",
+    "top_k_filter",
+    "top_p_filter",
+    "warp_logits",
+    "sequence_logprob",
+    "next_token_logits",
+    "check_input_ids",
+    "check_max_new_tokens",
+    "check_eos_token_id",
+]
+
+# A "parked" score: low enough never to win, finite so that sums stay ordered (as in HF).
+_PARKED = -1.0e9
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks shared by every decoder (StaticDecoder and time_decoders use them too)
+# ---------------------------------------------------------------------------------------------
+
+
+def check_input_ids(input_ids) -> torch.Tensor:
+    """``input_ids`` must be a ``(1, prompt_len)`` tensor of token ids (int64 or int32), prompt_len >= 1."""
+    check_tensor("input_ids", input_ids, integer=True, dim=2)
+    if input_ids.dtype not in (torch.int64, torch.int32):  # what an embedding lookup accepts
+        raise TypeError(f"input_ids must hold token ids as torch.long (or int32), got dtype {input_ids.dtype}")
+    if input_ids.shape[0] != 1 or input_ids.shape[1] < 1:
+        raise ValueError(f"input_ids must have shape (1, prompt_len) with prompt_len >= 1, got {tuple(input_ids.shape)}")
+    return input_ids
+
+
+def check_max_new_tokens(max_new_tokens) -> int:
+    """``max_new_tokens`` as an int >= 0."""
+    return check_int("max_new_tokens", max_new_tokens, low=0)
+
+
+def check_eos_token_id(eos_token_id) -> int | None:
+    """``eos_token_id``: None (never stop early) or a token id, an int >= 0."""
+    return None if eos_token_id is None else check_int("eos_token_id", eos_token_id, low=0)
+
+
+def _check_top_k(name: str, k) -> int:
+    return check_int(name, k, low=0)  # 0 keeps every token
+
+
+def _check_top_p(name: str, p) -> float:
+    return check_float(name, p, low=0.0, high=1.0, low_open=True)
+
+
+def _check_logits(logits) -> torch.Tensor:
+    check_tensor("logits", logits, floating=True, min_numel=1)
+    if logits.dim() < 1:
+        raise ValueError("logits must have a vocabulary axis, shape (..., vocab), got a 0-d tensor")
+    return logits
+
+
+# ---------------------------------------------------------------------------------------------
+# One forward pass with a KV cache (works with transformers 4.x `past_key_values` and 5.x `cache`)
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_signature(model_class) -> tuple[str, bool]:
+    """(name of the cache argument, whether ``logits_to_keep`` exists) of a model class's forward."""
+    params = inspect.signature(model_class.forward).parameters
+    cache_kw = "cache" if "cache" in params else "past_key_values"
+    return cache_kw, "logits_to_keep" in params
+
+
+def _step(model, input_ids: torch.Tensor, cache):
+    """Run ``input_ids`` (batch, n) after ``cache``; return last-position logits (batch, vocab) float32 and the cache."""
+    cache_kw, keeps_logits = _forward_signature(type(model))
+    kwargs = {cache_kw: cache, "use_cache": True}
+    if keeps_logits:
+        kwargs["logits_to_keep"] = 1  # as generate does: the LM head only for the last position
+    out = model(input_ids=input_ids, **kwargs)
+    new_cache = getattr(out, "cache", None)
+    if new_cache is None:
+        new_cache = getattr(out, "past_key_values", None)
+    return out.logits[:, -1, :].to(dtype=torch.float32), new_cache
+
+
+@torch.no_grad()
+def next_token_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """Logits for the token after ``input_ids`` (1, prompt_len): float32, shape (vocab,), on ``input_ids``' device."""
+    check_module("model", model)
+    check_input_ids(input_ids)
+    logits, _ = _step(model, input_ids.to(model_device(model)), None)
+    return logits[0].to(input_ids.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Filters (logits warpers)
+# ---------------------------------------------------------------------------------------------
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the ``k`` largest logits along the last axis, set the rest to -inf (ties with the k-th kept).
+
+    ``logits``: (..., vocab). ``k = 0`` keeps everything; ``k > vocab`` is clamped. Same as
+    transformers' ``TopKLogitsWarper(k)``.
+    """
+    _check_logits(logits)
+    k = _check_top_k("k", k)
+    if k == 0:
+        return logits
+    k = min(k, logits.shape[-1])
+    kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth_largest, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float, *, min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """Nucleus filter: keep the smallest set of most likely tokens whose probability sums to >= ``p``.
+
+    Sort the probabilities ascending and accumulate; a token is removed when the cumulative mass up
+    to and including it is <= 1 - p (the unlikely tail), the ``min_tokens_to_keep`` most likely are
+    always kept. ``logits``: (..., vocab); removed entries become -inf. Same as transformers'
+    ``TopPLogitsWarper(p)``; ``p = 1`` returns the logits unchanged.
+    """
+    _check_logits(logits)
+    p = _check_top_p("p", p)
+    min_tokens_to_keep = check_int("min_tokens_to_keep", min_tokens_to_keep, low=1)
+    if p == 1.0:
+        return logits
+    sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=False)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    remove_sorted = cumulative <= (1 - p)
+    remove_sorted[..., -min_tokens_to_keep:] = False
+    remove = remove_sorted.scatter(-1, sorted_idx, remove_sorted)
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def warp_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """The sampling distribution's logits: ``top_p_filter(top_k_filter(logits / temperature, top_k), top_p)``.
+
+    The order (temperature, then top-k, then top-p) is the one ``generate`` uses; softmax of the
+    result is the distribution :func:`sample` draws from.
+    """
+    _check_logits(logits)
+    temperature = check_float("temperature", temperature, low=0.0, low_open=True)
+    top_k = _check_top_k("top_k", top_k)
+    top_p = _check_top_p("top_p", top_p)
+    scores = logits / temperature if temperature != 1.0 else logits
+    return top_p_filter(top_k_filter(scores, top_k), top_p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoders
+# ---------------------------------------------------------------------------------------------
+
+
+def _decode_loop(model, input_ids, max_new_tokens, eos_token_id, choose) -> torch.Tensor:
+    """Shared loop: prefill once, then one cached forward per new token; ``choose(logits) -> (1, 1)``."""
+    tokens = [input_ids.to(model_device(model))]
+    if max_new_tokens == 0:
+        return input_ids.clone()
+    logits, cache = _step(model, tokens[0], None)
+    for t in range(max_new_tokens):
+        next_token = choose(logits)  # (1, 1)
+        tokens.append(next_token)
+        if eos_token_id is not None and int(next_token) == eos_token_id:
+            break
+        if t + 1 < max_new_tokens:
+            logits, cache = _step(model, next_token, cache)
+    return torch.cat(tokens, dim=1).to(input_ids.device)
+
+
+@torch.no_grad()
+def greedy(model, input_ids: torch.Tensor, max_new_tokens: int, *, eos_token_id: int | None = None) -> torch.Tensor:
+    """Greedy decoding: w_t = argmax_w P(w | w_<t), with a KV cache.
+
+    ``input_ids`` (1, prompt_len) -> (1, prompt_len + n_new). Token-identical to
+    ``model.generate(input_ids, do_sample=False, max_new_tokens=..., eos_token_id=...)``.
+    """
+    check_module("model", model)
+    check_input_ids(input_ids)
+    max_new_tokens = check_max_new_tokens(max_new_tokens)
+    eos_token_id = check_eos_token_id(eos_token_id)
+    return _decode_loop(model, input_ids, max_new_tokens, eos_token_id, lambda logits: logits.argmax(dim=-1, keepdim=True))
+
+
+@torch.no_grad()
+def greedy_without_cache(model, input_ids: torch.Tensor, max_new_tokens: int, *, eos_token_id: int | None = None) -> torch.Tensor:
+    """Greedy decoding that re-runs the whole sequence every step (no KV cache): the slow reference.
+
+    Step t costs a forward over prompt_len + t tokens, so n new tokens cost O(n * (prompt_len + n))
+    token-forwards instead of O(prompt_len + n) with a cache. Same tokens as :func:`greedy`.
+    """
+    check_module("model", model)
+    check_input_ids(input_ids)
+    max_new_tokens = check_max_new_tokens(max_new_tokens)
+    eos_token_id = check_eos_token_id(eos_token_id)
+    sequence = input_ids.to(model_device(model))
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=sequence, use_cache=False).logits[:, -1, :].float()
+        next_token = logits.argmax(dim=-1, keepdim=True)
+        sequence = torch.cat([sequence, next_token], dim=1)
+        if eos_token_id is not None and int(next_token) == eos_token_id:
+            break
+    return sequence.to(input_ids.device)
+
+
+@torch.no_grad()
+def sample(
+    model,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    eos_token_id: int | None = None,
+) -> torch.Tensor:
+    """Ancestral sampling: w_t ~ softmax(warp(logits_t)), warp = temperature, then top-k, then top-p.
+
+    ``input_ids`` (1, prompt_len) -> (1, prompt_len + n_new). One ``torch.multinomial`` draw per step
+    over the full vocabulary row, so with ``generator=None`` (the global RNG) and the same
+    ``torch.manual_seed`` it is token-identical to ``model.generate(do_sample=True, temperature=...,
+    top_k=..., top_p=...)``. ``top_k=0`` and ``top_p=1`` disable those filters.
+    """
+    check_module("model", model)
+    check_input_ids(input_ids)
+    max_new_tokens = check_max_new_tokens(max_new_tokens)
+    eos_token_id = check_eos_token_id(eos_token_id)
+    temperature = check_float("temperature", temperature, low=0.0, low_open=True)
+    top_k = _check_top_k("top_k", top_k)
+    top_p = _check_top_p("top_p", top_p)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+    def choose(logits):
+        probs = F.softmax(warp_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p), dim=-1)
+        return torch.multinomial(probs, num_samples=1, generator=generator)
+
+    return _decode_loop(model, input_ids, max_new_tokens, eos_token_id, choose)
+
+
+@torch.no_grad()
+def beam_search(
+    model,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    num_beams: int,
+    length_penalty: float = 1.0,
+    eos_token_id: int | None = None,
+) -> torch.Tensor:
+    """Beam search: keep the ``num_beams`` partial sequences with the highest summed log-probability.
+
+    Each step scores every (beam, token) continuation by s(beam) + log P(token | beam) and keeps the
+    best 2 * num_beams (so enough survive when some end in EOS). A continuation ending in EOS (or
+    reaching ``max_new_tokens``) that ranks in the top ``num_beams`` becomes a finished hypothesis
+    with score ``sum log p / n_generated ** length_penalty``; the rest continue. The search stops
+    when ``num_beams`` hypotheses are finished (early stopping) or when the best running beam can no
+    longer beat the worst finished one. Returns the best hypothesis, (1, prompt_len + n_new).
+    Token-identical to ``model.generate(num_beams=..., do_sample=False, length_penalty=...,
+    early_stopping=True)``.
+    """
+    check_module("model", model)
+    check_input_ids(input_ids)
+    max_new_tokens = check_max_new_tokens(max_new_tokens)
+    eos_token_id = check_eos_token_id(eos_token_id)
+    num_beams = check_int("num_beams", num_beams, low=1)
+    length_penalty = check_float("length_penalty", length_penalty)
+    device = model_device(model)
+    if max_new_tokens == 0:
+        return input_ids.clone()
+    prompt = input_ids.to(device)
+
+    B, prompt_len = num_beams, prompt.shape[1]
+    n_keep = 2 * B  # candidates kept per step
+    is_top_b = torch.arange(n_keep, device=device) < B
+
+    # Running beams: sequences, summed log-probs. Only beam 0 is live at first (the others are copies).
+    running = prompt.expand(B, prompt_len).clone()
+    running_scores = torch.full((B,), _PARKED, device=device)
+    running_scores[0] = 0.0
+    # Finished hypotheses: fixed-size tensors, padded; `finished_len` = number of generated tokens.
+    total_len = prompt_len + max_new_tokens
+    finished = torch.zeros((B, total_len), dtype=torch.long, device=device)
+    finished_scores = torch.full((B,), _PARKED, device=device)
+    finished_len = torch.zeros((B,), dtype=torch.long, device=device)
+    is_finished = torch.zeros((B,), dtype=torch.bool, device=device)
+    can_improve = True  # can a running beam still beat the worst finished hypothesis?
+
+    # The prompt is run once per beam, as a batch of identical rows (as generate does).
+    logits, cache = _step(model, running, None)
+    for t in range(max_new_tokens):
+        vocab = logits.shape[-1]
+        # Summed log-probabilities of every (beam, token) continuation, flattened to (B * vocab,).
+        total = (F.log_softmax(logits, dim=-1) + running_scores[:, None]).reshape(-1)
+        cand_scores, cand_idx = torch.topk(total, k=n_keep)
+        cand_beam, cand_token = cand_idx // vocab, cand_idx % vocab
+        candidates = torch.cat([running[cand_beam], cand_token[:, None]], dim=1)  # (2B, cur_len + 1)
+        ends = torch.full_like(cand_token, t + 1 >= max_new_tokens, dtype=torch.bool)
+        if eos_token_id is not None:
+            ends |= cand_token == eos_token_id
+
+        # Continue with the best B candidates that did not end (ended ones are parked far below).
+        parked = cand_scores + ends.to(torch.float32) * _PARKED
+        keep = torch.topk(parked, k=B).indices
+        running, running_scores, beam_source = candidates[keep], parked[keep], cand_beam[keep]
+
+        # Finished hypotheses: ended candidates among the top B, length-normalised, merged with the old.
+        just_finished = ends & is_top_b
+        hyp_scores = cand_scores / ((t + 1) ** length_penalty)
+        hyp_scores += bool(is_finished.all()) * _PARKED  # early stopping: the set is already full
+        hyp_scores += (not can_improve) * _PARKED
+        hyp_scores += (~just_finished) * _PARKED
+        padded = torch.zeros((n_keep, total_len), dtype=torch.long, device=device)
+        padded[:, : candidates.shape[1]] = candidates
+        merged_scores = torch.cat([finished_scores, hyp_scores])
+        best = torch.topk(merged_scores, k=B).indices
+        finished = torch.cat([finished, padded])[best]
+        finished_scores = merged_scores[best]
+        finished_len = torch.cat([finished_len, torch.full((n_keep,), t + 1, device=device)])[best]
+        is_finished = torch.cat([is_finished, just_finished])[best]
+
+        # Stop when B hypotheses are finished, when no running beam can beat the worst one, or at the limit.
+        best_possible = running_scores[0] / ((t + 1) ** length_penalty)
+        worst_finished = torch.where(is_finished, finished_scores.min(), torch.tensor(_PARKED, device=device))
+        can_improve = can_improve and bool((best_possible > worst_finished).any())
+        if not can_improve or bool(is_finished.all()) or bool(ends.all()):
+            break
+        cache.reorder_cache(beam_source)
+        logits, cache = _step(model, running[:, -1:], cache)
+
+    best_len = prompt_len + int(finished_len[0])
+    return finished[:1, :best_len].to(input_ids.device)
+
+
+@torch.no_grad()
+def sequence_logprob(model, input_ids: torch.Tensor, prompt_len: int) -> float:
+    """Total log-probability of the continuation: sum_{t >= prompt_len} log P(x_t | x_<t).
+
+    ``input_ids``: (1, total_len), the prompt followed by the continuation; ``1 <= prompt_len <
+    total_len``. One forward pass; the sum is taken in float64.
+    """
+    check_module("model", model)
+    check_input_ids(input_ids)
+    total_len = input_ids.shape[1]
+    if total_len < 2:
+        raise ValueError(f"input_ids must hold a prompt and at least one continuation token, got shape {tuple(input_ids.shape)}")
+    prompt_len = check_int("prompt_len", prompt_len, low=1, high=total_len - 1)
+    ids = input_ids.to(model_device(model))
+    logits = model(input_ids=ids, use_cache=False).logits[0, prompt_len - 1 : -1].float()  # predicts x_prompt_len..
+    log_probs = F.log_softmax(logits, dim=-1)
+    targets = ids[0, prompt_len:]
+    return float(log_probs.gather(1, targets[:, None]).double().sum())
