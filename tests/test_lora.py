@@ -1,6 +1,7 @@
 """llmlab.lora and llmlab.data against PEFT and against the math, on a tiny Llama and on SmolLM2."""
 
 import copy
+import dataclasses
 import json
 import math
 import subprocess
@@ -13,8 +14,10 @@ from torch import nn
 
 from llmlab.data import (IGNORE_INDEX, collate, exact_match, format_prompt, load_instructions,
                          make_batches, make_date_instructions, tokenize_example, write_instructions)
-from llmlab.lora import (LoRALinear, add_lora, break_even_rank, count_parameters, lora_model_param_count,
-                         lora_param_count, merge_lora, train_steps, training_state_bytes, truncation_error)
+from llmlab import memory
+from llmlab.lora import (LoRALinear, TrainResult, add_lora, break_even_rank, count_parameters, lora_model_param_count,
+                         lora_param_count, merge_lora, train_steps, truncation_error)
+from llmlab.memory import ParamCount, StateLedger, measured_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj")
@@ -106,13 +109,37 @@ def test_lora_linear_dropout_only_on_the_adapter_path():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"r": 0, "alpha": 1}, "r must"), ({"r": -2, "alpha": 1}, "r must"), ({"r": 2.0, "alpha": 1}, "r must"),
+    ({"r": 0, "alpha": 1}, "r must"), ({"r": -2, "alpha": 1}, "r must"),
+    ({"r": 5, "alpha": 1}, r"r must be an int in \[1, min\(in_features, out_features\)\] = \[1, 4\]"),
     ({"r": 2, "alpha": 0}, "alpha must"), ({"r": 2, "alpha": -1.0}, "alpha must"),
+    ({"r": 2, "alpha": float("nan")}, "alpha must"),
     ({"r": 2, "alpha": 1, "dropout": 1.0}, "dropout must"), ({"r": 2, "alpha": 1, "dropout": -0.1}, "dropout must"),
 ])
 def test_lora_linear_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        LoRALinear(nn.Linear(4, 4), **kwargs)
+        LoRALinear(nn.Linear(6, 4), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"r": 2.0, "alpha": 1}, "r must"), ({"r": True, "alpha": 1}, "r must"), ({"r": 2, "alpha": "1"}, "alpha must"),
+    ({"r": 2, "alpha": 1, "dropout": None}, "dropout must"),
+])
+def test_lora_linear_rejects_bad_types(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        LoRALinear(nn.Linear(6, 4), **kwargs)
+
+
+def test_lora_linear_full_rank_is_allowed_and_delta_weight_is_scaled_ba():
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(6, 4), r=4, alpha=2.0)
+    with torch.no_grad():
+        layer.B.weight.normal_()
+    delta = layer.delta_weight()
+    assert delta.shape == layer.base.weight.shape == (4, 6)
+    torch.testing.assert_close(delta, 0.5 * layer.B.weight @ layer.A.weight)
+    assert layer.delta_weight(torch.float64).dtype == torch.float64
+    x = torch.randn(3, 6)
+    torch.testing.assert_close(layer(x), layer.base(x) + x @ delta.T)
 
 
 def test_lora_linear_needs_a_linear():
@@ -146,12 +173,25 @@ def test_add_lora_parameter_count_matches_the_formula(tiny_llama):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"r": 0}, "r must"), ({"alpha": 0}, "alpha must"), ({"alpha": -3}, "alpha must"),
+    ({"r": 17}, r"r must .* = \[1, 16\] .*'model.layers.0.self_attn.v_proj'"),  # v_proj is 16x32
     ({"target_modules": ("q_proj", "nothing_here")}, r"nothing_here"), ({"target_modules": ()}, "target_modules"),
     ({"dropout": 1.5}, "dropout must"),
 ])
 def test_add_lora_rejects_bad_arguments(tiny_llama, kwargs, match):
     with pytest.raises(ValueError, match=match):
         add_lora(copy.deepcopy(tiny_llama), **kwargs)
+
+
+def test_add_lora_with_a_too_large_rank_leaves_the_model_untouched(tiny_llama):
+    model = copy.deepcopy(tiny_llama)
+    with pytest.raises(ValueError, match="r must"):
+        add_lora(model, ("q_proj", "k_proj"), r=20, alpha=8)  # fits q (32x32), not k (16x32)
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+    assert count_parameters(model) == count_parameters(tiny_llama)  # nothing frozen either
+    with pytest.raises(TypeError, match="r must"):
+        add_lora(model, ("q_proj",), r=2.0)
+    with pytest.raises(TypeError, match="model must"):
+        add_lora("model", ("q_proj",))
 
 
 def test_add_lora_twice_on_the_same_target_is_an_error(tiny_llama):
@@ -173,6 +213,7 @@ def test_merge_lora_equals_unmerged_and_removes_every_adapter(tiny_llama):
         assert rel_err(before, tiny_llama(x).logits) > 1e-3  # the adapter does change the model
         layer = model.model.layers[0].self_attn.q_proj
         expected_W = layer.base.weight + 2.0 * layer.B.weight @ layer.A.weight
+        torch.testing.assert_close(layer.base.weight + layer.delta_weight(), expected_W)
         merged = merge_lora(model)
         after = merged(x).logits
     assert merged is model
@@ -303,10 +344,23 @@ def test_param_count_and_break_even_rank():
 
 
 @pytest.mark.parametrize("call", [lambda: lora_param_count(0, 4, 1), lambda: lora_param_count(4, 4, 0),
-                                  lambda: break_even_rank(-1, 4), lambda: break_even_rank(4, 2.5)])
+                                  lambda: break_even_rank(-1, 4), lambda: lora_model_param_count(nn.Linear(2, 2), r=0)])
 def test_param_count_rejects_bad_sizes(call):
     with pytest.raises(ValueError, match="must be an int >= 1"):
         call()
+
+
+@pytest.mark.parametrize("call", [lambda: break_even_rank(4, 2.5), lambda: lora_param_count(4, 4, True),
+                                  lambda: lora_param_count("4", 4, 1)])
+def test_param_count_rejects_non_integer_sizes(call):
+    with pytest.raises(TypeError, match="must be an int >= 1"):
+        call()
+
+
+def test_count_parameters_is_the_memory_one():
+    assert count_parameters is memory.count_parameters
+    counts = count_parameters(add_lora(nn.Sequential(nn.Linear(6, 4)), ("0",), r=2, alpha=2))
+    assert isinstance(counts, ParamCount) and counts == ParamCount(trainable=2 * (6 + 4), total=28 + 20)
 
 
 def test_truncation_error_is_eckart_young():
@@ -322,20 +376,39 @@ def test_truncation_error_is_eckart_young():
         truncation_error(torch.ones(3), [1])
     with pytest.raises(ValueError, match="ranks"):
         truncation_error(delta, [-1])
+    torch.testing.assert_close(truncation_error(delta, 1), err[1:2])
+    torch.testing.assert_close(truncation_error(delta, 3), err[2:3])
+    torch.testing.assert_close(truncation_error(delta, torch.tensor([0, 1])), err[:2])
+    assert truncation_error(torch.zeros(3, 3), [0, 2]).tolist() == [0.0, 0.0]
 
 
-def test_training_state_bytes_counts_adam_states_for_trainable_only(tiny_llama):
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: truncation_error(torch.ones(3, 3), [True]), TypeError, r"ranks\[0\]"),
+    (lambda: truncation_error(torch.ones(3, 3), True), TypeError, "ranks"),
+    (lambda: truncation_error(torch.ones(3, 3), [1, 2.0]), TypeError, r"ranks\[1\]"),
+    (lambda: truncation_error([[1.0]], [1]), TypeError, "delta_W"),
+    (lambda: truncation_error(torch.tensor([[1.0, float("nan")]]), [1]), ValueError, "delta_W"),
+])
+def test_truncation_error_rejects_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_measured_ledger_counts_adam_states_for_trainable_only(tiny_llama):
     model = add_lora(copy.deepcopy(tiny_llama), ("q_proj",), r=2, alpha=4)
     trainable, total = count_parameters(model)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    trainable_tensors = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable_tensors, lr=1e-3)
     x = token_batch(97)
     model(input_ids=x, labels=x).loss.backward()
     opt.step()
-    state = training_state_bytes(model, opt)
-    assert state.params == 4 * total
+    state = measured_ledger(model, opt)
+    assert state.weights == 4 * total
     assert state.grads == 4 * trainable
-    assert state.optimizer == 2 * 4 * trainable  # exp_avg and exp_avg_sq; the scalar step excluded
-    assert state.total == state.params + state.grads + state.optimizer
+    assert state.optimizer_states == 2 * 4 * trainable  # exp_avg and exp_avg_sq
+    assert state.other == 4 * len(trainable_tensors)  # AdamW's scalar `step`, one per tensor
+    assert state.master_weights == 0
+    assert state.total == state.weights + state.grads + state.optimizer_states + state.other
 
 
 def test_train_steps_lowers_the_loss_on_a_repeated_batch(tiny_llama):
@@ -344,10 +417,40 @@ def test_train_steps_lowers_the_loss_on_a_repeated_batch(tiny_llama):
     x = token_batch(97)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-2)
     result = train_steps(model, [{"input_ids": x, "labels": x}] * 8, opt)
+    assert isinstance(result, TrainResult) and isinstance(result.state, StateLedger)
     assert len(result.losses) == len(result.step_times) == 8
+    assert all(t > 0 for t in result.step_times)
     assert result.losses[-1] < result.losses[0] - 0.1
     assert result.peak_bytes == result.state.total > 0
+    trainable, _ = count_parameters(model)
+    assert result.state.grads == 4 * trainable  # measured before zero_grad: the last step's gradients
     assert not model.training
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.peak_bytes = 0
+
+
+def test_train_steps_takes_instruction_batches_and_no_batches(tiny_llama):
+    model = add_lora(copy.deepcopy(tiny_llama), ("q_proj",), r=2, alpha=4)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    feats = [{"input_ids": [5, 6, 7, 9], "labels": [-100, 6, 7, 9]}, {"input_ids": [8, 4], "labels": [-100, 4]}]
+    result = train_steps(model, [collate(feats, pad_token_id=0)] * 2, opt)
+    assert len(result.losses) == 2 and result.state is not None
+    empty = train_steps(model, [], opt)
+    assert (empty.losses, empty.step_times, empty.peak_bytes, empty.state) == ((), (), 0, None)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"batches": [torch.ones(2, 3, dtype=torch.long)]}, "batches must yield dicts"),
+    ({"optimizer": "adamw"}, "optimizer must"),
+    ({"progress": 1}, "progress must"),
+])
+def test_train_steps_rejects_bad_input_with_a_short_message(tiny_llama, kwargs, match):
+    model = add_lora(copy.deepcopy(tiny_llama), ("q_proj",), r=2, alpha=4)
+    args = {"batches": [], "optimizer": torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1),
+            **kwargs}
+    with pytest.raises(TypeError, match=match) as info:
+        train_steps(model, args.pop("batches"), args.pop("optimizer"), **args)
+    assert len(str(info.value)) < 200  # names the problem, not the model's repr
 
 
 # ----------------------------------------------------------------------------- data

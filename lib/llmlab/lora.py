@@ -17,11 +17,18 @@ Matches PEFT's ``LoraConfig(r, lora_alpha, lora_dropout, target_modules)`` with 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from ._checks import (check_bool, check_finite_tensor, check_float, check_int, check_module, check_str,
+                      check_tensor)
+from ._torch import model_device
+from .data import InstructionBatch
+from .memory import StateLedger, count_parameters, measured_ledger
+from .timing import Stopwatch
 
 __all__ = [
     "LoRALinear",
@@ -31,21 +38,27 @@ __all__ = [
     "lora_param_count",
     "break_even_rank",
     "lora_model_param_count",
-    "StateBytes",
-    "training_state_bytes",
     "truncation_error",
     "TrainResult",
     "train_steps",
 ]
 
 
-def _check_rank_alpha(r, alpha, dropout) -> None:
-    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
-        raise ValueError(f"r must be an int >= 1, got {r!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"alpha must be a number > 0, got {alpha!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+def _check_alpha_dropout(alpha, dropout) -> tuple[float, float]:
+    alpha = check_float("alpha", alpha, low=0, low_open=True)
+    dropout = check_float("dropout", dropout, low=0, high=1, high_open=True)
+    return alpha, dropout
+
+
+def _check_rank(r, layer: nn.Linear, name: str = "") -> int:
+    """r must be an int in [1, min(m, n)]: BA (m×n) has rank at most min(m, n), a larger r only adds parameters."""
+    r = check_int("r", r, low=1)
+    full_rank = min(layer.in_features, layer.out_features)
+    if r > full_rank:
+        where = f" of layer {name!r}" if name else ""
+        raise ValueError(f"r must be an int in [1, min(in_features, out_features)] = [1, {full_rank}] for the "
+                         f"{layer.out_features}x{layer.in_features} weight{where}, got {r}")
+    return r
 
 
 class LoRALinear(nn.Module):
@@ -54,14 +67,15 @@ class LoRALinear(nn.Module):
     ``base``: the layer to adapt (its parameters are frozen in place). ``A``: ``nn.Linear(n, r)``
     initialised like PEFT (``kaiming_uniform_(a=√5)``), ``B``: ``nn.Linear(r, m)`` initialised to
     zeros, both without bias, on the base weight's device and dtype. Input ``(..., n)``, output
-    ``(..., m)``.
+    ``(..., m)``. ``r`` must lie in [1, min(m, n)], ``alpha`` > 0, ``dropout`` in [0, 1).
     """
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise TypeError(f"base must be an nn.Linear, got {type(base).__name__}")
-        _check_rank_alpha(r, alpha, dropout)
+        alpha, dropout = _check_alpha_dropout(alpha, dropout)
+        r = _check_rank(r, base)
         self.base = base
         for p in self.base.parameters():
             p.requires_grad_(False)
@@ -87,9 +101,13 @@ class LoRALinear(nn.Module):
     def out_features(self) -> int:
         return self.base.out_features
 
-    def delta_weight(self) -> torch.Tensor:
-        """The update (α/r)·BA, shape ``(m, n)`` like the base weight."""
-        return self.scaling * (self.B.weight @ self.A.weight)
+    def delta_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The update (α/r)·BA, shape ``(m, n)`` like the base weight; computed in ``dtype``
+        (default: the adapter's own dtype; :func:`merge_lora` asks for float32)."""
+        B, A = self.B.weight, self.A.weight
+        if dtype is not None:
+            B, A = B.to(dtype), A.to(dtype)
+        return self.scaling * (B @ A)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + self.scaling * self.B(self.A(self.dropout(x)))
@@ -109,16 +127,17 @@ def add_lora(model: nn.Module, target_modules=("q_proj", "v_proj"), r: int = 8, 
 
     Every other parameter of ``model`` is frozen, so only the A and B matrices train. A target
     matches a module named ``target`` or ``"...." + target`` (PEFT's rule). Returns ``model``.
-    Raises ``ValueError`` for r < 1, alpha <= 0, or a target that matches no ``nn.Linear``.
+    Raises ``ValueError`` for r outside [1, min(m, n)] of a matched layer, alpha <= 0, dropout
+    outside [0, 1), or a target that matches no ``nn.Linear``; the model is left untouched then.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_module("model", model)
     if isinstance(target_modules, str):
         target_modules = (target_modules,)
     target_modules = tuple(target_modules)
     if not target_modules or not all(isinstance(t, str) and t for t in target_modules):
         raise ValueError(f"target_modules must be a non-empty sequence of module names, got {target_modules!r}")
-    _check_rank_alpha(r, alpha, dropout)
+    r = check_int("r", r, low=1)
+    alpha, dropout = _check_alpha_dropout(alpha, dropout)
 
     lora_inside = {n for n, m in model.named_modules() if isinstance(m, LoRALinear)}
     found: dict[str, list[str]] = {t: [] for t in target_modules}
@@ -132,12 +151,15 @@ def add_lora(model: nn.Module, target_modules=("q_proj", "v_proj"), r: int = 8, 
     if missing:
         raise ValueError(f"target_modules {missing} match no nn.Linear in the model "
                          f"(already adapted layers do not count)")
+    matched = {n for names in found.values() for n in names}
+    # Module order (as PEFT wraps), so the same seed draws the same A matrices.
+    ordered = [n for n, _ in model.named_modules() if n in matched]
+    for name in ordered:  # every layer is checked before the model is changed
+        _check_rank(r, model.get_submodule(name), name)
 
     for p in model.parameters():
         p.requires_grad_(False)
-    matched = {n for names in found.values() for n in names}
-    # Wrap in module order (as PEFT does) so the same seed draws the same A matrices.
-    for name in [n for n, _ in model.named_modules() if n in matched]:
+    for name in ordered:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha, dropout))
@@ -153,8 +175,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
     the base dtype; merged weights stay frozen like W₀. Returns ``model``. Raises ``ValueError``
     if the model has no LoRA layer.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_module("model", model)
     names = [n for n, m in model.named_modules() if isinstance(m, LoRALinear)]
     if not names:
         raise ValueError("model has no LoRALinear layer to merge (call add_lora first)")
@@ -167,7 +188,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
         base = lora.base
         merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
                            device=base.weight.device, dtype=base.weight.dtype)
-        W = base.weight.float() + lora.scaling * (lora.B.weight.float() @ lora.A.weight.float())
+        W = base.weight.float() + lora.delta_weight(torch.float32)
         merged.weight.copy_(W.to(base.weight.dtype))
         if base.bias is not None:
             merged.bias.copy_(base.bias)
@@ -176,23 +197,12 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """``(trainable, total)`` numbers of parameters; shared (tied) tensors count once."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    params = list(model.parameters())  # deduplicated by identity
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
-def _check_dims(**dims) -> None:
-    for name, v in dims.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-
-
 def lora_param_count(m: int, n: int, r: int) -> int:
-    """Trainable numbers of a rank-r adapter on an m×n weight: B (m×r) + A (r×n) = r(m+n)."""
-    _check_dims(m=m, n=n, r=r)
+    """Trainable numbers of a rank-r adapter on an m×n weight: B (m×r) + A (r×n) = r(m+n).
+
+    Pure arithmetic: any r >= 1 is accepted, also past the break-even rank (the widget shows it).
+    """
+    m, n, r = check_int("m", m, low=1), check_int("n", n, low=1), check_int("r", r, low=1)
     return r * (m + n)
 
 
@@ -202,62 +212,33 @@ def break_even_rank(m: int, n: int) -> float:
     For a square n×n matrix this is n/2. Returned as a float; LoRA saves for every integer
     ``r < break_even_rank(m, n)``.
     """
-    _check_dims(m=m, n=n)
+    m, n = check_int("m", m, low=1), check_int("n", n, low=1)
     return m * n / (m + n)
 
 
 def lora_model_param_count(model: nn.Module, target_modules=("q_proj", "v_proj"), r: int = 8) -> int:
     """Trainable parameters :func:`add_lora` would create, Σ r(m+n) over the matched layers."""
+    check_module("model", model)
     if isinstance(target_modules, str):
         target_modules = (target_modules,)
-    _check_dims(r=r)
+    r = check_int("r", r, low=1)
     return sum(lora_param_count(mod.out_features, mod.in_features, r)
                for name, mod in model.named_modules()
                if isinstance(mod, nn.Linear) and any(_matches(name, t) for t in target_modules))
-
-
-@dataclass
-class StateBytes:
-    """Bytes held by a training run's tensors that scale with the parameters (not activations)."""
-
-    params: int
-    grads: int
-    optimizer: int
-
-    @property
-    def total(self) -> int:
-        return self.params + self.grads + self.optimizer
-
-
-def training_state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> StateBytes:
-    """Sum the bytes of the parameters, their ``.grad`` tensors and the optimizer's state tensors.
-
-    For Adam/AdamW in float32 that is 4 bytes per parameter plus 4 + 4 + 4 (grad, m, v) per
-    *trainable* parameter — the saving LoRA buys. Counts live tensors, so call it after a step.
-    """
-    params = list(model.parameters())
-    p_bytes = sum(p.numel() * p.element_size() for p in params)
-    g_bytes = sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None)
-    o_bytes = 0
-    if optimizer is not None:
-        for state in optimizer.state.values():
-            o_bytes += sum(v.numel() * v.element_size() for v in state.values()
-                           if torch.is_tensor(v) and v.dim() > 0)
-    return StateBytes(p_bytes, g_bytes, o_bytes)
 
 
 def truncation_error(delta_W: torch.Tensor, ranks) -> torch.Tensor:
     """Relative error of the best rank-r approximation of ``delta_W`` for each r in ``ranks``.
 
     By Eckart–Young, ‖ΔW − ΔW_r‖_F / ‖ΔW‖_F = sqrt(Σ_{i>r} σᵢ² / Σ σᵢ²) with σ the singular
-    values, so one SVD answers every r. Returns a float tensor of ``len(ranks)``.
+    values, so one SVD answers every r. ``ranks``: an int >= 0 or a sequence of them (r past
+    min(m, n) gives 0). Returns a float tensor of ``len(ranks)``.
     """
-    if not torch.is_tensor(delta_W) or delta_W.dim() != 2:
-        raise ValueError("delta_W must be a 2-D tensor (m, n)")
-    ranks = [ranks] if isinstance(ranks, int) else list(ranks)
-    for r in ranks:
-        if not isinstance(r, int) or r < 0:
-            raise ValueError(f"ranks must be ints >= 0, got {r!r}")
+    check_tensor("delta_W", delta_W, dim=2)
+    check_finite_tensor("delta_W", delta_W)
+    if (isinstance(ranks, torch.Tensor) and ranks.dim() == 0) or not hasattr(ranks, "__iter__"):
+        ranks = [ranks]  # one rank: a single number or a 0-d tensor (checked below)
+    ranks = [check_int(f"ranks[{i}]", r, low=0) for i, r in enumerate(ranks)]
     sigma2 = torch.linalg.svdvals(delta_W.detach().double()) ** 2
     total = sigma2.sum()
     if total == 0:
@@ -266,50 +247,67 @@ def truncation_error(delta_W: torch.Tensor, ranks) -> torch.Tensor:
     return torch.stack([(tail[min(r, len(sigma2))] / total).sqrt() for r in ranks]).float()
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainResult:
     """Per-step losses and wall times of :func:`train_steps`, and the memory it measured.
 
-    ``peak_bytes``: ``torch.cuda.max_memory_allocated`` on CUDA; on other devices the
-    :func:`training_state_bytes` total (params + grads + optimizer states) after the last step.
+    ``state``: the :class:`llmlab.memory.StateLedger` of the model and optimizer after the last
+    step, gradients still alive (weights + grads + optimizer states + Adam's step counters), or
+    None without batches. ``peak_bytes``: ``torch.cuda.max_memory_allocated`` on CUDA; on other
+    devices ``state.total`` (0 without batches).
     """
 
-    losses: list[float] = field(default_factory=list)
-    step_times: list[float] = field(default_factory=list)
-    peak_bytes: int = 0
-    state: StateBytes | None = None
+    losses: tuple[float, ...]
+    step_times: tuple[float, ...]
+    peak_bytes: int
+    state: StateLedger | None
 
 
-def train_steps(model: nn.Module, batches, optimizer: torch.optim.Optimizer, *, progress: bool = False,
-                desc: str = "train") -> TrainResult:
+def _model_kwargs(batch) -> Mapping:
+    """The keyword arguments of one batch: an :class:`llmlab.data.InstructionBatch` or a dict."""
+    if isinstance(batch, InstructionBatch):
+        return batch.as_kwargs()
+    if isinstance(batch, Mapping):
+        return batch
+    raise TypeError(f"batches must yield dicts of model keyword arguments or InstructionBatch objects "
+                    f"(llmlab.data.collate), got {type(batch).__name__}")
+
+
+def train_steps(model: nn.Module, batches, optimizer, *, progress: bool = False, desc: str = "train") -> TrainResult:
     """Run one optimizer step per batch: loss = model(**batch).loss, backward, step, zero_grad.
 
-    ``batches``: an iterable of objects with ``as_kwargs()`` (see :func:`llmlab.data.collate`)
-    or of keyword dicts, already on the model's device. Timing synchronises CUDA.
+    ``batches``: an iterable of :class:`llmlab.data.InstructionBatch` (see
+    :func:`llmlab.data.collate`) or of keyword dicts, already on the model's device.
+    ``optimizer``: a ``torch.optim.Optimizer`` (or anything with ``step`` and ``zero_grad`` that
+    :func:`llmlab.memory.measured_ledger` accepts). Each step is timed with a CUDA-synchronised
+    :class:`llmlab.timing.Stopwatch` (forward, backward and optimizer step).
     """
-    device = next(model.parameters()).device
+    check_module("model", model)
+    if not (callable(getattr(optimizer, "step", None)) and callable(getattr(optimizer, "zero_grad", None))):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    check_bool("progress", progress)
+    check_str("desc", desc, allow_empty=True)
+    device = model_device(model)
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    result = TrainResult()
+    losses, step_times, state = [], [], None
     model.train()
     iterator = batches
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # heavy import (probes IPython/ipywidgets): only when a bar is asked for
 
         iterator = tqdm(batches, desc=desc, leave=False)
     for batch in iterator:
-        kwargs = batch.as_kwargs() if hasattr(batch, "as_kwargs") else batch
-        t0 = time.perf_counter()
-        loss = model(**kwargs).loss
-        loss.backward()
-        optimizer.step()
-        if cuda:
-            torch.cuda.synchronize(device)
-        result.step_times.append(time.perf_counter() - t0)
-        result.losses.append(loss.item())
-        result.state = training_state_bytes(model, optimizer)
+        kwargs = _model_kwargs(batch)
+        with Stopwatch(device) as watch:
+            loss = model(**kwargs).loss
+            loss.backward()
+            optimizer.step()
+        step_times.append(watch.seconds)
+        losses.append(loss.item())
+        state = measured_ledger(model, optimizer)  # while the gradients are alive
         optimizer.zero_grad(set_to_none=True)
     model.eval()
-    result.peak_bytes = torch.cuda.max_memory_allocated(device) if cuda else (result.state.total if result.state else 0)
-    return result
+    peak = torch.cuda.max_memory_allocated(device) if cuda else (state.total if state is not None else 0)
+    return TrainResult(losses=tuple(losses), step_times=tuple(step_times), peak_bytes=peak, state=state)

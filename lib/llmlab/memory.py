@@ -211,7 +211,10 @@ class SavedTensorTracker:
                 self.live_bytes += storage.nbytes()
                 self.peak_bytes = max(self.peak_bytes, self.live_bytes)
         self._refs[key] = self._refs.get(key, 0) + 1
-        packed = _Packed(t)
+        # Keep a detached alias (same storage): holding a saved *output* itself would keep its
+        # grad_fn alive, which holds this object, a cycle through C++ that Python's garbage
+        # collector cannot see; the activations (and this count) would never be released.
+        packed = _Packed(t.detach())
         weakref.finalize(packed, self._release, key)
         return packed
 

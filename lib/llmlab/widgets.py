@@ -649,7 +649,7 @@ class PrecisionWidget:
 
     ``.update`` (log slider), ``.weight``, ``.params_m`` (millions of parameters) and ``.optimizer``
     are the controls; ``.readout`` (HTML) shows the three formats, ``.ledger`` (HTML) the bytes;
-    ``.last`` holds the last survival dict {dtype name: bool} and ledgers {precision: dict}.
+    ``.last`` holds the last survival dict {dtype name: bool} and ledgers {precision: StateLedger}.
     """
 
     def __init__(self, *, update: float = 1e-4, weight: float = 1.0, params_m: float = 135.0, optimizer: str = "adamw"):
@@ -702,8 +702,8 @@ class PrecisionWidget:
         )
         keys = ("weights", "grads", "master_weights", "optimizer_states", "total")
         body = "".join(
-            f"<tr><td>{p}</td>" + "".join(f"<td>{led[k] / 2**30:.2f}</td>" for k in keys)
-            + f"<td>{led['total'] / max(n, 1):.0f}</td></tr>" for p, led in ledgers.items())
+            f"<tr><td>{p}</td>" + "".join(f"<td>{getattr(led, k) / 2**30:.2f}</td>" for k in keys)
+            + f"<td>{led.total / max(n, 1):.0f}</td></tr>" for p, led in ledgers.items())
         self.ledger.value = (
             f"<b>{n / 1e6:.4g} M parameters, {self.optimizer.value}</b>: model states in GiB"
             "<table><tr><th></th>" + "".join(f"<th>{k}</th>" for k in keys) + f"<th>B/param</th></tr>{body}</table>"
