@@ -8,6 +8,7 @@ import torch
 
 from conftest import random_prompt
 from llmlab.decoding import DECODERS, DecoderTiming, StaticDecoder, greedy, time_decoders
+from llmlab.timing import Timing
 
 
 def test_every_decoder_returns_the_same_tokens(tiny_llama):
@@ -16,6 +17,8 @@ def test_every_decoder_returns_the_same_tokens(tiny_llama):
     assert isinstance(timing, DecoderTiming)
     assert list(timing.tokens_per_s) == list(timing.seconds) == list(timing.sequences) == list(DECODERS)
     assert timing.identical
+    # Interleaved rounds: every decoder ran `repeat` times, and `seconds` is the median of those runs.
+    assert all(len(timing.timings[n].times) == 2 and timing.seconds[n] == timing.timings[n].median for n in DECODERS)
     expected = greedy(tiny_llama, ids, 10, eos_token_id=tiny_llama.generation_config.eos_token_id)
     for name in DECODERS:
         assert torch.equal(timing.sequences[name], expected)
@@ -30,8 +33,9 @@ def test_every_decoder_returns_the_same_tokens(tiny_llama):
 
 def test_identical_is_false_when_tokens_differ():
     a, b = torch.tensor([[5, 6, 7]]), torch.tensor([[5, 6, 8]])
-    assert not DecoderTiming({"x": 1.0, "y": 1.0}, {"x": 1.0, "y": 1.0}, {"x": a, "y": b}).identical
-    assert DecoderTiming({"x": 1.0}, {"x": 1.0}, {"x": a}).identical
+    t = Timing((1.0,))
+    assert not DecoderTiming({"x": 1.0, "y": 1.0}, {"x": 1.0, "y": 1.0}, {"x": a, "y": b}, {"x": t, "y": t}).identical
+    assert DecoderTiming({"x": 1.0}, {"x": 1.0}, {"x": a}, {"x": t}).identical
 
 
 def test_given_static_decoder_and_short_runs(tiny_llama):

@@ -5,7 +5,7 @@ import torch
 
 import llmlab.precision.speed as speed
 from conftest import requires_cuda
-from llmlab.precision import STEP_MODES, block_step_seconds
+from llmlab.precision import STEP_MODES, block_step, block_step_seconds, block_step_timings
 
 TINY = dict(d_model=32, n_heads=2, batch=2, seq=8)
 
@@ -79,3 +79,25 @@ def test_bad_inputs_raise_value_error(call, match):
 def test_bad_types_raise_type_error(call, match):
     with pytest.raises(TypeError, match=match):
         call()
+
+
+def test_block_step_timings_interleave_the_modes():
+    timings = block_step_timings(("fp32", "bf16"), rounds=3, warmup=1, **TINY)
+    assert list(timings) == ["fp32", "bf16"]
+    assert all(len(t.times) == 3 and t.min > 0 for t in timings.values())
+    assert torch.get_float32_matmul_precision() == "highest"
+    with pytest.raises(TypeError, match="modes"):
+        block_step_timings("fp32")
+    with pytest.raises(ValueError, match="modes"):
+        block_step_timings((), **TINY)
+
+
+def test_a_step_restores_the_matmul_precision_even_between_modes():
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        block_step("fp32", **TINY)()
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(previous)
+

@@ -477,11 +477,3 @@ def test_widget_bad_arguments():
         svd_explorer({"a": np.ones((4, 4))}, image="b")
     with pytest.raises(ValueError, match="image_format must be"):
         svd_explorer({"a": np.ones((4, 4))}, image_format="gif")
-
-
-def test_bench_rows_run_small():
-    from llmlab.bench import _svd_rows
-
-    rows = _svd_rows(torch.device("cpu"), size=32, repeat=1)
-    assert [r.topic for r in rows] == ["svd"] * 3
-    assert all(r.ours > 0 for r in rows) and rows[0].peer > 0 and rows[2].peer is None

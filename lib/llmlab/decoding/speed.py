@@ -14,7 +14,7 @@ import torch
 
 from .._checks import check_bool, check_choice, check_int, check_module
 from .._torch import model_device
-from ..timing import timeit
+from ..timing import Timing, interleaved
 from .search import check_input_ids, greedy, greedy_without_cache
 from .static import StaticDecoder
 
@@ -26,12 +26,14 @@ DECODERS = ("generate", "greedy", "no_cache", "static")
 
 @dataclass(frozen=True)
 class DecoderTiming:
-    """Decoders timed on one prompt, by name: ``tokens_per_s``, median ``seconds`` per run and the
-    ``sequences`` (1, prompt_len + n_new) each returned, on the prompt's device."""
+    """Decoders timed on one prompt, by name: ``tokens_per_s``, median ``seconds`` per run, every
+    run's :class:`llmlab.timing.Timing` (``timings``, with its spread) and the ``sequences``
+    (1, prompt_len + n_new) each returned, on the prompt's device."""
 
     tokens_per_s: dict[str, float]
     seconds: dict[str, float]
     sequences: dict[str, torch.Tensor]
+    timings: dict[str, Timing]
 
     @property
     def identical(self) -> bool:
@@ -62,9 +64,10 @@ def time_decoders(model, input_ids: torch.Tensor, max_new_tokens: int, *, names=
     ``names`` come from :data:`DECODERS`: HF ``generate``, :func:`~llmlab.decoding.greedy`,
     :func:`~llmlab.decoding.greedy_without_cache` ("no_cache") and
     :class:`~llmlab.decoding.StaticDecoder` ("static", built here unless ``static_decoder`` is
-    given). Each time is the median of ``repeat`` runs (:func:`llmlab.timing.timeit`,
-    CUDA-synchronised); ``warmup`` runs each decoder once on 2 tokens first (which also captures
-    the CUDA graph of a StaticDecoder). ``input_ids``: (1, prompt_len).
+    given). The decoders run interleaved, one run each per round for ``repeat`` rounds
+    (:func:`llmlab.timing.interleaved`, CUDA-synchronised), so a change in the machine's load hits
+    them alike; each time is the median of its runs. ``warmup`` runs each decoder once on 2
+    tokens first (which also captures the CUDA graph of a StaticDecoder). ``input_ids``: (1, prompt_len).
     """
     check_module("model", model)
     check_input_ids(input_ids)
@@ -94,13 +97,16 @@ def time_decoders(model, input_ids: torch.Tensor, max_new_tokens: int, *, names=
         "no_cache": lambda n: greedy_without_cache(model, ids, n, eos_token_id=eos),
         "static": lambda n: static_decoder.greedy(ids, n, eos_token_id=eos),
     }
-    tokens_per_s, seconds, sequences = {}, {}, {}
-    for name in names:
-        run, last = runners[name], {}
-        if warmup:
-            run(min(2, max_new_tokens))
-        seconds[name] = timeit(lambda: last.update(out=run(max_new_tokens)), repeat=repeat, warmup=0, device=device)
-        out = last["out"]
-        sequences[name] = out.to(input_ids.device)
-        tokens_per_s[name] = (out.shape[1] - L) / seconds[name]
-    return DecoderTiming(tokens_per_s, seconds, sequences)
+    if warmup:
+        for name in names:
+            runners[name](min(2, max_new_tokens))
+    last: dict[str, torch.Tensor] = {}
+
+    def timed(name):
+        return lambda: last.__setitem__(name, runners[name](max_new_tokens))
+
+    timings = interleaved({name: timed(name) for name in names}, rounds=repeat, warmup=0, device=device)
+    seconds = {name: timings[name].median for name in names}
+    sequences = {name: last[name].to(input_ids.device) for name in names}
+    tokens_per_s = {name: (last[name].shape[1] - L) / seconds[name] for name in names}
+    return DecoderTiming(tokens_per_s, seconds, sequences, timings)

@@ -21,7 +21,7 @@ Three facts this package lets a notebook (08) *measure* rather than state:
 from ..memory import OPTIMIZER_STATES, measured_ledger, memory_ledger, saved_activation_bytes
 from .formats import FloatFormat, float_format, smallest_surviving_update, update_survives
 from .mixed import DynamicLossScaler, MasterWeightsOptimizer, adam_vs_adamw_step, mixed_precision_setup
-from .speed import STEP_MODES, block_step_seconds
+from .speed import STEP_MODES, block_step, block_step_seconds, block_step_timings
 from .toy import TOY_MODES, ToyRun, toy_problem, train_toy
 
 __all__ = [
@@ -42,5 +42,7 @@ __all__ = [
     "saved_activation_bytes",
     "adam_vs_adamw_step",
     "STEP_MODES",
+    "block_step",
     "block_step_seconds",
+    "block_step_timings",
 ]

@@ -1,0 +1,49 @@
+"""Every bench section runs at the tiny size and gives well-formed rows; the command line works.
+
+Speed is never asserted here (the bench's numbers are read off its table): these tests check
+that each section runs end to end and that the rows that compare against a formula agree.
+"""
+
+import math
+
+import pytest
+import torch
+
+from llmlab import bench
+from llmlab.bench import SECTIONS, Row
+
+CPU = torch.device("cpu")
+
+
+def test_sections_in_notebook_order():
+    assert list(SECTIONS) == ["svd", "perplexity", "decoding", "checkpointing", "precision", "lora"]
+
+
+@pytest.mark.parametrize("name", list(SECTIONS))
+def test_section_runs_at_tiny_size(name):
+    rows = SECTIONS[name](CPU, "tiny")
+    assert rows and all(isinstance(r, Row) for r in rows)
+    for r in rows:
+        assert r.topic == name and r.metric and r.unit
+        assert math.isfinite(r.ours) and r.ours >= 0
+        assert r.peer is None or (math.isfinite(r.peer) and r.peer >= 0)
+        assert r.better in ("lower", "higher")
+
+
+def test_checkpointing_saved_bytes_equal_the_formula():
+    rows = {r.metric.split(" (")[0]: r for r in SECTIONS["checkpointing"](CPU, "tiny")}
+    for s in ("store_all", "recompute_all", "sqrt"):
+        row = rows[f"peak saved activations, {s}"]
+        assert row.ours == pytest.approx(row.peer)
+
+
+def test_command_line(tmp_path, capsys):
+    out = tmp_path / "table.md"
+    assert bench.main(["--only", "checkpointing", "--size", "tiny", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip() == out.read_text().strip()
+    assert "| checkpointing |" in printed
+    with pytest.raises(SystemExit):
+        bench.main(["--only", "nope"])
+    with pytest.raises(SystemExit):
+        bench.main(["--size", "huge"])
