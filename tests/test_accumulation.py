@@ -350,28 +350,3 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="dtype must be one of"):
         make_model("linear", dtype="int8")
     assert make_model("linear", dtype="float64").weight.dtype == torch.float64  # a dtype name, not a device
-
-
-# --- the notebook widget ----------------------------------------------------------------------------
-
-
-def test_accumulation_explorer_callbacks():
-    from llmlab.widgets import accumulation_explorer
-
-    explorer = accumulation_explorer(batch_size=16, steps=4, kind="cnn_bn")
-    assert list(explorer.steps.options) == [1, 2, 4, 8, 16]
-    assert explorer.last["grad_difference"] > 1e-2 and explorer.last["running_stats_difference"] > 1e-2
-    shown = explorer.readout.value
-    explorer.model_kind.value = "linear"
-    assert explorer.readout.value != shown and explorer.last["grad_difference"] < 1e-6
-    assert explorer.last["running_stats_difference"] is None
-    explorer.scale_loss.value = False
-    assert explorer.last["grad_difference"] == pytest.approx(3, rel=1e-5)
-    explorer.steps.value = 8
-    assert explorer.last["grad_difference"] == pytest.approx(7, rel=1e-5) and "8&times; too large" in explorer.readout.value
-    explorer.steps.value = 1
-    assert explorer.last["grad_difference"] == 0.0
-    with pytest.raises(ValueError, match="steps must divide"):
-        accumulation_explorer(batch_size=16, steps=3)
-    with pytest.raises(ValueError, match="kind must be one of"):
-        accumulation_explorer(kind="mlp")

@@ -334,26 +334,3 @@ def test_max_relative_grad_error():
     assert max_relative_grad_error({"a": torch.tensor([3.0, 4.5]), "b": torch.tensor([1.0])}, ref) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="same parameters"):
         max_relative_grad_error({"a": ref["a"]}, ref)
-
-
-# --- widget --------------------------------------------------------------------------------------
-
-
-def test_widget_callbacks_follow_the_sliders():
-    from llmlab.widgets import checkpointing_widget
-
-    w = checkpointing_widget(n_max=16, width=8, batch=2, n=9)
-    a = w.act_bytes
-    assert w.segments.value == 3 and w.last["sqrt"].peak_saved_bytes == 6 * a  # 3 segments of 3
-    before = w.readout.value
-    w.segments.value = 1
-    assert w.readout.value != before and "1 segments" in w.readout.value
-    assert w.last["sqrt"].peak_saved_bytes == w.last["store_all"].peak_saved_bytes == 10 * a
-    w.n.value = 16  # the segments slider follows: max n, value ceil(sqrt n)
-    assert (w.segments.max, w.segments.value) == (16, 4)
-    assert w.last["sqrt"].forward_calls == 28 and w.last["recompute_all"].forward_calls == 136
-    w.n.value = 1
-    assert (w.segments.max, w.segments.value) == (1, 1)
-    assert w.last["store_all"].peak_saved_bytes == 2 * a
-    with pytest.raises(ValueError, match="n must be"):
-        checkpointing_widget(n_max=4, n=5)

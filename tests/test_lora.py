@@ -447,26 +447,3 @@ def test_train_steps_rejects_bad_input_with_a_short_message(tiny_llama, kwargs, 
     with pytest.raises(TypeError, match=match) as info:
         train_steps(model, args.pop("batches"), args.pop("optimizer"), **args)
     assert len(str(info.value)) < 200  # names the problem, not the model's repr
-
-
-# ----------------------------------------------------------------------------- widget
-
-
-def test_rank_widget_readout_follows_the_slider():
-    from llmlab.widgets import lora_rank_explorer
-
-    g = torch.Generator().manual_seed(0)
-    delta = torch.randn(12, 4, generator=g) @ torch.randn(4, 8, generator=g)  # a rank-4 "update"
-    explorer = lora_rank_explorer(delta, [(12, 8), (8, 8)], r=1)
-    first = explorer.readout.value
-    assert "r(m+n) = 20 vs mn = 96" in first
-    explorer.r.value = 4
-    assert explorer.readout.value != first
-    x = explorer.numbers(4)
-    assert x["trainable"] == 4 * (12 + 8) + 4 * (8 + 8) and x["adam_bytes"] == 8 * x["trainable"]
-    assert x["error"] < 1e-6 and explorer.numbers(1)["error"] > 0.1
-    assert x["saves"] == (4 < 96 / 20) and not explorer.numbers(5)["saves"]
-    with pytest.raises(ValueError, match="max_r"):
-        lora_rank_explorer(delta, max_r=9)
-    with pytest.raises(ValueError, match="delta_W"):
-        lora_rank_explorer(torch.ones(3))

@@ -252,23 +252,3 @@ def test_train_regression_leaves_global_state_alone():
     train_regression([0.01] * 5, seed=0)
     assert torch.equal(torch.rand(3), expected)  # the caller's RNG stream is untouched
     assert torch.get_num_threads() == threads
-
-
-# ----------------------------------------------------------------------------- the notebook-03 widget
-
-
-def test_cosine_explorer_redraws_on_every_control():
-    from llmlab.widgets import cosine_explorer
-
-    w = cosine_explorer(t_max=20, eta_min=0.1, warmup=5)
-    assert "t_max = 20" in w.readout_text and w.max_diff_cosine <= 1e-12 and w.max_diff_warmup <= 1e-12
-    assert w.lr_at_2t_max == pytest.approx(1.0, rel=1e-12)
-    for control, value in ((w.t_max, 37), (w.eta_min, 0.3), (w.warmup, 12)):
-        text, picture = w.readout_text, w.plot.value
-        control.value = value
-        assert w.readout_text != text and w.plot.value != picture
-        assert w.max_diff_cosine <= 1e-12 and w.max_diff_warmup <= 1e-12
-    w.warmup.value = 100  # longer than t_max: clipped, not an error
-    assert "clipped" in w.readout_text and w.max_diff_warmup <= 1e-12
-    w.eta_min.value = 1.0  # floor at the peak: a flat line, still equal to PyTorch
-    assert w.max_diff_cosine == 0.0

@@ -31,6 +31,7 @@ from .plotting import STYLE
 __all__ = ["surprisal_html", "bar_table_html", "html_table", "new_figure", "figure_png", "encode_image", "escape"]
 
 escape = html.escape
+_HALF = torch.tensor(0.5)  # a 0-d CPU tensor: works with images on any device
 
 
 def surprisal_html(pieces: list[str], surprisal_bits, *, vmax: float = 12.0) -> str:
@@ -107,8 +108,10 @@ def encode_image(image: torch.Tensor, fmt: str = "bmp") -> tuple[bytes, str]:
     # Work on contiguous memory: a colour image is often a (H, W, C) view of a (C, H, W) tensor, and
     # elementwise ops on that strided view cost ten times more than on the (C, H, W) layout.
     channels_last = image.ndim == 3
-    x = image.permute(2, 0, 1) if channels_last else image
-    x = x.float().contiguous().clamp(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8)
+    x = (image.permute(2, 0, 1) if channels_last else image).float().contiguous()
+    # 255 x + 0.5 in one pass into a new tensor (the caller's image is left alone), clipped to
+    # [0.5, 255.5] in place; the cast then rounds down: round-to-nearest of 255 clip(x, 0, 1).
+    x = torch.add(_HALF, x, alpha=255.0).clamp_(0.5, 255.5).to(torch.uint8)
     if channels_last:
         x = x.permute(1, 2, 0).contiguous()  # uint8 copy: cheap
     pixels = x.cpu().numpy()

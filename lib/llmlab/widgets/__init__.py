@@ -1,0 +1,29 @@
+"""Thin ipywidgets front ends over the llmlab functions, one module per notebook topic.
+
+Every widget derives from :class:`~llmlab.widgets.base.LabWidget`: controls as attributes,
+``readout`` (HTML), ``plot`` (a PNG, for widgets that draw a figure), ``last`` (the numbers
+shown) and ``widget`` (the box to display); moving a control calls ``refresh()``. A notebook
+drives a widget from code by setting a control's ``.value``, so CI runs the same callbacks a
+person triggers. Heavy work (an SVD, a model forward) is done once when the widget is built; a
+refresh only does the cheap per-step part.
+"""
+
+from .accumulation import AccumulationExplorer, accumulation_explorer
+from .base import LabWidget
+from .checkpointing import CheckpointingWidget, checkpointing_widget
+from .decoding import DecodingWidget, decoding_widget
+from .lora import LoRARankExplorer, lora_rank_explorer
+from .precision import PrecisionWidget, precision_widget
+from .schedules import CosineExplorer, cosine_explorer
+from .svd import SVDExplorer, svd_explorer
+
+__all__ = [
+    "LabWidget",
+    "svd_explorer", "SVDExplorer",
+    "decoding_widget", "DecodingWidget",
+    "cosine_explorer", "CosineExplorer",
+    "accumulation_explorer", "AccumulationExplorer",
+    "checkpointing_widget", "CheckpointingWidget",
+    "lora_rank_explorer", "LoRARankExplorer",
+    "precision_widget", "PrecisionWidget",
+]
