@@ -23,16 +23,15 @@ def default_lm():
 @pytest.fixture(scope="session")
 def make_tiny_llama():
     """Build a tiny random Llama: ``make_tiny_llama(hidden_size=64, ...)`` overrides the config of
-    :func:`tiny_llama` (vocab 97, d_model 32, 2 layers, 4 heads, 2 KV heads); seeded, float32, eval."""
+    :func:`tiny_llama` (``llmlab.models.LLAMA_PRESETS["tiny"]``: vocab 97, d_model 32, 2 layers,
+    4 heads, 2 KV heads; BOS/EOS/PAD = 1/2/0); seeded, float32, eval."""
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmlab.models import LLAMA_PRESETS
 
     def build(**overrides):
         torch.manual_seed(0)
-        settings = dict(
-            vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-            bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True,
-        )
+        settings = dict(LLAMA_PRESETS["tiny"], bos_token_id=1, eos_token_id=2, pad_token_id=0)
         return LlamaForCausalLM(LlamaConfig(**{**settings, **overrides})).eval()
 
     return build

@@ -247,3 +247,18 @@ def test_package_without_gguf_file(tmp_path, monkeypatch):
                         lambda name, *a, **k: fake if name == models.GGUF_PACKAGE else real_find_spec(name, *a, **k))
     with pytest.raises(FileNotFoundError, match="No .gguf file"):
         default_gguf_path()
+
+
+def test_random_llama_presets(tiny_llama):
+    """random_llama("tiny") is the tests' tiny Llama (same config, same seed, same weights)."""
+    from llmlab.models import LLAMA_PRESETS, random_llama
+
+    model = random_llama("tiny")
+    assert not model.training and model.config.eos_token_id == 2
+    for (name, p), (_, q) in zip(model.named_parameters(), tiny_llama.named_parameters()):
+        assert torch.equal(p, q), name
+    big = random_llama("smollm2-135m", device="cpu")
+    assert sum(p.numel() for p in big.parameters()) == 134_515_008  # SmolLM2-135M's parameter count
+    assert set(LLAMA_PRESETS) == {"tiny", "smollm2-135m"}
+    with pytest.raises(ValueError, match="preset"):
+        random_llama("huge")
