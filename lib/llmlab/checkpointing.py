@@ -247,6 +247,7 @@ class LayerCall(NamedTuple):
     layer: int               # index of the block in the chain
     recompute: bool          # True if it ran during backward (a replay), False in the forward pass
     live_saved_bytes: int    # activations saved for backward and alive right after this call
+                             # (when it started, for a call torch's early-stopping replay cut short)
 
 
 @dataclass(frozen=True)
@@ -290,12 +291,16 @@ def measure(model: nn.Sequential, x: torch.Tensor, strategy: str, segments: int 
     in_backward = False
     tracker = SavedTensorTracker(p for _, p in named)
 
-    def record(index):
-        def hook(module, args, output):  # after the layer ran: what is saved now includes its output
+    def started(index):
+        def hook(module, args):  # counted when it starts: torch's recomputation may stop inside a layer
             schedule.append(LayerCall(index, in_backward, tracker.live_bytes))
         return hook
 
-    handles = [layer.register_forward_hook(record(i)) for i, layer in enumerate(layers)]
+    def finished(module, args, output):  # blocks do not nest: the last call is this one
+        schedule[-1] = schedule[-1]._replace(live_saved_bytes=tracker.live_bytes)
+
+    handles = [h for i, layer in enumerate(layers)
+               for h in (layer.register_forward_pre_hook(started(i)), layer.register_forward_hook(finished))]
     x = x.detach()
     is_cuda = x.device.type == "cuda"
     try:
