@@ -13,8 +13,8 @@ import re
 import pytest
 
 from llmlab.tokenization import (BYTE_TOKENS, TokenCount, data_folder, encode_ids, load_corpus, load_parallel,
-                                 load_samples, token_counts, token_strings, train_bpe, train_llama_style,
-                                 train_unigram, train_wordpiece, unigram_scores, unigram_viterbi,
+                                 load_samples, segmentations, token_counts, token_strings, train_bpe,
+                                 train_llama_style, train_unigram, train_wordpiece, unigram_scores, unigram_viterbi,
                                  wordpiece_greedy)
 
 tokenizers = pytest.importorskip("tokenizers")
@@ -206,3 +206,28 @@ def test_token_counts_of_a_transformers_tokenizer(default_lm):
     _, tokenizer = default_lm
     counts = token_counts(tokenizer, {"digits": "12345"})
     assert counts[0].n_tokens == 5  # SmolLM2's vocabulary has no token of two digits
+
+
+# -- every cut, for checking Viterbi by brute force ----------------------------------------------------
+
+def test_segmentations_lists_every_cut():
+    cuts = segmentations("abc", {"a", "b", "c", "ab", "bc", "abc"})
+    assert sorted(cuts) == sorted([["a", "b", "c"], ["ab", "c"], ["a", "bc"], ["abc"]])
+    assert segmentations("abd", {"a", "b"}) == []
+    assert len(segmentations("a" * 12, {"a", "aa"})) == 233  # Fibonacci: cuts into 1s and 2s
+    with pytest.raises(ValueError, match="more than limit=100"):
+        segmentations("a" * 12, {"a", "aa"}, limit=100)
+
+
+def test_viterbi_is_the_best_of_all_cuts(unigram, words):
+    log_p = unigram_scores(unigram)
+    checked = 0
+    for word in words[::7]:
+        cuts = segmentations("▁" + word, log_p)
+        if not cuts:
+            continue
+        best = max(sum(log_p[p] for p in cut) for cut in cuts)
+        pieces, score = unigram_viterbi("▁" + word, log_p)
+        assert math.isclose(score, best, abs_tol=1e-9) and pieces in cuts
+        checked += 1
+    assert checked > 100

@@ -27,7 +27,7 @@ from .._checks import check_int, check_str
 from .bpe import ALPHABET, BPETokenizer, check_texts
 
 __all__ = ["BYTE_TOKENS", "reference_bpe", "train_wordpiece", "train_unigram", "train_llama_style", "model_json",
-           "encode_ids", "token_strings", "wordpiece_greedy", "unigram_scores", "unigram_viterbi"]
+           "encode_ids", "token_strings", "wordpiece_greedy", "unigram_scores", "unigram_viterbi", "segmentations"]
 
 #: The 256 byte tokens of byte fallback, in SentencePiece's spelling (``"<0x41>"`` is byte 65, "A").
 BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
@@ -204,3 +204,24 @@ def unigram_viterbi(word: str, log_probs: dict[str, float]) -> tuple[list[str], 
         pieces.append(word[back[j]:j])
         j = back[j]
     return pieces[::-1], best[n]
+
+
+def segmentations(word: str, pieces, *, limit: int = 100_000) -> list[list[str]]:
+    """Every way to cut ``word`` into a sequence of ``pieces`` (a container of str), in no particular order.
+
+    Exhaustive, for showing (and testing) what Viterbi chooses from: their number grows exponentially
+    with the word's length, so ``ValueError`` beyond ``limit`` cuts.
+    """
+    check_str("word", word)
+    limit = check_int("limit", limit, low=1)
+    longest = max(map(len, pieces), default=0)
+    tails: dict[int, list[list[str]]] = {len(word): [[]]}  # start position -> every cut of word[start:]
+    for start in range(len(word) - 1, -1, -1):
+        cuts = []
+        for end in range(start + 1, min(len(word), start + longest) + 1):
+            if word[start:end] in pieces:
+                cuts += [[word[start:end], *rest] for rest in tails[end]]
+                if len(cuts) > limit:
+                    raise ValueError(f"word {word!r} has more than limit={limit} cuts")
+        tails[start] = cuts
+    return tails[0]
