@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import regex
 
-from .._checks import check_int
+from .._checks import check_int, check_str
 
 __all__ = ["BYTE_TO_CHAR", "CHAR_TO_BYTE", "ALPHABET", "GPT2_PATTERN", "split_pieces", "pretokenize",
            "BPETokenizer", "train_bpe", "check_texts"]
@@ -73,15 +73,9 @@ _PATTERN = regex.compile(GPT2_PATTERN)
 _BYTE_CHARS = tuple(BYTE_TO_CHAR[b] for b in range(256))
 
 
-def _check_text(name: str, text) -> str:
-    if not isinstance(text, str):
-        raise TypeError(f"{name} must be a str, got {type(text).__name__}")
-    return text
-
-
 def split_pieces(text: str) -> list[str]:
     """The pieces GPT-2's pattern cuts ``text`` into (plain text; ``"".join(pieces) == text``)."""
-    return _PATTERN.findall(_check_text("text", text))
+    return _PATTERN.findall(check_str("text", text, allow_empty=True))
 
 
 def _to_byte_chars(piece: str) -> str:
@@ -108,7 +102,7 @@ def _u64(count: int) -> int:
 def _merge_in_word(symbols: list[int], a: int, b: int, new: int) -> list[tuple[tuple[int, int], int]]:
     """Merge every ``a b`` in ``symbols`` (in place, left to right, no overlap); return the pair-count
     changes ``((left, right), +1 / -1)`` for the neighbours, as ``Word::merge`` in tokenizers does
-    (the merged pair's own count is left alone: it is never looked at again)."""
+    (the merged pair's own count is left as it was, as there)."""
     changes, i = [], 0
     while i < len(symbols):
         if symbols[i] == a and i + 1 < len(symbols) and symbols[i + 1] == b:
@@ -213,7 +207,7 @@ class BPETokenizer:
     """
 
     merges: list[tuple[str, str]]
-    vocab: dict[str, int] = None
+    vocab: dict[str, int] | None = None
     _ranks: dict[tuple[int, int], tuple[int, int]] = field(init=False, repr=False)
     _tokens: dict[int, str] = field(init=False, repr=False)
     _cache: dict[str, tuple[int, ...]] = field(init=False, repr=False)
@@ -231,6 +225,10 @@ class BPETokenizer:
         vocab = dict(vocab)
         if not all(isinstance(t, str) and isinstance(i, int) for t, i in vocab.items()):
             raise TypeError("vocab must map token strings to int ids")
+        foreign = next((t for t in vocab if not set(t) <= CHAR_TO_BYTE.keys()), None)
+        if foreign is not None:
+            raise ValueError(f"vocab must be byte-level (every character one of the 256 byte characters), "
+                             f"got the token {foreign!r}")
         ranks = {}
         for r, (a, b) in enumerate(merges):
             for s in (a, b, a + b):
@@ -290,7 +288,7 @@ class BPETokenizer:
     def merge_steps(self, word: str) -> list[tuple[int, list[str]]]:
         """How BPE cuts one piece of text (a word with its leading space): ``(rank, tokens)`` after each
         merge that applies, starting from ``(-1, bytes)``. ``ValueError`` if ``word`` is several pieces."""
-        pieces = pretokenize(_check_text("word", word))
+        pieces = pretokenize(check_str("word", word))
         if len(pieces) != 1:
             raise ValueError(f"word must be one pre-tokenized piece, got {len(pieces)}: {split_pieces(word)}")
         symbols = self._byte_ids(pieces[0])
@@ -300,7 +298,8 @@ class BPETokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``, shape ``(n_tokens,)`` as a list."""
-        return [i for piece in pretokenize(_check_text("text", text)) for i in self._encode_piece(piece)]
+        pieces = pretokenize(check_str("text", text, allow_empty=True))
+        return [i for piece in pieces for i in self._encode_piece(piece)]
 
     def tokens(self, text: str) -> list[str]:
         """The token strings of ``text`` in the byte-character alphabet (``"Ġthe"``), as ``tokenizers`` shows them."""
