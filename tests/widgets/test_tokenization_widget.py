@@ -64,10 +64,3 @@ def test_arguments_are_checked(tokenizer):
         bpe_merges_widget(tokenizer, TEXT, n_merges=301)
     with pytest.raises(ValueError, match="curve_points"):
         bpe_merges_widget(tokenizer, TEXT, curve_points=1)
-
-
-def test_tokens_html_marks_every_token():
-    out = tokens_html(["a", " b<", "\n"], titles=[1, 2, 3])
-    assert out.count("<span") == 3 and "&lt;" in out and "\u21b5" in out and 'title="2"' in out
-    with pytest.raises(ValueError, match="same length"):
-        tokens_html(["a"], titles=[1, 2])
