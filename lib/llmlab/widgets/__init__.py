@@ -16,6 +16,7 @@ from .lora import LoRARankExplorer, lora_rank_explorer
 from .precision import PrecisionWidget, precision_widget
 from .schedules import CosineExplorer, cosine_explorer
 from .svd import SVDExplorer, svd_explorer
+from .tokenization import BPEMergesWidget, bpe_merges_widget
 
 __all__ = [
     "LabWidget",
@@ -26,4 +27,5 @@ __all__ = [
     "checkpointing_widget", "CheckpointingWidget",
     "lora_rank_explorer", "LoRARankExplorer",
     "precision_widget", "PrecisionWidget",
+    "bpe_merges_widget", "BPEMergesWidget",
 ]
