@@ -1,0 +1,249 @@
+"""Memory per rank under DDP, ZeRO-1 and ZeRO-3 (FSDP2), measured on real tensors and against the ledger.
+
+Training with AdamW in fp32 keeps 16 bytes per parameter (notebook 08): 4 weights + 4 gradients
++ 8 optimizer states (Adam's m and v). Plain DDP keeps all 16 on every rank. The ZeRO stages
+shard them over the N ranks (formulas: :func:`sharded_ledger`):
+
+    ============  =======  =========  ==================  =====================
+    stage         weights  gradients  optimizer states    bytes/param per rank
+    ============  =======  =========  ==================  =====================
+    ddp           4        4          8                   16
+    zero1         4        4          8 / N               8 + 8/N
+    zero2         4        4 / N      8 / N               4 + 12/N
+    zero3 (FSDP)  4 / N    4 / N      8 / N               16 / N
+    ============  =======  =========  ==================  =====================
+
+:func:`sharding_table` measures three of them with PyTorch's own implementations, one set of
+processes per world size: ``DistributedDataParallel`` (ddp),
+``torch.distributed.optim.ZeroRedundancyOptimizer`` around AdamW (zero1: each rank keeps the
+optimizer states of whole parameters, assigned greedily, largest first, to the least-loaded rank)
+and FSDP2 ``fully_shard`` (zero3: every parameter split by rows, ``torch.chunk`` along dim 0,
+stored padded to equal pieces). Bytes are those of the distinct storages each rank holds after
+a few AdamW steps, so the rounding of whole-parameter partitioning and of row padding shows.
+torch has no ZeRO-2 of its own on one device per rank; it stays a formula here.
+
+This module imports FSDP and ZeRO (a second or so per process), so
+``llmlab.distributed`` does not import it: ``from llmlab.distributed.sharding import ...``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.optim import ZeroRedundancyOptimizer
+from torch.distributed.tensor import DTensor
+from torch.nn.parallel import DistributedDataParallel
+
+from .._checks import check_choice, check_float, check_int
+from .._torch import isolated_rng
+from ..memory import StateLedger, memory_ledger
+from .launch import MAX_WORLD_SIZE, run
+
+__all__ = ["TINY_TRANSFORMER", "TinyTransformer", "make_transformer", "STAGES", "MEASURED_STAGES", "STAGE_LABELS",
+           "sharded_ledger", "RankMemory", "ShardingRow", "shard_and_train", "sharding_table", "storage_bytes"]
+
+#: The small decoder-only transformer of the sharding experiments (about 0.17 M parameters).
+TINY_TRANSFORMER = dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, seq_len=16)
+#: The stages :func:`sharded_ledger` knows, and the three :func:`sharding_table` measures.
+STAGES = ("ddp", "zero1", "zero2", "zero3")
+MEASURED_STAGES = ("ddp", "zero1", "zero3")
+STAGE_LABELS = {"ddp": "DDP (replicated)", "zero1": "ZeRO-1 (ZeroRedundancyOptimizer)", "zero2": "ZeRO-2 (formula)",
+                "zero3": "ZeRO-3 (FSDP2 fully_shard)"}
+#: Which ledger components each stage divides by N.
+_SHARDED = {"ddp": (), "zero1": ("optimizer_states",), "zero2": ("grads", "optimizer_states"),
+            "zero3": ("weights", "grads", "master_weights", "optimizer_states")}
+
+
+class TinyTransformer(nn.Module):
+    """A causal language model: token embedding + learned positions, ``n_layers`` pre-norm transformer
+    blocks (``nn.TransformerEncoderLayer`` with a causal mask), final LayerNorm and an untied head.
+    ``forward(ids)``: (B, T) token ids -> (B, T, vocab) logits."""
+
+    def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, seq_len: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.pos = nn.Parameter(torch.randn(seq_len, d_model) * 0.02)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(d_model, n_heads, 4 * d_model, dropout=0.0, batch_first=True, norm_first=True)
+            for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size, bias=False)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        T = ids.shape[1]
+        h = self.embed(ids) + self.pos[:T]
+        causal = nn.Transformer.generate_square_subsequent_mask(T, device=ids.device, dtype=h.dtype)
+        for block in self.blocks:
+            h = block(h, src_mask=causal, is_causal=True)
+        return self.head(self.norm(h)).contiguous()  # a fresh tensor: FSDP hooks its output for backward
+
+
+def make_transformer(seed: int = 0, **config) -> TinyTransformer:
+    """:class:`TinyTransformer` with :data:`TINY_TRANSFORMER` overridden by ``config``, initialised from ``seed``."""
+    settings = {**TINY_TRANSFORMER, **config}
+    for name, value in settings.items():
+        check_int(name, value, low=1)
+    if settings["d_model"] % settings["n_heads"]:
+        raise ValueError(f"d_model ({settings['d_model']}) must be divisible by n_heads ({settings['n_heads']})")
+    with isolated_rng(check_int("seed", seed, low=0)):
+        return TinyTransformer(**settings)
+
+
+def sharded_ledger(model, world_size: int, stage: str, *, optimizer: str = "adamw",
+                   precision: str = "fp32") -> StateLedger:
+    """Bytes of the model states *per rank* for ZeRO ``stage`` over ``world_size`` ranks, from the formulas.
+
+    :func:`llmlab.memory.memory_ledger` (``model``: a module or a parameter count) with the
+    components that ``stage`` shards divided by N (rounded up): ``"ddp"`` none, ``"zero1"`` the
+    optimizer states (and fp32 master weights in mixed precision, which ZeRO counts with them),
+    ``"zero2"`` also the gradients, ``"zero3"`` everything.
+    """
+    world_size = check_int("world_size", world_size, low=1)
+    check_choice("stage", stage, STAGES)
+    full = memory_ledger(model, optimizer=optimizer, precision=precision)
+    sharded = set(_SHARDED[stage]) | ({"master_weights"} if stage in ("zero1", "zero2") else set())
+    parts = {k: (math.ceil(v / world_size) if k in sharded else v) for k, v in full.as_dict().items() if k != "total"}
+    return StateLedger(**parts)
+
+
+def storage_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (DTensors: this rank's local shard), each counted once.
+
+    A storage is what memory holds: FSDP keeps each weight shard padded to an equal piece, and
+    gradients that are views of one communication bucket share that bucket.
+    """
+    seen: dict[int, int] = {}
+    for t in tensors:
+        if t is None:
+            continue
+        local = t.to_local() if isinstance(t, DTensor) else t
+        storage = local.untyped_storage()
+        if storage.nbytes():
+            seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())
+
+
+@dataclass(frozen=True)
+class RankMemory:
+    """One rank after training under one stage: ``ledger`` (bytes this rank holds), ``params`` (the full
+    trained weights, gathered: name -> tensor), ``losses`` (the global-batch loss per step) and
+    ``state_numel`` (name -> optimizer-state elements this rank keeps for that parameter)."""
+
+    ledger: StateLedger
+    params: dict[str, Tensor]
+    losses: tuple[float, ...]
+    state_numel: dict[str, int]
+
+
+def _wrap(model: nn.Module, stage: str, lr: float):
+    """The model as ``stage`` trains it, and its optimizer."""
+    if stage == "zero3":
+        for block in model.blocks:
+            fully_shard(block)
+        fully_shard(model)
+        return model, torch.optim.AdamW(model.parameters(), lr=lr)
+    wrapped = DistributedDataParallel(model, gradient_as_bucket_view=True)  # .grad = views of the all-reduce buckets
+    if stage == "zero1":
+        return wrapped, ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.AdamW, lr=lr)
+    return wrapped, torch.optim.AdamW(model.parameters(), lr=lr)
+
+
+def shard_and_train(rank: int, world_size: int, stage: str, steps: int = 2, batch_size: int = 8, seed: int = 0,
+                    lr: float = 1e-3) -> RankMemory:
+    """What each rank runs: ``steps`` AdamW steps of :func:`make_transformer` under ``stage``, then its bytes.
+
+    Every rank builds the same model (``seed``) and takes its shard of a fixed batch of
+    ``batch_size`` random token sequences (next-token cross-entropy). After the last step it
+    reports the bytes of its weights, gradients, optimizer states (tensors shaped like their
+    parameter, or their shard) and other optimizer tensors (Adam's step counters), and the full
+    trained weights (FSDP's gathered with ``full_tensor()``), so stages can be checked to train alike.
+    """
+    check_choice("stage", stage, MEASURED_STAGES)
+    model = make_transformer(seed)
+    with isolated_rng(seed + 1):
+        ids = torch.randint(0, TINY_TRANSFORMER["vocab_size"], (batch_size, TINY_TRANSFORMER["seq_len"]))
+    shard = ids.chunk(world_size)[rank]
+    wrapped, opt = _wrap(model, stage, lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        logits = wrapped(shard)
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), shard[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        global_loss = loss.detach().clone()
+        dist.all_reduce(global_loss)
+        losses.append(global_loss.item() / world_size)
+    inner = opt.optim if isinstance(opt, ZeroRedundancyOptimizer) else opt  # ZeRO: this rank's own AdamW
+    names = {p: n for n, p in model.named_parameters()}
+    states, other, state_numel = [], [], {}
+    for p, state in inner.state.items():
+        for value in state.values():
+            shaped = isinstance(value, Tensor) and value.dim() > 0 and value.shape == p.shape
+            (states if shaped else other).append(value)
+            if shaped:
+                local = value.to_local() if isinstance(value, DTensor) else value
+                state_numel[names[p]] = state_numel.get(names[p], 0) + local.numel()
+    params = list(model.parameters())
+    ledger = StateLedger(weights=storage_bytes(params), grads=storage_bytes(p.grad for p in params), master_weights=0,
+                         optimizer_states=storage_bytes(states), other=storage_bytes(other))
+    full = {n: (p.full_tensor() if isinstance(p, DTensor) else p).detach().clone() for n, p in model.named_parameters()}
+    return RankMemory(ledger=ledger, params=full, losses=tuple(losses), state_numel=state_numel)
+
+
+def _all_stages(rank: int, world_size: int, stages: tuple[str, ...], steps: int) -> list[RankMemory]:
+    out = []
+    for stage in stages:
+        out.append(shard_and_train(rank, world_size, stage, steps))
+        dist.barrier()
+    return out
+
+
+@dataclass(frozen=True)
+class ShardingRow:
+    """One stage at one world size: the measured ``per_rank`` ledgers (rank order), the ``formula``
+    (:func:`sharded_ledger`), the ``unsharded`` ledger and rank 0's trained weights and losses."""
+
+    stage: str
+    world_size: int
+    per_rank: tuple[StateLedger, ...]
+    formula: StateLedger
+    unsharded: StateLedger
+    params: dict[str, Tensor]
+    losses: tuple[float, ...]
+    state_numel: tuple[dict[str, int], ...]
+
+    @property
+    def max_rank_bytes(self) -> int:
+        """Model-state bytes of the fullest rank (what must fit on every device)."""
+        return max(led.total for led in self.per_rank)
+
+
+def sharding_table(world_sizes=(1, 2, 4), stages=MEASURED_STAGES, *, steps: int = 2,
+                   timeout: float = 120) -> list[ShardingRow]:
+    """Measure every stage in ``stages`` at every world size in ``world_sizes``: one :func:`run` per
+    world size (each rank runs :func:`shard_and_train` for every stage in turn). Rows come in the
+    order of ``world_sizes``, then ``stages``."""
+    sizes = tuple(check_int("world_sizes", n, low=1, high=MAX_WORLD_SIZE) for n in world_sizes)
+    stages = tuple(check_choice("stages", s, MEASURED_STAGES) for s in stages)
+    if not sizes or not stages:
+        raise ValueError("world_sizes and stages must not be empty")
+    steps = check_int("steps", steps, low=1, high=100)
+    check_float("timeout", timeout, low=0, low_open=True)
+    model = make_transformer()
+    rows = []
+    for n in sizes:
+        per_rank = run(_all_stages, n, stages, steps, timeout=timeout)  # per_rank[rank][stage index]
+        for i, stage in enumerate(stages):
+            ranks = [per_rank[r][i] for r in range(n)]
+            rows.append(ShardingRow(stage=stage, world_size=n, per_rank=tuple(m.ledger for m in ranks),
+                                    formula=sharded_ledger(model, n, stage), unsharded=memory_ledger(model, precision="fp32"),
+                                    params=ranks[0].params, losses=ranks[0].losses,
+                                    state_numel=tuple(m.state_numel for m in ranks)))
+    return rows
