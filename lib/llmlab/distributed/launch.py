@@ -224,6 +224,10 @@ def _worker(rank: int, world_size: int, backend: str, port: int, timeout: float,
     results.close()
     results.join_thread()  # the message is in the pipe
     if dist.is_initialized():
+        if message[1]:
+            # Leave together: a rank that exits while a peer is still connecting (or still using
+            # it in a collective) makes that peer fail. A failed rank just goes.
+            dist.barrier()
         dist.destroy_process_group()
     sys.stdout.flush()
     sys.stderr.flush()
