@@ -45,10 +45,9 @@ from llmlab.accumulation import (accumulated_grads, accumulation_pass, full_batc
                                  make_model, relative_difference)
 from llmlab.distributed import (MAX_WORLD_SIZE, SyncBatchNorm, WorkerError, batchnorm_under_ddp, convert_sync_batchnorm,
                                 crossover_tokens, ddp_gradients, measure_all_reduce, ring_allreduce_bytes, run,
-                                simulate_ring_all_reduce, step_estimate, sync_batch_norm)
+                                sharded_ledger, simulate_ring_all_reduce, step_estimate, sync_batch_norm)
 from llmlab.distributed import demo
-from llmlab.distributed.sharding import (MEASURED_STAGES, make_transformer, sharded_ledger, sharding_table,
-                                         storage_bytes)
+from llmlab.distributed.sharding import MEASURED_STAGES, make_transformer, sharding_table, storage_bytes
 from llmlab.memory import count_parameters, memory_ledger
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,6 +8,8 @@
   over the global batch from ``all_reduce`` of per-rank sums and sums of squares.
 * :mod:`~llmlab.distributed.comm`: the ring all-reduce's bytes (2 (N − 1) / N × G), measured gloo
   times and a paper model of communication against compute.
+* :mod:`~llmlab.distributed.ledger`: :func:`sharded_ledger`, the model-state bytes per rank of DDP
+  and ZeRO-1/2/3 from the formulas.
 * :mod:`~llmlab.distributed.sharding` (import it explicitly: it loads FSDP and ZeRO, about a second
   per process): bytes per rank under DDP, ZeRO-1 and FSDP2, measured and from the ledger.
 * :mod:`~llmlab.distributed.demo`: the torchrun script, ``torchrun --standalone --nproc-per-node 2
@@ -19,6 +21,7 @@ from .comm import (AllReduceTiming, RingResult, StepEstimate, crossover_tokens, 
                    ring_allreduce_bytes, simulate_ring_all_reduce, step_estimate)
 from .ddp import (BatchNormComparison, RankPass, batchnorm_under_ddp, ddp_gradients, ddp_rank_pass, rank_shard)
 from .launch import BACKENDS, MAX_WORLD_SIZE, WorkerError, run
+from .ledger import STAGE_LABELS, STAGES, sharded_ledger
 
 __all__ = [
     "run", "WorkerError", "BACKENDS", "MAX_WORLD_SIZE",
@@ -26,4 +29,5 @@ __all__ = [
     "sync_batch_norm", "SyncBatchNorm", "convert_sync_batchnorm",
     "ring_allreduce_bytes", "simulate_ring_all_reduce", "RingResult", "measure_all_reduce", "AllReduceTiming",
     "step_estimate", "StepEstimate", "crossover_tokens",
+    "sharded_ledger", "STAGES", "STAGE_LABELS",
 ]

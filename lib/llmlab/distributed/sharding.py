@@ -1,34 +1,20 @@
-"""Memory per rank under DDP, ZeRO-1 and ZeRO-3 (FSDP2), measured on real tensors and against the ledger.
+"""Memory per rank under DDP, ZeRO-1 and ZeRO-3 (FSDP2), measured on real tensors against the ledger.
 
-Training with AdamW in fp32 keeps 16 bytes per parameter (notebook 08): 4 weights + 4 gradients
-+ 8 optimizer states (Adam's m and v). Plain DDP keeps all 16 on every rank. The ZeRO stages
-shard them over the N ranks (formulas: :func:`sharded_ledger`):
+:func:`sharding_table` measures three stages of :mod:`llmlab.distributed.ledger` with PyTorch's own
+implementations, one set of processes per world size: ``DistributedDataParallel`` (ddp: everything
+replicated), ``torch.distributed.optim.ZeroRedundancyOptimizer`` around AdamW (zero1: each rank keeps
+the optimizer states of whole parameters, assigned greedily, largest first, to the least-loaded
+rank) and FSDP2 ``fully_shard`` (zero3: every parameter split by rows, the ``torch.chunk`` pieces
+along dim 0, stored padded to equal pieces). The bytes are those of the distinct storages each rank
+holds after a few AdamW steps, so the rounding of whole-parameter partitioning and of row padding
+shows. torch has no ZeRO-2 of its own for one device per rank; it stays a formula.
 
-    ============  =======  =========  ==================  =====================
-    stage         weights  gradients  optimizer states    bytes/param per rank
-    ============  =======  =========  ==================  =====================
-    ddp           4        4          8                   16
-    zero1         4        4          8 / N               8 + 8/N
-    zero2         4        4 / N      8 / N               4 + 12/N
-    zero3 (FSDP)  4 / N    4 / N      8 / N               16 / N
-    ============  =======  =========  ==================  =====================
-
-:func:`sharding_table` measures three of them with PyTorch's own implementations, one set of
-processes per world size: ``DistributedDataParallel`` (ddp),
-``torch.distributed.optim.ZeroRedundancyOptimizer`` around AdamW (zero1: each rank keeps the
-optimizer states of whole parameters, assigned greedily, largest first, to the least-loaded rank)
-and FSDP2 ``fully_shard`` (zero3: every parameter split by rows, ``torch.chunk`` along dim 0,
-stored padded to equal pieces). Bytes are those of the distinct storages each rank holds after
-a few AdamW steps, so the rounding of whole-parameter partitioning and of row padding shows.
-torch has no ZeRO-2 of its own on one device per rank; it stays a formula here.
-
-This module imports FSDP and ZeRO (a second or so per process), so
-``llmlab.distributed`` does not import it: ``from llmlab.distributed.sharding import ...``.
+This module imports FSDP and ZeRO (a second or more per process), so ``llmlab.distributed`` does
+not import it: ``from llmlab.distributed.sharding import ...``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -43,21 +29,17 @@ from torch.nn.parallel import DistributedDataParallel
 from .._checks import check_choice, check_float, check_int
 from .._torch import isolated_rng
 from ..memory import StateLedger, memory_ledger
+from .ledger import sharded_ledger
 from .launch import MAX_WORLD_SIZE, run
 
-__all__ = ["TINY_TRANSFORMER", "TinyTransformer", "make_transformer", "STAGES", "MEASURED_STAGES", "STAGE_LABELS",
-           "sharded_ledger", "RankMemory", "ShardingRow", "shard_and_train", "sharding_table", "storage_bytes"]
+__all__ = ["TINY_TRANSFORMER", "TinyTransformer", "make_transformer", "MEASURED_STAGES", "RankMemory", "ShardingRow",
+           "shard_and_train", "sharding_table", "storage_bytes"]
 
-#: The small decoder-only transformer of the sharding experiments (about 0.17 M parameters).
-TINY_TRANSFORMER = dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, seq_len=16)
-#: The stages :func:`sharded_ledger` knows, and the three :func:`sharding_table` measures.
-STAGES = ("ddp", "zero1", "zero2", "zero3")
+#: The small decoder-only transformer of the sharding experiments (about 0.17 M parameters). The
+#: vocabulary is a prime, so the embedding and head rows do not split evenly over 2 or 4 ranks.
+TINY_TRANSFORMER = dict(vocab_size=509, d_model=64, n_layers=2, n_heads=4, seq_len=16)
+#: The stages :func:`sharding_table` measures (zero2 has no implementation of its own in torch).
 MEASURED_STAGES = ("ddp", "zero1", "zero3")
-STAGE_LABELS = {"ddp": "DDP (replicated)", "zero1": "ZeRO-1 (ZeroRedundancyOptimizer)", "zero2": "ZeRO-2 (formula)",
-                "zero3": "ZeRO-3 (FSDP2 fully_shard)"}
-#: Which ledger components each stage divides by N.
-_SHARDED = {"ddp": (), "zero1": ("optimizer_states",), "zero2": ("grads", "optimizer_states"),
-            "zero3": ("weights", "grads", "master_weights", "optimizer_states")}
 
 
 class TinyTransformer(nn.Module):
@@ -93,23 +75,6 @@ def make_transformer(seed: int = 0, **config) -> TinyTransformer:
         raise ValueError(f"d_model ({settings['d_model']}) must be divisible by n_heads ({settings['n_heads']})")
     with isolated_rng(check_int("seed", seed, low=0)):
         return TinyTransformer(**settings)
-
-
-def sharded_ledger(model, world_size: int, stage: str, *, optimizer: str = "adamw",
-                   precision: str = "fp32") -> StateLedger:
-    """Bytes of the model states *per rank* for ZeRO ``stage`` over ``world_size`` ranks, from the formulas.
-
-    :func:`llmlab.memory.memory_ledger` (``model``: a module or a parameter count) with the
-    components that ``stage`` shards divided by N (rounded up): ``"ddp"`` none, ``"zero1"`` the
-    optimizer states (and fp32 master weights in mixed precision, which ZeRO counts with them),
-    ``"zero2"`` also the gradients, ``"zero3"`` everything.
-    """
-    world_size = check_int("world_size", world_size, low=1)
-    check_choice("stage", stage, STAGES)
-    full = memory_ledger(model, optimizer=optimizer, precision=precision)
-    sharded = set(_SHARDED[stage]) | ({"master_weights"} if stage in ("zero1", "zero2") else set())
-    parts = {k: (math.ceil(v / world_size) if k in sharded else v) for k, v in full.as_dict().items() if k != "total"}
-    return StateLedger(**parts)
 
 
 def storage_bytes(tensors) -> int:
