@@ -323,9 +323,9 @@ def test_run_raises_with_the_failing_workers_traceback_and_kills_the_others(tmp_
 
 def test_run_kills_a_worker_that_hangs_past_the_timeout(tmp_path):
     t0 = time.monotonic()
-    with pytest.raises(TimeoutError, match=r"ranks \[1\] still running after timeout=20 s"):
-        run(hang_on_rank_1, 2, str(tmp_path), timeout=20)
-    assert time.monotonic() - t0 < 35
+    with pytest.raises(TimeoutError, match=r"ranks \[1\] still running after timeout=30 s"):
+        run(hang_on_rank_1, 2, str(tmp_path), timeout=30)
+    assert time.monotonic() - t0 < 45
     pid = int((tmp_path / "1").read_text())  # it did start
     assert not _alive(pid) and not multiprocessing.active_children()
 

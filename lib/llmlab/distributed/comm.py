@@ -106,7 +106,7 @@ class AllReduceTiming:
 
 
 def measure_all_reduce(world_size: int = 2, nbytes=(2**18, 2**20, 2**22, 2**23), *, repeat: int = 5,
-                       timeout: float = 60) -> AllReduceTiming:
+                       timeout: float = 120) -> AllReduceTiming:
     """Time ``torch.distributed.all_reduce`` (gloo, float32 sums) of buffers of ``nbytes`` on ``world_size``
     processes (one :func:`run`); fit seconds against the ring's bytes per rank."""
     world_size = check_int("world_size", world_size, low=2, high=MAX_WORLD_SIZE)

@@ -118,7 +118,7 @@ def _same_on_every_rank(passes: list[RankPass]) -> dict[str, Tensor]:
 
 def ddp_gradients(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, loss_fn: Callable[[Tensor, Tensor], Tensor],
                   world_size: int, *, accumulation_steps: int = 1, sync_batchnorm: bool = False,
-                  timeout: float = 60) -> dict[str, Tensor]:
+                  timeout: float = 120) -> dict[str, Tensor]:
     """The gradients ``DistributedDataParallel`` produces with the batch ``(x, y)`` split over ``world_size`` ranks.
 
     ``model_fn()`` builds the model (it must give the same weights every call, e.g. a seeded
@@ -159,7 +159,7 @@ def batchnorm_rank_passes(rank: int, world_size: int, model_fn, x, y, loss_fn) -
 
 def batchnorm_under_ddp(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor,
                         loss_fn: Callable[[Tensor, Tensor], Tensor], world_size: int, *,
-                        timeout: float = 60) -> BatchNormComparison:
+                        timeout: float = 120) -> BatchNormComparison:
     """:func:`ddp_gradients` for a model with BatchNorm, plain and synchronised, in one set of processes.
 
     Plain BatchNorm under DDP gives the mean over ranks of per-shard gradients, which is what

@@ -191,7 +191,7 @@ class ShardingRow:
 
 
 def sharding_table(world_sizes=(1, 2, 4), stages=MEASURED_STAGES, *, steps: int = 2,
-                   timeout: float = 120) -> list[ShardingRow]:
+                   timeout: float = 300) -> list[ShardingRow]:
     """Measure every stage in ``stages`` at every world size in ``world_sizes``: one :func:`run` per
     world size (each rank runs :func:`shard_and_train` for every stage in turn). Rows come in the
     order of ``world_sizes``, then ``stages``."""
