@@ -170,7 +170,7 @@ def _silent_deaths(procs, outputs: dict, errors: dict) -> list[int]:
 
 def _death_note(proc) -> str:
     return (f"the process exited with code {proc.exitcode} without a result (killed by a signal, out of "
-            "memory, or os._exit): no traceback")
+            "memory, os._exit, or a crash before llmlab's worker code ran): no traceback; see its stderr")
 
 
 def _drain(results, outputs: dict, errors: dict, wait: float) -> None:
