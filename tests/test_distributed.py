@@ -545,9 +545,12 @@ def test_sharding_table_measures_what_the_ledger_predicts():
     model = make_transformer()
     P = count_parameters(model).total
     numels = {n: p.numel() for n, p in model.named_parameters()}
-    rows = {(r.stage, r.world_size): r for r in sharding_table((3,), steps=2)}
-    assert set(rows) == {(s, 3) for s in MEASURED_STAGES}
+    rows = {(r.stage, r.world_size): r for r in sharding_table((1, 3), steps=2)}  # 3 processes, groups of 1 and 3
+    assert set(rows) == {(s, n) for s in MEASURED_STAGES for n in (1, 3)}
     full = memory_ledger(model, precision="fp32")
+    for stage in MEASURED_STAGES:  # one rank holds everything, whatever the stage
+        (alone,) = rows[stage, 1].per_rank
+        assert (alone.weights, alone.grads, alone.optimizer_states) == (full.weights, full.grads, full.optimizer_states)
     for led in rows["ddp", 3].per_rank:
         assert (led.weights, led.grads, led.optimizer_states) == (full.weights, full.grads, full.optimizer_states)
         assert led.other == 4 * len(numels)  # AdamW's step counters
@@ -577,6 +580,8 @@ def test_sharding_table_rejects_bad_arguments():
         sharding_table((0,))
     with pytest.raises(ValueError, match="empty"):
         sharding_table(())
+    with pytest.raises(ValueError, match="distinct"):
+        sharding_table((2, 2))
 
 
 # ---- Communication ---------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Memory per rank under DDP, ZeRO-1 and ZeRO-3 (FSDP2), measured on real tensors against the ledger.
 
 :func:`sharding_table` measures three stages of :mod:`llmlab.distributed.ledger` with PyTorch's own
-implementations, one set of processes per world size: ``DistributedDataParallel`` (ddp: everything
+implementations, in sub-groups of one set of processes: ``DistributedDataParallel`` (ddp: everything
 replicated), ``torch.distributed.optim.ZeroRedundancyOptimizer`` around AdamW (zero1: each rank keeps
 the optimizer states of whole parameters, assigned greedily, largest first, to the least-loaded
 rank) and FSDP2 ``fully_shard`` (zero3: every parameter split by rows, the ``torch.chunk`` pieces
@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.distributed.tensor import DTensor
@@ -106,25 +107,29 @@ class RankMemory:
     state_numel: dict[str, int]
 
 
-def _wrap(model: nn.Module, stage: str, lr: float):
-    """The model as ``stage`` trains it, and its optimizer."""
+def _wrap(model: nn.Module, stage: str, lr: float, group):
+    """The model as ``stage`` trains it over the ranks of ``group``, and its optimizer."""
     if stage == "zero3":
+        mesh = DeviceMesh.from_group(group or dist.group.WORLD, "cpu")
         for block in model.blocks:
-            fully_shard(block)
-        fully_shard(model)
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
         return model, torch.optim.AdamW(model.parameters(), lr=lr)
-    wrapped = DistributedDataParallel(model, gradient_as_bucket_view=True)  # .grad = views of the all-reduce buckets
+    # gradient_as_bucket_view: each .grad is a view into DDP's all-reduce buckets, not a second copy.
+    wrapped = DistributedDataParallel(model, process_group=group, gradient_as_bucket_view=True)
     if stage == "zero1":
-        return wrapped, ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.AdamW, lr=lr)
+        return wrapped, ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.AdamW, lr=lr,
+                                                process_group=group)
     return wrapped, torch.optim.AdamW(model.parameters(), lr=lr)
 
 
 def shard_and_train(rank: int, world_size: int, stage: str, steps: int = 2, batch_size: int = 8, seed: int = 0,
-                    lr: float = 1e-3) -> RankMemory:
+                    lr: float = 1e-3, group=None) -> RankMemory:
     """What each rank runs: ``steps`` AdamW steps of :func:`make_transformer` under ``stage``, then its bytes.
 
-    Every rank builds the same model (``seed``) and takes its shard of a fixed batch of
-    ``batch_size`` random token sequences (next-token cross-entropy). After the last step it
+    ``rank`` and ``world_size`` are this rank's place in ``group`` (a process group; None: the
+    default one). Every rank builds the same model (``seed``) and takes its shard of a fixed batch
+    of ``batch_size`` random token sequences (next-token cross-entropy). After the last step it
     reports the bytes of its weights, gradients, optimizer states (tensors shaped like their
     parameter, or their shard) and other optimizer tensors (Adam's step counters), and the full
     trained weights (FSDP's gathered with ``full_tensor()``), so stages can be checked to train alike.
@@ -134,7 +139,7 @@ def shard_and_train(rank: int, world_size: int, stage: str, steps: int = 2, batc
     with isolated_rng(seed + 1):
         ids = torch.randint(0, TINY_TRANSFORMER["vocab_size"], (batch_size, TINY_TRANSFORMER["seq_len"]))
     shard = ids.chunk(world_size)[rank]
-    wrapped, opt = _wrap(model, stage, lr)
+    wrapped, opt = _wrap(model, stage, lr, group)
     losses = []
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
@@ -143,7 +148,7 @@ def shard_and_train(rank: int, world_size: int, stage: str, steps: int = 2, batc
         loss.backward()
         opt.step()
         global_loss = loss.detach().clone()
-        dist.all_reduce(global_loss)
+        dist.all_reduce(global_loss, group=group)
         losses.append(global_loss.item() / world_size)
     inner = opt.optim if isinstance(opt, ZeroRedundancyOptimizer) else opt  # ZeRO: this rank's own AdamW
     names = {p: n for n, p in model.named_parameters()}
@@ -162,10 +167,17 @@ def shard_and_train(rank: int, world_size: int, stage: str, steps: int = 2, batc
     return RankMemory(ledger=ledger, params=full, losses=tuple(losses), state_numel=state_numel)
 
 
-def _all_stages(rank: int, world_size: int, stages: tuple[str, ...], steps: int) -> list[RankMemory]:
-    out = []
-    for stage in stages:
-        out.append(shard_and_train(rank, world_size, stage, steps))
+def _all_sizes(rank: int, world_size: int, sizes: tuple[int, ...], stages: tuple[str, ...],
+               steps: int) -> dict[int, list[RankMemory]]:
+    """In one set of processes: for each N in ``sizes``, ranks 0 .. N − 1 form a group of N and train every stage."""
+    out = {}
+    for n in sizes:
+        group = dist.new_group(ranks=list(range(n)))  # every rank takes part in creating every group
+        if rank < n:
+            out[n] = []
+            for stage in stages:
+                out[n].append(shard_and_train(rank, n, stage, steps, group=group))
+                dist.barrier(group=group)
         dist.barrier()
     return out
 
@@ -192,21 +204,24 @@ class ShardingRow:
 
 def sharding_table(world_sizes=(1, 2, 4), stages=MEASURED_STAGES, *, steps: int = 2,
                    timeout: float = 300) -> list[ShardingRow]:
-    """Measure every stage in ``stages`` at every world size in ``world_sizes``: one :func:`run` per
-    world size (each rank runs :func:`shard_and_train` for every stage in turn). Rows come in the
-    order of ``world_sizes``, then ``stages``."""
+    """Measure every stage in ``stages`` at every world size in ``world_sizes``, in one :func:`run` of
+    max(world_sizes) processes: for each N, ranks 0 .. N − 1 form a process group of N and run
+    :func:`shard_and_train` for every stage in turn (the others wait), so each process pays its
+    start-up once. Rows come in the order of ``world_sizes``, then ``stages``."""
     sizes = tuple(check_int("world_sizes", n, low=1, high=MAX_WORLD_SIZE) for n in world_sizes)
     stages = tuple(check_choice("stages", s, MEASURED_STAGES) for s in stages)
     if not sizes or not stages:
         raise ValueError("world_sizes and stages must not be empty")
+    if len(set(sizes)) < len(sizes):
+        raise ValueError(f"world_sizes must be distinct, got {sizes}")
     steps = check_int("steps", steps, low=1, high=100)
     check_float("timeout", timeout, low=0, low_open=True)
     model = make_transformer()
     rows = []
+    per_rank = run(_all_sizes, max(sizes), sizes, stages, steps, timeout=timeout)  # [rank][N][stage index]
     for n in sizes:
-        per_rank = run(_all_stages, n, stages, steps, timeout=timeout)  # per_rank[rank][stage index]
         for i, stage in enumerate(stages):
-            ranks = [per_rank[r][i] for r in range(n)]
+            ranks = [per_rank[r][n][i] for r in range(n)]
             rows.append(ShardingRow(stage=stage, world_size=n, per_rank=tuple(m.ledger for m in ranks),
                                     formula=sharded_ledger(model, n, stage), unsharded=memory_ledger(model, precision="fp32"),
                                     params=ranks[0].params, losses=ranks[0].losses,
