@@ -23,8 +23,6 @@ import functools
 import math
 import multiprocessing
 import os
-import pickle
-import shutil
 import subprocess
 import sys
 import threading
