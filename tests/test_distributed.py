@@ -41,9 +41,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from conftest import requires_cuda
 from llmlab.accumulation import (accumulated_grads, accumulation_pass, full_batch_grads, loss_fn_for, make_batch,
                                  make_model, relative_difference)
-from llmlab.distributed import (MAX_WORLD_SIZE, SyncBatchNorm, WorkerError, batchnorm_under_ddp, convert_sync_batchnorm,
-                                crossover_tokens, ddp_gradients, measure_all_reduce, ring_allreduce_bytes, run,
-                                sharded_ledger, simulate_ring_all_reduce, step_estimate, sync_batch_norm)
+from llmlab.distributed import (MAX_WORLD_SIZE, SyncBatchNorm, WorkerError, batchnorm_under_ddp, check_importable,
+                                convert_sync_batchnorm, crossover_tokens, ddp_gradients, measure_all_reduce,
+                                ring_allreduce_bytes, run, sharded_ledger, simulate_ring_all_reduce, step_estimate,
+                                sync_batch_norm)
 from llmlab.distributed import demo
 from llmlab.distributed.sharding import MEASURED_STAGES, make_transformer, sharding_table, storage_bytes
 from llmlab.memory import count_parameters, memory_ledger
@@ -339,6 +340,17 @@ def _local_function(rank, world_size):
     return rank
 
 
+def _make_local_loss():
+    class Local(nn.Module):
+        def forward(self, a, b):
+            return F.mse_loss(a, b)
+
+    return Local
+
+
+_LocalLoss = _make_local_loss()  # a callable object whose class lives inside a function
+
+
 def test_run_rejects_bad_arguments_before_starting_anything(monkeypatch):
     for bad in (0, -1, MAX_WORLD_SIZE + 1):
         with pytest.raises(ValueError, match="world_size"):
@@ -416,6 +428,14 @@ def test_ddp_gradients_rejects_bad_splits():
         ddp_gradients(model_fn, x, y, F.mse_loss, 0)
     with pytest.raises(TypeError, match="sync_batchnorm"):
         ddp_gradients(model_fn, x, y, F.mse_loss, 2, sync_batchnorm=1)
+    with pytest.raises(ValueError, match="model_fn=.*lambda"):
+        ddp_gradients(lambda: make_model("linear", 0), x, y, F.mse_loss, 2)
+    with pytest.raises(ValueError, match="loss_fn=.*cannot be imported"):
+        ddp_gradients(model_fn, x, y, _LocalLoss(), 2)
+    with pytest.raises(TypeError, match="model_fn must be callable"):
+        batchnorm_under_ddp("model", x, y, F.mse_loss, 2)
+    for importable in (functools.partial(make_model, "linear"), nn.MSELoss(), F.mse_loss, torch.add):
+        check_importable("fn", importable)
 
 
 # ---- Synchronised BatchNorm ------------------------------------------------------------------------

@@ -20,11 +20,11 @@ from .batchnorm import SyncBatchNorm, convert_sync_batchnorm, sync_batch_norm
 from .comm import (AllReduceTiming, RingResult, StepEstimate, crossover_tokens, measure_all_reduce,
                    ring_allreduce_bytes, simulate_ring_all_reduce, step_estimate)
 from .ddp import (BatchNormComparison, RankPass, batchnorm_under_ddp, ddp_gradients, ddp_rank_pass, rank_shard)
-from .launch import BACKENDS, MAX_WORLD_SIZE, WorkerError, run
+from .launch import BACKENDS, MAX_WORLD_SIZE, WorkerError, check_importable, run
 from .ledger import STAGE_LABELS, STAGES, sharded_ledger
 
 __all__ = [
-    "run", "WorkerError", "BACKENDS", "MAX_WORLD_SIZE",
+    "run", "WorkerError", "BACKENDS", "MAX_WORLD_SIZE", "check_importable",
     "ddp_gradients", "ddp_rank_pass", "rank_shard", "RankPass", "batchnorm_under_ddp", "BatchNormComparison",
     "sync_batch_norm", "SyncBatchNorm", "convert_sync_batchnorm",
     "ring_allreduce_bytes", "simulate_ring_all_reduce", "RingResult", "measure_all_reduce", "AllReduceTiming",

@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .._checks import check_bool, check_float, check_int, check_module, check_tensor
 from .batchnorm import convert_sync_batchnorm
-from .launch import MAX_WORLD_SIZE, run
+from .launch import MAX_WORLD_SIZE, check_importable, run
 
 __all__ = ["RankPass", "BatchNormComparison", "rank_shard", "ddp_rank_pass", "ddp_gradients",
            "batchnorm_rank_passes", "batchnorm_under_ddp"]
@@ -131,6 +131,8 @@ def ddp_gradients(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, loss_
     (:func:`llmlab.distributed.run`, ``timeout`` seconds).
     """
     _check_split(x, y, world_size, accumulation_steps)
+    check_importable("model_fn", model_fn)
+    check_importable("loss_fn", loss_fn)
     check_bool("sync_batchnorm", sync_batchnorm)
     check_float("timeout", timeout, low=0, low_open=True)
     passes = run(ddp_rank_pass, world_size, model_fn, x, y, loss_fn, accumulation_steps, sync_batchnorm,
@@ -167,6 +169,8 @@ def batchnorm_under_ddp(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor,
     synchronised BatchNorm gives the big-batch gradient and running statistics.
     """
     _check_split(x, y, world_size, 1)
+    check_importable("model_fn", model_fn)
+    check_importable("loss_fn", loss_fn)
     check_float("timeout", timeout, low=0, low_open=True)
     pairs = run(batchnorm_rank_passes, world_size, model_fn, x, y, loss_fn, timeout=timeout)
     plain, synced = [p for p, _ in pairs], [s for _, s in pairs]

@@ -20,6 +20,8 @@ function defined in a module (llmlab's, or your own ``.py`` file), not in a note
 from __future__ import annotations
 
 import datetime
+import functools
+import inspect
 import multiprocessing as mp
 import os
 import pickle
@@ -35,7 +37,7 @@ import torch.distributed as dist
 
 from .._checks import check_choice, check_float, check_int
 
-__all__ = ["BACKENDS", "MAX_WORLD_SIZE", "WorkerError", "run"]
+__all__ = ["BACKENDS", "MAX_WORLD_SIZE", "WorkerError", "run", "check_importable"]
 
 #: Backends :func:`run` can start: ``gloo`` (CPU tensors; CUDA tensors too, through the host) and ``nccl`` (GPUs).
 BACKENDS = ("gloo", "nccl")
@@ -69,16 +71,24 @@ def _loopback_interface() -> str | None:
     return next((n for n in ("lo", "lo0") if n in names), None)
 
 
-def _check_fn(fn) -> None:
-    """``fn`` must be callable and importable by name from a spawned process."""
-    if not callable(fn):
-        raise TypeError(f"fn must be a function fn(rank, world_size, *args), got {type(fn).__name__}")
-    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+def check_importable(name: str, value) -> None:
+    """``value`` (a function, class, ``functools.partial`` or callable object) must be callable and
+    importable by name from a spawned process: pickle sends functions and classes by reference.
+
+    ``TypeError`` if it is not callable; ``ValueError`` if it (or the class of a callable object) was
+    defined in a notebook cell or an interactive session, inside a function, or is a lambda.
+    """
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+    target = value.func if isinstance(value, functools.partial) else value
+    if not (inspect.isfunction(target) or inspect.isclass(target) or inspect.isbuiltin(target)):
+        target = type(target)  # a callable object: its class must be importable
+    module, qualname = getattr(target, "__module__", None), getattr(target, "__qualname__", "")
     interactive = module == "__main__" and not getattr(sys.modules.get("__main__"), "__file__", None)
     if interactive or "<locals>" in qualname or "<lambda>" in qualname:
         raise ValueError(
-            f"fn={qualname or fn!r} cannot be imported by a new process (it lives in a notebook cell, inside a "
-            "function or is a lambda): define it at the top level of a module (a .py file) and import it")
+            f"{name}={qualname or value!r} cannot be imported by a new process (it lives in a notebook cell, "
+            "inside a function or is a lambda): define it at the top level of a module (a .py file) and import it")
 
 
 def _pickled(fn, args) -> bytes:
@@ -104,7 +114,9 @@ def run(fn: Callable[..., Any], world_size: int, *args, backend: str = "gloo", t
     and :class:`WorkerError` is raised with that worker's traceback. Return values must be
     picklable (move CUDA tensors to the CPU first).
     """
-    _check_fn(fn)
+    if not callable(fn):
+        raise TypeError(f"fn must be a function fn(rank, world_size, *args), got {type(fn).__name__}")
+    check_importable("fn", fn)
     world_size = check_int("world_size", world_size, low=1, high=MAX_WORLD_SIZE)
     check_choice("backend", backend, BACKENDS)
     timeout = check_float("timeout", timeout, low=0, low_open=True)
