@@ -44,6 +44,7 @@ WIDGET_NOTEBOOKS = {
     "07_lora.ipynb": {"slider": "rank r", "text": r"\d"},
     "08_mixed_precision.ipynb": {"slider": "u / w", "text": r"float16"},
     "10_tokenization.ipynb": {"slider": "merges", "text": r"tokens per byte = \d\.\d{3}"},
+    "12_data_parallel.ipynb": {"slider": "ranks N", "text": r"GB per rank|ZeRO-3"},
 }
 PRESENT = [n for n in WIDGET_NOTEBOOKS if (ROOT / "notebooks" / n).exists()]
 

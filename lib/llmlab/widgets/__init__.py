@@ -12,6 +12,7 @@ from .accumulation import AccumulationExplorer, accumulation_explorer
 from .base import LabWidget
 from .checkpointing import CheckpointingWidget, checkpointing_widget
 from .decoding import DecodingWidget, decoding_widget
+from .distributed import DataParallelWidget, data_parallel_widget
 from .lora import LoRARankExplorer, lora_rank_explorer
 from .precision import PrecisionWidget, precision_widget
 from .schedules import CosineExplorer, cosine_explorer
@@ -28,4 +29,5 @@ __all__ = [
     "lora_rank_explorer", "LoRARankExplorer",
     "precision_widget", "PrecisionWidget",
     "bpe_merges_widget", "BPEMergesWidget",
+    "data_parallel_widget", "DataParallelWidget",
 ]
