@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from llmlab.anatomy import (accuracy, hidden_features, label_token_ids, load_task, prompt_classify, task_labels,
-                            train_probe)
+from llmlab.anatomy import (accuracy, hidden_features, label_token_ids, load_task, prompt_classify,
+                            shared_prefix_length, task_labels, train_probe)
 
 
 def _sklearn_fit(z, y, l2):
@@ -66,6 +66,14 @@ def test_bad_probe_arguments(call, error, match):
         call()
 
 
+def test_shared_prefix_length():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2, "every row keeps one token of its own"
+    assert shared_prefix_length([[7], [7, 8]]) == 0 and shared_prefix_length([[1, 2], [3, 4]]) == 0
+    with pytest.raises(ValueError, match="non-empty token lists"):
+        shared_prefix_length([[1], []])
+
+
 def test_tasks_are_balanced_and_disjoint():
     for name in ("sentiment", "topic"):
         train, test = load_task(name, "train"), load_task(name, "test")
@@ -108,6 +116,15 @@ def test_features_and_prompt_logits_equal_unbatched_forward_passes(default_lm):
         torch.testing.assert_close(result.logits[i], expected, rtol=1e-4, atol=1e-4)
         assert result.predictions[i] == ("positive" if expected[0] > expected[1] else "negative")
     assert result.labels == ("positive", "negative")
+
+    # Chat prompts share a long prefix (system prompt, instruction): cached once, the same logits.
+    chat = [tokenizer.apply_chat_template([{"role": "user", "content": f"Sentiment of: {t}"}], tokenize=False,
+                                          add_generation_prompt=True) for t in texts + ["Fine.", "Dreadful food."]]
+    assert shared_prefix_length(tokenizer(chat)["input_ids"]) > 20
+    cached = prompt_classify(model, tokenizer, chat, words, batch_size=3)
+    plain = prompt_classify(model, tokenizer, chat, words, batch_size=4, share_prefix=False)
+    torch.testing.assert_close(cached.logits, plain.logits, rtol=1e-4, atol=1e-4)
+    assert cached.predictions == plain.predictions
 
 
 @pytest.mark.slow

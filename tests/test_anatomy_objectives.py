@@ -180,9 +180,9 @@ def test_training_is_repeatable_and_leaves_the_global_stream_alone(vocab, senten
     runs = []
     for _ in range(2):
         model = random_model(len(vocab), dropout=0.1)
-        state = torch.get_rng_state()
+        state, threads = torch.get_rng_state(), torch.get_num_threads()
         runs.append(train_tiny_lm(model, ids, "masked", steps=5, seed=3).losses)
-        assert torch.equal(state, torch.get_rng_state())
+        assert torch.equal(state, torch.get_rng_state()) and torch.get_num_threads() == threads
     assert runs[0] == runs[1]
 
 
@@ -190,6 +190,7 @@ def test_training_is_repeatable_and_leaves_the_global_stream_alone(vocab, senten
     (lambda m, ids: lm_loss(m, ids, "permuted"), ValueError, r"objective must be one of \['causal', 'masked'\]"),
     (lambda m, ids: train_tiny_lm(m, ids, "causal", steps=0), ValueError, "steps must be an int >= 1"),
     (lambda m, ids: train_tiny_lm(m, ids, "causal", lr=0), ValueError, "lr must be a number > 0"),
+    (lambda m, ids: train_tiny_lm(m, ids, "masked", mask_prob=0), ValueError, r"mask_prob must be a number in \(0, 1\]"),
     (lambda m, ids: train_tiny_lm("model", ids, "causal"), TypeError, "model must be a torch.nn.Module"),
     (lambda m, ids: train_tiny_lm(m, ids.float(), "causal"), TypeError, "ids must hold integers"),
     (lambda m, ids: mask_tokens(ids, vocab_size=52, p=1.5), ValueError, r"p must be a number in \[0, 1\]"),

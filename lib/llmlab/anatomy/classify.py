@@ -15,16 +15,18 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_choice, check_float, check_int, check_module, check_same_length, check_tensor
+from .._checks import (check_bool, check_choice, check_float, check_int, check_module, check_same_length,
+                       check_tensor)
 from .._torch import model_device
 
 __all__ = ["POOLINGS", "hidden_features", "Probe", "train_probe", "accuracy", "label_token_ids", "PromptResult",
-           "prompt_classify"]
+           "shared_prefix_length", "prompt_classify"]
 
 POOLINGS = ("mean", "last")
 
@@ -150,20 +152,60 @@ class PromptResult:
     labels: tuple[str, ...]
 
 
+def shared_prefix_length(rows: list[list[int]]) -> int:
+    """The number of leading tokens all ``rows`` share, leaving every row at least one token of its own."""
+    if not rows or not all(rows):
+        raise ValueError("rows must be a non-empty list of non-empty token lists")
+    n = min(len(r) for r in rows) - 1
+    for i in range(n):
+        if any(r[i] != rows[0][i] for r in rows):
+            return i
+    return n
+
+
+def _last_logits(model, rows: list[list[int]], prefix: int, pad_id: int) -> torch.Tensor:
+    """Next-token logits (batch, vocab) at the last token of each row; the ``prefix`` tokens every row
+    shares run once (batch 1) and their keys and values are repeated for the batch (a shared KV cache)."""
+    device = model_device(model)
+    lengths = torch.tensor([len(r) - prefix for r in rows], device=device)
+    suffix = torch.full((len(rows), int(lengths.max())), pad_id, dtype=torch.long, device=device)
+    for b, r in enumerate(rows):
+        suffix[b, :len(r) - prefix] = torch.tensor(r[prefix:], device=device)
+    mask = (torch.arange(suffix.shape[1], device=device)[None] < lengths[:, None]).long()  # right padding
+    if prefix == 0:
+        logits = model(input_ids=suffix, attention_mask=mask).logits
+    else:
+        out = model(input_ids=torch.tensor([rows[0][:prefix]], device=device), use_cache=True)
+        cache = getattr(out, "cache", None) or out.past_key_values
+        cache.batch_repeat_interleave(len(rows))
+        full_mask = torch.cat([torch.ones(len(rows), prefix, dtype=torch.long, device=device), mask], dim=1)
+        # transformers 5 calls the argument `cache`, 4.x `past_key_values`
+        cache_kw = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+        logits = model(input_ids=suffix, attention_mask=full_mask, **{cache_kw: cache}).logits
+    return logits[torch.arange(len(rows), device=device), lengths - 1]
+
+
 @torch.no_grad()
-def prompt_classify(model, tokenizer, prompts: list[str], words: dict[str, str], *,
-                    batch_size: int = 16) -> PromptResult:
+def prompt_classify(model, tokenizer, prompts: list[str], words: dict[str, str], *, batch_size: int = 16,
+                    share_prefix: bool = True) -> PromptResult:
     """Classify with no head: run each prompt (a string ending where the answer word goes) and
-    compare the next-token logits of the label words ``words`` (label -> one-token word)."""
+    compare the next-token logits of the label words ``words`` (label -> one-token word).
+
+    Prompts built from one template share their first tokens (system prompt, instruction). With
+    ``share_prefix`` those run once per batch and their KV cache serves every prompt (prompt
+    caching): the same logits, a fraction of the compute.
+    """
     check_module("model", model)
     batch_size = check_int("batch_size", batch_size, low=1)
+    check_bool("share_prefix", share_prefix)
     ids = label_token_ids(tokenizer, words)
     labels, columns = tuple(ids), torch.tensor(list(ids.values()))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = []
     for chunk in _batches(prompts, batch_size):
-        enc = _encode(tokenizer, chunk, model_device(model))
-        logits = model(**enc).logits
-        last = logits[torch.arange(len(chunk)), enc["attention_mask"].sum(1) - 1]
+        rows = tokenizer(chunk)["input_ids"]
+        prefix = shared_prefix_length(rows) if share_prefix else 0
+        last = _last_logits(model, rows, prefix, pad_id)
         out.append(last[:, columns.to(last.device)].float().cpu())
     scores = torch.cat(out)
     return PromptResult([labels[i] for i in scores.argmax(dim=1).tolist()], scores, labels)

@@ -20,6 +20,7 @@ right-padded with ``[PAD]``; the scored targets are the words and the ``[EOS]``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -87,17 +88,33 @@ def mask_tokens(ids: torch.Tensor, *, mask_id: int = MASK, vocab_size: int, spec
     return inputs, labels
 
 
-def lm_loss(model, ids: torch.Tensor, objective: str, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The mean cross-entropy of one batch under ``objective`` ("causal" or "masked")."""
+def lm_loss(model, ids: torch.Tensor, objective: str, *, mask_prob: float = 0.15,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """The mean cross-entropy of one batch under ``objective`` ("causal" or "masked"; the masked
+    objective picks each token with probability ``mask_prob``, :func:`mask_tokens`)."""
     objective = check_choice("objective", objective, OBJECTIVES)
     ids = _check_ids(ids)
     if objective == "causal":
         inputs, targets = ids[:, :-1], ids[:, 1:].masked_fill(ids[:, 1:] == PAD, IGNORE_INDEX)
         logits = model(inputs, padded_mask("causal", inputs))
     else:
-        inputs, targets = mask_tokens(ids, vocab_size=model.vocab_size, generator=generator)
+        inputs, targets = mask_tokens(ids, vocab_size=model.vocab_size, p=mask_prob, generator=generator)
         logits = model(inputs, padded_mask("bidirectional", ids))
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device):
+    """Run the block with one intra-op thread on a CPU (restored afterwards); no change elsewhere."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)
@@ -109,17 +126,19 @@ class TrainLog:
 
 
 def train_tiny_lm(model, ids: torch.Tensor, objective: str, *, steps: int = 300, batch_size: int = 64,
-                  lr: float = 3e-3, seed: int = 0, progress: bool = False) -> TrainLog:
+                  lr: float = 3e-3, mask_prob: float = 0.15, seed: int = 0, progress: bool = False) -> TrainLog:
     """Train ``model`` in place on the rows of ``ids`` with AdamW (weight decay 0.01), the learning
     rate warmed up linearly over the first 10 % of the steps, then decayed linearly to zero (BERT's
     schedule); batches drawn at random from a generator seeded with
-    ``seed`` (the same run every time). Returns the per-step losses; leaves the model in eval mode."""
+    ``seed`` (the same run every time); ``mask_prob``: the masked objective's masking rate (BERT:
+    0.15). Returns the per-step losses; leaves the model in eval mode."""
     check_module("model", model)
     objective = check_choice("objective", objective, OBJECTIVES)
     ids = _check_ids(ids)
     steps = check_int("steps", steps, low=1)
     batch_size = check_int("batch_size", batch_size, low=1)
     lr = check_float("lr", lr, low=0, low_open=True)
+    mask_prob = check_float("mask_prob", mask_prob, low=0, high=1, low_open=True)
     check_bool("progress", progress)
     generator = torch.Generator().manual_seed(check_int("seed", seed, low=0))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -133,10 +152,12 @@ def train_tiny_lm(model, ids: torch.Tensor, objective: str, *, steps: int = 300,
         loop = tqdm(loop, desc=f"{objective} LM", leave=False)
     model.train()
     losses, start = [], time.perf_counter()
-    with isolated_rng(seed):  # dropout draws from here: the caller's random stream is left alone
+    # dropout draws from its own stream (the caller's is left alone); on a CPU, one thread: a tiny
+    # model's ops are too small to split, and threads that wait for each other only cost time
+    with isolated_rng(seed), _one_cpu_thread(ids.device):
         for _ in loop:
             rows = torch.randint(ids.shape[0], (min(batch_size, ids.shape[0]),), generator=generator)
-            loss = lm_loss(model, ids[rows.to(ids.device)], objective, generator=generator)
+            loss = lm_loss(model, ids[rows.to(ids.device)], objective, mask_prob=mask_prob, generator=generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
