@@ -184,6 +184,7 @@ def test_training_is_repeatable_and_leaves_the_global_stream_alone(vocab, senten
         runs.append(train_tiny_lm(model, ids, "masked", steps=5, seed=3).losses)
         assert torch.equal(state, torch.get_rng_state()) and torch.get_num_threads() == threads
     assert runs[0] == runs[1]
+    assert len(train_tiny_lm(random_model(len(vocab)), ids, "causal", steps=1).losses) == 1
 
 
 @pytest.mark.parametrize("call, error, match", [

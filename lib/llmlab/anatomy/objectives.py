@@ -129,9 +129,9 @@ def train_tiny_lm(model, ids: torch.Tensor, objective: str, *, steps: int = 300,
                   lr: float = 3e-3, mask_prob: float = 0.15, seed: int = 0, progress: bool = False) -> TrainLog:
     """Train ``model`` in place on the rows of ``ids`` with AdamW (weight decay 0.01), the learning
     rate warmed up linearly over the first 10 % of the steps, then decayed linearly to zero (BERT's
-    schedule); batches drawn at random from a generator seeded with
-    ``seed`` (the same run every time); ``mask_prob``: the masked objective's masking rate (BERT:
-    0.15). Returns the per-step losses; leaves the model in eval mode."""
+    schedule); batches drawn at random from a generator seeded with ``seed`` (the same run every
+    time); ``mask_prob``: the masked objective's masking rate (BERT: 0.15). Returns the per-step
+    losses; leaves the model in eval mode."""
     check_module("model", model)
     objective = check_choice("objective", objective, OBJECTIVES)
     ids = _check_ids(ids)
@@ -144,7 +144,7 @@ def train_tiny_lm(model, ids: torch.Tensor, objective: str, *, steps: int = 300,
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warmup = max(1, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda t: (t + 1) / warmup if t < warmup else (steps - t) / (steps - warmup))
+        optimizer, lambda t: (t + 1) / warmup if t < warmup else max(steps - t, 0) / max(steps - warmup, 1))
     loop = range(steps)
     if progress:
         # tqdm is optional and only needed when a progress bar is asked for.
