@@ -74,7 +74,8 @@ class MaskExplorer(LabWidget):
         self.n_prefix = W.IntSlider(value=n_prefix, min=0, max=n, description="n_prefix", continuous_update=True)
         self.query = W.IntSlider(value=query, min=0, max=n - 1, description="query i", continuous_update=True)
         self._add_plot(width=420)
-        self._assemble(W.VBox([W.HBox([self.kind, self.n_prefix, self.query]), self.readout, self.plot]),
+        # the query slider first: it is the one a reader moves most (and the browser test moves the first)
+        self._assemble(W.VBox([W.HBox([self.kind, self.query, self.n_prefix]), self.readout, self.plot]),
                        kind=self.kind, n_prefix=self.n_prefix, query=self.query)
         self._watch(self.kind, self.n_prefix, self.query)
         self.refresh()
