@@ -12,10 +12,12 @@ from .accumulation import AccumulationExplorer, accumulation_explorer
 from .base import LabWidget
 from .checkpointing import CheckpointingWidget, checkpointing_widget
 from .decoding import DecodingWidget, decoding_widget
+from .distributed import DataParallelWidget, data_parallel_widget
 from .lora import LoRARankExplorer, lora_rank_explorer
 from .precision import PrecisionWidget, precision_widget
 from .schedules import CosineExplorer, cosine_explorer
 from .svd import SVDExplorer, svd_explorer
+from .tokenization import BPEMergesWidget, bpe_merges_widget
 
 __all__ = [
     "LabWidget",
@@ -26,4 +28,6 @@ __all__ = [
     "checkpointing_widget", "CheckpointingWidget",
     "lora_rank_explorer", "LoRARankExplorer",
     "precision_widget", "PrecisionWidget",
+    "bpe_merges_widget", "BPEMergesWidget",
+    "data_parallel_widget", "DataParallelWidget",
 ]
