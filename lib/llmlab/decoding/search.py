@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .._checks import check_float, check_int, check_module, check_tensor
 from .._torch import model_device
+from ..perplexity import context_size, vocab_size
 
 __all__ = [
     "greedy",
@@ -35,6 +36,8 @@ __all__ = [
     "check_input_ids",
     "check_max_new_tokens",
     "check_eos_token_id",
+    "check_fits_model",
+    "MAX_NUM_BEAMS",
 ]
 
 # A "parked" score: low enough never to win, finite so that sums stay ordered (as in HF).
@@ -66,6 +69,41 @@ def check_eos_token_id(eos_token_id) -> int | None:
     return None if eos_token_id is None else check_int("eos_token_id", eos_token_id, low=0)
 
 
+def check_fits_model(model, input_ids: torch.Tensor, max_new_tokens: int = 0, eos_token_id: int | None = None) -> None:
+    """The token ids must exist in ``model``'s vocabulary and ``prompt_len + max_new_tokens`` must fit in its context.
+
+    An embedding lookup with an id outside ``[0, vocab)`` fails deep inside torch (or, on a GPU,
+    with an asynchronous device assert); a sequence longer than the position table silently
+    decodes garbage (RoPE extrapolates) or raises a raw ``IndexError`` (GPT-2's learned
+    positions). The context comes from :func:`llmlab.perplexity.context_size`, as perplexity does.
+    """
+    vocab = vocab_size(model)
+    if input_ids.numel():
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or (vocab is not None and high >= vocab):
+            bad = low if low < 0 else high
+            top = vocab - 1 if vocab is not None else "vocab - 1"
+            raise ValueError(f"input_ids must be token ids in [0, {top}] for this model, got {bad}")
+    if eos_token_id is not None and vocab is not None and eos_token_id >= vocab:
+        raise ValueError(f"eos_token_id must be a token id in [0, {vocab - 1}] for this model, got {eos_token_id}")
+    context = context_size(model)
+    prompt_len = input_ids.shape[-1]
+    if context is not None and prompt_len + max_new_tokens > context:
+        if prompt_len > context:
+            raise ValueError(f"input_ids has {prompt_len} tokens, longer than the model's context of {context} positions")
+        raise ValueError(
+            f"max_new_tokens must be <= {context - prompt_len} here: prompt_len + max_new_tokens = "
+            f"{prompt_len} + {max_new_tokens} exceeds the model's context of {context} positions"
+        )
+
+
+#: The most beams :func:`beam_search` runs. Each beam holds its own KV cache (layers x 2 x
+#: context x hidden floats) and a (vocab,) row of log-probabilities per step, so memory grows
+#: linearly in ``num_beams``: 128 beams of SmolLM2-135M over 512 tokens already need ~3 GB.
+#: Beam search's quality stops improving after a handful of beams (4-8 is usual).
+MAX_NUM_BEAMS = 128
+
+
 def _check_top_k(name: str, k) -> int:
     return check_int(name, k, low=0)  # 0 keeps every token
 
@@ -78,6 +116,8 @@ def _check_logits(logits) -> torch.Tensor:
     check_tensor("logits", logits, floating=True, min_numel=1)
     if logits.dim() < 1:
         raise ValueError("logits must have a vocabulary axis, shape (..., vocab), got a 0-d tensor")
+    if bool(torch.isnan(logits).any()):  # -inf is a filtered token; NaN is a bug upstream
+        raise ValueError("logits must not contain NaN (-inf marks a removed token; NaN has no meaning)")
     return logits
 
 
@@ -112,6 +152,7 @@ def next_token_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
     """Logits for the token after ``input_ids`` (1, prompt_len): float32, shape (vocab,), on ``input_ids``' device."""
     check_module("model", model)
     check_input_ids(input_ids)
+    check_fits_model(model, input_ids)
     logits, _ = _step(model, input_ids.to(model_device(model)), None)
     return logits[0].to(input_ids.device)
 
@@ -168,6 +209,11 @@ def warp_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 
     top_k = _check_top_k("top_k", top_k)
     top_p = _check_top_p("top_p", top_p)
     scores = logits / temperature if temperature != 1.0 else logits
+    if temperature < 1.0 and not bool(torch.isfinite(scores).eq(torch.isfinite(logits)).all()):
+        # A tiny temperature overflows logits / T to +-inf (softmax then gives NaN). Shift first:
+        # (logits - max) / T has the same softmax, is 0 at the maximum and finite or -inf elsewhere,
+        # which is the T -> 0 limit (greedy) instead of NaN.
+        scores = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     return top_p_filter(top_k_filter(scores, top_k), top_p)
 
 
@@ -203,6 +249,7 @@ def greedy(model, input_ids: torch.Tensor, max_new_tokens: int, *, eos_token_id:
     check_input_ids(input_ids)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     eos_token_id = check_eos_token_id(eos_token_id)
+    check_fits_model(model, input_ids, max_new_tokens, eos_token_id)
     return _decode_loop(model, input_ids, max_new_tokens, eos_token_id, lambda logits: logits.argmax(dim=-1, keepdim=True))
 
 
@@ -217,6 +264,7 @@ def greedy_without_cache(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     check_input_ids(input_ids)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     eos_token_id = check_eos_token_id(eos_token_id)
+    check_fits_model(model, input_ids, max_new_tokens, eos_token_id)
     sequence = input_ids.to(model_device(model))
     for _ in range(max_new_tokens):
         logits = model(input_ids=sequence, use_cache=False).logits[:, -1, :].float()
@@ -255,6 +303,7 @@ def sample(
     top_p = _check_top_p("top_p", top_p)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    check_fits_model(model, input_ids, max_new_tokens, eos_token_id)
 
     def choose(logits):
         probs = F.softmax(warp_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p), dim=-1)
@@ -276,7 +325,8 @@ def beam_search(
     """Beam search: keep the ``num_beams`` partial sequences with the highest summed log-probability.
 
     Each step scores every (beam, token) continuation by s(beam) + log P(token | beam) and keeps the
-    best 2 * num_beams (so enough survive when some end in EOS). A continuation ending in EOS (or
+    best 2 * num_beams (so enough survive when some end in EOS); ``1 <= num_beams <= min(vocab,
+    MAX_NUM_BEAMS)``, since memory grows linearly with the beams. A continuation ending in EOS (or
     reaching ``max_new_tokens``) that ranks in the top ``num_beams`` becomes a finished hypothesis
     with score ``sum log p / n_generated ** length_penalty``; the rest continue. The search stops
     when ``num_beams`` hypotheses are finished (early stopping) or when the best running beam can no
@@ -288,8 +338,10 @@ def beam_search(
     check_input_ids(input_ids)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     eos_token_id = check_eos_token_id(eos_token_id)
-    num_beams = check_int("num_beams", num_beams, low=1)
+    vocab = vocab_size(model)
+    num_beams = check_int("num_beams", num_beams, low=1, high=min(MAX_NUM_BEAMS, vocab or MAX_NUM_BEAMS))
     length_penalty = check_float("length_penalty", length_penalty)
+    check_fits_model(model, input_ids, max_new_tokens, eos_token_id)
     device = model_device(model)
     if max_new_tokens == 0:
         return input_ids.clone()
@@ -370,6 +422,7 @@ def sequence_logprob(model, input_ids: torch.Tensor, prompt_len: int) -> float:
     if total_len < 2:
         raise ValueError(f"input_ids must hold a prompt and at least one continuation token, got shape {tuple(input_ids.shape)}")
     prompt_len = check_int("prompt_len", prompt_len, low=1, high=total_len - 1)
+    check_fits_model(model, input_ids)
     ids = input_ids.to(model_device(model))
     logits = model(input_ids=ids, use_cache=False).logits[0, prompt_len - 1 : -1].float()  # predicts x_prompt_len..
     log_probs = F.log_softmax(logits, dim=-1)
