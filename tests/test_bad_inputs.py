@@ -83,7 +83,7 @@ def test_every_row_names_a_public_name_or_method():
     assert not strays, strays
 
 
-def census(limit_gib: float = 8.0, seconds: int = 60) -> dict[str, list[str]]:
+def census(limit_gib: float = 8.0, seconds: int = 20) -> dict[str, list[str]]:
     """Run every row under an address-space limit and an alarm; group the labels by outcome."""
     import resource
     import signal

@@ -15,7 +15,8 @@ import torch
 from .._checks import check_bool, check_choice, check_int, check_module
 from .._torch import model_device
 from ..timing import Timing, interleaved
-from .search import check_fits_model, check_input_ids, greedy, greedy_without_cache
+from .limits import check_fits_model
+from .search import check_input_ids, greedy, greedy_without_cache
 from .static import StaticDecoder
 
 __all__ = ["DECODERS", "DecoderTiming", "time_decoders"]

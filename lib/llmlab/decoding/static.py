@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from .._checks import check_bool, check_int, check_module
 from .._torch import model_device
 from ..perplexity import context_size
-from .search import check_eos_token_id, check_fits_model, check_input_ids, check_max_new_tokens
+from .limits import check_fits_model
+from .search import check_eos_token_id, check_input_ids, check_max_new_tokens
 
 __all__ = ["StaticDecoder"]
 
