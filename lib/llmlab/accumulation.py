@@ -170,7 +170,7 @@ def relative_difference(grads_a: dict[str, Tensor], grads_b: dict[str, Tensor]) 
     if not isinstance(grads_a, dict) or not isinstance(grads_b, dict):
         raise TypeError("grads_a and grads_b must be dicts name -> tensor")
     if set(grads_a) != set(grads_b) or not grads_a:
-        raise ValueError(f"grads_a and grads_b must have the same, non-empty names; differ in "
+        raise ValueError(f"grads_a and grads_b must have the same names (at least one); differ in "
                          f"{sorted(set(grads_a) ^ set(grads_b))}")
     diff_sq = 0.0
     ref_sq = 0.0
