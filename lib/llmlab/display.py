@@ -108,10 +108,9 @@ def bar_table_html(rows: list[tuple[str, float]], *, n_show: int | None = None, 
         check_int("n_show", n_show, low=1)
     scale = check_float("scale", scale, low=0.0, low_open=True)
     for i, row in enumerate(rows):
-        if not isinstance(row, (tuple, list)) or len(row) != 2 or not isinstance(row[1], (int, float)) \
-                or isinstance(row[1], bool):
+        if not isinstance(row, (tuple, list)) or len(row) != 2:
             raise TypeError(f"rows[{i}] must be a (label, number) pair, got {row!r}")
-        check_float(f"rows[{i}] value", row[1])
+        check_float(f"rows[{i}] value", row[1])  # a number or a 0-d tensor, finite
     shown = rows if n_show is None else rows[:n_show]
     body = "".join(
         f"<tr><td><code>{html.escape(label)}</code></td><td style='text-align:right'>{fmt.format(value)}</td>"
