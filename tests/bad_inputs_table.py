@@ -639,3 +639,312 @@ RESULT_TYPES = {
     "FloatFormat", "ToyRun", "TokenCount", "RingResult", "AllReduceTiming", "StepEstimate",
     "RankMemory", "ShardingRow", "RNGState", "WorkerError"
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Names merged after issue 18: llmlab.anatomy, checkpointing.run_strategy, decoding.repetition,
+# lora.validation_loss / lr_sweep, memory.LiveActivationTracker, precision.gradients,
+# svd.noise_singular_values (issue 18b)
+# ---------------------------------------------------------------------------------------------
+
+from llmlab import anatomy as A  # noqa: E402
+import sys  # noqa: E402
+
+from llmlab.anatomy import causality, classify, corpus, datasets as anat_data, masks, objectives, params  # noqa: E402
+from llmlab.anatomy import tiny as anat_tiny  # noqa: E402
+from llmlab.decoding import repetition  # noqa: E402
+from llmlab.precision import gradients  # noqa: E402
+
+summarize = sys.modules["llmlab.anatomy.summarize"]  # the package's name `summarize` is the function
+
+
+@functools.lru_cache(maxsize=None)
+def tt():
+    """A TinyTransformer over the animal vocabulary (vocab 20 here), max_len 16."""
+    torch.manual_seed(0)
+    return A.TinyTransformer(20, d_model=8, n_layers=1, n_heads=2, max_len=16)
+
+
+@functools.lru_cache(maxsize=None)
+def wv():
+    return A.WordVocab.from_sentences(A.make_animal_corpus(50))
+
+
+def tt_ids(n=6):
+    return torch.tensor([[A.BOS] + [4 + i for i in range(n - 2)] + [A.EOS]])
+
+
+def val_batch():
+    return {"input_ids": PROMPT, "labels": PROMPT}
+
+
+CASES += [
+    # --- anatomy.masks ------------------------------------------------------------------------
+    C(masks.attention_mask, "kind", V, lambda: A.attention_mask("diagonal", 4)),
+    C(masks.attention_mask, "n", V, lambda: A.attention_mask("causal", 0)),
+    C(masks.attention_mask, "n", T, lambda: A.attention_mask("causal", 4.0)),
+    C(masks.attention_mask, "n_prefix", V, lambda: A.attention_mask("prefix", 4, n_prefix=5)),
+    C(masks.attention_mask, "n_prefix", T, lambda: A.attention_mask("prefix", 4, n_prefix=True)),
+    C(masks.attention_mask, "n", V, lambda: A.attention_mask("causal", 10**7), "huge"),
+    C(masks.encoder_decoder_masks, "n_source", V, lambda: A.encoder_decoder_masks(0, 3)),
+    C(masks.encoder_decoder_masks, "n_target", T, lambda: A.encoder_decoder_masks(3, "4")),
+    C(masks.encoder_decoder_masks, "n_source", V, lambda: A.encoder_decoder_masks(10**7, 1), "huge"),
+    C(masks.additive_mask, "mask", T, lambda: A.additive_mask(torch.ones(2, 2))),
+    C(masks.additive_mask, "mask", T, lambda: A.additive_mask([[True]])),
+    C(masks.additive_mask, "dtype", V, lambda: A.additive_mask(torch.ones(2, 2, dtype=torch.bool), dtype="float7")),
+    C(masks.visible_keys, "i", V, lambda: A.visible_keys(A.attention_mask("causal", 4), 4)),
+    C(masks.visible_keys, "mask", V, lambda: A.visible_keys(torch.ones(4, dtype=torch.bool), 0)),
+    C(masks.visible_keys, "mask", T, lambda: A.visible_keys(torch.ones(4, 4), 0)),
+    # --- anatomy.tiny ---------------------------------------------------------------------------
+    C(anat_tiny.attention, "q", T, lambda: A.attention("q", torch.zeros(3, 4), torch.zeros(3, 4))),
+    C(anat_tiny.attention, "k", V, lambda: A.attention(torch.zeros(3, 4), torch.zeros(3, 5), torch.zeros(3, 4)), "head size"),
+    C(anat_tiny.attention, "v", V, lambda: A.attention(torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(2, 4)), "keys"),
+    C(anat_tiny.attention, "mask", T, lambda: A.attention(torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(3, 4), torch.ones(3, 3))),
+    C(anat_tiny.attention, "mask", V, lambda: A.attention(torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(3, 4),
+                                                          torch.ones(2, 2, dtype=torch.bool)), "shape"),
+    C(anat_tiny.attention, "q", T, lambda: A.attention(torch.zeros(3, 4, dtype=torch.long), torch.zeros(3, 4), torch.zeros(3, 4)), "dtype"),
+    C(anat_tiny.TinyTransformer, "vocab_size", V, lambda: A.TinyTransformer(0)),
+    C(anat_tiny.TinyTransformer, "vocab_size", T, lambda: A.TinyTransformer(True)),
+    C(anat_tiny.TinyTransformer, "d_model", V, lambda: A.TinyTransformer(20, d_model=10, n_heads=4)),
+    C(anat_tiny.TinyTransformer, "dropout", V, lambda: A.TinyTransformer(20, dropout=NAN)),
+    C(anat_tiny.TinyTransformer, "use_sdpa", T, lambda: A.TinyTransformer(20, use_sdpa=1)),
+    C(anat_tiny.TinyTransformer, "vocab_size", V, lambda: A.TinyTransformer(10**9), "huge"),
+    C(anat_tiny.TinyTransformer.forward, "input_ids", V, lambda: tt()(torch.zeros(1, 17, dtype=torch.long)), "past max_len"),
+    C(anat_tiny.TinyTransformer.forward, "input_ids", T, lambda: tt()(torch.zeros(1, 4))),
+    C(anat_tiny.TinyTransformer.forward, "input_ids", V, lambda: tt()(torch.tensor([[1, 2, 99]])), "id past vocab"),
+    C(anat_tiny.TinyTransformer.forward, "input_ids", V, lambda: tt()(torch.tensor([[1, -2, 3]])), "negative id"),
+    C(anat_tiny.TinyTransformer.forward, "mask", V, lambda: tt()(tt_ids(), torch.ones(5, 5, dtype=torch.bool))),
+    # --- anatomy.corpus -------------------------------------------------------------------------
+    C(corpus.make_animal_corpus, "n_sentences", V, lambda: A.make_animal_corpus(0)),
+    C(corpus.make_animal_corpus, "seed", T, lambda: A.make_animal_corpus(5, seed=1.5)),
+    C(corpus.make_animal_corpus, "n_sentences", V, lambda: A.make_animal_corpus(10**10), "huge"),
+    C(corpus.is_grammatical, "sentence", T, lambda: A.is_grammatical(["the", "dog"])),
+    C(corpus.WordVocab, "tokens", T, lambda: A.WordVocab("abc")),
+    C(corpus.WordVocab, "tokens", V, lambda: A.WordVocab(("dog", "cat")), "no specials"),
+    C(corpus.WordVocab.from_sentences, "sentences", V, lambda: A.WordVocab.from_sentences([])),
+    C(corpus.WordVocab.from_sentences, "sentences", V, lambda: A.WordVocab.from_sentences("the dog barks .")),
+    C(corpus.WordVocab.from_sentences, "sentence", T, lambda: A.WordVocab.from_sentences([5])),
+    C(corpus.WordVocab.encode, "sentence", V, lambda: wv().encode("the unicorn sings .")),
+    C(corpus.WordVocab.encode, "sentence", T, lambda: wv().encode(None)),
+    C(corpus.WordVocab.decode, "ids", V, lambda: wv().decode([1, 10**6])),
+    C(corpus.WordVocab.decode, "ids", T, lambda: wv().decode("the dog")),
+    C(corpus.encode_batch, "sentences", V, lambda: A.encode_batch([], wv())),
+    C(corpus.encode_batch, "vocab", T, lambda: A.encode_batch(["the dog barks ."], None)),
+    C(corpus.encode_batch, "sentence", V, lambda: A.encode_batch(["the unicorn sings ."], wv())),
+    # --- anatomy.datasets -----------------------------------------------------------------------
+    C(anat_data.write_corpus, "folder", T, lambda: A.write_corpus(None)),
+    C(anat_data.write_corpus, "n_sentences", V, lambda: A.write_corpus("/tmp/llmlab-bad-inputs", n_sentences=0)),
+    C(anat_data.load_task, "name", V, lambda: A.load_task("spam", "train")),
+    C(anat_data.load_task, "split", V, lambda: A.load_task("topic", "validation")),
+    C(anat_data.task_labels, "examples", V, lambda: A.task_labels([])),
+    C(anat_data.task_labels, "examples", T, lambda: A.task_labels(["positive"])),
+    C(anat_data.load_documents, "n", V, lambda: A.load_documents(n=0)),
+    C(anat_data.load_documents, "n", T, lambda: A.load_documents(n=2.0)),
+    # --- anatomy.objectives ---------------------------------------------------------------------
+    C(objectives.padded_mask, "kind", V, lambda: A.padded_mask("sideways", tt_ids())),
+    C(objectives.padded_mask, "ids", T, lambda: A.padded_mask("causal", [[1, 2]])),
+    C(objectives.padded_mask, "ids", V, lambda: A.padded_mask("causal", torch.tensor([1, 2]))),
+    C(objectives.padded_mask, "pad_id", T, lambda: A.padded_mask("causal", tt_ids(), pad_id="[PAD]")),
+    C(objectives.mask_tokens, "p", V, lambda: A.mask_tokens(tt_ids(), vocab_size=20, p=1.5)),
+    C(objectives.mask_tokens, "vocab_size", V, lambda: A.mask_tokens(tt_ids(), vocab_size=0)),
+    C(objectives.mask_tokens, "mask_id", V, lambda: A.mask_tokens(tt_ids(), vocab_size=20, mask_id=20)),
+    C(objectives.mask_tokens, "special_mask", V, lambda: A.mask_tokens(tt_ids(), vocab_size=20,
+                                                                        special_mask=torch.zeros(1, 3, dtype=torch.bool))),
+    C(objectives.mask_tokens, "ids", T, lambda: A.mask_tokens(tt_ids().float(), vocab_size=20)),
+    C(objectives.lm_loss, "objective", V, lambda: A.lm_loss(tt(), tt_ids(), "prefix")),
+    C(objectives.lm_loss, "model", T, lambda: A.lm_loss("model", tt_ids(), "causal")),
+    C(objectives.lm_loss, "mask_prob", V, lambda: A.lm_loss(tt(), tt_ids(), "masked", mask_prob=2.0)),
+    C(objectives.lm_loss, "ids", V, lambda: A.lm_loss(tt(), torch.tensor([[1]]), "causal"), "one token"),
+    C(objectives.train_tiny_lm, "steps", V, lambda: A.train_tiny_lm(tt(), tt_ids(), "causal", steps=0)),
+    C(objectives.train_tiny_lm, "lr", V, lambda: A.train_tiny_lm(tt(), tt_ids(), "causal", lr=NAN)),
+    C(objectives.train_tiny_lm, "batch_size", T, lambda: A.train_tiny_lm(tt(), tt_ids(), "causal", batch_size=2.0)),
+    C(objectives.train_tiny_lm, "mask_prob", V, lambda: A.train_tiny_lm(tt(), tt_ids(), "masked", mask_prob=0.0)),
+    C(objectives.train_tiny_lm, "progress", T, lambda: A.train_tiny_lm(tt(), tt_ids(), "causal", progress="yes")),
+    C(objectives.train_tiny_lm, "model", T, lambda: A.train_tiny_lm(None, tt_ids(), "causal")),
+    C(objectives.target_logprobs, "model", T, lambda: A.target_logprobs("model", tt_ids())),
+    C(objectives.target_logprobs, "ids", V, lambda: A.target_logprobs(tt(), torch.tensor([[1]])), "one token"),
+    C(objectives.target_logprobs, "ids", T, lambda: A.target_logprobs(tt(), tt_ids().float())),
+    C(objectives.sentence_logprob, "ids", V, lambda: A.sentence_logprob(tt(), torch.tensor([1, 5, 2]))),
+    C(objectives.sentence_logprob, "model", T, lambda: A.sentence_logprob(None, tt_ids())),
+    C(objectives.perplexity, "ids", V, lambda: A.perplexity(tt(), torch.tensor([[1, 0, 0]])), "only padding"),
+    C(objectives.perplexity, "model", T, lambda: A.perplexity("model", tt_ids())),
+    C(objectives.pseudo_logprobs, "mask_id", V, lambda: A.pseudo_logprobs(tt(), tt_ids(), mask_id=20)),
+    C(objectives.pseudo_logprobs, "mask_id", T, lambda: A.pseudo_logprobs(tt(), tt_ids(), mask_id=3.0)),
+    C(objectives.pseudo_logprobs, "ids", V, lambda: A.pseudo_logprobs(tt(), torch.tensor([[1]])), "one token"),
+    C(objectives.pseudo_perplexity, "ids", V, lambda: A.pseudo_perplexity(tt(), torch.tensor([[1, 0, 0]])), "only padding"),
+    C(objectives.pseudo_perplexity, "model", T, lambda: A.pseudo_perplexity([], tt_ids())),
+    C(objectives.sample_sentences, "n", V, lambda: A.sample_sentences(tt(), 0)),
+    C(objectives.sample_sentences, "max_len", V, lambda: A.sample_sentences(tt(), 2, max_len=17)),
+    C(objectives.sample_sentences, "temperature", V, lambda: A.sample_sentences(tt(), 2, temperature=0.0)),
+    C(objectives.sample_sentences, "model", T, lambda: A.sample_sentences(nn.Linear(2, 2), 2)),
+    C(objectives.sample_sentences, "n", V, lambda: A.sample_sentences(tt(), 10**10), "huge"),
+    C(objectives.fill_blank, "method", V, lambda: A.fill_blank(tt(), tt_ids(), 2, method="guess", candidates=[5])),
+    C(objectives.fill_blank, "position", V, lambda: A.fill_blank(tt(), tt_ids(), 0, method="masked", candidates=[5])),
+    C(objectives.fill_blank, "candidates", V, lambda: A.fill_blank(tt(), tt_ids(), 2, method="masked", candidates=[])),
+    C(objectives.fill_blank, "candidates", V, lambda: A.fill_blank(tt(), tt_ids(), 2, method="masked", candidates=[99]), "past vocab"),
+    C(objectives.fill_blank, "candidates", T, lambda: A.fill_blank(tt(), tt_ids(), 2, method="left", candidates=["dog"])),
+    C(objectives.fill_blank, "candidates", T, lambda: A.fill_blank(tt(), tt_ids(), 2, method="left", candidates=5)),
+    C(objectives.fill_blank, "model", T, lambda: A.fill_blank("model", tt_ids(), 2, method="left", candidates=[5])),
+    C(objectives.pair_total, "objective", V, lambda: A.pair_total(tt(), tt_ids(), 2, objective="prefix")),
+    C(objectives.pair_total, "position", V, lambda: A.pair_total(tt(), tt_ids(), 5, objective="causal")),
+    C(objectives.pair_total, "ids", V, lambda: A.pair_total(tt(), tt_ids().repeat(2, 1), 2, objective="causal")),
+    C(objectives.pair_total, "model", T, lambda: A.pair_total("model", tt_ids(), 2, objective="causal")),
+    C(objectives.pair_total, "model", V, lambda: A.pair_total(A.TinyTransformer(50_000, d_model=4, n_layers=1, n_heads=1),
+                                                              tt_ids(), 2, objective="causal"), "huge vocabulary"),
+    # --- anatomy.causality (a Hugging Face causal LM: the tiny random Llama, vocab 97) ------------
+    C(causality.logit_changes, "model", T, lambda: A.logit_changes("model", PROMPT, 1, 3)),
+    C(causality.logit_changes, "position", V, lambda: A.logit_changes(tiny(), PROMPT, 4, 3)),
+    C(causality.logit_changes, "new_token", V, lambda: A.logit_changes(tiny(), PROMPT, 1, 5), "same token"),
+    C(causality.logit_changes, "new_token", V, lambda: A.logit_changes(tiny(), PROMPT, 1, 10**6), "past vocab"),
+    C(causality.logit_changes, "input_ids", V, lambda: A.logit_changes(tiny(), PROMPT.repeat(2, 1), 1, 3)),
+    C(causality.masked_nll, "mask", V, lambda: A.masked_nll(tiny(), PROMPT, A.attention_mask("causal", 3))),
+    C(causality.masked_nll, "mask", T, lambda: A.masked_nll(tiny(), PROMPT, torch.ones(4, 4))),
+    C(causality.masked_nll, "first_target", V, lambda: A.masked_nll(tiny(), PROMPT, A.attention_mask("causal", 4), first_target=0)),
+    C(causality.masked_nll, "input_ids", T, lambda: A.masked_nll(tiny(), PROMPT.float(), A.attention_mask("causal", 4))),
+    C(causality.prefix_lm_nll, "n_prefix", V, lambda: A.prefix_lm_nll(tiny(), PROMPT, 4)),
+    C(causality.prefix_lm_nll, "first_target", V, lambda: A.prefix_lm_nll(tiny(), PROMPT, 2, first_target=1)),
+    C(causality.prefix_lm_nll, "model", T, lambda: A.prefix_lm_nll("model", PROMPT, 2)),
+    # --- anatomy.params -------------------------------------------------------------------------
+    C(params.param_breakdown, "config", T, lambda: A.param_breakdown({"hidden_size": 8})),
+    C(params.param_count, "config", T, lambda: A.param_count(None)),
+    C(params.built_param_count, "config", T, lambda: A.built_param_count("LLaMA-7B")),
+    C(params.paper_config, "name", V, lambda: A.paper_config("GPT-5")),
+    C(params.paper_config, "name", V, lambda: A.paper_config(["LLaMA-7B"]), "unhashable"),
+    # --- anatomy.classify -----------------------------------------------------------------------
+    C(classify.hidden_features, "texts", V, lambda: A.hidden_features(tiny(), tokenizer(), [])),
+    C(classify.hidden_features, "texts", V, lambda: A.hidden_features(tiny(), tokenizer(), "one text")),
+    C(classify.hidden_features, "pool", V, lambda: A.hidden_features(tiny(), tokenizer(), ["a"], pool="max")),
+    C(classify.hidden_features, "layer", T, lambda: A.hidden_features(tiny(), tokenizer(), ["a"], layer=1.0)),
+    C(classify.hidden_features, "batch_size", V, lambda: A.hidden_features(tiny(), tokenizer(), ["a"], batch_size=0)),
+    C(classify.hidden_features, "model", T, lambda: A.hidden_features("model", tokenizer(), ["a"])),
+    C(classify.train_probe, "features", T, lambda: A.train_probe(torch.zeros(4, 2, dtype=torch.long), list("aabb"))),
+    C(classify.train_probe, "labels", V, lambda: A.train_probe(torch.rand(4, 2), list("aab"))),
+    C(classify.train_probe, "labels", V, lambda: A.train_probe(torch.rand(4, 2), list("aaaa")), "one class"),
+    C(classify.train_probe, "l2", V, lambda: A.train_probe(torch.rand(4, 2), list("aabb"), l2=0.0)),
+    C(classify.train_probe, "max_iter", V, lambda: A.train_probe(torch.rand(4, 2), list("aabb"), max_iter=0)),
+    C(classify.train_probe, "features", V, lambda: A.train_probe(torch.tensor([[NAN, 1.0]] * 4), list("aabb")), "NaN"),
+    C(classify.train_probe, "features", V, lambda: A.train_probe(torch.rand(4), list("aabb")), "1-D"),
+    C(classify.Probe.logits, "features", V, lambda: A.train_probe(torch.rand(4, 2), list("aabb")).logits(torch.rand(3, 5)), "width"),
+    C(classify.Probe.logits, "features", T, lambda: A.train_probe(torch.rand(4, 2), list("aabb")).logits([[0.0, 1.0]])),
+    C(classify.accuracy, "truth", V, lambda: A.accuracy(["a"], ["a", "b"])),
+    C(classify.accuracy, "predicted", V, lambda: A.accuracy([], [])),
+    C(classify.accuracy, "predicted", T, lambda: A.accuracy(5, ["a"])),
+    C(classify.label_token_ids, "words", T, lambda: A.label_token_ids(tokenizer(), [" positive", " negative"])),
+    C(classify.label_token_ids, "words", V, lambda: A.label_token_ids(tokenizer(), {"pos": " positive"}), "one label"),
+    C(classify.label_token_ids, "words", V, lambda: A.label_token_ids(tokenizer(), {"a": " antidisestablishmentarianism", "b": " no"})),
+    C(classify.shared_prefix_length, "rows", V, lambda: A.shared_prefix_length([])),
+    C(classify.shared_prefix_length, "rows", V, lambda: A.shared_prefix_length([[1, 2], []])),
+    C(classify.shared_prefix_length, "rows", T, lambda: A.shared_prefix_length([1, 2])),
+    C(classify.prompt_classify, "batch_size", V, lambda: A.prompt_classify(tiny(), tokenizer(), ["a"], {"a": " yes", "b": " no"},
+                                                                             batch_size=0)),
+    C(classify.prompt_classify, "share_prefix", T, lambda: A.prompt_classify(tiny(), tokenizer(), ["a"], {"a": " yes", "b": " no"},
+                                                                               share_prefix=1)),
+    C(classify.prompt_classify, "prompts", V, lambda: A.prompt_classify(tiny(), tokenizer(), [], {"a": " yes", "b": " no"})),
+    C(classify.prompt_classify, "model", T, lambda: A.prompt_classify("model", tokenizer(), ["a"], {"a": " yes", "b": " no"})),
+    # --- anatomy.summarize ----------------------------------------------------------------------
+    C(summarize.rouge_tokens, "text", T, lambda: A.rouge_tokens(None)),
+    C(summarize.rouge_n, "n", V, lambda: A.rouge_n("a b", "a b", 0)),
+    C(summarize.rouge_n, "n", T, lambda: A.rouge_n("a b", "a b", True)),
+    C(summarize.rouge_n, "candidate", T, lambda: A.rouge_n("a b", ["a", "b"])),
+    C(summarize.rouge1, "reference", T, lambda: A.rouge1(None, "a")),
+    C(summarize.lead_sentences, "k", V, lambda: A.lead_sentences("A. B.", 0)),
+    C(summarize.lead_sentences, "document", V, lambda: A.lead_sentences("", 1)),
+    C(summarize.summary_prompt, "instruction", V, lambda: A.summary_prompt(tokenizer(), "doc", instruction="Summarize.")),
+    C(summarize.summary_prompt, "document", T, lambda: A.summary_prompt(tokenizer(), 5)),
+    C(summarize.summary_prompt, "tokenizer", V, lambda: A.summary_prompt(None, "doc")),
+    C(summarize.summarize, "max_new_tokens", V, lambda: A.summarize(tiny(), tokenizer(), "doc", max_new_tokens=0)),
+    C(summarize.summarize, "model", T, lambda: A.summarize("model", tokenizer(), "doc")),
+    C(summarize.summarize, "document", V, lambda: A.summarize(tiny(), tokenizer(), "")),
+    # --- checkpointing.run_strategy -------------------------------------------------------------
+    C(checkpointing.run_strategy, "strategy", V, lambda: checkpointing.run_strategy(chain(), torch.zeros(2, 8), "some")),
+    C(checkpointing.run_strategy, "x", V, lambda: checkpointing.run_strategy(chain(), torch.zeros(2, 5), "store_all"), "width"),
+    C(checkpointing.run_strategy, "model", T, lambda: checkpointing.run_strategy(nn.Linear(8, 8), torch.zeros(2, 8), "store_all")),
+    C(checkpointing.run_strategy, "segments", V, lambda: checkpointing.run_strategy(chain(), torch.zeros(2, 8), "sqrt", segments=9)),
+    C(checkpointing.run_strategy, "x", T, lambda: checkpointing.run_strategy(chain(), [[0.0] * 8], "store_all")),
+    # --- decoding.repetition --------------------------------------------------------------------
+    C(repetition.repetition_penalty_filter, "penalty", V, lambda: decoding.repetition_penalty_filter(torch.zeros(1, 5), ids(1), 0.0)),
+    C(repetition.repetition_penalty_filter, "penalty", V, lambda: decoding.repetition_penalty_filter(torch.zeros(1, 5), ids(1), NAN)),
+    C(repetition.repetition_penalty_filter, "scores", T, lambda: decoding.repetition_penalty_filter(torch.zeros(1, 5, dtype=torch.long), ids(1), 1.2)),
+    C(repetition.repetition_penalty_filter, "token_ids", T, lambda: decoding.repetition_penalty_filter(torch.zeros(1, 5), torch.zeros(1, 2), 1.2)),
+    C(repetition.repetition_penalty_filter, "token_ids", V, lambda: decoding.repetition_penalty_filter(torch.zeros(1, 5), ids(-1), 1.2)),
+    C(repetition.repetition_penalty_filter, "scores", V, lambda: decoding.repetition_penalty_filter(torch.zeros(2, 5), ids(1), 1.2), "batch"),
+    C(repetition.repetition_penalty_filter, "scores", V, lambda: decoding.repetition_penalty_filter(torch.zeros(1, 5), torch.tensor([1]), 1.2), "dims"),
+    C(repetition.no_repeat_ngram_filter, "n", V, lambda: decoding.no_repeat_ngram_filter(torch.zeros(1, 5), ids(1, 2), 0)),
+    C(repetition.no_repeat_ngram_filter, "n", T, lambda: decoding.no_repeat_ngram_filter(torch.zeros(1, 5), ids(1, 2), 2.0)),
+    C(repetition.no_repeat_ngram_filter, "scores", T, lambda: decoding.no_repeat_ngram_filter([[0.0] * 5], ids(1, 2), 2)),
+    C(repetition.no_repeat_ngram_filter, "scores", V, lambda: decoding.no_repeat_ngram_filter(torch.zeros(1, 0), ids(1, 2), 2), "empty"),
+    C(repetition.banned_ngram_tokens, "n", V, lambda: decoding.banned_ngram_tokens([1, 2, 1], 0)),
+    C(repetition.banned_ngram_tokens, "token_ids", T, lambda: decoding.banned_ngram_tokens("abc", 2)),
+    C(repetition.banned_ngram_tokens, "token_ids", T, lambda: decoding.banned_ngram_tokens([1, 2.5], 2)),
+    C(repetition.banned_ngram_tokens, "token_ids", V, lambda: decoding.banned_ngram_tokens(torch.zeros(2, 3, dtype=torch.long), 2)),
+    C(repetition.apply_repetition_controls, "repetition_penalty", V,
+      lambda: decoding.apply_repetition_controls(torch.zeros(1, 5), ids(1), repetition_penalty=-1.0)),
+    C(repetition.apply_repetition_controls, "no_repeat_ngram_size", V,
+      lambda: decoding.apply_repetition_controls(torch.zeros(1, 5), ids(1), no_repeat_ngram_size=-1)),
+    C(repetition.apply_repetition_controls, "no_repeat_ngram_size", T,
+      lambda: decoding.apply_repetition_controls(torch.zeros(1, 5), ids(1), no_repeat_ngram_size=True)),
+    C(repetition.apply_repetition_controls, "scores", T, lambda: decoding.apply_repetition_controls("scores", ids(1)), "controls off"),
+    C(repetition.apply_repetition_controls, "token_ids", T,
+      lambda: decoding.apply_repetition_controls(torch.zeros(1, 5), [[1.5]]), "controls off"),
+    # --- lora.validation_loss / lr_sweep --------------------------------------------------------
+    C(lora.validation_loss, "model", T, lambda: lora.validation_loss("model", [val_batch()])),
+    C(lora.validation_loss, "batches", V, lambda: lora.validation_loss(tiny(), [])),
+    C(lora.validation_loss, "batches", T, lambda: lora.validation_loss(tiny(), [5])),
+    C(lora.validation_loss, "batches", V, lambda: lora.validation_loss(tiny(), [{"input_ids": PROMPT}]), "no labels"),
+    C(lora.validation_loss, "batches", T, lambda: lora.validation_loss(tiny(), None)),
+    C(lora.lr_sweep, "make_model", T, lambda: lora.lr_sweep(tiny(), [val_batch()], [1e-3], [val_batch()])),
+    C(lora.lr_sweep, "lrs", V, lambda: lora.lr_sweep(tiny, [val_batch()], [], [val_batch()])),
+    C(lora.lr_sweep, "lrs", V, lambda: lora.lr_sweep(tiny, [val_batch()], [NAN], [val_batch()])),
+    C(lora.lr_sweep, "lrs", T, lambda: lora.lr_sweep(tiny, [val_batch()], 1e-3, [val_batch()]), "a number, not a list"),
+    C(lora.lr_sweep, "val_batches", V, lambda: lora.lr_sweep(lambda: models.random_llama("tiny"), [val_batch()], [1e-3], [])),
+    C(lora.lr_sweep, "make_model()", T, lambda: lora.lr_sweep(lambda: "model", [val_batch()], [1e-3], [val_batch()])),
+    C(lora.lr_sweep, "progress", T, lambda: lora.lr_sweep(tiny, [val_batch()], [1e-3], [val_batch()], progress="yes")),
+    # --- memory.LiveActivationTracker -----------------------------------------------------------
+    C(memory.LiveActivationTracker, "model", T, lambda: memory.LiveActivationTracker("model")),
+    C(memory.LiveActivationTracker, "model", T, lambda: memory.LiveActivationTracker(lambda x: x)),
+    # --- precision.gradients --------------------------------------------------------------------
+    C(gradients.lm_gradient_sizes, "model", T, lambda: precision.lm_gradient_sizes("model", PROMPT)),
+    C(gradients.lm_gradient_sizes, "input_ids", T, lambda: precision.lm_gradient_sizes(tiny(), PROMPT.float())),
+    C(gradients.lm_gradient_sizes, "input_ids", V, lambda: precision.lm_gradient_sizes(tiny(), ids(1)), "one token"),
+    C(gradients.lm_gradient_sizes, "input_ids", V, lambda: precision.lm_gradient_sizes(tiny(), PROMPT[0]), "1-D"),
+    C(gradients.lm_gradient_sizes, "attention_mask", V, lambda: precision.lm_gradient_sizes(tiny(), PROMPT, torch.ones(1, 3))),
+    C(gradients.lm_gradient_sizes, "dtype", V, lambda: precision.lm_gradient_sizes(tiny(), PROMPT, dtype=torch.float32)),
+    C(gradients.lm_gradient_sizes, "global_tokens", V, lambda: precision.lm_gradient_sizes(tiny(), PROMPT, global_tokens=2)),
+    C(gradients.lm_gradient_sizes, "global_tokens", T, lambda: precision.lm_gradient_sizes(tiny(), PROMPT, global_tokens=1e6)),
+    C(gradients.lm_gradient_sizes, "input_ids", V, lambda: precision.lm_gradient_sizes(tiny(), ids(1, 500, 2)), "id past vocab"),
+    C(gradients.train_scaled_quadratic, "optimizer", V, lambda: precision.train_scaled_quadratic("rmsprop", lr=0.1)),
+    C(gradients.train_scaled_quadratic, "lr", V, lambda: precision.train_scaled_quadratic("sgd", lr=0.0)),
+    C(gradients.train_scaled_quadratic, "lr", V, lambda: precision.train_scaled_quadratic("sgd", lr=INF)),
+    C(gradients.train_scaled_quadratic, "steps", V, lambda: precision.train_scaled_quadratic("sgd", lr=0.1, steps=0)),
+    C(gradients.train_scaled_quadratic, "steps", T, lambda: precision.train_scaled_quadratic("sgd", lr=0.1, steps=True)),
+    C(gradients.train_scaled_quadratic, "steps", V, lambda: precision.train_scaled_quadratic("sgd", lr=0.1, steps=10**12), "huge"),
+    C(gradients.train_scaled_quadratic, "curvatures", V, lambda: precision.train_scaled_quadratic("sgd", lr=0.1, curvatures=())),
+    C(gradients.train_scaled_quadratic, "curvatures", V, lambda: precision.train_scaled_quadratic("sgd", lr=0.1, curvatures=(1.0, -2.0))),
+    C(gradients.train_scaled_quadratic, "curvatures", T, lambda: precision.train_scaled_quadratic("sgd", lr=0.1, curvatures=5.0)),
+    C(gradients.train_scaled_quadratic, "curvatures", V, lambda: precision.train_scaled_quadratic("sgd", lr=0.1, curvatures=[1.0] * 10**9), "huge"),
+    C(gradients.train_scaled_quadratic, "betas", T, lambda: precision.train_scaled_quadratic("adam", lr=0.1, betas=(0.9,))),
+    C(gradients.train_scaled_quadratic, "betas", V, lambda: precision.train_scaled_quadratic("adam", lr=0.1, betas=(1.0, 0.9))),
+    C(gradients.train_scaled_quadratic, "optimizer", V, lambda: precision.train_scaled_quadratic(["sgd"], lr=0.1), "unhashable"),
+    # --- svd.noise_singular_values --------------------------------------------------------------
+    C(svd.noise_singular_values, "m", V, lambda: svd.noise_singular_values(0, 4)),
+    C(svd.noise_singular_values, "n", T, lambda: svd.noise_singular_values(4, 4.0)),
+    C(svd.noise_singular_values, "std", V, lambda: svd.noise_singular_values(4, 4, std=-1.0)),
+    C(svd.noise_singular_values, "std", V, lambda: svd.noise_singular_values(4, 4, std=NAN)),
+    C(svd.noise_singular_values, "std", T, lambda: svd.noise_singular_values(4, 4, std="1")),
+    C(svd.noise_singular_values, "m", V, lambda: svd.noise_singular_values(10**12, 10**12), "huge"),
+]
+
+NO_ARGUMENTS |= {
+    # anatomy: constants (the grammar's word lists, the special ids, the tables and choices)
+    "MASK_KINDS", "ANIMAL_SOUNDS", "DETERMINERS", "ADJECTIVES", "ADVERBS", "PLACES", "SPECIALS", "PAD", "BOS", "EOS",
+    "MASK", "TASKS", "OBJECTIVES", "FILL_METHODS", "FAMILIES", "LLM_THRESHOLD", "PAPER_CONFIGS", "POOLINGS",
+    "SUMMARY_INSTRUCTION", "QUADRATIC_OPTIMIZERS",
+    # anatomy_dir() takes no argument: it looks for data/anatomy next to the package or the current folder.
+    "anatomy_dir",
+}
+RESULT_TYPES |= {
+    "EncoderDecoderMasks", "LabelledText", "TrainLog", "PrefixLMResult", "ParamBreakdown", "PromptResult", "RougeScore",
+    "LayerCall", "SweepRun", "GradientSizes", "QuadraticRun",
+    # Probe is what train_probe returns (rows above check train_probe and Probe.logits).
+    "Probe",
+}
