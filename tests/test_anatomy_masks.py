@@ -83,13 +83,13 @@ def test_additive_mask_and_visible_keys():
 
 @pytest.mark.parametrize("call, error, match", [
     (lambda: attention_mask("sideways", 3), ValueError, r"kind must be one of \['causal', 'prefix', 'bidirectional'\]"),
-    (lambda: attention_mask("causal", 0), ValueError, r"n must be an int >= 1, got 0"),
+    (lambda: attention_mask("causal", 0), ValueError, r"n must be an int in \[1, 32768\], got 0"),
     (lambda: attention_mask("causal", 2.0), TypeError, r"n must be an int"),
     (lambda: attention_mask("prefix", 4, n_prefix=5), ValueError, r"n_prefix must be an int in \[0, 4\], got 5"),
     (lambda: attention_mask("prefix", 4, n_prefix=-1), ValueError, r"n_prefix must be an int in \[0, 4\]"),
     (lambda: attention_mask("causal", 4, n_prefix=9), ValueError, r"n_prefix must be an int in \[0, 4\]"),
     (lambda: attention_mask("prefix", 4, n_prefix=True), TypeError, r"n_prefix must be an int"),
-    (lambda: encoder_decoder_masks(0, 2), ValueError, r"n_source must be an int >= 1"),
+    (lambda: encoder_decoder_masks(0, 2), ValueError, r"n_source must be an int in \[1, 32768\]"),
     (lambda: additive_mask(torch.ones(2, 2)), TypeError, r"mask must be a bool tensor"),
     (lambda: visible_keys(attention_mask("causal", 3), 3), ValueError, r"i must be an int in \[0, 2\]"),
 ])

@@ -35,7 +35,8 @@ def logit_changes(model, input_ids: torch.Tensor, position: int, new_token: int)
     if ids.shape[0] != 1:
         raise ValueError(f"input_ids must be one sequence (1, seq), got shape {tuple(ids.shape)}")
     position = check_int("position", position, low=0, high=ids.shape[1] - 1)
-    new_token = check_int("new_token", new_token, low=0)
+    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+    new_token = check_int("new_token", new_token, low=0, high=vocab_size - 1 if isinstance(vocab_size, int) else None)
     if new_token == int(ids[0, position]):
         raise ValueError(f"new_token must differ from the token at position {position} ({new_token})")
     ids = ids.to(model_device(model))

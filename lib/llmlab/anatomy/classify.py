@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .._checks import (check_bool, check_choice, check_float, check_int, check_module, check_same_length,
-                       check_tensor)
+from .._checks import (check_bool, check_choice, check_finite_tensor, check_float, check_int, check_module,
+                       check_same_length, check_tensor)
 from .._torch import model_device
 
 __all__ = ["POOLINGS", "hidden_features", "Probe", "train_probe", "accuracy", "label_token_ids", "PromptResult",
@@ -31,9 +31,9 @@ __all__ = ["POOLINGS", "hidden_features", "Probe", "train_probe", "accuracy", "l
 POOLINGS = ("mean", "last")
 
 
-def _batches(texts: list[str], batch_size: int):
+def _batches(texts: list[str], batch_size: int, name: str = "texts"):
     if isinstance(texts, str) or not texts or not all(isinstance(t, str) and t for t in texts):
-        raise ValueError("texts must be a non-empty list of non-empty strings")
+        raise ValueError(f"{name} must be a non-empty list of non-empty strings")
     for start in range(0, len(texts), batch_size):
         yield texts[start:start + batch_size]
 
@@ -82,6 +82,9 @@ class Probe:
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """(N, n_classes) for ``features`` (N, d)."""
         check_tensor("features", features, dim=2, floating=True)
+        if features.shape[1] != self.mean.numel():
+            raise ValueError(f"features must have {self.mean.numel()} columns (the probe's training features), "
+                             f"got shape {tuple(features.shape)}")
         return ((features.float() - self.mean) / self.std) @ self.weight.T + self.bias
 
     def predict(self, features: torch.Tensor) -> list[str]:
@@ -94,6 +97,7 @@ def train_probe(features: torch.Tensor, labels: list[str], *, l2: float = 1e-2, 
     feature with the training mean and std, then minimise mean cross-entropy + (l2/2)‖W‖² (the bias
     is not penalised) with L-BFGS, in float64, to a gradient below 1e-9 or ``max_iter`` steps."""
     check_tensor("features", features, dim=2, floating=True, min_numel=1)
+    check_finite_tensor("features", features)
     check_same_length(features=features, labels=labels)
     l2 = check_float("l2", l2, low=0, low_open=True)
     max_iter = check_int("max_iter", max_iter, low=1)
@@ -130,13 +134,15 @@ def accuracy(predicted: list[str], truth: list[str]) -> float:
 def label_token_ids(tokenizer, words: dict[str, str]) -> dict[str, int]:
     """label -> the id of its label word; each word (e.g. ``" positive"``, leading space included)
     must be exactly one token of ``tokenizer``, so one next-token logit scores it."""
-    if not isinstance(words, dict) or len(words) < 2:
-        raise TypeError("words must be a dict label -> label word with at least two entries")
+    if not isinstance(words, dict):
+        raise TypeError(f"words must be a dict label -> label word, got {type(words).__name__}")
+    if len(words) < 2:
+        raise ValueError(f"words must hold at least two labels (label -> label word), got {words!r}")
     ids = {}
     for label, word in words.items():
         encoded = tokenizer.encode(word, add_special_tokens=False)
         if len(encoded) != 1:
-            raise ValueError(f"label word {word!r} for {label!r} is {len(encoded)} tokens {encoded}; pick a word "
+            raise ValueError(f"words: label word {word!r} for {label!r} is {len(encoded)} tokens {encoded}; pick a word "
                              "that is one token (try it with and without a leading space)")
         ids[label] = encoded[0]
     return ids
@@ -154,7 +160,10 @@ class PromptResult:
 
 def shared_prefix_length(rows: list[list[int]]) -> int:
     """The number of leading tokens all ``rows`` share, leaving every row at least one token of its own."""
-    if not rows or not all(rows):
+    if isinstance(rows, (str, bytes)) or not hasattr(rows, "__len__") \
+            or not all(hasattr(r, "__len__") and not isinstance(r, (str, bytes)) for r in rows):
+        raise TypeError(f"rows must be a list of token lists, got {rows!r:.80}")
+    if not rows or not all(len(r) for r in rows):
         raise ValueError("rows must be a non-empty list of non-empty token lists")
     n = min(len(r) for r in rows) - 1
     for i in range(n):
@@ -202,7 +211,7 @@ def prompt_classify(model, tokenizer, prompts: list[str], words: dict[str, str],
     labels, columns = tuple(ids), torch.tensor(list(ids.values()))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = []
-    for chunk in _batches(prompts, batch_size):
+    for chunk in _batches(prompts, batch_size, "prompts"):
         rows = tokenizer(chunk)["input_ids"]
         prefix = shared_prefix_length(rows) if share_prefix else 0
         last = _last_logits(model, rows, prefix, pad_id)

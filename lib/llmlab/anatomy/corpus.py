@@ -43,7 +43,7 @@ PAD, BOS, EOS, MASK = range(4)
 def make_animal_corpus(n_sentences: int = 4000, seed: int = 0) -> list[str]:
     """``n_sentences`` sentences of the grammar above, drawn with Python's ``random.Random(seed)``
     (the same list for the same arguments on every machine)."""
-    n_sentences = check_int("n_sentences", n_sentences, low=1)
+    n_sentences = check_int("n_sentences", n_sentences, low=1, high=10**6)  # a million: seconds, ~40 MB
     seed = check_int("seed", seed, low=0)
     rng = random.Random(seed)
     animals = sorted(ANIMAL_SOUNDS)
@@ -85,6 +85,13 @@ class WordVocab:
 
     tokens: tuple[str, ...]
 
+    def __post_init__(self):
+        if not isinstance(self.tokens, tuple) or not all(isinstance(t, str) for t in self.tokens):
+            raise TypeError(f"tokens must be a tuple of str, got {type(self.tokens).__name__}")
+        if self.tokens[:len(SPECIALS)] != SPECIALS:
+            raise ValueError(f"tokens must start with the specials {SPECIALS}, got {self.tokens[:len(SPECIALS)]} "
+                             "(build a vocabulary with WordVocab.from_sentences)")
+
     @classmethod
     def from_sentences(cls, sentences: list[str]) -> "WordVocab":
         """The vocabulary of the words in ``sentences`` (split on spaces)."""
@@ -118,8 +125,11 @@ class WordVocab:
     def decode(self, ids) -> str:
         """The words of ``ids`` joined by spaces, specials (``[BOS]``, ``[PAD]`` ...) left out;
         stops at the first ``[EOS]``."""
+        if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+            raise TypeError(f"ids must be a sequence of token ids (a list or a 1-D tensor), got {type(ids).__name__}")
         words = []
         for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids):
+            i = check_int("ids", i, low=0, high=len(self.tokens) - 1)
             if i == EOS:
                 break
             if i >= len(SPECIALS):
@@ -131,6 +141,8 @@ def encode_batch(sentences: list[str], vocab: WordVocab, *, device=None) -> torc
     """Sentences as a LongTensor ``(batch, seq)``: ``[BOS] words [EOS]``, right-padded with ``[PAD]``."""
     if isinstance(sentences, str) or not sentences:
         raise ValueError("sentences must be a non-empty list of strings")
+    if not isinstance(vocab, WordVocab):
+        raise TypeError(f"vocab must be a WordVocab, got {type(vocab).__name__}")
     rows = [vocab.encode(s) for s in sentences]
     n = max(len(r) for r in rows)
     ids = torch.full((len(rows), n), PAD, dtype=torch.long)

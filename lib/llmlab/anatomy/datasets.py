@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,9 +46,12 @@ def _folder(folder) -> Path:
 
 def write_corpus(folder, n_sentences: int = 4000, seed: int = 0) -> Path:
     """Write :func:`~.corpus.make_animal_corpus` ``(n_sentences, seed)`` to ``folder/animals.txt``."""
+    if not isinstance(folder, (str, os.PathLike)):
+        raise TypeError(f"folder must be a path (str or pathlib.Path), got {type(folder).__name__}")
+    sentences = make_animal_corpus(n_sentences, seed)
     path = Path(folder) / CORPUS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(s + "\n" for s in make_animal_corpus(n_sentences, seed)))
+    path.write_text("".join(s + "\n" for s in sentences))
     return path
 
 
@@ -82,6 +86,14 @@ def load_task(name: str, split: str, folder=None) -> list[LabelledText]:
 
 def task_labels(examples: list[LabelledText]) -> tuple[str, ...]:
     """The labels of ``examples`` in order of first appearance."""
+    if isinstance(examples, (str, bytes)) or not hasattr(examples, "__iter__"):
+        raise TypeError(f"examples must be a list of LabelledText, got {type(examples).__name__}")
+    examples = list(examples)
+    if not examples:
+        raise ValueError("examples must hold at least one LabelledText")
+    for e in examples:
+        if not isinstance(e, LabelledText):
+            raise TypeError(f"examples must hold LabelledText (load_task), got {type(e).__name__}")
     return tuple(dict.fromkeys(e.label for e in examples))
 
 

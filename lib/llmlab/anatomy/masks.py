@@ -36,6 +36,9 @@ __all__ = ["MASK_KINDS", "attention_mask", "EncoderDecoderMasks", "encoder_decod
 #: The mask kinds :func:`attention_mask` builds, in the order the notebook draws them.
 MASK_KINDS = ("causal", "prefix", "bidirectional")
 
+# An (n, n) bool mask takes n² bytes: 2**15 positions is 1 GiB (SmolLM2's context is 8,192).
+_MAX_POSITIONS = 2**15
+
 
 def attention_mask(kind: str, n: int, *, n_prefix: int = 0, device=None) -> torch.Tensor:
     """Bool tensor (n, n), True where query i may attend to key j.
@@ -47,7 +50,7 @@ def attention_mask(kind: str, n: int, *, n_prefix: int = 0, device=None) -> torc
     built (default: the CPU, a mask is tiny).
     """
     kind = check_choice("kind", kind, MASK_KINDS)
-    n = check_int("n", n, low=1)
+    n = check_int("n", n, low=1, high=_MAX_POSITIONS)
     n_prefix = check_int("n_prefix", n_prefix, low=0, high=n)
     device = torch.device("cpu") if device is None else resolve_device(device)
     i = torch.arange(n, device=device)[:, None]  # query positions, a column
@@ -76,8 +79,8 @@ class EncoderDecoderMasks:
 def encoder_decoder_masks(n_source: int, n_target: int, *, device=None) -> EncoderDecoderMasks:
     """The encoder, decoder and cross-attention masks for a source of ``n_source`` tokens and a
     target of ``n_target`` tokens (see :class:`EncoderDecoderMasks`)."""
-    n_source = check_int("n_source", n_source, low=1)
-    n_target = check_int("n_target", n_target, low=1)
+    n_source = check_int("n_source", n_source, low=1, high=_MAX_POSITIONS)
+    n_target = check_int("n_target", n_target, low=1, high=_MAX_POSITIONS)
     device = torch.device("cpu") if device is None else resolve_device(device)
     return EncoderDecoderMasks(
         encoder=attention_mask("bidirectional", n_source, device=device),

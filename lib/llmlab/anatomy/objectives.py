@@ -45,10 +45,27 @@ def _check_ids(ids) -> torch.Tensor:
     return check_tensor("ids", ids, dim=2, integer=True, min_numel=1)
 
 
+def _check_model(model):
+    """``model`` must be a module with ``vocab_size`` (a :class:`~.tiny.TinyTransformer`)."""
+    check_module("model", model)
+    if not isinstance(getattr(model, "vocab_size", None), int):
+        raise TypeError(f"model must be a TinyTransformer (a module with vocab_size), got {type(model).__name__}")
+    return model
+
+
+def _n_scored(ids: torch.Tensor) -> int:
+    """The scored tokens of ``ids`` (every non-padding token after the first position); at least one."""
+    n_scored = int((ids[:, 1:] != PAD).sum())
+    if n_scored == 0:
+        raise ValueError(f"ids must hold at least one token to score after [BOS] (not [PAD]), got {ids.tolist()}")
+    return n_scored
+
+
 def padded_mask(kind: str, ids: torch.Tensor, *, n_prefix: int = 0, pad_id: int = PAD) -> torch.Tensor:
     """Bool (batch, n, n): :func:`attention_mask` of ``kind`` for every row of ``ids``, with the
     ``pad_id`` keys hidden (a real token never attends to padding)."""
     ids = _check_ids(ids)
+    pad_id = check_int("pad_id", pad_id)
     structural = attention_mask(kind, ids.shape[1], n_prefix=n_prefix, device=ids.device)
     return structural[None] & (ids != pad_id)[:, None, :]
 
@@ -92,8 +109,10 @@ def lm_loss(model, ids: torch.Tensor, objective: str, *, mask_prob: float = 0.15
             generator: torch.Generator | None = None) -> torch.Tensor:
     """The mean cross-entropy of one batch under ``objective`` ("causal" or "masked"; the masked
     objective picks each token with probability ``mask_prob``, :func:`mask_tokens`)."""
+    _check_model(model)
     objective = check_choice("objective", objective, OBJECTIVES)
     ids = _check_ids(ids)
+    mask_prob = check_float("mask_prob", mask_prob, low=0, high=1)
     if objective == "causal":
         inputs, targets = ids[:, :-1], ids[:, 1:].masked_fill(ids[:, 1:] == PAD, IGNORE_INDEX)
         logits = model(inputs, padded_mask("causal", inputs))
@@ -171,6 +190,7 @@ def train_tiny_lm(model, ids: torch.Tensor, objective: str, *, steps: int = 300,
 def target_logprobs(model, ids: torch.Tensor) -> torch.Tensor:
     """log p(x_t | x_<t) under the causal mask, (batch, seq - 1): entry t-1 scores token t; 0 where
     token t is padding."""
+    _check_model(model)
     ids = _check_ids(ids)
     logits = model(ids[:, :-1], padded_mask("causal", ids[:, :-1]))
     logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
@@ -184,8 +204,9 @@ def sentence_logprob(model, ids: torch.Tensor) -> torch.Tensor:
 
 def perplexity(model, ids: torch.Tensor) -> float:
     """exp of the mean causal NLL per scored token (words and ``[EOS]``) over all rows."""
+    _check_model(model)
     ids = _check_ids(ids)
-    n_scored = (ids[:, 1:] != PAD).sum().item()
+    n_scored = _n_scored(ids)
     return math.exp(-target_logprobs(model, ids).sum().item() / n_scored)
 
 
@@ -194,7 +215,9 @@ def pseudo_logprobs(model, ids: torch.Tensor, *, mask_id: int = MASK) -> torch.T
     """log p(x_i | x_-i), (batch, seq - 1) aligned like :func:`target_logprobs`: token i is replaced
     by ``mask_id`` (one copy of the row per scored token) and predicted from both sides; 0 on
     padding. Summing these is the pseudo-log-likelihood, which is *not* log p(x)."""
+    _check_model(model)
     ids = _check_ids(ids)
+    mask_id = check_int("mask_id", mask_id, low=0, high=model.vocab_size - 1)
     batch, n = ids.shape
     copies = ids.repeat_interleave(n - 1, dim=0)  # row b, copy i-1 hides token i
     hidden = torch.arange(1, n, device=ids.device).repeat(batch)
@@ -208,9 +231,13 @@ def pseudo_logprobs(model, ids: torch.Tensor, *, mask_id: int = MASK) -> torch.T
 
 def pseudo_perplexity(model, ids: torch.Tensor, *, mask_id: int = MASK) -> float:
     """exp of the mean -log p(x_i | x_-i) over the words and ``[EOS]`` of every row."""
+    _check_model(model)
     ids = _check_ids(ids)
-    n_scored = (ids[:, 1:] != PAD).sum().item()
+    n_scored = _n_scored(ids)
     return math.exp(-pseudo_logprobs(model, ids, mask_id=mask_id).sum().item() / n_scored)
+
+
+_MAX_SAMPLES = 100_000  # sequences sampled in one batch by sample_sentences
 
 
 @torch.no_grad()
@@ -219,8 +246,8 @@ def sample_sentences(model, n: int, *, max_len: int = 16, temperature: float = 1
     """Generate ``n`` sequences left to right from ``[BOS]``, sampling each next token from
     softmax(logits / temperature); a row stops at ``[EOS]`` (later positions are ``[PAD]``).
     Returns (n, <= max_len) ids including the ``[BOS]``."""
-    check_module("model", model)
-    n = check_int("n", n, low=1)
+    _check_model(model)
+    n = check_int("n", n, low=1, high=_MAX_SAMPLES)
     max_len = check_int("max_len", max_len, low=2, high=model.max_len)
     temperature = check_float("temperature", temperature, low=0, low_open=True)
     device = model_device(model)
@@ -244,12 +271,17 @@ def fill_blank(model, ids: torch.Tensor, position: int, *, method: str, candidat
     ``"rescore"`` (a causal LM scoring the whole sentence once per candidate and keeping the most
     probable: it uses the right side too, at ``len(candidates)`` times the cost).
     """
+    _check_model(model)
     ids = _check_ids(ids)
     method = check_choice("method", method, FILL_METHODS)
     position = check_int("position", position, low=1, high=ids.shape[1] - 1)
-    cands = torch.as_tensor(list(candidates), dtype=torch.long, device=ids.device)
-    if cands.dim() != 1 or cands.numel() == 0:
+    if isinstance(candidates, (str, bytes)) or not hasattr(candidates, "__iter__"):
+        raise TypeError(f"candidates must be a list of token ids, got {type(candidates).__name__}")
+    candidates = candidates.tolist() if isinstance(candidates, torch.Tensor) else list(candidates)
+    if not candidates:
         raise ValueError("candidates must be a non-empty list of token ids")
+    candidates = [check_int(f"candidates[{i}]", c, low=0, high=model.vocab_size - 1) for i, c in enumerate(candidates)]
+    cands = torch.as_tensor(candidates, dtype=torch.long, device=ids.device)
     if method == "masked":
         hidden = ids.clone()
         hidden[:, position] = MASK
@@ -265,6 +297,9 @@ def fill_blank(model, ids: torch.Tensor, position: int, *, method: str, candidat
     return cands[scores.argmax(dim=-1)]
 
 
+_MAX_PAIR_VOCAB = 256  # pair_total's batch: 65,536 rows of the sentence at most
+
+
 @torch.no_grad()
 def pair_total(model, ids: torch.Tensor, position: int, *, objective: str) -> float:
     """Σ over every pair (a, b) of tokens at ``position`` and ``position + 1`` of the product of the
@@ -274,6 +309,10 @@ def pair_total(model, ids: torch.Tensor, position: int, *, objective: str) -> fl
     conditionals define a distribution). ``"masked"``: Σ_a Σ_b p(a | x_-i with b) p(b | x_-(i+1)
     with a): nothing makes this 1, so the product of masked-LM conditionals is no probability.
     """
+    _check_model(model)
+    if model.vocab_size > _MAX_PAIR_VOCAB:
+        raise ValueError(f"pair_total runs all vocab_size² token pairs in one batch: model.vocab_size must be at most "
+                         f"{_MAX_PAIR_VOCAB}, got {model.vocab_size}")
     ids = _check_ids(ids)
     if ids.shape[0] != 1:
         raise ValueError(f"ids must hold one sentence, shape (1, seq), got {tuple(ids.shape)}")

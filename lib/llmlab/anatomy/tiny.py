@@ -37,12 +37,26 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     Shapes: q (..., n_q, d), k (..., n_k, d), v (..., n_k, d_v), mask broadcastable to
     (..., n_q, n_k) or None (every query sees every key). Returns (..., n_q, d_v).
     """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, t, floating=True, dim=tuple(range(2, 9)))
+    if k.shape[-1] != q.shape[-1]:
+        raise ValueError(f"k must have q's head size {q.shape[-1]} in its last dimension, got shape {tuple(k.shape)}")
+    if v.shape[-2] != k.shape[-2]:
+        raise ValueError(f"v must have one row per key ({k.shape[-2]}, as k), got shape {tuple(v.shape)}")
     d = q.shape[-1]
     scores = q @ k.transpose(-2, -1) / math.sqrt(d)
     if mask is None:
         return torch.softmax(scores, dim=-1) @ v
+    check_tensor("mask", mask)
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}")
+    try:
+        fits = torch.broadcast_shapes(mask.shape, scores.shape) == scores.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"mask must broadcast to the scores' shape {tuple(scores.shape)} (..., n_q, n_k), "
+                         f"got {tuple(mask.shape)}")
     # A row with no visible key would be all -inf, and softmax would give NaN (and NaN gradients).
     # Such rows get a finite dummy row instead and are zeroed after the softmax, as SDPA does.
     has_key = mask.any(dim=-1, keepdim=True)
@@ -83,6 +97,9 @@ class _Block(nn.Module):
         return x + self.drop(self.mlp(self.ln2(x)))
 
 
+_MAX_PARAMETERS = 2**28
+
+
 class TinyTransformer(nn.Module):
     """A pre-norm transformer language model whose attention mask is an argument of ``forward``.
 
@@ -104,6 +121,11 @@ class TinyTransformer(nn.Module):
         self.max_len = check_int("max_len", max_len, low=1)
         dropout = check_float("dropout", dropout, low=0, high=1, high_open=True)
         self.use_sdpa = check_bool("use_sdpa", use_sdpa)
+        n_params = (vocab_size + max_len) * d_model + n_layers * (12 * d_model**2 + 13 * d_model) + 2 * d_model
+        if n_params > _MAX_PARAMETERS:
+            raise ValueError(f"vocab_size={vocab_size}, d_model={d_model}, n_layers={n_layers} and max_len={max_len} "
+                             f"make {n_params:,} parameters; a TinyTransformer holds at most {_MAX_PARAMETERS:,} "
+                             "(1 GiB in float32)")
         self.tok = nn.Embedding(vocab_size, d_model)
         self.pos = nn.Embedding(max_len, d_model)
         self.blocks = nn.ModuleList(_Block(d_model, n_heads, dropout) for _ in range(n_layers))
@@ -123,6 +145,10 @@ class TinyTransformer(nn.Module):
         batch, n = input_ids.shape
         if n > self.max_len:
             raise ValueError(f"input_ids has {n} positions; this model has max_len={self.max_len}")
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= self.vocab_size:
+            raise ValueError(f"input_ids must hold token ids in [0, {self.vocab_size - 1}] (vocab_size), "
+                             f"got ids from {low} to {high}")
         if mask is not None:
             check_tensor("mask", mask, dim=(2, 3))
             if mask.dtype != torch.bool:
