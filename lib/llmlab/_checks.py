@@ -169,6 +169,9 @@ def check_module(name: str, value) -> nn.Module:
 
 def check_same_length(**sequences) -> int:
     """All keyword sequences must have the same length; returns it (``ValueError`` names them)."""
+    for name, seq in sequences.items():
+        if not hasattr(seq, "__len__"):
+            raise TypeError(f"{name} must be a sequence (a list, tuple or tensor), got {_type_name(seq)}")
     lengths = {name: len(seq) for name, seq in sequences.items()}
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{name} has {n}" for name, n in lengths.items())

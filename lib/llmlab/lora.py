@@ -327,13 +327,15 @@ def validation_loss(model: nn.Module, batches) -> float:
     each must carry ``labels``.
     """
     check_module("model", model)
+    if isinstance(batches, (str, bytes, Mapping, InstructionBatch)) or not hasattr(batches, "__iter__"):
+        raise TypeError(f"batches must be an iterable of batches (dicts or InstructionBatch), got {type(batches).__name__}")
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
     for batch in batches:
         kwargs = _model_kwargs(batch)
         if "labels" not in kwargs:
-            raise ValueError("every batch must carry labels to compute a loss")
+            raise ValueError("every batch in batches must carry labels to compute a loss")
         n = int((kwargs["labels"][:, 1:] != IGNORE_INDEX).sum())  # the tokens the shifted loss averages over
         total += model(**kwargs).loss.item() * n
         count += n
@@ -362,12 +364,17 @@ def lr_sweep(make_model: Callable[[], nn.Module], batches, lrs, val_batches, *, 
     batches for :func:`validation_loss`, which picks the winner (not the reported test set).
     Only the current model and the best so far are alive at any time.
     """
-    if not callable(make_model):
-        raise TypeError(f"make_model must be a callable returning a model, got {type(make_model).__name__}")
+    if not callable(make_model) or isinstance(make_model, nn.Module):
+        raise TypeError(f"make_model must be a callable returning a model (e.g. lambda: copy.deepcopy(base)), "
+                        f"got {type(make_model).__name__}")
+    if isinstance(lrs, (str, bytes)) or not hasattr(lrs, "__iter__"):
+        raise TypeError(f"lrs must be a list of learning rates, got {type(lrs).__name__}")
     lrs = [check_float(f"lrs[{i}]", lr, low=0, low_open=True) for i, lr in enumerate(lrs)]
     if not lrs:
         raise ValueError("lrs must hold at least one learning rate")
     batches, val_batches = list(batches), list(val_batches)
+    if not val_batches:
+        raise ValueError("val_batches must hold at least one batch (the validation loss picks the winner)")
     runs, best, best_loss = [], None, math.inf
     for lr in lrs:
         model = make_model()

@@ -271,6 +271,8 @@ def noise_singular_values(m: int, n: int, std: float = 1.0) -> torch.Tensor:
     """
     m, n = check_int("m", m, low=1), check_int("n", n, low=1)
     std = check_float("std", std, low=0)
+    if min(m, n) > 10**7:
+        raise ValueError(f"min(m, n) must be at most 10,000,000 (one singular value each), got m={m}, n={n}")
     m, n = min(m, n), max(m, n)
     lam = m / n
     a, b = (1 - math.sqrt(lam)) ** 2, (1 + math.sqrt(lam)) ** 2

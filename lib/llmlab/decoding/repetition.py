@@ -155,6 +155,11 @@ def apply_repetition_controls(scores: torch.Tensor, token_ids: torch.Tensor, *, 
     """
     repetition_penalty = check_float("repetition_penalty", repetition_penalty, low=0.0, low_open=True)
     no_repeat_ngram_size = check_int("no_repeat_ngram_size", no_repeat_ngram_size, low=0)
+    if repetition_penalty == 1.0 and no_repeat_ngram_size == 0:
+        # Both off: the same tensor back, after the cheap checks (no device sync on every decoding step).
+        check_tensor("scores", scores, floating=True, dim=(1, 2), min_numel=1)
+        check_tensor("token_ids", token_ids, integer=True, dim=(1, 2))
+        return scores
     if repetition_penalty != 1.0:
         scores = repetition_penalty_filter(scores, token_ids, repetition_penalty)
     if no_repeat_ngram_size > 0:

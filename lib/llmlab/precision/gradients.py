@@ -66,6 +66,10 @@ def lm_gradient_sizes(model: nn.Module, input_ids: torch.Tensor, attention_mask:
         raise TypeError(f"input_ids must be a LongTensor of token ids, got {input_ids.dtype}")
     if input_ids.shape[1] < 2:
         raise ValueError(f"input_ids must hold at least 2 tokens per row (one to predict), got {input_ids.shape[1]}")
+    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+    if isinstance(vocab_size, int) and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
+        raise ValueError(f"input_ids must hold token ids in [0, {vocab_size - 1}] (the model's vocab_size), got ids "
+                         f"from {int(input_ids.min())} to {int(input_ids.max())}")
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     check_tensor("attention_mask", attention_mask, dim=2)
@@ -149,7 +153,9 @@ def train_scaled_quadratic(optimizer: str, *, lr: float, steps: int = 200, curva
     """
     check_choice("optimizer", optimizer, QUADRATIC_OPTIMIZERS)
     lr = check_float("lr", lr, low=0, low_open=True)
-    steps = check_int("steps", steps, low=1)
+    steps = check_int("steps", steps, low=1, high=10**6)  # errors keeps (steps + 1, d) float64 numbers
+    if isinstance(curvatures, (str, bytes)) or not hasattr(curvatures, "__iter__"):
+        raise TypeError(f"curvatures must be a sequence of positive numbers, got {type(curvatures).__name__}")
     c = torch.as_tensor([check_float(f"curvatures[{i}]", v, low=0, low_open=True) for i, v in enumerate(curvatures)],
                         dtype=torch.float64)
     if c.numel() == 0:
