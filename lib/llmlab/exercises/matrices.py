@@ -29,8 +29,8 @@ def _halves(answer):
     left, right, whole = _camera_ks()
     got = tuple(int(k) for k in answer)
     if got == (left, right):
-        return True, (f"each half is a smaller matrix with fewer singular values, but not {whole}/2 each: "
-                      "a half is not half as complex.")
+        return True, (f"{left} and {right} against {whole} for the whole photo: singular values follow the content "
+                      "(edges, texture), not the number of pixels.")
     if got == (right, left):
         return False, "swapped: columns 0 .. W/2 − 1 are the left half."
     if whole in got:

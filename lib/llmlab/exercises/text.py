@@ -23,9 +23,12 @@ def _forward_tokens(answer):
     truth = forward_tokens(SEQ_LEN, max_length=MAX_LENGTH, stride=STRIDE)
     answer = int(answer)
     if answer == truth:
-        return True, f"the model reads {truth / SEQ_LEN:.2f}× the text to score each token once."
+        return True, f"the model reads {truth / (SEQ_LEN - 1):.2f}× the scored tokens to score each one once."
     if answer == SEQ_LEN:
-        return False, "that is how many tokens are *scored*; every window after the first also re-reads context."
+        return False, "that is about how many tokens are *scored*; every window after the first also re-reads context."
+    if answer == forward_tokens(SEQ_LEN + 1, max_length=MAX_LENGTH, stride=STRIDE):
+        return False, ("off by a little at the end: the text's last token is only a target (nothing follows it to "
+                       "predict), so no window feeds it as input.")
     if answer == math.ceil(SEQ_LEN / STRIDE) * MAX_LENGTH:
         return False, ("close: not every window is full length: the windows stop where the text stops "
                        "(look at `sliding_windows` for where the last one ends).")
