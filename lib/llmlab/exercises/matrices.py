@@ -106,6 +106,8 @@ def _wide_adapter(answer):
         return True, f"{truth / qv:.1f}× the q/v adapter, still only {share:.1%} of the model's parameters."
     if answer == qv:
         return False, "that is the q_proj/v_proj adapter: count all seven projections of each block."
+    if answer == lora_model_param_count(model, ALL_PROJECTIONS[:4], r=8):
+        return False, "that is the attention projections only: the MLP's gate_proj, up_proj and down_proj count too."
     if answer * 30 == truth:
         return False, "that is one block: SmolLM2-135M has 30."
     return False, (f"{direction(answer, truth)}: every adapted (out × in) matrix adds r·(out + in); k_proj and v_proj "
