@@ -248,3 +248,20 @@ def test_notebook_ids_and_registry_agree():
 def test_every_exercise_has_a_solution():
     used = _check_ids("solutions")
     assert set(used) == set(EXERCISES)
+
+
+def test_notebook_scaffolds_leave_the_answer_to_the_learner():
+    """A scaffold in notebooks/ starts from `answer = None` (nbval runs it: check says "no answer yet")."""
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            source = "".join(cell["source"])
+            if cell["cell_type"] == "code" and CHECK_CALL.search(source):
+                assert "answer = None" in source and source.count("check(") == 1, (path.name, source)
+
+
+def test_solutions_assert_their_check():
+    for path in sorted((ROOT / "solutions").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            source = "".join(cell["source"])
+            if cell["cell_type"] == "code" and CHECK_CALL.search(source):
+                assert re.search(r"assert check\(", source), (path.name, source)
