@@ -3,14 +3,15 @@
 Every notebook's Exercises section ends each checkable exercise with a scaffold::
 
     answer = None  # your code
-    check("06.2", answer)
+    check("06.2", answer);
 
 ``check`` grades the answer against values llmlab computes at check time (so the check holds on
 any device and size), prints a ✓ or a hint that points at the mistake without giving the
 solution, and returns True or False. It never raises on a wrong answer (a crash inside a function
 you pass is reported as a hint too); it raises ``ValueError`` only for an unknown exercise id or
 an answer of the wrong kind (the message says what kind is expected). ``None`` (the scaffold's
-placeholder) prints "no answer yet" and returns False. Worked solutions live in ``solutions/``.
+placeholder) prints "no answer yet" and returns False. (The scaffold's ``;`` keeps Jupyter from echoing the
+returned bool under the message.) Worked solutions live in ``solutions/``.
 
 One module per group of notebooks registers its exercises in :data:`EXERCISES`:
 ``text`` (01, 02, 10), ``training`` (03, 04, 05, 08), ``matrices`` (06, 07), ``scale`` (12).
@@ -40,7 +41,7 @@ def grade(exercise_id: str, answer) -> tuple[bool, str]:
     """``(passed, message)`` without printing; ``ValueError`` for an unknown id or a wrong kind of answer."""
     ex = _lookup(exercise_id)
     if answer is None or answer is Ellipsis:
-        return False, f"no answer yet: replace None by your answer ({ex.expects})."
+        return False, f"no answer yet: set `answer` to {ex.expects} and run the cell again."
     if not ex.accepts(answer):
         raise ValueError(f"exercise {exercise_id} ({ex.title}) expects {ex.expects}, "
                          f"got {type(answer).__name__}: {str(answer)[:80]}")
