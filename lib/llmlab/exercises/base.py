@@ -9,10 +9,12 @@ on any device and size; the message on failure is a hint, never the solution.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from ..models import LLAMA_PRESETS
@@ -44,25 +46,17 @@ def exercise(exercise_id: str, title: str, expects: str, accepts: Callable[[Any]
 # --- kinds of answers ------------------------------------------------------------------------
 
 def is_int(x) -> bool:
-    """An integer (Python or numpy/torch scalar), not a bool."""
-    if isinstance(x, bool):
-        return False
+    """An integer (Python, numpy or a one-element integer tensor), not a bool."""
     if isinstance(x, torch.Tensor):
-        return x.numel() == 1 and not x.dtype.is_floating_point and x.dtype != torch.bool
-    return isinstance(x, int) or type(x).__name__ in ("int64", "int32", "int16", "int8")
+        return x.numel() == 1 and not x.dtype.is_floating_point and not x.dtype.is_complex and x.dtype != torch.bool
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
 
 
 def is_number(x) -> bool:
-    """A finite or infinite real number (int or float, Python, numpy or a one-element tensor), not a bool."""
-    if isinstance(x, bool):
-        return False
+    """A real number (int or float: Python, numpy or a one-element tensor), not a bool."""
     if isinstance(x, torch.Tensor):
-        return x.numel() == 1 and x.dtype != torch.bool
-    try:
-        float(x)
-    except (TypeError, ValueError):
-        return False
-    return not isinstance(x, (str, bytes))
+        return x.numel() == 1 and not x.dtype.is_complex and x.dtype != torch.bool
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
 
 
 def is_callable(x) -> bool:
