@@ -61,6 +61,25 @@ def cut(word, vocab):
     return pieces
 
 
+def prefix_mask(n, n_prefix):
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    return (j < n_prefix) | (j <= i)
+
+
+def rouge2(reference, candidate):
+    from collections import Counter
+
+    from llmlab.anatomy import rouge_tokens
+
+    def bigrams(text):
+        tokens = rouge_tokens(text)
+        return Counter(zip(tokens, tokens[1:]))
+    ref, cand = bigrams(reference), bigrams(candidate)
+    overlap = sum((ref & cand).values())
+    p, r = overlap / max(sum(cand.values()), 1), overlap / max(sum(ref.values()), 1)
+    return p, r, (2 * p * r / (p + r) if overlap else 0.0)
+
+
 def right_answer(exercise_id):
     """The solution of each exercise, computed with llmlab (as the solution notebooks do)."""
     from llmlab import svd
@@ -106,8 +125,12 @@ def right_answer(exercise_id):
         return {key: next(n for n in range(1, 1000)
                           if sharded_ledger(p, n, stage, precision="mixed").total <= 60e9)
                 for key, (p, stage) in {"70B zero3": (70 * 10**9, "zero3"), "13B zero2": (13 * 10**9, "zero2")}.items()}
+    if exercise_id == "09.2":
+        d, L, H, H_kv, ff, V = 8192, 80, 64, 8, 28672, 32000
+        block = d * d + 2 * d * H_kv * (d // H) + d * d + 3 * d * ff + 2 * d
+        return {"total": 2 * V * d + L * block + d, "gqa_saving": 2 * L * d * (H - H_kv) * (d // H)}
     return {"01.2": bpb, "02.1": penalize, "03.1": linear_decay, "03.3": restart_step, "04.1": accumulate,
-            "07.1": merge, "10.2": cut}[exercise_id]
+            "07.1": merge, "09.1": prefix_mask, "09.3": rouge2, "10.2": cut}[exercise_id]
 
 
 # ---------------------------------------------------------------- typical wrong answers and their hints
@@ -156,6 +179,9 @@ def wrong_answers():
         "07.2": (lambda: right_answer("07.2") // 30, "one block"),
         "08.1": (lambda: {"adamw": 12 * 7, "sgd_momentum": 8 * 7}, "master"),
         "08.2": (1.0, "even"),
+        "09.1": (lambda n, n_prefix: prefix_mask(n, n_prefix).T, "transposed"),
+        "09.2": (lambda: {**right_answer("09.2"), "gqa_saving": right_answer("09.2")["gqa_saving"] // 2}, "both"),
+        "09.3": (lambda reference, candidate: tuple(rouge2(reference, candidate)[i] for i in (1, 0, 2)), "swapped"),
         "10.1": (lambda: len(__import__("llmlab.tokenization", fromlist=["x"]).train_bpe(
             __import__("llmlab.tokenization", fromlist=["x"]).load_corpus(), 256 + 500).encode(
             __import__("llmlab.tokenization", fromlist=["x"]).load_parallel()["French"])), "without"),
