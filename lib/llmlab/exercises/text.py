@@ -24,7 +24,7 @@ def _forward_tokens(answer):
     answer = int(answer)
     if answer == truth:
         return True, f"the model reads {truth / (SEQ_LEN - 1):.2f}× the scored tokens to score each one once."
-    if answer == SEQ_LEN:
+    if answer in (SEQ_LEN, SEQ_LEN - 1):
         return False, "that is about how many tokens are *scored*; every window after the first also re-reads context."
     if answer == forward_tokens(SEQ_LEN + 1, max_length=MAX_LENGTH, stride=STRIDE):
         return False, ("off by a little at the end: the text's last token is only a target (nothing follows it to "
@@ -59,7 +59,7 @@ def _bits_per_byte(bpb):
             return False, case + "that is nats per byte: a bit is ln 2 nats."
         if close(got, math.log2(ppl), 1e-6):
             return False, case + "that is bits per *token*: the total information is spread over the bytes."
-        if truth and close(got * truth, (n_tokens / n_bytes) ** 2 * math.log2(ppl) ** 2, 1e-6):
+        if ppl != 1 and n_tokens != n_bytes and close(got, n_bytes * math.log2(ppl) / n_tokens, 1e-6):
             return False, case + "tokens and bytes are swapped."
         return False, case + "the total information is n_tokens × (nats per token); convert nats to bits, divide by bytes."
     return True, "bits per byte does not depend on how the text was cut into tokens."

@@ -121,7 +121,8 @@ def _accumulate(accumulate):
             return False, f"{case} = K − 1: each micro-batch loss must be divided by the number of micro-batches."
         if abs(gap - (1 - 1 / steps)) < 1e-3:
             return False, f"{case}: the gradient is K× too small: divide each micro-batch loss by K once, not twice."
-        return False, f"{case}: split x and y into K equal consecutive slices, backward each (loss / K), never zero .grad in between."
+        return False, (f"{case}: are the micro-batches K equal, consecutive slices of the batch, and does .grad keep "
+                       "summing over all of them?")
     return True, "the accumulated gradient equals the big-batch gradient to rounding (also for K = 1)."
 
 
