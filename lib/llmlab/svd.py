@@ -12,6 +12,8 @@ and by Eckart–Young no rank-k matrix is closer: ‖W − W_k‖_F² = Σ_{i > 
 ``torch.linalg.svd``, so it runs on the GPU when the image is there); :func:`reconstruct`,
 :func:`relative_error`, :func:`energy` and :func:`k_for_error` are then cheap.
 :func:`low_rank_factors` gives the W ≈ A B split that LoRA (topic 7) builds on.
+:func:`noise_singular_values` predicts the spectrum of a random matrix (Marchenko–Pastur; the
+quarter-circle law for a square one): what "noise has a flat spectrum" really means.
 :func:`demo_images` returns the photos and the made-in-code test patterns the notebook uses.
 """
 
@@ -34,6 +36,7 @@ __all__ = [
     "k_for_error",
     "compression_ratio",
     "low_rank_factors",
+    "noise_singular_values",
     "checkerboard",
     "noise_image",
     "demo_images",
@@ -245,6 +248,34 @@ def low_rank_factors(W, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     A = U[:, :k] * S[:k]  # (m, k): column i of U scaled by σᵢ
     B = Vh[:k, :]  # (k, n)
     return A, B
+
+
+def noise_singular_values(m: int, n: int, std: float = 1.0) -> torch.Tensor:
+    """The singular values of an m×n matrix of independent zero-mean entries with standard
+    deviation ``std``, as random-matrix theory predicts them: ``min(m, n)`` values, descending.
+
+    With m ≤ n, the eigenvalues x = σ²/(std² n) of W Wᵀ/(std² n) follow the Marchenko–Pastur
+    law with ratio λ = m/n: density √((b − x)(x − a)) / (2π λ x) on [a, b] = [(1 − √λ)², (1 + √λ)²].
+    For a square matrix (λ = 1) that makes s = σ/(std √n) follow the **quarter-circle law**,
+    density √(4 − s²)/π on [0, 2]: the spectrum is not flat, it falls from 2·std·√n to zero, most
+    steeply over the last indices. σᵢ is the quantile of level 1 − (i − ½)/min(m, n) (exact as
+    m, n → ∞; a few per cent off at a few hundred). A non-zero mean adds one large σ₁ on top.
+    """
+    m, n = check_int("m", m, low=1), check_int("n", n, low=1)
+    std = check_float("std", std, low=0)
+    m, n = min(m, n), max(m, n)
+    lam = m / n
+    a, b = (1 - math.sqrt(lam)) ** 2, (1 + math.sqrt(lam)) ** 2
+    # Integrate the density in s = √x (smooth at the hard edge a = 0 of the square case).
+    s = np.linspace(math.sqrt(a), math.sqrt(b), 200_001)
+    x = s**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        density_x = np.sqrt(np.clip((b - x) * (x - a), 0, None)) / (2 * math.pi * lam * x)
+    density_s = np.nan_to_num(2 * s * density_x)  # p(s) = 2 s p(x)
+    cdf = np.concatenate([[0.0], np.cumsum((density_s[1:] + density_s[:-1]) / 2 * np.diff(s))])
+    cdf /= cdf[-1]
+    levels = 1 - (np.arange(1, m + 1) - 0.5) / m  # descending
+    return torch.from_numpy(np.interp(levels, cdf, s) * std * math.sqrt(n)).float()
 
 
 # ---------------------------------------------------------------------------------------------
