@@ -22,10 +22,9 @@ def bpb(ppl, n_tokens, n_bytes):
     return n_tokens * math.log2(ppl) / n_bytes
 
 
-def penalize(input_ids, logits, penalty):
-    picked = logits.gather(1, input_ids)
-    picked = torch.where(picked > 0, picked / penalty, picked * penalty)
-    return logits.scatter(1, input_ids, picked)
+def banned(token_ids, n):
+    prefix = token_ids[len(token_ids) - (n - 1):] if n > 1 else []
+    return {token_ids[i + n - 1] for i in range(len(token_ids) - n + 1) if token_ids[i:i + n - 1] == prefix}
 
 
 def linear_decay(step, *, base_lr, warmup_steps, total_steps):
@@ -129,7 +128,7 @@ def right_answer(exercise_id):
         d, L, H, H_kv, ff, V = 8192, 80, 64, 8, 28672, 32000
         block = d * d + 2 * d * H_kv * (d // H) + d * d + 3 * d * ff + 2 * d
         return {"total": 2 * V * d + L * block + d, "gqa_saving": 2 * L * d * (H - H_kv) * (d // H)}
-    return {"01.2": bpb, "02.1": penalize, "03.1": linear_decay, "03.3": restart_step, "04.1": accumulate,
+    return {"01.2": bpb, "02.1": banned, "03.1": linear_decay, "03.3": restart_step, "04.1": accumulate,
             "07.1": merge, "09.1": prefix_mask, "09.3": rouge2, "10.2": cut}[exercise_id]
 
 
@@ -137,8 +136,8 @@ def right_answer(exercise_id):
 
 def wrong_answers():
     """exercise id -> (a typical wrong answer, a phrase its hint must contain)."""
-    def penalize_divides_all(input_ids, logits, penalty):
-        return logits.scatter(1, input_ids, logits.gather(1, input_ids) / penalty)
+    def banned_last_n(token_ids, n):
+        return banned(token_ids, n + 1)
 
     def decay_negative(step, *, base_lr, warmup_steps, total_steps):
         if step < warmup_steps:
@@ -165,7 +164,7 @@ def wrong_answers():
     return {
         "01.1": (1000, "scored"),
         "01.2": (lambda ppl, n_tokens, n_bytes: n_tokens * math.log(ppl) / n_bytes, "nats per byte"),
-        "02.1": (penalize_divides_all, "negative"),
+        "02.1": (banned_last_n, "last n − 1"),
         "02.2": (lambda: right_answer("02.2") * 3 // 9, "KV"),
         "03.1": (decay_negative, "never negative"),
         "03.2": (0.1 * (1 + math.cos(math.pi * 900 / 1000)) / 2, "should"),

@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import torch
 
-from ..decoding import decode_roofline
+from ..decoding import banned_ngram_tokens, decode_roofline
 from ..perplexity import PerplexityResult, bits_per_byte, forward_tokens
 from ..tokenization import load_corpus, load_parallel, load_samples, train_bpe, train_wordpiece, wordpiece_greedy
 from .base import call_safely, close, direction, exercise, is_callable, is_int, smollm2_skeleton
@@ -67,35 +67,40 @@ def _bits_per_byte(bpb):
 
 # --- 02 decoding -------------------------------------------------------------------------------
 
-@exercise("02.1", "a repetition penalty", "a function penalize(input_ids, logits, penalty) -> logits", is_callable)
-def _repetition_penalty(penalize):
-    # transformers is slow to import: only this check needs it.
-    from transformers import RepetitionPenaltyLogitsProcessor
+_NGRAM_CASES = [([1, 2, 3, 1, 2], 3), ([5, 5, 5, 5], 2), ([1, 2, 3], 4), ([4, 7, 4, 8, 4], 2), ([3, 1, 3, 1, 3], 1),
+                 ([9, 8, 7, 9, 8, 6, 9, 8], 3), ([1, 2, 1, 2, 1, 2], 4), ([2], 2)]
 
+
+def _ngram_cases():
+    """Hand-made cases plus random sequences over a small vocabulary (many repeats)."""
     g = torch.Generator().manual_seed(0)
-    for batch, vocab, seq, penalty in [(1, 50, 12, 1.3), (2, 97, 20, 1.3), (3, 10, 30, 2.0), (1, 30, 5, 0.7)]:
-        logits = torch.randn(batch, vocab, generator=g) * 3
-        input_ids = torch.randint(0, vocab, (batch, seq), generator=g)  # repeats included
-        truth = RepetitionPenaltyLogitsProcessor(penalty)(input_ids, logits.clone())
-        got, error = call_safely(penalize, input_ids.clone(), logits.clone(), penalty)
+    randoms = [(torch.randint(0, 4, (int(length),), generator=g).tolist(), n)
+               for length, n in [(12, 2), (20, 3), (30, 4), (9, 3), (25, 1)]]
+    return _NGRAM_CASES + randoms
+
+
+@exercise("02.1", "the no-repeat n-gram ban", "a function banned(token_ids, n) -> the banned token ids", is_callable)
+def _ngram_ban(banned):
+    for ids, n in _ngram_cases():
+        truth = set(banned_ngram_tokens(ids, n))
+        got, error = call_safely(banned, list(ids), n)
         if error:
             return False, error
-        if not isinstance(got, torch.Tensor) or got.shape != logits.shape:
-            return False, f"return a tensor of the logits' shape {tuple(logits.shape)}, got {getattr(got, 'shape', type(got))}."
-        if torch.allclose(got, truth, atol=1e-6):
+        try:
+            got = {int(t) for t in got}
+        except (TypeError, ValueError):
+            return False, f"banned({ids}, {n}) returned {type(got).__name__}: return a list (or set) of token ids."
+        if got == truth:
             continue
-        seen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, input_ids, True)
-        if not torch.allclose(got[~seen], logits[~seen]):
-            return False, "tokens that were never generated must keep their logits."
-        wrong = ~torch.isclose(got, truth, atol=1e-6)
-        if bool((wrong & seen & (logits < 0)).any()) and not bool((wrong & seen & (logits > 0)).any()):
-            return False, ("positive logits are right, negative ones are not: dividing a negative logit by 1.3 "
-                           "*raises* it (makes the token more likely).")
-        if bool((wrong & seen & (logits > 0)).any()):
-            return False, ("some positive logits of generated tokens are off: penalize each generated token once, "
-                           "however often it occurs (count repeats and the penalty compounds).")
-        return False, "the penalized logits differ from Hugging Face's RepetitionPenaltyLogitsProcessor."
-    return True, "the same logits as Hugging Face's RepetitionPenaltyLogitsProcessor, batches and repeats included."
+        case = f"banned({ids}, n={n}) = {sorted(got)}"
+        if n > 1 and got == set(banned_ngram_tokens(ids, n + 1)):
+            return False, f"{case}: match the last n − 1 tokens (the n-gram's first part), not the last n."
+        if n > 1 and got == set(banned_ngram_tokens(ids, n - 1)):
+            return False, f"{case}: an n-gram has n tokens: match the last n − 1, then ban the one that followed them."
+        if got < truth:
+            return False, f"{case} misses some: look at every earlier position, the n-gram that ends the sequence included."
+        return False, f"{case} bans too much: a token is banned only if it followed the same n − 1 tokens before."
+    return True, "the same bans as llmlab's no_repeat_ngram_size (and so as generate's)."
 
 
 @exercise("02.2", "where the KV cache outweighs the weights", "an int (a context length in tokens)", is_int)
