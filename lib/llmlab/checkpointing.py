@@ -81,8 +81,10 @@ def make_chain(n_layers: int, width: int, *, seed: int = 0) -> nn.Sequential:
     ``batch * width`` numbers. Weights are orthogonal (gain 1) so the signal neither dies nor
     explodes over hundreds of layers; the global random state is left untouched.
     """
-    check_int("n_layers", n_layers, low=1)
-    check_int("width", width, low=1)
+    check_int("n_layers", n_layers, low=1, high=10_000)
+    check_int("width", width, low=1, high=16_384)
+    if n_layers * width * width > 2**28:  # 1 GiB of float32 weights: far past any lab experiment
+        raise ValueError(f"n_layers * width**2 must be <= 2**28 weights (1 GiB), got {n_layers} * {width}**2")
     check_int("seed", seed, low=0)
     gen = torch.Generator().manual_seed(seed)
     blocks = []
@@ -364,7 +366,7 @@ def max_relative_grad_error(grads: dict[str, torch.Tensor], reference: dict[str,
     errors = []
     for k in reference:
         if grads[k].shape != reference[k].shape:
-            raise ValueError(f"gradient {k!r} has shape {tuple(grads[k].shape)}, reference {tuple(reference[k].shape)}")
+            raise ValueError(f"grads[{k!r}] has shape {tuple(grads[k].shape)}, reference[{k!r}] {tuple(reference[k].shape)}")
         norm = reference[k].double().norm()
         if norm == 0:
             raise ValueError(f"reference gradient {k!r} is zero: its relative error is undefined")
@@ -388,6 +390,9 @@ def _check_run_args(model, x, strategy, segments) -> tuple[list[nn.Module], int]
     if x.dim() < 1 or x.shape[0] < 1:
         raise ValueError(f"x must be (batch, ...) with batch >= 1, got shape {tuple(x.shape)}")
     layers = list(model.children())
+    first = next((m for m in model.modules() if isinstance(m, nn.Linear)), None)
+    if first is not None and x.shape[-1] != first.in_features:
+        raise ValueError(f"x must be (batch, {first.in_features}) for this chain, got shape {tuple(x.shape)}")
     if segments is None:
         return layers, default_segments(len(layers))
     if strategy not in ("sqrt", "torch"):

@@ -225,9 +225,11 @@ def lora_model_param_count(model: nn.Module, target_modules=("q_proj", "v_proj")
     if isinstance(target_modules, str):
         target_modules = (target_modules,)
     r = check_int("r", r, low=1)
-    return sum(lora_param_count(mod.out_features, mod.in_features, r)
-               for name, mod in model.named_modules()
-               if isinstance(mod, nn.Linear) and any(_matches(name, t) for t in target_modules))
+    matched = [mod for name, mod in model.named_modules()
+               if isinstance(mod, nn.Linear) and any(_matches(name, t) for t in target_modules)]
+    if not matched:  # as add_lora: a typo in a layer name must not count zero parameters
+        raise ValueError(f"target_modules {list(target_modules)} match no nn.Linear in the model")
+    return sum(lora_param_count(mod.out_features, mod.in_features, r) for mod in matched)
 
 
 def truncation_error(delta_W: torch.Tensor, ranks) -> torch.Tensor:
@@ -242,6 +244,8 @@ def truncation_error(delta_W: torch.Tensor, ranks) -> torch.Tensor:
     if (isinstance(ranks, torch.Tensor) and ranks.dim() == 0) or not hasattr(ranks, "__iter__"):
         ranks = [ranks]  # one rank: a single number or a 0-d tensor (checked below)
     ranks = [check_int(f"ranks[{i}]", r, low=0) for i, r in enumerate(ranks)]
+    if not ranks:
+        raise ValueError("ranks must hold at least one rank")
     sigma2 = torch.linalg.svdvals(delta_W.detach().double()) ** 2
     total = sigma2.sum()
     if total == 0:

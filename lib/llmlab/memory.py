@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_int, check_module
+from ._checks import check_choice, check_int, check_module, check_tensor
 
 __all__ = [
     "ParamCount",
@@ -56,6 +56,7 @@ def count_parameters(model: nn.Module) -> ParamCount:
 
 def tensor_bytes(t: torch.Tensor) -> int:
     """Bytes of a tensor's elements (``numel * element_size``)."""
+    check_tensor("t", t)
     return t.numel() * t.element_size()
 
 
@@ -193,6 +194,11 @@ class SavedTensorTracker:
     """
 
     def __init__(self, params=()):
+        if isinstance(params, torch.Tensor) or not hasattr(params, "__iter__"):
+            raise TypeError(f"params must be an iterable of tensors (e.g. model.parameters()), got {type(params).__name__}")
+        params = list(params)
+        if not all(isinstance(p, torch.Tensor) for p in params):
+            raise TypeError("params must hold tensors (e.g. model.parameters())")
         self._param_storages = {p.untyped_storage().data_ptr() for p in params}
         self._refs: dict[int, int] = {}      # storage pointer -> number of live saved copies
         self._nbytes: dict[int, int] = {}    # storage pointer -> bytes

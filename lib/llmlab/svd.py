@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ._checks import check_float, check_int
+from ._torch import resolve_device
 
 __all__ = [
     "SVDFactors",
@@ -90,6 +91,12 @@ class SVDFactors:
 # ---------------------------------------------------------------------------------------------
 
 
+def _check_factors(factors) -> "SVDFactors":
+    if not isinstance(factors, SVDFactors):
+        raise TypeError(f"factors must be the SVDFactors returned by factorize(), got {type(factors).__name__}")
+    return factors
+
+
 def _check_k(k, max_rank: int, name: str = "k") -> int:
     """k must be an integer in 1..max_rank (bool and float are refused, 3.0 included)."""
     return check_int(name, k, low=1, high=max_rank)
@@ -108,7 +115,7 @@ def _as_float_tensor(x, name: str, *, image: bool, device) -> torch.Tensor:
     if t.is_complex():
         raise TypeError(f"{name} must be real, got dtype {t.dtype}")
     if device is not None:
-        t = t.to(device)
+        t = t.to(resolve_device(device))
     if t.dtype == torch.uint8 and image:
         return t.to(torch.float32) / 255.0  # 0..255 -> 0..1
     if t.dtype == torch.bool or (not t.is_floating_point() and image):
@@ -161,7 +168,7 @@ def reconstruct(factors: SVDFactors, k: int) -> torch.Tensor:
 
     Float, on the factors' device, not clipped (a rank-k image can leave [0, 1]).
     """
-    k = _check_k(k, factors.max_rank)
+    k = _check_k(k, _check_factors(factors).max_rank)
     U_k = factors.U[..., :, :k]
     sigma_k = factors.S[..., :k]
     Vh_k = factors.Vh[..., :k, :]
@@ -181,7 +188,7 @@ def relative_error(factors: SVDFactors, k: int) -> float:
 
         sqrt( Σ_c Σ_{i > k} σ_{c,i}²  /  Σ_c Σ_i σ_{c,i}² ).   (0 for an all-zero image.)
     """
-    k = _check_k(k, factors.max_rank)
+    k = _check_k(k, _check_factors(factors).max_rank)
     s2 = _sigma_squared(factors)
     total = float(s2.sum())
     if total == 0.0:
@@ -195,7 +202,7 @@ def energy(factors: SVDFactors, k: int) -> float:
 
     energy(k) = 1 − relative_error(k)²; 1 for an all-zero image.
     """
-    k = _check_k(k, factors.max_rank)
+    k = _check_k(k, _check_factors(factors).max_rank)
     s2 = _sigma_squared(factors)
     total = float(s2.sum())
     if total == 0.0:
@@ -205,6 +212,7 @@ def energy(factors: SVDFactors, k: int) -> float:
 
 def k_for_error(factors: SVDFactors, max_error: float) -> int:
     """The smallest k whose :func:`relative_error` is <= ``max_error`` (in (0, 1])."""
+    _check_factors(factors)
     max_error = check_float("max_error", max_error, low=0.0, high=1.0, low_open=True)
     s2 = _sigma_squared(factors)
     per_rank = s2.sum(0) if s2.ndim == 2 else s2  # Σ_c σ_{c,i}², shape (r,)

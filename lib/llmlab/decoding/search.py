@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from .._checks import check_float, check_int, check_module, check_tensor
 from .._torch import model_device
 from .repetition import apply_repetition_controls
+from ..perplexity import vocab_size
+from .limits import MAX_NUM_BEAMS, check_eos_token_id, check_fits_model, check_input_ids, check_max_new_tokens
 
 __all__ = [
     "greedy",
@@ -42,31 +44,6 @@ __all__ = [
 _PARKED = -1.0e9
 
 
-# ---------------------------------------------------------------------------------------------
-# Argument checks shared by every decoder (StaticDecoder and time_decoders use them too)
-# ---------------------------------------------------------------------------------------------
-
-
-def check_input_ids(input_ids) -> torch.Tensor:
-    """``input_ids`` must be a ``(1, prompt_len)`` tensor of token ids (int64 or int32), prompt_len >= 1."""
-    check_tensor("input_ids", input_ids, integer=True, dim=2)
-    if input_ids.dtype not in (torch.int64, torch.int32):  # what an embedding lookup accepts
-        raise TypeError(f"input_ids must hold token ids as torch.long (or int32), got dtype {input_ids.dtype}")
-    if input_ids.shape[0] != 1 or input_ids.shape[1] < 1:
-        raise ValueError(f"input_ids must have shape (1, prompt_len) with prompt_len >= 1, got {tuple(input_ids.shape)}")
-    return input_ids
-
-
-def check_max_new_tokens(max_new_tokens) -> int:
-    """``max_new_tokens`` as an int >= 0."""
-    return check_int("max_new_tokens", max_new_tokens, low=0)
-
-
-def check_eos_token_id(eos_token_id) -> int | None:
-    """``eos_token_id``: None (never stop early) or a token id, an int >= 0."""
-    return None if eos_token_id is None else check_int("eos_token_id", eos_token_id, low=0)
-
-
 def _check_top_k(name: str, k) -> int:
     return check_int(name, k, low=0)  # 0 keeps every token
 
@@ -79,6 +56,8 @@ def _check_logits(logits) -> torch.Tensor:
     check_tensor("logits", logits, floating=True, min_numel=1)
     if logits.dim() < 1:
         raise ValueError("logits must have a vocabulary axis, shape (..., vocab), got a 0-d tensor")
+    if bool(torch.isnan(logits).any()):  # -inf is a filtered token; NaN is a bug upstream
+        raise ValueError("logits must not contain NaN (-inf marks a removed token; NaN has no meaning)")
     return logits
 
 
@@ -113,6 +92,7 @@ def next_token_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
     """Logits for the token after ``input_ids`` (1, prompt_len): float32, shape (vocab,), on ``input_ids``' device."""
     check_module("model", model)
     check_input_ids(input_ids)
+    check_fits_model(model, input_ids)
     logits, _ = _step(model, input_ids.to(model_device(model)), None)
     return logits[0].to(input_ids.device)
 
@@ -169,6 +149,11 @@ def warp_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 
     top_k = _check_top_k("top_k", top_k)
     top_p = _check_top_p("top_p", top_p)
     scores = logits / temperature if temperature != 1.0 else logits
+    if temperature < 1.0 and not bool(torch.isfinite(scores).eq(torch.isfinite(logits)).all()):
+        # A tiny temperature overflows logits / T to +-inf (softmax then gives NaN). Shift first:
+        # (logits - max) / T has the same softmax, is 0 at the maximum and finite or -inf elsewhere,
+        # which is the T -> 0 limit (greedy) instead of NaN.
+        scores = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     return top_p_filter(top_k_filter(scores, top_k), top_p)
 
 
@@ -219,6 +204,7 @@ def greedy(model, input_ids: torch.Tensor, max_new_tokens: int, *, eos_token_id:
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     eos_token_id = check_eos_token_id(eos_token_id)
     controls = _check_controls(repetition_penalty, no_repeat_ngram_size)
+    check_fits_model(model, input_ids, max_new_tokens, eos_token_id)
     return _decode_loop(model, input_ids, max_new_tokens, eos_token_id,
                         lambda scores: scores.argmax(dim=-1, keepdim=True), controls)
 
@@ -234,6 +220,7 @@ def greedy_without_cache(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     check_input_ids(input_ids)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     eos_token_id = check_eos_token_id(eos_token_id)
+    check_fits_model(model, input_ids, max_new_tokens, eos_token_id)
     sequence = input_ids.to(model_device(model))
     for _ in range(max_new_tokens):
         logits = model(input_ids=sequence, use_cache=False).logits[:, -1, :].float()
@@ -276,6 +263,7 @@ def sample(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     controls = _check_controls(repetition_penalty, no_repeat_ngram_size)
+    check_fits_model(model, input_ids, max_new_tokens, eos_token_id)
 
     def choose(scores):
         probs = F.softmax(warp_logits(scores, temperature=temperature, top_k=top_k, top_p=top_p), dim=-1)
@@ -299,7 +287,8 @@ def beam_search(
     """Beam search: keep the ``num_beams`` partial sequences with the highest summed log-probability.
 
     Each step scores every (beam, token) continuation by s(beam) + log P(token | beam) and keeps the
-    best 2 * num_beams (so enough survive when some end in EOS). A continuation ending in EOS (or
+    best 2 * num_beams (so enough survive when some end in EOS); ``1 <= num_beams <= min(vocab,
+    MAX_NUM_BEAMS)``, since memory grows linearly with the beams. A continuation ending in EOS (or
     reaching ``max_new_tokens``) that ranks in the top ``num_beams`` becomes a finished hypothesis
     with score ``sum log p / n_generated ** length_penalty``; the rest continue. The search stops
     when ``num_beams`` hypotheses are finished (early stopping) or when the best running beam can no
@@ -313,9 +302,11 @@ def beam_search(
     check_input_ids(input_ids)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     eos_token_id = check_eos_token_id(eos_token_id)
-    num_beams = check_int("num_beams", num_beams, low=1)
+    vocab = vocab_size(model)
+    num_beams = check_int("num_beams", num_beams, low=1, high=min(MAX_NUM_BEAMS, vocab or MAX_NUM_BEAMS))
     length_penalty = check_float("length_penalty", length_penalty)
     controls = _check_controls(repetition_penalty, no_repeat_ngram_size)
+    check_fits_model(model, input_ids, max_new_tokens, eos_token_id)
     device = model_device(model)
     if max_new_tokens == 0:
         return input_ids.clone()
@@ -397,6 +388,7 @@ def sequence_logprob(model, input_ids: torch.Tensor, prompt_len: int) -> float:
     if total_len < 2:
         raise ValueError(f"input_ids must hold a prompt and at least one continuation token, got shape {tuple(input_ids.shape)}")
     prompt_len = check_int("prompt_len", prompt_len, low=1, high=total_len - 1)
+    check_fits_model(model, input_ids)
     ids = input_ids.to(model_device(model))
     logits = model(input_ids=ids, use_cache=False).logits[0, prompt_len - 1 : -1].float()  # predicts x_prompt_len..
     log_probs = F.log_softmax(logits, dim=-1)
