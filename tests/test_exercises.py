@@ -244,7 +244,7 @@ def test_the_hint_never_prints_the_solution(exercise_id, capsys):
 
 @pytest.mark.parametrize("bad_id", ["99.1", "6.2", 6.2, None, "06.9"])
 def test_unknown_id_raises(bad_id):
-    with pytest.raises(ValueError, match="unknown exercise id"):
+    with pytest.raises(ValueError, match="exercise_id .* is not a known exercise id"):
         check(bad_id, 1)
 
 

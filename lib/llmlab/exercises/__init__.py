@@ -28,13 +28,15 @@ __all__ = ["check", "grade", "EXERCISES", "Exercise", "exercise_ids"]
 
 def exercise_ids(notebook: str | None = None) -> list[str]:
     """The registered ids, sorted (only notebook ``"NN"``'s if given)."""
+    if notebook is not None and not (isinstance(notebook, str) and len(notebook) == 2 and notebook.isdigit()):
+        raise ValueError(f"notebook must be None or a two-digit string like '06', got {notebook!r}")
     ids = sorted(EXERCISES, key=lambda i: tuple(int(p) for p in i.split(".")))
     return [i for i in ids if notebook is None or i.split(".")[0] == notebook]
 
 
 def _lookup(exercise_id) -> Exercise:
     if not isinstance(exercise_id, str) or exercise_id not in EXERCISES:
-        raise ValueError(f"unknown exercise id {exercise_id!r}: known ids are {', '.join(exercise_ids())}")
+        raise ValueError(f"exercise_id {exercise_id!r} is not a known exercise id: known ids are {', '.join(exercise_ids())}")
     return EXERCISES[exercise_id]
 
 
@@ -44,7 +46,7 @@ def grade(exercise_id: str, answer) -> tuple[bool, str]:
     if answer is None or answer is Ellipsis:
         return False, f"no answer yet: set `answer` to {ex.expects} and run the cell again."
     if not ex.accepts(answer):
-        raise ValueError(f"exercise {exercise_id} ({ex.title}) expects {ex.expects}, "
+        raise ValueError(f"answer: exercise {exercise_id} ({ex.title}) expects {ex.expects}, "
                          f"got {type(answer).__name__}: {str(answer)[:80]}")
     return ex.grade(answer)
 
