@@ -947,3 +947,17 @@ RESULT_TYPES |= {
     # Probe is what train_probe returns (rows above check train_probe and Probe.logits).
     "Probe",
 }
+
+
+# --- exercises (issue 17): an unknown id or a wrong kind of answer is the only ValueError -----------
+from llmlab import exercises  # noqa: E402
+
+CASES += [
+    C(exercises.check, "exercise_id", V, lambda: exercises.check("99.1", 1)),
+    C(exercises.check, "answer", V, lambda: exercises.check("01.1", "1000")),
+    C(exercises.grade, "exercise_id", V, lambda: exercises.grade(6.2, 1)),
+    C(exercises.grade, "answer", V, lambda: exercises.grade("06.1", 12)),
+    C(exercises.exercise_ids, "notebook", V, lambda: exercises.exercise_ids(6)),
+]
+NO_ARGUMENTS |= {"EXERCISES"}
+RESULT_TYPES |= {"Exercise"}
