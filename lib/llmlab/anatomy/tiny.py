@@ -38,7 +38,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     (..., n_q, n_k) or None (every query sees every key). Returns (..., n_q, d_v).
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
-        check_tensor(name, t, floating=True, dim=tuple(range(2, 9)))
+        check_tensor(name, t, floating=True)
+        if t.dim() < 2:
+            raise ValueError(f"{name} must have at least 2 dimensions (..., n, d), got shape {tuple(t.shape)}")
     if k.shape[-1] != q.shape[-1]:
         raise ValueError(f"k must have q's head size {q.shape[-1]} in its last dimension, got shape {tuple(k.shape)}")
     if v.shape[-2] != k.shape[-2]:
