@@ -328,7 +328,8 @@ def validation_loss(model: nn.Module, batches) -> float:
     """
     check_module("model", model)
     if isinstance(batches, (str, bytes, Mapping, InstructionBatch)) or not hasattr(batches, "__iter__"):
-        raise TypeError(f"batches must be an iterable of batches (dicts or InstructionBatch), got {type(batches).__name__}")
+        raise TypeError(f"batches must be an iterable of batches (dicts or InstructionBatch), "
+                        f"got {type(batches).__name__}")
     total, count = 0.0, 0
     was_training = model.training
     model.eval()

@@ -142,8 +142,8 @@ def label_token_ids(tokenizer, words: dict[str, str]) -> dict[str, int]:
     for label, word in words.items():
         encoded = tokenizer.encode(word, add_special_tokens=False)
         if len(encoded) != 1:
-            raise ValueError(f"words: label word {word!r} for {label!r} is {len(encoded)} tokens {encoded}; pick a word "
-                             "that is one token (try it with and without a leading space)")
+            raise ValueError(f"words: label word {word!r} for {label!r} is {len(encoded)} tokens {encoded}; "
+                             "pick a word that is one token (try it with and without a leading space)")
         ids[label] = encoded[0]
     return ids
 
