@@ -506,6 +506,17 @@ def test_lr_sweep_trains_fresh_models_and_keeps_the_best(tiny_llama, kind):
     assert (trainable < total) == (kind == "lora")
 
 
+def test_lr_sweep_fused_adamw_matches_the_reference_adamw(tiny_llama):
+    # lr_sweep uses PyTorch's fused AdamW on CPU for speed: the same run as the default AdamW, to rounding
+    train, val = _instruction_batches(3, seed=2), _instruction_batches(1, seed=3)
+    runs, best = lr_sweep(lambda: copy.deepcopy(tiny_llama), train, [1e-2], val)
+    reference = copy.deepcopy(tiny_llama)
+    result = train_steps(reference, train, torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.0))
+    assert runs[0].train.losses == pytest.approx(result.losses, rel=1e-4, abs=1e-5)
+    for (name, p), q in zip(best.named_parameters(), reference.parameters()):
+        assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
+
+
 def test_lr_sweep_rejects_bad_input(tiny_llama):
     make = lambda: copy.deepcopy(tiny_llama)
     batches = _instruction_batches(1)

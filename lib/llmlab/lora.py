@@ -357,8 +357,9 @@ class SweepRun:
 
 def lr_sweep(make_model: Callable[[], nn.Module], batches, lrs, val_batches, *, progress: bool = False,
              desc: str = "") -> tuple[tuple[SweepRun, ...], nn.Module]:
-    """Fine-tune a fresh ``make_model()`` with AdamW (no weight decay) at each learning rate in ``lrs``
-    on the same ``batches``; return every run and the trained model with the lowest validation loss.
+    """Fine-tune a fresh ``make_model()`` with AdamW (no weight decay; PyTorch's fused implementation
+    on CPU and CUDA) at each learning rate in ``lrs`` on the same ``batches``; return every run and
+    the trained model with the lowest validation loss.
 
     ``make_model``: builds the model to train (e.g. a deep copy of the base model, with adapters
     for LoRA); its trainable parameters are the ones AdamW updates. ``val_batches``: held-out
@@ -380,7 +381,11 @@ def lr_sweep(make_model: Callable[[], nn.Module], batches, lrs, val_batches, *, 
     for lr in lrs:
         model = make_model()
         check_module("make_model()", model)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+        params = [p for p in model.parameters() if p.requires_grad]
+        # PyTorch's fused AdamW (CPU and CUDA) updates p, m and v in one pass instead of several:
+        # on a CPU that is about a third of a full fine-tuning step of SmolLM2-135M.
+        fused = model_device(model).type in ("cpu", "cuda") or None
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=fused)
         result = train_steps(model, batches, optimizer, progress=progress, desc=f"{desc} lr={lr:g}".strip())
         del optimizer  # its states (8 bytes per trainable parameter) go before the next run starts
         loss = validation_loss(model, val_batches)
