@@ -43,6 +43,7 @@ WIDGET_NOTEBOOKS = {
     "06_truncated_svd_images.ipynb": {"slider": "k", "text": r"relative error"},
     "07_lora.ipynb": {"slider": "rank r", "text": r"\d"},
     "08_mixed_precision.ipynb": {"slider": "u / w", "text": r"float16"},
+    "11_prompting_alignment.ipynb": {"slider": "beta", "text": r"mean DPO loss \d"},
 }
 PRESENT = [n for n in WIDGET_NOTEBOOKS if (ROOT / "notebooks" / n).exists()]
 

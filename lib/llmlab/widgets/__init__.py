@@ -14,6 +14,7 @@ from .checkpointing import CheckpointingWidget, checkpointing_widget
 from .decoding import DecodingWidget, decoding_widget
 from .lora import LoRARankExplorer, lora_rank_explorer
 from .precision import PrecisionWidget, precision_widget
+from .prompting import DPOBetaExplorer, dpo_beta_explorer
 from .schedules import CosineExplorer, cosine_explorer
 from .svd import SVDExplorer, svd_explorer
 
@@ -26,4 +27,5 @@ __all__ = [
     "checkpointing_widget", "CheckpointingWidget",
     "lora_rank_explorer", "LoRARankExplorer",
     "precision_widget", "PrecisionWidget",
+    "dpo_beta_explorer", "DPOBetaExplorer",
 ]
