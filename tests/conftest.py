@@ -93,3 +93,19 @@ class CharTokenizer:
 def char_tokenizer():
     """A :class:`CharTokenizer` (shared by the prompting and alignment tests)."""
     return CharTokenizer()
+
+
+# Memory and mixed-precision tests (test_memory, test_precision_mixed) share these helpers.
+
+def small_mlp(seed: int = 0) -> torch.nn.Module:
+    """A 64 -> 128 -> 64 GELU MLP, seeded (16,576 parameters)."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 64))
+
+
+def one_step(model, opt, dtype=torch.float32) -> None:
+    """One optimizer step on a seeded (8, 64) batch with loss mean(model(x)^2)."""
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(0)).to(dtype)
+    model(x).float().pow(2).mean().backward()
+    opt.step()
+

@@ -7,6 +7,9 @@ checks that the slider's value, the widget's text and its rendered picture all c
 Screenshots land in a temp folder (printed with ``-s``). Notebooks are copied to that folder
 first, so nothing the browser does (autosave included) can write outputs into the repository.
 
+A gallery page (``make gallery``) is opened from disk with the network cut off, to check that its
+formulas are typeset by the MathJax copied next to it.
+
 Needs Chromium: ``sudo apt-get install chromium`` (Debian/Ubuntu); the test is skipped without it.
 """
 
@@ -43,7 +46,9 @@ WIDGET_NOTEBOOKS = {
     "06_truncated_svd_images.ipynb": {"slider": "k", "text": r"relative error"},
     "07_lora.ipynb": {"slider": "rank r", "text": r"\d"},
     "08_mixed_precision.ipynb": {"slider": "u / w", "text": r"float16"},
+    "10_tokenization.ipynb": {"slider": "merges", "text": r"tokens per byte = \d\.\d{3}"},
     "11_prompting_alignment.ipynb": {"slider": "beta", "text": r"mean DPO loss \d"},
+    "12_data_parallel.ipynb": {"slider": "ranks N", "text": r"GB per rank|ZeRO-3"},
 }
 PRESENT = [n for n in WIDGET_NOTEBOOKS if (ROOT / "notebooks" / n).exists()]
 
@@ -63,18 +68,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_settings(settings_dir: Path) -> None:
-    """No news toast over the page, no autosave."""
-    overrides = {
-        "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
-            "fetchNews": "false", "checkForUpdates": False,
-        },
-        "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
-    }
-    for rel, value in overrides.items():
-        path = settings_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(value))
+def _write_settings(app_settings_dir: Path) -> None:
+    """The settings `make lab` installs (jupyterlab/overrides.json: no news toast over the page, no
+    update checks), and for this test only, no autosave."""
+    overrides = json.loads((ROOT / "jupyterlab" / "overrides.json").read_text())
+    overrides["@jupyterlab/docmanager-extension:plugin"] = {"autosave": False}
+    app_settings_dir.mkdir(parents=True, exist_ok=True)
+    (app_settings_dir / "overrides.json").write_text(json.dumps(overrides))
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def lab(tmp_path_factory):
     home = tmp_path_factory.mktemp("lab")
     work = home / "notebooks"
     shutil.copytree(ROOT / "notebooks", work)
-    _write_settings(home / "settings")
+    _write_settings(home / "app-settings")
     env = dict(os.environ)
     env.update(
         JUPYTER_RUNTIME_DIR=str(home / "runtime"),
@@ -104,7 +104,7 @@ def lab(tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
          f"--ServerApp.token={token}", f"--ServerApp.root_dir={work}", "--ServerApp.open_browser=False",
-         "--LabApp.news_url=", "--allow-root"],
+         f"--LabApp.app_settings_dir={home / 'app-settings'}", "--LabApp.news_url=", "--allow-root"],
         cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -127,6 +127,14 @@ def lab(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def test_lab_starts_with_news_and_update_checks_off(lab):
+    """The server reads jupyterlab/overrides.json (as `make lab`'s does): news and update checks off."""
+    url = f"{lab['url']}/lab/api/settings/@jupyterlab/apputils-extension:notification?token={lab['token']}"
+    with urllib.request.urlopen(url, timeout=30) as r:
+        properties = json.load(r)["schema"]["properties"]
+    assert properties["fetchNews"]["default"] == "false" and properties["checkForUpdates"]["default"] is False
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +231,50 @@ def _shutdown_kernels(lab) -> None:
     for k in kernels:
         req = urllib.request.Request(f"{base}/kernels/{k['id']}", headers=auth, method="DELETE")
         urllib.request.urlopen(req, timeout=30).close()
+
+
+def test_gallery_page_typesets_formulas_offline(browser, tmp_path):
+    """A gallery page opened from disk, with every request off this machine refused: MathJax (copied
+    next to the page by ``llmlab.gallery``) typesets every formula, and no ``$...$`` is left raw."""
+    from llmlab import gallery
+
+    # Notebook 01 is rich in formulas; they live in Markdown, so its saved (empty) outputs will do.
+    page_path = gallery.render(ROOT / "notebooks" / "01_perplexity.ipynb", tmp_path, execute=False)
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    refused, fetched = [], []
+
+    def offline(route):
+        url = route.request.url
+        if url.startswith(("file:", "data:", "blob:")):
+            fetched.append(url)
+            route.continue_()
+        else:
+            refused.append(url)
+            route.abort()
+
+    context.route("**/*", offline)
+    page = context.new_page()
+    try:
+        page.goto(page_path.as_uri())
+        page.wait_for_function(
+            "() => window.MathJax && MathJax.Hub && MathJax.Hub.queue && MathJax.Hub.queue.pending === 0"
+            " && MathJax.Hub.getAllJax().length > 0", timeout=60_000)
+        typeset = page.evaluate("MathJax.Hub.getAllJax().length")
+        rendered = page.locator("span.MathJax, div.MathJax_Display").count()
+        errors = page.locator(".MathJax_Error, merror, .mjx-merror").count()
+        font = page.evaluate("MathJax.OutputJax['HTML-CSS'].fontInUse")
+        markdown = "\n".join(page.locator(".jp-MarkdownOutput").all_inner_texts())
+        shot = tmp_path / "formula.png"
+        page.locator("div.MathJax_Display").first.screenshot(path=str(shot))
+        print(f"\n{typeset} formulas typeset offline with {font}; picture of the first: {shot}")
+    finally:
+        context.close()
+    source = "".join("".join(c["source"]) for c in json.loads((ROOT / "notebooks" / "01_perplexity.ipynb")
+                     .read_text())["cells"] if c["cell_type"] == "markdown")
+    in_source = len(re.findall(r"\$\$.+?\$\$|\$[^$\n]+?\$", source, flags=re.S))
+    assert typeset >= in_source > 10, f"MathJax typeset {typeset} formulas, the Markdown holds {in_source}"
+    assert rendered >= typeset and errors == 0
+    assert font == "STIX-Web", "the web fonts copied next to the page should be in use"
+    assert not re.search(r"\$[^$\n]{1,200}\$", markdown), "a formula was left as raw $...$"
+    assert not refused, f"the page tried to reach {refused[:3]}"
+    assert any("/mathjax/MathJax.js" in u for u in fetched) and any(".woff" in u for u in fetched)

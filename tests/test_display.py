@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from llmlab.display import bar_table_html, encode_image, figure_png, html_table, new_figure, surprisal_html
+from llmlab.display import bar_table_html, encode_image, figure_png, html_table, new_figure, surprisal_html, tokens_html
 
 
 def test_surprisal_html_escapes_and_colours():
@@ -71,3 +71,10 @@ def test_encode_image_with_alpha_is_png():
     assert fmt == "png" and data[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="fmt"):
         encode_image(torch.rand(4, 4), "jpeg")
+
+
+def test_tokens_html_marks_every_token():
+    out = tokens_html(["a", " b<", "\n"], titles=[1, 2, 3])
+    assert out.count("<span") == 3 and "&lt;" in out and "\u21b5" in out and 'title="2"' in out
+    with pytest.raises(ValueError, match="same length"):
+        tokens_html(["a"], titles=[1, 2])

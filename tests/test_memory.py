@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import one_step, small_mlp
 from llmlab.memory import (
     OPTIMIZER_STATES,
     PRECISIONS,
@@ -22,17 +23,6 @@ from llmlab.memory import (
 from llmlab.precision import MasterWeightsOptimizer, mixed_precision_setup
 
 FP32, BF16 = torch.float32, torch.bfloat16
-
-
-def _mlp(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64))
-
-
-def _one_step(model, opt, dtype=FP32):
-    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(0)).to(dtype)
-    model(x).float().pow(2).mean().backward()
-    opt.step()
 
 
 # --- count_parameters ---------------------------------------------------------------------------
@@ -94,11 +84,11 @@ def test_memory_ledger_formula(optimizer, precision):
     ledger = memory_ledger(n, optimizer=optimizer, precision=precision)
     assert ledger == StateLedger(weights=w * n, grads=g * n, master_weights=m * n, optimizer_states=s * n, other=0)
     assert ledger.total == (w + g + m + s) * n
-    assert memory_ledger(_mlp(), optimizer=optimizer, precision=precision).total == (w + g + m + s) * 16576
+    assert memory_ledger(small_mlp(), optimizer=optimizer, precision=precision).total == (w + g + m + s) * 16576
 
 
 def test_ledger_formula_16_bytes_per_param_both_ways():
-    model = _mlp()
+    model = small_mlp()
     n = sum(p.numel() for p in model.parameters())
     mixed, fp32 = memory_ledger(model), memory_ledger(model, precision="fp32")
     assert mixed.as_dict() == {"weights": 2 * n, "grads": 2 * n, "master_weights": 4 * n, "optimizer_states": 8 * n,
@@ -137,9 +127,9 @@ def test_state_ledger_is_frozen_and_tabulates_in_order():
 
 
 def test_measured_fp32_adamw_matches_formula():
-    model = _mlp()
+    model = small_mlp()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    _one_step(model, opt)
+    one_step(model, opt)
     measured, formula = measured_ledger(model, opt), memory_ledger(model, precision="fp32")
     for key in ("weights", "grads", "master_weights", "optimizer_states"):
         assert getattr(measured, key) == getattr(formula, key), key
@@ -148,11 +138,11 @@ def test_measured_fp32_adamw_matches_formula():
 
 
 def test_measured_bf16_master_weights_is_16_bytes_per_param():
-    model = _mlp()
+    model = small_mlp()
     n = sum(p.numel() for p in model.parameters())
     opt = mixed_precision_setup(model, BF16, optimizer="adamw", lr=1e-3)
     assert isinstance(opt, MasterWeightsOptimizer)
-    _one_step(model, opt, BF16)
+    one_step(model, opt, BF16)
     measured, formula = measured_ledger(model, opt), memory_ledger(model, precision="mixed")
     assert (measured.weights, measured.grads, measured.master_weights, measured.optimizer_states) == (
         2 * n, 2 * n, 4 * n, 8 * n)
@@ -163,10 +153,10 @@ def test_measured_bf16_master_weights_is_16_bytes_per_param():
 
 
 def test_measured_sgd_momentum_and_no_optimizer():
-    model = _mlp()
+    model = small_mlp()
     n = sum(p.numel() for p in model.parameters())
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    _one_step(model, opt)
+    one_step(model, opt)
     assert measured_ledger(model, opt) == StateLedger(weights=4 * n, grads=4 * n, master_weights=0,
                                                       optimizer_states=4 * n, other=0)
     assert measured_ledger(model) == StateLedger(weights=4 * n, grads=4 * n, master_weights=0, optimizer_states=0)
@@ -175,7 +165,7 @@ def test_measured_sgd_momentum_and_no_optimizer():
 
 
 def test_measured_ledger_needs_a_step_and_right_types():
-    model = _mlp()
+    model = small_mlp()
     opt = torch.optim.AdamW(model.parameters())
     with pytest.raises(ValueError, match="after one optimizer step"):
         measured_ledger(model, opt)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import one_step, small_mlp
 from llmlab.memory import StateLedger
 from llmlab.precision import (
     DynamicLossScaler,
@@ -19,30 +20,19 @@ from llmlab.precision import (
 FP16, BF16, FP32 = torch.float16, torch.bfloat16, torch.float32
 
 
-def _mlp(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64))
-
-
-def _one_step(model, opt, dtype=FP32):
-    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(0)).to(dtype)
-    model(x).float().pow(2).mean().backward()
-    opt.step()
-
-
 # --- the master copy ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", [FP16, BF16])
 def test_measured_mixed_adamw_matches_formula(dtype):
-    model = _mlp()
+    model = small_mlp()
     reference = copy.deepcopy(model)
     opt = mixed_precision_setup(model, dtype, optimizer="adamw", lr=1e-3)
     assert all(p.dtype == dtype for p in model.parameters())
     assert all(m.dtype == FP32 for m in opt.master_params)
     # The master copy starts from the fp32 weights, not from their rounded half copy.
     torch.testing.assert_close(opt.master_params[0], reference[0].weight.detach(), rtol=0, atol=0)
-    _one_step(model, opt, dtype)
+    one_step(model, opt, dtype)
     measured, formula = measured_ledger(model, opt), memory_ledger(model, precision="mixed")
     assert isinstance(measured, StateLedger) and isinstance(formula, StateLedger)
     for key in ("weights", "grads", "master_weights", "optimizer_states"):
@@ -53,12 +43,12 @@ def test_measured_mixed_adamw_matches_formula(dtype):
 
 def test_master_weights_step_equals_fp32_adamw_on_the_master():
     """The master update is exactly torch AdamW run on fp32 params with the upcast half grads."""
-    model = _mlp()
+    model = small_mlp()
     reference = copy.deepcopy(model)
     opt = mixed_precision_setup(model, FP16, optimizer="adamw", lr=1e-2)
     ref_opt = torch.optim.AdamW(reference.parameters(), lr=1e-2)
     for _ in range(3):
-        _one_step(model, opt, FP16)
+        one_step(model, opt, FP16)
         for p, q in zip(model.parameters(), reference.parameters()):
             q.grad = p.grad.float()
         ref_opt.step()
@@ -71,7 +61,7 @@ def test_master_weights_step_equals_fp32_adamw_on_the_master():
 @pytest.mark.parametrize("name, cls, momentum", [("sgd", torch.optim.SGD, 0), ("sgd_momentum", torch.optim.SGD, 0.9),
                                                  ("adam", torch.optim.Adam, None), ("adamw", torch.optim.AdamW, None)])
 def test_master_weights_inner_optimizer(name, cls, momentum):
-    opt = MasterWeightsOptimizer(_mlp().to(BF16).parameters(), name, lr=0.5)
+    opt = MasterWeightsOptimizer(small_mlp().to(BF16).parameters(), name, lr=0.5)
     assert type(opt.optimizer) is cls and opt.param_groups[0]["lr"] == 0.5
     if momentum is not None:
         assert opt.param_groups[0]["momentum"] == momentum
@@ -79,11 +69,11 @@ def test_master_weights_inner_optimizer(name, cls, momentum):
 
 
 def test_master_weights_skip_frozen_params_and_zero_grad():
-    model = _mlp().to(BF16)
+    model = small_mlp().to(BF16)
     model[0].weight.requires_grad_(False)
     opt = MasterWeightsOptimizer(model.parameters(), "sgd", lr=0.1)
     assert len(opt.master_params) == 3
-    _one_step(model, opt, BF16)
+    one_step(model, opt, BF16)
     opt.zero_grad(set_to_none=False)
     assert all(p.grad is not None and not p.grad.any() for p in opt.model_params)
     opt.zero_grad()
@@ -149,15 +139,15 @@ def test_scale_loss_multiplies_and_unscale_skips_missing_grads():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: mixed_precision_setup(_mlp(), FP32), "dtype"),
-    (lambda: mixed_precision_setup(_mlp(), FP16, lr=-1.0), "lr"),
+    (lambda: mixed_precision_setup(small_mlp(), FP32), "dtype"),
+    (lambda: mixed_precision_setup(small_mlp(), FP16, lr=-1.0), "lr"),
     (lambda: MasterWeightsOptimizer([], "adamw"), "params"),
-    (lambda: MasterWeightsOptimizer(_mlp().parameters(), "lion"), "optimizer"),
-    (lambda: MasterWeightsOptimizer(_mlp().parameters(), lr=-1), "lr"),
-    (lambda: MasterWeightsOptimizer(_mlp().parameters(), lr=float("nan")), "lr"),
-    (lambda: MasterWeightsOptimizer(_mlp().parameters(), weight_decay=-0.1), "weight_decay"),
-    (lambda: MasterWeightsOptimizer(_mlp().parameters(), "sgd_momentum", momentum=1.5), "momentum"),
-    (lambda: MasterWeightsOptimizer(_mlp().parameters(), master=[torch.zeros(1)]), "master"),
+    (lambda: MasterWeightsOptimizer(small_mlp().parameters(), "lion"), "optimizer"),
+    (lambda: MasterWeightsOptimizer(small_mlp().parameters(), lr=-1), "lr"),
+    (lambda: MasterWeightsOptimizer(small_mlp().parameters(), lr=float("nan")), "lr"),
+    (lambda: MasterWeightsOptimizer(small_mlp().parameters(), weight_decay=-0.1), "weight_decay"),
+    (lambda: MasterWeightsOptimizer(small_mlp().parameters(), "sgd_momentum", momentum=1.5), "momentum"),
+    (lambda: MasterWeightsOptimizer(small_mlp().parameters(), master=[torch.zeros(1)]), "master"),
     (lambda: DynamicLossScaler(init_scale=0), "init_scale"),
     (lambda: DynamicLossScaler(init_scale=float("inf")), "init_scale"),
     (lambda: DynamicLossScaler(growth_factor=1.0), "growth_factor"),

@@ -5,6 +5,7 @@ returns a value (an HTML string, PNG/BMP bytes) and displays nothing, so the sam
 notebook cell, a widget callback and the static gallery.
 
 * :func:`surprisal_html`: text coloured by how surprised a model was by each token.
+* :func:`tokens_html`: text cut into tokens, each token on its own background.
 * :func:`bar_table_html`: rows of (label, value) with a bar each.
 * :func:`html_table`: a plain table from a header and rows.
 * :func:`figure_png`: a matplotlib figure drawn off-screen (Agg) to PNG bytes, without pyplot, so it
@@ -28,7 +29,7 @@ from PIL import Image
 from ._checks import check_choice, check_float, check_same_length
 from .plotting import STYLE
 
-__all__ = ["surprisal_html", "bar_table_html", "html_table", "new_figure", "figure_png", "encode_image", "escape"]
+__all__ = ["surprisal_html", "tokens_html", "bar_table_html", "html_table", "new_figure", "figure_png", "encode_image", "escape"]
 
 escape = html.escape
 _HALF = torch.tensor(0.5)  # a 0-d CPU tensor: works with images on any device
@@ -54,6 +55,29 @@ def surprisal_html(pieces: list[str], surprisal_bits, *, vmax: float = 12.0) -> 
         alpha = min(s / vmax, 1.0)
         spans.append(f'<span title="{s:.2f} bits" style="background: rgba(213, 94, 0, {alpha:.2f})">{text}</span>')
     return ('<div style="font-family: monospace; line-height: 1.7; white-space: pre-wrap">'
+            + "".join(spans) + "</div>")
+
+
+#: Backgrounds that alternate from one token to the next in :func:`tokens_html`.
+TOKEN_COLORS = ("#cfe3f1", "#fbdcb8", "#d3ecd0", "#ecd3e6")
+
+
+def tokens_html(pieces: list[str], *, titles: list[str] | None = None) -> str:
+    """An HTML string showing each piece of text (one token) on a background colour of its own.
+
+    Spaces and line breaks stay visible (a line break is drawn as "↵"); ``titles`` (one per piece,
+    e.g. the token id) appear on hover.
+    """
+    pieces = [str(p) for p in pieces]
+    if titles is not None:
+        check_same_length(pieces=pieces, titles=titles)
+    spans = []
+    for i, piece in enumerate(pieces):
+        text = html.escape(piece).replace("\n", "\u21b5\n")
+        title = f' title="{html.escape(str(titles[i]))}"' if titles is not None else ""
+        spans.append(f'<span{title} style="background: {TOKEN_COLORS[i % len(TOKEN_COLORS)]}; '
+                     f'border-radius: 3px">{text}</span>')
+    return ('<div style="font-family: monospace; line-height: 1.9; white-space: pre-wrap">'
             + "".join(spans) + "</div>")
 
 

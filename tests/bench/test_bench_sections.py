@@ -16,7 +16,7 @@ CPU = torch.device("cpu")
 
 
 def test_sections_in_notebook_order():
-    assert list(SECTIONS) == ["svd", "perplexity", "decoding", "checkpointing", "precision", "lora"]
+    assert list(SECTIONS) == ["svd", "perplexity", "decoding", "checkpointing", "precision", "lora", "tokenization"]
 
 
 @pytest.mark.parametrize("name", list(SECTIONS))
@@ -35,6 +35,14 @@ def test_checkpointing_saved_bytes_equal_the_formula():
     for s in ("store_all", "recompute_all", "sqrt"):
         row = rows[f"peak saved activations, {s}"]
         assert row.ours == pytest.approx(row.peer)
+
+
+def test_naive_bpe_contender_learns_the_same_merges():
+    from llmlab.bench.tokenization import naive_bpe_merges
+    from llmlab.tokenization import load_corpus, train_bpe
+
+    corpus = load_corpus()
+    assert naive_bpe_merges(corpus, 60) == train_bpe(corpus, 256 + 60).merges
 
 
 def test_command_line(tmp_path, capsys):

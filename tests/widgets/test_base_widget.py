@@ -58,6 +58,7 @@ def test_refresh_paused_changes_controls_without_a_refresh_each():
 def test_css_classes_and_display():
     c = Counter()
     assert "llmlab-counter-widget" in c.widget._dom_classes
+    assert LabWidget.CSS_CLASS in c.widget._dom_classes  # every LabWidget: the gallery captions these
     assert "llmlab-counter-readout" in c.readout._dom_classes
     assert "llmlab-counter-plot" in c.plot._dom_classes and "llmlab-counter-x" in c.x._dom_classes
     assert LabWidget().plot is None  # no figure, no picture

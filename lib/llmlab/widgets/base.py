@@ -30,8 +30,10 @@ class LabWidget:
 
     #: CSS class prefix of the widget's parts: ``<css_prefix>-readout``, ``<css_prefix>-k`` ...
     css_prefix = "llmlab"
-    #: CSS class of the displayed box (the browser test and the gallery may look for it).
+    #: CSS class of the displayed box, one per kind of widget (the browser test may look for it).
     css_box = "llmlab-widget"
+    #: CSS class every LabWidget's box carries: ``make gallery`` shows such a box with a caption.
+    CSS_CLASS = "llmlab-widget"
 
     def __init__(self) -> None:
         self.readout = W.HTML()
@@ -75,9 +77,11 @@ class LabWidget:
             self.plot.value = figure_png(fig)
 
     def _assemble(self, box: W.Box, **parts: W.Widget) -> None:
-        """Make ``box`` the displayed ``widget``; tag it, the readout, the plot and ``parts``
-        (name -> control) with CSS classes (``llmlab-svd-k`` for part ``k`` of the SVD widget)."""
+        """Make ``box`` the displayed ``widget``; tag it (:attr:`CSS_CLASS` and :attr:`css_box`), the
+        readout, the plot and ``parts`` (name -> control) with CSS classes (``llmlab-svd-k`` for part
+        ``k`` of the SVD widget)."""
         self.widget = box
+        box.add_class(LabWidget.CSS_CLASS)
         box.add_class(self.css_box)
         named = {"readout": self.readout, **({"plot": self.plot} if self.plot is not None else {}), **parts}
         for name, part in named.items():

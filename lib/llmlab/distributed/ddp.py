@@ -1,0 +1,178 @@
+"""DistributedDataParallel: R ranks, one shard of the batch each, and the big-batch gradient.
+
+With a batch of B = R·b examples split over R ranks, each rank backpropagates the mean loss of
+its b examples, L_r, and DDP all-reduces the gradients and divides by R::
+
+    1/R Σ_r ∇L_r = 1/R Σ_r 1/b Σ_{i∈r} ∇ℓ_i = 1/B Σ_i ∇ℓ_i = ∇L
+
+the same regrouping as gradient accumulation (notebook 04), spread over devices instead of
+time. Accumulating K micro-batches inside each rank under ``DistributedDataParallel.no_sync()``
+(no all-reduce until the last one) gives ∇L once more. Both need per-example losses: BatchNorm
+in training mode normalises each rank's shard with its own statistics and breaks the equality,
+unless it is synchronised (:mod:`llmlab.distributed.batchnorm`).
+
+:func:`ddp_gradients` runs the real thing (``torch.nn.parallel.DistributedDataParallel`` in
+``world_size`` processes, via :func:`llmlab.distributed.run`) and returns the gradients;
+:func:`batchnorm_under_ddp` does it twice in the same processes, with plain and with
+synchronised BatchNorm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from .._checks import check_bool, check_float, check_int, check_module, check_tensor
+from .batchnorm import convert_sync_batchnorm
+from .launch import MAX_WORLD_SIZE, check_importable, run
+
+__all__ = ["RankPass", "BatchNormComparison", "rank_shard", "ddp_rank_pass", "ddp_gradients",
+           "batchnorm_rank_passes", "batchnorm_under_ddp"]
+
+
+@dataclass(frozen=True)
+class RankPass:
+    """What one rank holds after a DDP forward/backward: ``grads`` (name -> gradient, all-reduced),
+    ``running_stats`` (name -> BatchNorm running mean/var; empty without BatchNorm) and ``loss``
+    (this rank's unscaled mean loss, averaged over its micro-batches)."""
+
+    grads: dict[str, Tensor]
+    running_stats: dict[str, Tensor]
+    loss: float
+
+
+def _check_split(x, y, world_size: int, accumulation_steps: int) -> int:
+    """x, y: tensors with the same leading batch size B, divisible by world_size · accumulation_steps."""
+    check_tensor("x", x, min_numel=1)
+    check_tensor("y", y, min_numel=1)
+    if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must have the same leading batch size, got shapes {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
+    world_size = check_int("world_size", world_size, low=1, high=MAX_WORLD_SIZE)
+    steps = check_int("accumulation_steps", accumulation_steps, low=1)
+    batch = int(x.shape[0])
+    if batch % (world_size * steps):
+        raise ValueError(f"the batch size {batch} must split into world_size × accumulation_steps = "
+                         f"{world_size} × {steps} equal parts")
+    return batch
+
+
+def rank_shard(t: Tensor, rank: int, world_size: int) -> Tensor:
+    """Rank ``rank``'s contiguous shard of the batch ``t`` (B, ...): rows rank·B/R ... (rank+1)·B/R − 1
+    (what a ``DistributedSampler`` without shuffling would hand it, up to the order)."""
+    return t.chunk(world_size)[rank]
+
+
+def _running_stats(model: nn.Module) -> dict[str, Tensor]:
+    return {f"{name}.{stat}": getattr(m, stat).detach().clone()
+            for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+            for stat in ("running_mean", "running_var")}
+
+
+def ddp_rank_pass(rank: int, world_size: int, model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor,
+                  loss_fn: Callable[[Tensor, Tensor], Tensor], accumulation_steps: int = 1,
+                  sync_batchnorm: bool = False) -> RankPass:
+    """What each rank runs (inside :func:`llmlab.distributed.run`): one DDP forward/backward on its shard.
+
+    Builds ``model_fn()`` (BatchNorm layers synchronised if ``sync_batchnorm``), wraps it in
+    ``DistributedDataParallel`` (which broadcasts rank 0's weights and buffers), takes rows
+    ``rank_shard(x, rank, world_size)`` and splits them into ``accumulation_steps`` micro-batches;
+    every micro-batch but the last runs under ``no_sync()`` (gradients accumulate locally), the last
+    one triggers the all-reduce. Each micro-batch loss is divided by ``accumulation_steps``.
+    """
+    model = model_fn()
+    check_module("model_fn()", model)
+    if sync_batchnorm:
+        model = convert_sync_batchnorm(model)
+    ddp = DistributedDataParallel(model)
+    x_r, y_r = rank_shard(x, rank, world_size), rank_shard(y, rank, world_size)
+    micro = list(zip(x_r.chunk(accumulation_steps), y_r.chunk(accumulation_steps)))
+    losses = []
+    for j, (x_j, y_j) in enumerate(micro):
+        last = j == len(micro) - 1
+        with contextlib.nullcontext() if last else ddp.no_sync():
+            loss = loss_fn(ddp(x_j), y_j)
+            (loss / accumulation_steps).backward()
+        losses.append(float(loss.detach()))
+    grads = {name: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+             for name, p in model.named_parameters() if p.requires_grad}
+    return RankPass(grads=grads, running_stats=_running_stats(model), loss=sum(losses) / len(losses))
+
+
+def _same_on_every_rank(passes: list[RankPass]) -> dict[str, Tensor]:
+    """DDP leaves identical gradients on every rank; anything else is a bug worth an error."""
+    first = passes[0].grads
+    for rank, p in enumerate(passes[1:], start=1):
+        for name, g in p.grads.items():
+            if not torch.allclose(g, first[name], rtol=1e-6, atol=1e-9):
+                raise RuntimeError(f"rank {rank} holds a different gradient for {name!r} than rank 0 after DDP")
+    return first
+
+
+def ddp_gradients(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                  world_size: int, *, accumulation_steps: int = 1, sync_batchnorm: bool = False,
+                  timeout: float = 120) -> dict[str, Tensor]:
+    """The gradients ``DistributedDataParallel`` produces with the batch ``(x, y)`` split over ``world_size`` ranks.
+
+    ``model_fn()`` builds the model (it must give the same weights every call, e.g. a seeded
+    builder such as ``functools.partial(llmlab.accumulation.make_model, "cnn_gn", 0)``, so that a
+    single-process reference can be built too); ``loss_fn(output, target)`` is a mean loss. Both
+    must be picklable (module-level functions). ``x`` (B, ...) and ``y`` (B, ...): B divisible
+    by ``world_size · accumulation_steps``. Returns name -> gradient (parameter names of the
+    plain model), equal on every rank (checked): for per-example losses, the full-batch gradient
+    to rounding (see :func:`ddp_rank_pass` for what each rank does). Runs ``world_size`` processes
+    (:func:`llmlab.distributed.run`, ``timeout`` seconds).
+    """
+    _check_split(x, y, world_size, accumulation_steps)
+    check_importable("model_fn", model_fn)
+    check_importable("loss_fn", loss_fn)
+    check_bool("sync_batchnorm", sync_batchnorm)
+    check_float("timeout", timeout, low=0, low_open=True)
+    passes = run(ddp_rank_pass, world_size, model_fn, x, y, loss_fn, accumulation_steps, sync_batchnorm,
+                 timeout=timeout)
+    return _same_on_every_rank(passes)
+
+
+@dataclass(frozen=True)
+class BatchNormComparison:
+    """One DDP step with BatchNorm, twice: ``per_rank`` (plain BatchNorm, each rank its own statistics)
+    and ``synchronised`` (:class:`~llmlab.distributed.SyncBatchNorm`): gradients and running statistics
+    (rank 0's; the gradients are equal on every rank)."""
+
+    per_rank_grads: dict[str, Tensor]
+    synchronised_grads: dict[str, Tensor]
+    per_rank_stats: dict[str, Tensor]
+    synchronised_stats: dict[str, Tensor]
+
+
+def batchnorm_rank_passes(rank: int, world_size: int, model_fn, x, y, loss_fn) -> tuple[RankPass, RankPass]:
+    """What each rank runs for :func:`batchnorm_under_ddp`: the DDP pass with plain, then synchronised BatchNorm."""
+    plain = ddp_rank_pass(rank, world_size, model_fn, x, y, loss_fn)
+    dist.barrier()
+    return plain, ddp_rank_pass(rank, world_size, model_fn, x, y, loss_fn, sync_batchnorm=True)
+
+
+def batchnorm_under_ddp(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor,
+                        loss_fn: Callable[[Tensor, Tensor], Tensor], world_size: int, *,
+                        timeout: float = 120) -> BatchNormComparison:
+    """:func:`ddp_gradients` for a model with BatchNorm, plain and synchronised, in one set of processes.
+
+    Plain BatchNorm under DDP gives the mean over ranks of per-shard gradients, which is what
+    accumulating ``world_size`` micro-batches gives on one device, not the big-batch gradient;
+    synchronised BatchNorm gives the big-batch gradient and running statistics.
+    """
+    _check_split(x, y, world_size, 1)
+    check_importable("model_fn", model_fn)
+    check_importable("loss_fn", loss_fn)
+    check_float("timeout", timeout, low=0, low_open=True)
+    pairs = run(batchnorm_rank_passes, world_size, model_fn, x, y, loss_fn, timeout=timeout)
+    plain, synced = [p for p, _ in pairs], [s for _, s in pairs]
+    return BatchNormComparison(per_rank_grads=_same_on_every_rank(plain), synchronised_grads=_same_on_every_rank(synced),
+                               per_rank_stats=plain[0].running_stats, synchronised_stats=synced[0].running_stats)
