@@ -3,13 +3,14 @@
 Peer: TRL (huggingface/trl), whose ``DPOTrainer`` with ``loss_type="sigmoid"`` computes
 −logsigmoid(β·((π_w − ref_w) − (π_l − ref_l))) and rewards β·(π − ref), detached
 (trl/trainer/dpo_trainer.py, ``_compute_loss``, TRL 1.16). TRL is *not* a dependency of llmlab,
-not even a test-only one: ``pip install trl`` pulls ``datasets``, ``pyarrow`` and ``pandas``
-(about 270 MB of compiled wheels, ~12 s on every CI run) and needs Python >= 3.11 while llmlab
-supports 3.10; and in our environment ``datasets`` 5.2 with ``pyarrow`` 26 could not even hash a
-``Dataset`` (PicklingError on ``MonthDayNano``). So :func:`dpo_loss` is held against the DPO
-paper's formula (Rafailov et al., 2023, eq. 7) evaluated independently in float64, a case
-checked by hand, and the cases of TRL's own tests; ``test_matches_trl_dpo_trainer`` runs the real
-``DPOTrainer`` when ``trl`` is installed (it was run with TRL 1.16.0 and matched bit for bit).
+not even a test-only one: ``pip install trl`` (1.16.0) pulls ``datasets``, ``pyarrow`` and
+``pandas`` (about 300 MB installed, pyarrow alone 170 MB; 45 s to install on our 2-core machine,
+on every CI run) and needs Python >= 3.11 while llmlab supports 3.10; and in our environment
+``datasets`` 5.2 with ``pyarrow`` 26 could not even hash a ``Dataset`` (PicklingError on
+``MonthDayNano``). So :func:`dpo_loss` is held against the DPO paper's formula (Rafailov et al.,
+2023, eq. 7) evaluated independently in float64, a case checked by hand, and the cases of TRL's
+own tests; ``test_matches_trl_dpo_trainer`` runs the real ``DPOTrainer`` when ``trl`` is
+installed (run with TRL 1.16.0 in a separate environment: it passes).
 """
 
 import math
