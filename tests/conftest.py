@@ -75,6 +75,26 @@ def eos_hit_by_greedy(model, ids, n=12, at=3) -> int:
     return int(greedy(model, ids, n)[0, ids.shape[1] + at])
 
 
+class CharTokenizer:
+    """A stand-in Hugging Face tokenizer for the tiny models: one id in [3, 97) per character,
+    BOS = 1 (added when ``add_special_tokens``), EOS = 2, pad = 0; ``decode`` inverts it for ASCII."""
+
+    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": ([1] if add_special_tokens else []) + [3 + (ord(c) - 32) % 94 for c in text]}
+
+    def decode(self, ids, skip_special_tokens=False):
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
+        return "".join(chr(32 + i - 3) for i in ids if i >= 3)
+
+
+@pytest.fixture(scope="session")
+def char_tokenizer():
+    """A :class:`CharTokenizer` (shared by the prompting and alignment tests)."""
+    return CharTokenizer()
+
+
 # Memory and mixed-precision tests (test_memory, test_precision_mixed) share these helpers.
 
 def small_mlp(seed: int = 0) -> torch.nn.Module:

@@ -16,6 +16,7 @@ from .decoding import DecodingWidget, decoding_widget
 from .distributed import DataParallelWidget, data_parallel_widget
 from .lora import LoRARankExplorer, lora_rank_explorer
 from .precision import PrecisionWidget, precision_widget
+from .prompting import DPOBetaExplorer, dpo_beta_explorer
 from .schedules import CosineExplorer, cosine_explorer
 from .svd import SVDExplorer, svd_explorer
 from .tokenization import BPEMergesWidget, bpe_merges_widget
@@ -30,6 +31,7 @@ __all__ = [
     "lora_rank_explorer", "LoRARankExplorer",
     "precision_widget", "PrecisionWidget",
     "mask_explorer", "MaskExplorer",
+    "dpo_beta_explorer", "DPOBetaExplorer",
     "bpe_merges_widget", "BPEMergesWidget",
     "data_parallel_widget", "DataParallelWidget",
 ]

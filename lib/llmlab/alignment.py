@@ -1,0 +1,395 @@
+"""Human alignment, small: Direct Preference Optimization (DPO) on preference pairs.
+
+RLHF (Ouyang et al., 2022) aligns a model in three stages: supervised fine-tuning → a reward
+model r(x, y) fit to human preference pairs (y_w ≻ y_l) → PPO maximising r with a KL penalty to
+the SFT model. DPO (Rafailov et al., 2023) solves the same KL-regularised objective in closed form
+and trains on the pairs directly:
+
+    L = −log σ(β [(log π(y_w|x) − log π_ref(y_w|x)) − (log π(y_l|x) − log π_ref(y_l|x))])
+
+where log π(y|x) is the *summed* log-probability of the response tokens (:func:`sequence_logps`)
+and r̂(x, y) = β (log π(y|x) − log π_ref(y|x)) is the implicit reward. :func:`dpo_loss` matches
+the paper's formula and TRL's ``loss_type="sigmoid"``; ``tests/test_alignment.py`` checks both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_bool, check_float, check_int, check_module, check_str, check_tensor
+from ._torch import IGNORE_INDEX, model_device
+from .data import InstructionBatch, collate
+from .timing import Stopwatch
+
+__all__ = [
+    "LossMasking",
+    "compare_loss_masking",
+    "dpo_loss",
+    "sequence_logps",
+    "chat_prompt",
+    "tokenize_preference",
+    "collate_preferences",
+    "make_preference_batches",
+    "reference_logps",
+    "PreferenceEval",
+    "evaluate_preferences",
+    "DPOResult",
+    "train_dpo",
+    "token_kl",
+    "stop_probabilities",
+    "generate_answers",
+]
+
+
+@dataclass(frozen=True)
+class LossMasking:
+    """Instruction tuning's loss on the response tokens only vs on the whole text, for one batch.
+
+    Mean token losses (nats) over the response tokens, the prompt tokens and all of them; token
+    counts; the norms of the two gradients (over the trainable parameters) and their cosine.
+    """
+
+    response_loss: float
+    prompt_loss: float
+    full_loss: float
+    n_response: int
+    n_prompt: int
+    grad_norm_response: float
+    grad_norm_full: float
+    cosine: float
+
+
+def compare_loss_masking(model, batch: InstructionBatch) -> LossMasking:
+    """The loss and gradient of ``batch`` with labels masked to the response (−100 on the prompt,
+    as :func:`llmlab.data.tokenize_example` builds them) and with every non-padding token as a label.
+
+    Two forward/backward passes through Hugging Face's own loss (mean over the labelled tokens);
+    the gradients are left at zero afterwards. The prompt's mean loss follows from the two means:
+    full·(n_prompt + n_response) = prompt·n_prompt + response·n_response.
+    """
+    check_module("model", model)
+    if not isinstance(batch, InstructionBatch):
+        raise TypeError(f"batch must be an llmlab.data.InstructionBatch, got {type(batch).__name__}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameter to take gradients of")
+    # Whole text: every real token is a label (Hugging Face shifts: the first one predicts nothing).
+    full_labels = batch.input_ids.masked_fill(batch.attention_mask == 0, IGNORE_INDEX)
+    n_response = int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
+    n_all = int((full_labels[:, 1:] != IGNORE_INDEX).sum())
+    losses, grads = [], []
+    for labels in (batch.labels, full_labels):
+        model.zero_grad(set_to_none=True)
+        loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels).loss
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in params]))
+    model.zero_grad(set_to_none=True)
+    n_prompt = n_all - n_response
+    prompt_loss = (losses[1] * n_all - losses[0] * n_response) / n_prompt if n_prompt else float("nan")
+    cosine = F.cosine_similarity(grads[0], grads[1], dim=0).item()
+    return LossMasking(losses[0], prompt_loss, losses[1], n_response, n_prompt, grads[0].norm().item(),
+                       grads[1].norm().item(), cosine)
+
+
+def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+             reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor, *,
+             beta: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The DPO loss of each preference pair, and the implicit rewards of both answers.
+
+    Inputs: summed response log-probabilities, each of shape ``(pairs,)``, under the policy π
+    and the frozen reference π_ref. ``beta`` > 0: the strength of the KL constraint (a small β
+    lets π move further from π_ref). Returns ``(losses, chosen_rewards, rejected_rewards)``, each
+    ``(pairs,)``: losses = −log σ(β[(π_w − ref_w) − (π_l − ref_l)]) (computed as softplus, finite for
+    any margin), rewards = β(π − ref), detached as in TRL (they are metrics, not loss terms).
+    """
+    beta = check_float("beta", beta, low=0, low_open=True)
+    named = {"policy_chosen_logps": policy_chosen_logps, "policy_rejected_logps": policy_rejected_logps,
+             "reference_chosen_logps": reference_chosen_logps, "reference_rejected_logps": reference_rejected_logps}
+    for name, t in named.items():
+        check_tensor(name, t, dim=1, floating=True, min_numel=1)
+    shapes = {name: tuple(t.shape) for name, t in named.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError("the four log-probability tensors must have the same length (one entry per pair), got "
+                         + ", ".join(f"{n} {s}" for n, s in shapes.items()))
+    chosen_logratios = policy_chosen_logps - reference_chosen_logps  # log π(y_w|x)/π_ref(y_w|x)
+    rejected_logratios = policy_rejected_logps - reference_rejected_logps
+    losses = -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))
+    return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
+
+
+def _batch_tensors(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if isinstance(batch, InstructionBatch):
+        return batch.input_ids, batch.attention_mask, batch.labels
+    if isinstance(batch, Mapping) and {"input_ids", "labels"} <= set(batch):
+        ids = batch["input_ids"]
+        return ids, batch.get("attention_mask", torch.ones_like(ids)), batch["labels"]
+    raise TypeError("batch must be an llmlab.data.InstructionBatch or a dict with input_ids, attention_mask "
+                    f"and labels, got {type(batch).__name__}")
+
+
+def sequence_logps(model, batch) -> torch.Tensor:
+    """Σ_t log π(y_t | x, y_<t) over the response tokens of every row: shape ``(batch,)``, float32.
+
+    ``batch``: an :class:`llmlab.data.InstructionBatch` (or a dict) whose ``labels`` are −100 on
+    prompt and padding tokens, aligned with ``input_ids`` as in Hugging Face (position t − 1
+    predicts label t). Gradients flow (DPO trains through it); wrap in ``torch.no_grad()`` to score.
+    Only positions from the first response token on go through the LM head.
+    """
+    check_module("model", model)
+    input_ids, attention_mask, labels = _batch_tensors(batch)
+    check_tensor("input_ids", input_ids, dim=2, integer=True, min_numel=1)
+    if labels.shape != input_ids.shape or attention_mask.shape != input_ids.shape:
+        raise ValueError(f"labels {tuple(labels.shape)} and attention_mask {tuple(attention_mask.shape)} must have "
+                         f"the shape of input_ids {tuple(input_ids.shape)}")
+    scored = labels != IGNORE_INDEX
+    if scored[:, 0].any():
+        raise ValueError("the first token of a row has no context to predict it from: its label must be -100")
+    if not scored.any(dim=1).all():
+        raise ValueError("every row needs at least one response token (a label other than -100)")
+    first = int(scored.float().argmax(dim=1).min())  # earliest scored position over the batch
+    keep = input_ids.shape[1] - first + 1  # logits from position first - 1 on
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits[:, :-1].float()
+    targets = labels[:, first:]
+    mask = targets != IGNORE_INDEX
+    token_logps = logits.gather(-1, targets.clamp(min=0)[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
+    return (token_logps * mask).sum(dim=1)
+
+
+DEFAULT_SYSTEM = "You are a helpful assistant."
+
+
+def chat_prompt(tokenizer, user: str, *, system: str | None = DEFAULT_SYSTEM) -> str:
+    """The prompt an instruct model answers: its chat template with ``user``'s message and the
+    assistant's turn opened (``system`` replaces the template's default system message)."""
+    check_str("user", user)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def tokenize_preference(example: Mapping, tokenizer, *, chat: bool = True) -> dict[str, list[int]]:
+    """``prompt_ids``, ``chosen_ids``, ``rejected_ids`` of one pair ``{"prompt", "chosen", "rejected"}``.
+
+    The prompt goes through :func:`chat_prompt` (``chat=True``) or is used as it is; each answer is
+    tokenised on its own and ends with EOS, so the model also learns where an answer stops.
+    """
+    if not isinstance(example, Mapping):
+        raise TypeError(f"example must be a dict with prompt/chosen/rejected, got {type(example).__name__}")
+    for key in ("prompt", "chosen", "rejected"):
+        if key not in example:
+            raise ValueError(f"example must have the keys prompt, chosen and rejected; missing {key!r}")
+        check_str(key, example[key])
+    check_bool("chat", chat)
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer must define eos_token_id (each answer ends with it)")
+    prompt = chat_prompt(tokenizer, example["prompt"]) if chat else example["prompt"]
+    ids = {"prompt_ids": list(tokenizer(prompt, add_special_tokens=False)["input_ids"])}
+    for key in ("chosen", "rejected"):
+        ids[f"{key}_ids"] = list(tokenizer(example[key], add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
+    return ids
+
+
+def collate_preferences(features: list[dict[str, list[int]]], pad_token_id: int) -> InstructionBatch:
+    """One right-padded batch of 2·pairs rows: all chosen answers first, then all rejected ones
+    (TRL's layout, so one forward pass scores both); labels are −100 on prompts and padding."""
+    if not features:
+        raise ValueError("features must be a non-empty list of tokenised pairs")
+    rows = []
+    for key in ("chosen_ids", "rejected_ids"):
+        for i, f in enumerate(features):
+            if not isinstance(f, Mapping) or not {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(f):
+                raise TypeError(f"features[{i}] must be a dict with prompt_ids, chosen_ids and rejected_ids")
+            if not f["prompt_ids"] or not f[key]:
+                raise ValueError(f"features[{i}] needs a non-empty prompt and non-empty answers")
+            rows.append({"input_ids": f["prompt_ids"] + f[key],
+                         "labels": [IGNORE_INDEX] * len(f["prompt_ids"]) + f[key]})
+    return collate(rows, pad_token_id)
+
+
+def make_preference_batches(examples: list[Mapping], tokenizer, *, batch_size: int, steps: int, seed: int = 0,
+                            chat: bool = True, device=None) -> list[InstructionBatch]:
+    """``steps`` batches of ``batch_size`` pairs (2·batch_size rows), shuffled by ``seed`` epoch after epoch."""
+    check_int("batch_size", batch_size, low=1, high=4096)
+    check_int("steps", steps, low=1)
+    check_int("seed", seed, low=0)
+    if not examples:
+        raise ValueError("examples must be a non-empty list of preference pairs")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    features = [tokenize_preference(ex, tokenizer, chat=chat) for ex in examples]
+    g = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    batches = []
+    for _ in range(steps):
+        while len(order) < batch_size:
+            order += torch.randperm(len(features), generator=g).tolist()
+        idx, order = order[:batch_size], order[batch_size:]
+        batch = collate_preferences([features[i] for i in idx], pad)
+        batches.append(batch.to(device) if device is not None else batch)
+    return batches
+
+
+def _pair_logps(model, batch: InstructionBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    chosen, rejected = sequence_logps(model, batch).chunk(2)
+    return chosen, rejected
+
+
+@torch.no_grad()
+def reference_logps(model, batches) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(chosen, rejected)`` summed log-probabilities of every batch under ``model``, in eval mode
+    and without gradients: run before training, while the policy still is the reference
+    (TRL's ``precompute_ref_log_probs``)."""
+    check_module("model", model)
+    was_training = model.training
+    model.eval()
+    try:
+        return [_pair_logps(model, b) for b in batches]
+    finally:
+        model.train(was_training)
+
+
+@dataclass(frozen=True)
+class PreferenceEval:
+    """DPO's metrics on a set of pairs: the implicit rewards of every pair, their mean margin,
+    the fraction of pairs whose chosen answer gets the larger reward, and the mean loss."""
+
+    chosen_rewards: torch.Tensor
+    rejected_rewards: torch.Tensor
+    margin: float
+    accuracy: float
+    loss: float
+
+
+@torch.no_grad()
+def evaluate_preferences(model, batches, reference, *, beta: float = 0.1) -> PreferenceEval:
+    """Score ``batches`` (from :func:`make_preference_batches`) against ``reference``
+    (:func:`reference_logps` of the same batches) with :func:`dpo_loss`."""
+    check_module("model", model)
+    batches = list(batches)
+    if len(batches) != len(reference) or not batches:
+        raise ValueError(f"batches and reference must have the same non-zero length, got {len(batches)} and {len(reference)}")
+    was_training = model.training
+    model.eval()
+    try:
+        losses, chosen, rejected = [], [], []
+        for batch, (ref_c, ref_r) in zip(batches, reference):
+            loss, c, r = dpo_loss(*_pair_logps(model, batch), ref_c, ref_r, beta=beta)
+            losses.append(loss), chosen.append(c), rejected.append(r)
+    finally:
+        model.train(was_training)
+    chosen, rejected = torch.cat(chosen), torch.cat(rejected)
+    return PreferenceEval(chosen, rejected, margin=(chosen - rejected).mean().item(),
+                          accuracy=(chosen > rejected).float().mean().item(), loss=torch.cat(losses).mean().item())
+
+
+@dataclass(frozen=True)
+class DPOResult:
+    """Per-step training loss, mean reward margin, reward accuracy and wall time of :func:`train_dpo`."""
+
+    losses: tuple[float, ...]
+    margins: tuple[float, ...]
+    accuracies: tuple[float, ...]
+    step_times: tuple[float, ...]
+
+
+def train_dpo(model, batches, optimizer, *, reference, beta: float = 0.1, progress: bool = False) -> DPOResult:
+    """One DPO step per batch: mean of :func:`dpo_loss` against the precomputed ``reference``
+    (:func:`reference_logps` of the same batches), backward, optimizer step, zero_grad."""
+    check_module("model", model)
+    beta = check_float("beta", beta, low=0, low_open=True)
+    batches = list(batches)
+    if len(batches) != len(reference):
+        raise ValueError(f"batches and reference must have the same length, got {len(batches)} and {len(reference)}")
+    check_bool("progress", progress)
+    device = model_device(model)
+    steps = list(zip(batches, reference))
+    if progress:
+        from tqdm.auto import tqdm  # heavy import (probes IPython/ipywidgets): only when a bar is asked for
+
+        steps = tqdm(steps, desc="DPO", leave=False)
+    losses, margins, accuracies, times = [], [], [], []
+    model.train()
+    for batch, (ref_c, ref_r) in steps:
+        with Stopwatch(device) as watch:
+            loss, chosen, rejected = dpo_loss(*_pair_logps(model, batch), ref_c, ref_r, beta=beta)
+            loss.mean().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        times.append(watch.seconds)
+        losses.append(loss.mean().item())
+        margins.append((chosen - rejected).mean().item())
+        accuracies.append((chosen > rejected).float().mean().item())
+    model.eval()
+    return DPOResult(tuple(losses), tuple(margins), tuple(accuracies), tuple(times))
+
+
+@torch.no_grad()
+def token_kl(model, reference_model, batch) -> float:
+    """Mean KL(π ‖ π_ref) of the next-token distributions over the response tokens of ``batch``, nats.
+
+    KL = Σ_v π(v) (log π(v) − log π_ref(v)) at every position that predicts a response token
+    (teacher-forced on the batch's answers): how far the policy moved from the reference.
+    """
+    check_module("model", model)
+    check_module("reference_model", reference_model)
+    input_ids, attention_mask, labels = _batch_tensors(batch)
+    predicts = labels[:, 1:] != IGNORE_INDEX  # position t predicts label t + 1
+    logp = [F.log_softmax(m(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float(), dim=-1)
+            for m in (model, reference_model)]
+    kl = (logp[0].exp() * (logp[0] - logp[1])).sum(dim=-1)
+    return kl[predicts].mean().item()
+
+
+@torch.no_grad()
+def stop_probabilities(model, tokenizer, examples, *, chat: bool = True) -> torch.Tensor:
+    """P(EOS | prompt, chosen answer) for each pair of ``examples`` (see :func:`tokenize_preference`):
+    how likely the model ends its turn right after the (concise) chosen answer. One batched forward
+    pass; shape ``(pairs,)``, float32, on the model's device."""
+    check_module("model", model)
+    if not examples:
+        raise ValueError("examples must be a non-empty list of preference pairs")
+    rows = []
+    for ex in examples:
+        ids = tokenize_preference(ex, tokenizer, chat=chat)
+        seq = ids["prompt_ids"] + ids["chosen_ids"]  # the chosen answer ends with EOS: the only label
+        rows.append({"input_ids": seq, "labels": [IGNORE_INDEX] * (len(seq) - 1) + [seq[-1]]})
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    batch = collate(rows, pad).to(model_device(model))
+    was_training = model.training
+    model.eval()
+    try:
+        return sequence_logps(model, batch).exp()
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 48, chat: bool = True) -> list[str]:
+    """Greedy answers to ``prompts`` (through :func:`chat_prompt` when ``chat``), left-padded in one
+    batch, each stopping at EOS or after ``max_new_tokens``."""
+    check_module("model", model)
+    check_int("max_new_tokens", max_new_tokens, low=1)
+    if not prompts:
+        raise ValueError("prompts must be a non-empty list of strings")
+    texts = [chat_prompt(tokenizer, check_str(f"prompts[{i}]", p)) if chat else p for i, p in enumerate(prompts)]
+    ids = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    length = max(len(i) for i in ids)
+    input_ids = torch.full((len(ids), length), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), length), dtype=torch.long)
+    for row, i in enumerate(ids):
+        input_ids[row, length - len(i):] = torch.tensor(i)
+        mask[row, length - len(i):] = 1
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                             max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+                             temperature=None, top_p=None, top_k=None)
+    finally:
+        model.train(was_training)
+    return [tokenizer.decode(row[length:], skip_special_tokens=True).strip() for row in out]
