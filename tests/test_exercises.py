@@ -79,6 +79,10 @@ def rouge2(reference, candidate):
     return p, r, (2 * p * r / (p + r) if overlap else 0.0)
 
 
+def dpo(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta):
+    return torch.nn.functional.softplus(-beta * ((pi_chosen - ref_chosen) - (pi_rejected - ref_rejected)))
+
+
 def right_answer(exercise_id):
     """The solution of each exercise, computed with llmlab (as the solution notebooks do)."""
     from llmlab import svd
@@ -129,7 +133,7 @@ def right_answer(exercise_id):
         block = d * d + 2 * d * H_kv * (d // H) + d * d + 3 * d * ff + 2 * d
         return {"total": 2 * V * d + L * block + d, "gqa_saving": 2 * L * d * (H - H_kv) * (d // H)}
     return {"01.2": bpb, "02.1": banned, "03.1": linear_decay, "03.3": restart_step, "04.1": accumulate,
-            "07.1": merge, "09.1": prefix_mask, "09.3": rouge2, "10.2": cut}[exercise_id]
+            "07.1": merge, "09.1": prefix_mask, "09.3": rouge2, "10.2": cut, "11.1": dpo}[exercise_id]
 
 
 # ---------------------------------------------------------------- typical wrong answers and their hints
@@ -181,6 +185,7 @@ def wrong_answers():
         "09.1": (lambda n, n_prefix: prefix_mask(n, n_prefix).T, "transposed"),
         "09.2": (lambda: {**right_answer("09.2"), "gqa_saving": right_answer("09.2")["gqa_saving"] // 2}, "both"),
         "09.3": (lambda reference, candidate: tuple(rouge2(reference, candidate)[i] for i in (1, 0, 2)), "swapped"),
+        "11.1": (lambda pc, pr, rc, rr, beta: -torch.log(torch.sigmoid(beta * ((pc - rc) - (pr - rr)))), "softplus"),
         "10.1": (lambda: len(__import__("llmlab.tokenization", fromlist=["x"]).train_bpe(
             __import__("llmlab.tokenization", fromlist=["x"]).load_corpus(), 256 + 500).encode(
             __import__("llmlab.tokenization", fromlist=["x"]).load_parallel()["French"])), "without"),
