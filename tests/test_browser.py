@@ -46,6 +46,7 @@ WIDGET_NOTEBOOKS = {
     "06_truncated_svd_images.ipynb": {"slider": "k", "text": r"relative error"},
     "07_lora.ipynb": {"slider": "rank r", "text": r"\d"},
     "08_mixed_precision.ipynb": {"slider": "u / w", "text": r"float16"},
+    "09_llm_anatomy.ipynb": {"slider": "query i", "text": r"sees \d+ of \d+ keys"},
     "10_tokenization.ipynb": {"slider": "merges", "text": r"tokens per byte = \d\.\d{3}"},
     "11_prompting_alignment.ipynb": {"slider": "beta", "text": r"mean DPO loss \d"},
     "12_data_parallel.ipynb": {"slider": "ranks N", "text": r"GB per rank|ZeRO-3"},

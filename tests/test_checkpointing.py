@@ -14,6 +14,7 @@ from llmlab.checkpointing import (
     make_chain,
     max_relative_grad_error,
     measure,
+    run_strategy,
     segment_sizes,
     theory_forward_calls,
     theory_saved_activations,
@@ -90,6 +91,37 @@ def test_forward_calls_small_cases_by_hand():
     assert measure(model, x, "recompute_all").forward_calls == 6
     assert measure(model, x, "sqrt").forward_calls == 5
     assert measure(model, x, "sqrt", segments=1).forward_calls == 3  # one segment = store_all
+
+
+# --- the schedule: which layer runs when ------------------------------------------------------------
+
+
+def test_schedule_store_all_and_recompute_all_orders():
+    n = 6
+    model, x = _chain_and_input(n)
+    st = measure(model, x, "store_all")
+    assert [c.layer for c in st.schedule] == list(range(n)) and not any(c.recompute for c in st.schedule)
+    assert [c.live_saved_bytes for c in st.schedule] == [(i + 2) * ACT for i in range(n)]  # h_0 .. h_(i+1)
+    ra = measure(model, x, "recompute_all")
+    assert [c.layer for c in ra.schedule if not c.recompute] == list(range(n))
+    # backward reaches layer i = n-2 .. 0 and rebuilds it from h_0: layers 0..i, in that order
+    assert [c.layer for c in ra.schedule if c.recompute] == [j for i in reversed(range(n - 1)) for j in range(i + 1)]
+    assert max(c.live_saved_bytes for c in ra.schedule) == 3 * ACT
+
+
+@pytest.mark.parametrize("n,segments", [(7, 2), (10, 3), (16, 4), (12, 12)])
+def test_schedule_sqrt_replays_each_segment_but_the_last_once(n, segments):
+    model, x = _chain_and_input(n)
+    st = measure(model, x, "sqrt", segments=segments)
+    sizes = segment_sizes(n, segments)
+    starts = [sum(sizes[:j]) for j in range(segments)]
+    replays = [layer for j in reversed(range(segments - 1)) for layer in range(starts[j], starts[j] + sizes[j])]
+    assert [c.layer for c in st.schedule if c.recompute] == replays
+    assert [c.layer for c in st.schedule if not c.recompute] == list(range(n))
+    assert len(st.schedule) == st.forward_calls == theory_forward_calls(n, "sqrt", segments)
+    # the peak sits at the end of the forward pass: the checkpoints plus the last segment kept whole
+    end_of_forward = [c for c in st.schedule if not c.recompute][-1]
+    assert end_of_forward.live_saved_bytes == st.peak_saved_bytes == theory_saved_activations(n, "sqrt", segments) * ACT
 
 
 # --- saved bytes -------------------------------------------------------------------------------
@@ -217,6 +249,16 @@ def test_without_replayed_rng_dropout_gradients_would_differ():
     assert max_relative_grad_error(a.grads, b.grads) > 0.1
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_run_strategy_gives_measure_gradients_without_hooks(strategy):
+    model, x = _chain_and_input(9)
+    ref = measure(model, x, strategy)
+    out = run_strategy(model, x, strategy)
+    grads = torch.autograd.grad(out.sum(), [p for _, p in model.named_parameters()])
+    assert _max_rel_err(dict(zip([k for k, _ in model.named_parameters()], grads)), ref.grads) <= 1e-6
+    assert all(not blk._forward_hooks and not blk._forward_pre_hooks for blk in model)
+
+
 def test_torch_strategy_against_checkpoint_sequential_directly():
     model, x = _chain_and_input(9)
     out = torch.utils.checkpoint.checkpoint_sequential(model, 3, x, use_reentrant=False)
@@ -279,6 +321,8 @@ def test_segment_sizes():
         (lambda: measure(make_chain(3, 4), torch.randn(2, 4), "torch", segments=4), "segments"),
         (lambda: measure(make_chain(3, 4), torch.randn(2, 4), "store_all", segments=2), "segments"),
         (lambda: segment_sizes(3, 5), "segments"),
+        (lambda: run_strategy(make_chain(3, 4), torch.randn(2, 4), "sqrt", segments=4), "segments"),
+        (lambda: run_strategy(make_chain(3, 4), torch.randn(2, 4), "all"), "strategy"),
         (lambda: theory_saved_activations(3, "torch"), "strategy"),
     ],
 )
@@ -295,6 +339,7 @@ def test_bad_values_raise_value_error(call, match):
         (lambda: measure(torch.nn.Linear(3, 3), torch.randn(2, 3), "sqrt"), "model"),
         (lambda: measure(make_chain(3, 4), [[1.0] * 4], "sqrt"), "x"),
         (lambda: measure(make_chain(3, 4), torch.randn(2, 4), "sqrt", segments=1.5), "segments"),
+        (lambda: run_strategy(torch.nn.Linear(3, 3), torch.randn(2, 3), "sqrt"), "model"),
     ],
 )
 def test_bad_types_raise_type_error(call, match):

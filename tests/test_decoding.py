@@ -15,6 +15,7 @@ from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsW
 
 from conftest import eos_hit_by_greedy, hf_generate, random_prompt, requires_cuda
 from llmlab.decoding import (
+    banned_ngram_tokens,
     beam_search,
     greedy,
     greedy_without_cache,
@@ -148,6 +149,51 @@ def test_sample_with_private_generator_is_reproducible_and_stops_at_eos(tiny_lla
 def test_sample_with_tiny_temperature_is_greedy(tiny_llama):
     ids = random_prompt(6)
     assert torch.equal(sample(tiny_llama, ids, 10, temperature=1e-4), greedy(tiny_llama, ids, 10))
+
+
+CONTROLS = [(1.0, 0), (3.0, 0), (0.7, 0), (1.0, 1), (1.0, 2), (1.0, 3), (1.5, 2)]
+
+
+@pytest.mark.parametrize("repetition_penalty,no_repeat_ngram_size", CONTROLS)
+def test_repetition_controls_match_generate(tiny_model, repetition_penalty, no_repeat_ngram_size):
+    """greedy, beam search and sampling with repetition_penalty / no_repeat_ngram_size vs generate."""
+    controls = dict(repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
+    changed = 0
+    for seed in (0, 1, 2):
+        ids = random_prompt(seed, length=6)
+        out = greedy(tiny_model, ids, 15, eos_token_id=2, **controls)
+        assert torch.equal(out, hf_generate(tiny_model, ids, 15, 2, do_sample=False, **controls))
+        changed += not torch.equal(out, greedy(tiny_model, ids, 15, eos_token_id=2))
+        if no_repeat_ngram_size:  # no generated token completes an n-gram seen before it
+            assert all(int(out[0, j]) not in banned_ngram_tokens(out[0, :j], no_repeat_ngram_size)
+                       for j in range(ids.shape[1], out.shape[1]))
+        for num_beams, length_penalty in ((2, 1.0), (3, 0.5)):
+            reference = hf_generate(tiny_model, ids, 10, 2, do_sample=False, num_beams=num_beams,
+                                    length_penalty=length_penalty, early_stopping=True, **controls)
+            out = beam_search(tiny_model, ids, 10, num_beams=num_beams, length_penalty=length_penalty,
+                              eos_token_id=2, **controls)
+            assert torch.equal(out, reference), (seed, num_beams, out.tolist(), reference.tolist())
+        torch.manual_seed(50 + seed)
+        reference = hf_generate(tiny_model, ids, 12, 2, do_sample=True, temperature=0.8, top_k=20, top_p=0.9, **controls)
+        torch.manual_seed(50 + seed)
+        out = sample(tiny_model, ids, 12, temperature=0.8, top_k=20, top_p=0.9, eos_token_id=2, **controls)
+        assert torch.equal(out, reference)
+    if controls != {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}:
+        assert changed > 0  # the setting does change what greedy writes: the comparison is not vacuous
+
+
+def test_repetition_controls_bad_values(tiny_llama):
+    ids = random_prompt(0)
+    for decode in (lambda **kw: greedy(tiny_llama, ids, 3, **kw), lambda **kw: sample(tiny_llama, ids, 3, **kw),
+                   lambda **kw: beam_search(tiny_llama, ids, 3, num_beams=2, **kw)):
+        with pytest.raises(ValueError, match="repetition_penalty"):
+            decode(repetition_penalty=0.0)
+        with pytest.raises(TypeError, match="repetition_penalty"):
+            decode(repetition_penalty="high")
+        with pytest.raises(ValueError, match="no_repeat_ngram_size"):
+            decode(no_repeat_ngram_size=-1)
+        with pytest.raises(TypeError, match="no_repeat_ngram_size"):
+            decode(no_repeat_ngram_size=2.0)
 
 
 def test_sequence_logprob_matches_hf_scores(tiny_model):
@@ -316,3 +362,21 @@ def test_default_model_sampling(default_lm, default_prompts):
         torch.manual_seed(3)
         out = sample(model, ids, 12, temperature=temperature, top_k=top_k, top_p=top_p, eos_token_id=eos)
         assert torch.equal(out, reference)
+
+
+@pytest.mark.slow
+def test_default_model_repetition_controls(default_lm):
+    """SmolLM2 on a prompt that loops under greedy and beam search: both controls, all three decoders."""
+    model, tokenizer = default_lm
+    eos = tokenizer.eos_token_id
+    ids = tokenizer("I like cats. I like dogs. I like", return_tensors="pt").input_ids
+    for controls in ({"repetition_penalty": 1.3}, {"no_repeat_ngram_size": 3},
+                     {"repetition_penalty": 1.2, "no_repeat_ngram_size": 2}):
+        reference = hf_generate(model, ids, 16, eos, do_sample=False, **controls)
+        assert torch.equal(greedy(model, ids, 16, eos_token_id=eos, **controls), reference)
+        reference = hf_generate(model, ids, 12, eos, do_sample=False, num_beams=3, early_stopping=True, **controls)
+        assert torch.equal(beam_search(model, ids, 12, num_beams=3, eos_token_id=eos, **controls), reference)
+        torch.manual_seed(4)  # top_k given explicitly: generate's default (50) would apply otherwise
+        reference = hf_generate(model, ids, 12, eos, do_sample=True, top_k=50, top_p=0.9, **controls)
+        torch.manual_seed(4)
+        assert torch.equal(sample(model, ids, 12, top_k=50, top_p=0.9, eos_token_id=eos, **controls), reference)

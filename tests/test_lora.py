@@ -11,7 +11,7 @@ from torch import nn
 
 from llmlab import memory
 from llmlab.data import collate
-from llmlab.lora import (LoRALinear, TrainResult, add_lora, break_even_rank, count_parameters, lora_model_param_count,
+from llmlab.lora import (LoRALinear, SweepRun, TrainResult, add_lora, lr_sweep, validation_loss, break_even_rank, count_parameters, lora_model_param_count,
                          lora_param_count, merge_lora, train_steps, truncation_error)
 from llmlab.memory import ParamCount, StateLedger, measured_ledger
 
@@ -447,3 +447,86 @@ def test_train_steps_rejects_bad_input_with_a_short_message(tiny_llama, kwargs, 
     with pytest.raises(TypeError, match=match) as info:
         train_steps(model, args.pop("batches"), args.pop("optimizer"), **args)
     assert len(str(info.value)) < 200  # names the problem, not the model's repr
+
+
+# ----------------------------------------------------------------------------- validation loss and the lr sweep
+
+
+def _instruction_batches(n, seed=0, batch=3, seq=10):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(3, 97, (batch, seq), generator=g)
+        labels = ids.clone()
+        labels[:, :4] = -100  # a masked "prompt"
+        out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
+    return out
+
+
+def test_validation_loss_is_the_token_weighted_mean_loss(tiny_llama):
+    batches = _instruction_batches(2)
+    batches[1]["labels"][:, :7] = -100  # fewer labelled tokens in the second batch
+    tiny_llama.train()
+    expected = 0.0
+    with torch.no_grad():
+        losses = [tiny_llama(**b).loss.item() for b in batches]
+    counts = [int((b["labels"][:, 1:] != -100).sum()) for b in batches]
+    expected = sum(l * c for l, c in zip(losses, counts)) / sum(counts)
+    assert validation_loss(tiny_llama, batches) == pytest.approx(expected, rel=1e-6)
+    assert tiny_llama.training  # the mode is given back
+    tiny_llama.eval()
+    with pytest.raises(ValueError, match="labels"):
+        validation_loss(tiny_llama, [{"input_ids": batches[0]["input_ids"]}])
+    with pytest.raises(ValueError, match="labelled token"):
+        validation_loss(tiny_llama, [])
+
+
+@pytest.mark.parametrize("kind", ["full", "lora"])
+def test_lr_sweep_trains_fresh_models_and_keeps_the_best(tiny_llama, kind):
+    base = copy.deepcopy(tiny_llama)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+
+    def make():
+        torch.manual_seed(0)
+        m = copy.deepcopy(base)
+        return add_lora(m, ("q_proj", "v_proj"), r=2, alpha=4) if kind == "lora" else m
+
+    train = _instruction_batches(4, seed=1)
+    val = train[:2]  # random tokens do not generalise: the right rate is the one that fits them
+    lrs = (1e-5, 1e-2, 50.0)  # too small, about right, diverging
+    runs, best = lr_sweep(make, train, lrs, val)
+    assert [r.lr for r in runs] == list(lrs) and all(isinstance(r, SweepRun) for r in runs)
+    assert all(len(r.train.losses) == 4 for r in runs)
+    winner = min((r for r in runs if math.isfinite(r.val_loss)), key=lambda r: r.val_loss)
+    assert winner.lr == 1e-2 and validation_loss(best, val) == pytest.approx(winner.val_loss)
+    # each run started from the same weights: the same first-step loss, and the base is untouched
+    assert len({round(r.train.losses[0], 6) for r in runs}) == 1
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in before.items())
+    trainable, total = count_parameters(best)
+    assert (trainable < total) == (kind == "lora")
+
+
+def test_lr_sweep_fused_adamw_matches_the_reference_adamw(tiny_llama):
+    # lr_sweep uses PyTorch's fused AdamW on CPU for speed: the same run as the default AdamW, to rounding
+    train, val = _instruction_batches(3, seed=2), _instruction_batches(1, seed=3)
+    runs, best = lr_sweep(lambda: copy.deepcopy(tiny_llama), train, [1e-2], val)
+    reference = copy.deepcopy(tiny_llama)
+    result = train_steps(reference, train, torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.0))
+    assert runs[0].train.losses == pytest.approx(result.losses, rel=1e-4, abs=1e-5)
+    for (name, p), q in zip(best.named_parameters(), reference.parameters()):
+        assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
+
+
+def test_lr_sweep_rejects_bad_input(tiny_llama):
+    make = lambda: copy.deepcopy(tiny_llama)
+    batches = _instruction_batches(1)
+    with pytest.raises(TypeError, match="make_model"):
+        lr_sweep("a model", batches, [1e-3], batches)
+    with pytest.raises(ValueError, match="lrs"):
+        lr_sweep(make, batches, [], batches)
+    with pytest.raises(ValueError, match=r"lrs\[1\]"):
+        lr_sweep(make, batches, [1e-3, -1.0], batches)
+    with pytest.raises(TypeError, match="make_model"):
+        lr_sweep(lambda: "not a model", batches, [1e-3], batches)
+    with pytest.raises(ValueError, match="diverged"):
+        lr_sweep(make, batches, [1e9], batches)

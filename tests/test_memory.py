@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import one_step, small_mlp
+from conftest import one_step, requires_cuda, small_mlp
 from llmlab.memory import (
     OPTIMIZER_STATES,
+    LiveActivationTracker,
     PRECISIONS,
     ParamCount,
     SavedTensorTracker,
@@ -248,6 +249,82 @@ def test_saved_activation_bytes_on_a_llama(tiny_llama):
     bf16 = saved_activation_bytes(copy.deepcopy(tiny_llama).to(BF16), {"input_ids": ids})
     assert 0.45 < bf16 / fp32 < 0.7  # RMSNorm and softmax keep a few fp32 tensors
     assert saved_activation_bytes(tiny_llama, {"input_ids": ids}) == fp32  # nothing leaks between calls
+
+
+# --- live activations ---------------------------------------------------------------------------
+
+
+def _tanh_chain(n, width=32, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(*[nn.Sequential(nn.Linear(width, width), nn.Tanh()) for _ in range(n)])
+
+
+@pytest.mark.parametrize("n", [1, 4, 16, 64])
+def test_live_activations_constant_in_depth_without_grad(n):
+    # Under no_grad each block's Linear output z_i and Tanh output h_(i+1) appear while h_i is
+    # still held by nn.Sequential's loop: 3 activations at most (2 for a single block), any depth.
+    chain, x, act = _tanh_chain(n), torch.randn(16, 32), 16 * 32 * 4
+    with LiveActivationTracker(chain) as tracker, torch.no_grad():
+        out = chain(x)
+    assert tracker.peak_bytes == min(3, 2 * n) * act
+    assert tracker.live_bytes == act  # only the output is still held (by `out`)
+    assert tracker.n_tensors == 2 * n
+    del out
+    assert tracker.live_bytes == 0
+
+
+@pytest.mark.parametrize("n", [1, 4, 16, 64])
+def test_live_activations_grow_with_depth_in_a_training_forward(n):
+    # Autograd keeps every Tanh output h_1..h_n (Tanh saves its result, Linear its input); the
+    # Linear outputs die at once: the peak is n kept + 1 transient, and backward frees them all.
+    chain, x, act = _tanh_chain(n), torch.randn(16, 32), 16 * 32 * 4
+    with LiveActivationTracker(chain) as tracker:
+        out = chain(x)
+        assert tracker.live_bytes == n * act
+    assert tracker.peak_bytes == (n + 1) * act
+    out.sum().backward()
+    del out
+    assert tracker.live_bytes == 0
+
+
+def test_live_activations_count_a_storage_once_and_remove_their_hooks():
+    class Views(nn.Module):
+        def forward(self, x):
+            y = x * 2
+            return y, y.view(-1), y[:1]  # three tensors, one storage
+
+    model = nn.Sequential(Views())
+    with LiveActivationTracker(model) as tracker:
+        outs = model(torch.ones(4, 8))
+    assert tracker.n_tensors == 1 and tracker.peak_bytes == tracker.live_bytes == 4 * 8 * 4
+    assert not model[0]._forward_hooks
+    del outs
+    assert tracker.live_bytes == 0
+    model(torch.ones(4, 8))  # after the block nothing is counted
+    assert tracker.n_tensors == 1
+
+
+def test_live_activation_tracker_needs_a_module():
+    with pytest.raises(TypeError, match="model"):
+        LiveActivationTracker(lambda x: x)
+
+
+@requires_cuda
+def test_live_activations_agree_with_the_cuda_allocator():
+    # An activation-dominated chain (one activation 8 MiB, weights 64 KiB each): the allocator's
+    # peak above the resting state is what the tracker counts (plus small workspace).
+    chain = _tanh_chain(16, width=128).cuda()
+    x = torch.randn(16384, 128, device="cuda")
+    for grad in (False, True):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        with LiveActivationTracker(chain) as tracker, torch.set_grad_enabled(grad):
+            out = chain(x)
+        torch.cuda.synchronize()
+        allocator = torch.cuda.max_memory_allocated() - base
+        assert tracker.peak_bytes <= allocator < tracker.peak_bytes * 1.1, grad
+        del out
 
 
 def test_saved_activation_bytes_needs_a_module():

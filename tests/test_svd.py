@@ -403,3 +403,56 @@ def test_colour_is_factorized_in_one_batched_call(photos, monkeypatch):
     monkeypatch.setattr(torch.linalg, "svd", counting_svd)
     svd.factorize(photos["coffee"])
     assert calls == [(3, 100, 150)]
+
+
+# ------------------------------------------------------------------------------------------
+# The spectrum of noise: Marchenko–Pastur (quarter circle when square)
+# ------------------------------------------------------------------------------------------
+
+
+def test_noise_singular_values_follow_the_quarter_circle_closed_form():
+    # Square: s = σ / (std √n) has CDF F(s) = (s √(4 − s²) / 2 + 2 asin(s / 2)) / π on [0, 2],
+    # and σ_i is the quantile of level 1 − (i − ½)/n.
+    n, std = 100, 0.5
+    s = svd.noise_singular_values(n, n, std).double() / (std * math.sqrt(n))
+    cdf = (s * torch.sqrt(4 - s**2) / 2 + 2 * torch.asin(s / 2)) / math.pi
+    levels = 1 - (torch.arange(1, n + 1, dtype=torch.float64) - 0.5) / n
+    torch.testing.assert_close(cdf, levels, atol=1e-5, rtol=0)
+    assert torch.all(s[:-1] > s[1:]) and s[0] < 2 and s[-1] > 0
+
+
+@pytest.mark.parametrize("m,n", [(256, 256), (128, 512), (300, 200)])
+@pytest.mark.parametrize("kind", ["gaussian", "centred uniform"])
+def test_noise_singular_values_match_random_matrices(m, n, kind):
+    g = torch.Generator().manual_seed(m + n)
+    if kind == "gaussian":
+        W, std = 0.3 * torch.randn(m, n, generator=g, dtype=torch.float64), 0.3
+    else:
+        W, std = torch.rand(m, n, generator=g, dtype=torch.float64) - 0.5, 1 / math.sqrt(12)
+    measured = torch.from_numpy(np.linalg.svd(W.numpy(), compute_uv=False)).float()
+    predicted = svd.noise_singular_values(m, n, std)
+    assert predicted.shape == (min(m, n),)
+    assert (measured - predicted).abs().max() < 0.03 * measured[0]
+    # near the edges of the Marchenko–Pastur law, std (√n ± √m) for m ≤ n (the outermost quantiles
+    # sit just inside them)
+    lo, hi = sorted((m, n))
+    assert predicted[0] == pytest.approx(std * (math.sqrt(hi) + math.sqrt(lo)), rel=0.02)
+    assert predicted[-1] == pytest.approx(std * (math.sqrt(hi) - math.sqrt(lo)), abs=0.02 * float(predicted[0]))
+
+
+def test_a_noise_image_is_its_mean_plus_a_quarter_circle(photos):
+    img = svd.noise_image(128, 128, 1)[:, :, 0]  # uniform [0, 1): mean 1/2, std 1/√12
+    S = svd.factorize(img).S
+    predicted = svd.noise_singular_values(128, 128, 1 / math.sqrt(12))
+    assert S[0] == pytest.approx(0.5 * 128, rel=0.02)  # the constant image 1/2 has σ = ½ √(mn)
+    assert (S[1:] - predicted[:-1]).abs().max() < 0.05 * S[1]
+
+
+def test_noise_singular_values_bad_input():
+    with pytest.raises(ValueError, match="m"):
+        svd.noise_singular_values(0, 5)
+    with pytest.raises(ValueError, match="std"):
+        svd.noise_singular_values(5, 5, std=-1.0)
+    with pytest.raises(TypeError, match="n"):
+        svd.noise_singular_values(5, 2.5)
+    assert torch.all(svd.noise_singular_values(3, 4, std=0.0) == 0)

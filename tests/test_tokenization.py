@@ -347,7 +347,7 @@ def test_encode_and_decode_errors(trained):
         trained.encode("\udc80")
     with pytest.raises(ValueError, match="not in the vocabulary"):
         trained.decode([5000])
-    with pytest.raises(ValueError, match="token_id must be an int >= 0"):
+    with pytest.raises(ValueError, match=r"ids\[0\] must be an int >= 0"):
         trained.decode([-1])
     with pytest.raises(TypeError, match="ids must be an iterable"):
         trained.decode("abc")

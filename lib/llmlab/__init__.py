@@ -6,10 +6,11 @@ The folder tells the architecture; imports point one way, from the ground floor 
   ``timing``, ``memory`` (parameter counts, the model-state ledger, saved activations),
   ``fitting`` (scaling-law fits);
 * one module (or subpackage) per topic: ``models``, ``data``, ``perplexity``, ``decoding``,
-  ``schedules``, ``accumulation``, ``checkpointing``, ``svd``, ``lora``, ``precision``;
+  ``schedules``, ``accumulation``, ``checkpointing``, ``svd``, ``lora``, ``precision``,
+  ``anatomy``, ``tokenization``, ``distributed``;
 * rendering and front ends: ``display``, ``plotting``, ``widgets``;
 * leaves that nothing in the library imports: ``bench`` (``python -m llmlab.bench``),
-  ``gallery``, ``colab``.
+  ``exercises`` (``check("06.2", answer)``), ``gallery``, ``colab``.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ __all__ = [
     "check_module",
     "check_same_length",
     "check_finite_tensor",
+    "check_callable",
     "describe_range",
 ]
 
@@ -39,6 +40,8 @@ def _num(x) -> str:
 
 def describe_range(low=None, high=None, *, low_open: bool = False, high_open: bool = False) -> str:
     """``"in [1, 10]"``, ``"> 0"``, ``"<= 5"`` ... the allowed range as the messages write it."""
+    check_bool("low_open", low_open)
+    check_bool("high_open", high_open)
     low = _num(low) if low is not None else None
     high = _num(high) if high is not None else None
     if low is not None and high is not None:
@@ -144,8 +147,16 @@ def check_tensor(name: str, value, *, dim: int | tuple[int, ...] | None = None, 
 
 def check_finite_tensor(name: str, value: torch.Tensor) -> torch.Tensor:
     """``value`` (a tensor) must hold no NaN or inf."""
+    check_tensor(name, value)
     if value.is_floating_point() and not bool(torch.isfinite(value).all()):
         raise ValueError(f"{name} must be finite: it contains NaN or inf values")
+    return value
+
+
+def check_callable(name: str, value, *, what: str = "a callable"):
+    """``value`` must be callable (a function, a lambda, a class); ``what`` says what it should be."""
+    if not callable(value):
+        raise TypeError(f"{name} must be {what}, got {value!r} ({_type_name(value)})")
     return value
 
 
@@ -158,6 +169,9 @@ def check_module(name: str, value) -> nn.Module:
 
 def check_same_length(**sequences) -> int:
     """All keyword sequences must have the same length; returns it (``ValueError`` names them)."""
+    for name, seq in sequences.items():
+        if not hasattr(seq, "__len__"):
+            raise TypeError(f"{name} must be a sequence (a list, tuple or tensor), got {_type_name(seq)}")
     lengths = {name: len(seq) for name, seq in sequences.items()}
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{name} has {n}" for name, n in lengths.items())

@@ -125,6 +125,8 @@ def resolve_dtype(dtype, *, name: str = "dtype", default: torch.dtype | None = N
 
 def model_device(model: nn.Module) -> torch.device:
     """Where ``model`` lives: the device of its first parameter (or buffer); the CPU if it has none."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     for tensor in model.parameters():
         return tensor.device
     for tensor in model.buffers():
@@ -161,7 +163,7 @@ class RNGState:
 
 def rng_state(device=None) -> RNGState:
     """Snapshot the CPU generator and, for a CUDA ``device``, that device's generator."""
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    dev = resolve_device(device) if device is not None else torch.device("cpu")
     cuda = torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None
     return RNGState(torch.get_rng_state(), cuda, dev)
 
@@ -173,6 +175,8 @@ def replayed_rng(state: RNGState):
     This is what recomputation needs: a ``Dropout`` replayed in backward must draw the same mask
     it drew in the forward pass (``torch.utils.checkpoint``'s ``preserve_rng_state``).
     """
+    if not isinstance(state, RNGState):
+        raise TypeError(f"state must be an RNGState from rng_state(), got {type(state).__name__}")
     devices = [state.device] if state.cuda is not None else []
     with torch.random.fork_rng(devices=devices):
         torch.set_rng_state(state.cpu)

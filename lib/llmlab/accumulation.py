@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_bool, check_choice, check_float, check_int, check_module, check_tensor
+from ._checks import check_bool, check_callable, check_choice, check_float, check_int, check_module, check_tensor
 from ._torch import IGNORE_INDEX, isolated_rng, resolve_dtype
 
 __all__ = [
@@ -47,7 +47,7 @@ KINDS = ("linear", "cnn_bn", "cnn_gn")
 
 def divisors(n: int) -> list[int]:
     """All K in 1..n with n % K == 0: the accumulation steps a batch of n can be split into."""
-    n = check_int("n", n, low=1)
+    n = check_int("n", n, low=1, high=10**7)  # a batch size; the loop below is O(n)
     return [k for k in range(1, n + 1) if n % k == 0]
 
 
@@ -130,6 +130,7 @@ def accumulation_pass(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, s
     plain big-batch step. The model keeps its train/eval mode; ``model`` itself is untouched.
     """
     check_module("model", model)
+    check_callable("loss_fn", loss_fn, what="a callable (prediction, target) -> scalar loss")
     batch_size = _check_batch(x, y)
     _check_steps(steps, batch_size)
     model_copy = _fresh_copy(model)
@@ -168,8 +169,8 @@ def relative_difference(grads_a: dict[str, Tensor], grads_b: dict[str, Tensor]) 
     """
     if not isinstance(grads_a, dict) or not isinstance(grads_b, dict):
         raise TypeError("grads_a and grads_b must be dicts name -> tensor")
-    if set(grads_a) != set(grads_b):
-        raise ValueError(f"grads_a and grads_b must have the same names; differ in "
+    if set(grads_a) != set(grads_b) or not grads_a:
+        raise ValueError(f"grads_a and grads_b must have the same names (at least one); differ in "
                          f"{sorted(set(grads_a) ^ set(grads_b))}")
     diff_sq = 0.0
     ref_sq = 0.0
@@ -285,8 +286,10 @@ def loss_fn_for(kind: str) -> LossFn:
 
 def make_token_model(vocab_size: int = 50, dim: int = 16, seed: int = 0) -> nn.Module:
     """A bigram language model ``Embedding(vocab, dim) -> Linear(dim, vocab)``: (B, T) ids -> (B, T, vocab) logits."""
-    vocab_size = check_int("vocab_size", vocab_size, low=2)
-    dim = check_int("dim", dim, low=1)
+    vocab_size = check_int("vocab_size", vocab_size, low=2, high=2**20)
+    dim = check_int("dim", dim, low=1, high=2**14)
+    if vocab_size * dim > 2**27:  # two (vocab, dim) matrices past 1 GiB of float32
+        raise ValueError(f"vocab_size * dim must be <= 2**27, got {vocab_size} * {dim}")
     with isolated_rng(seed):  # seeded init; the caller's random stream is left alone
         model = nn.Sequential(nn.Embedding(vocab_size, dim), nn.Linear(dim, vocab_size))
     return model
@@ -322,6 +325,7 @@ def make_token_batch(batch_size: int = 32, max_len: int = 32, vocab_size: int = 
 
 def micro_batch_token_counts(targets: Tensor, steps: int, *, ignore_index: int = IGNORE_INDEX) -> list[int]:
     """Number of real (non-ignored) target tokens in each of the ``steps`` micro-batches."""
+    check_tensor("targets", targets, integer=True, min_numel=1)
     _check_steps(steps, int(targets.shape[0]))
     return [int((t != ignore_index).sum()) for t in targets.chunk(steps)]
 
@@ -349,6 +353,9 @@ def token_loss_grads(model: nn.Module, inputs: Tensor, targets: Tensor, steps: i
     if inputs.shape != targets.shape:
         raise ValueError(f"inputs and targets must have the same shape, got {tuple(inputs.shape)} "
                          f"and {tuple(targets.shape)}")
+    vocab = next((m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)), None)
+    if vocab is not None and (int(inputs.min()) < 0 or int(inputs.max()) >= vocab):
+        raise ValueError(f"inputs must be token ids in [0, {vocab - 1}], got [{int(inputs.min())}, {int(inputs.max())}]")
     _check_steps(steps, batch_size)
     check_choice("normalization", normalization, _NORMALIZATIONS)
     n_tokens = micro_batch_token_counts(targets, steps, ignore_index=ignore_index)

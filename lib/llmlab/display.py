@@ -26,12 +26,26 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ._checks import check_choice, check_float, check_same_length
+from ._checks import check_choice, check_float, check_int, check_same_length, check_tensor
 from .plotting import STYLE
 
 __all__ = ["surprisal_html", "tokens_html", "bar_table_html", "html_table", "new_figure", "figure_png", "encode_image", "escape"]
 
-escape = html.escape
+def escape(s: str, quote: bool = True) -> str:
+    """``html.escape`` for text we put into HTML; refuses a non-str instead of failing inside ``html``."""
+    if not isinstance(s, str):
+        raise TypeError(f"s must be a str, got {type(s).__name__}")
+    return html.escape(s, quote=quote)
+
+
+def _check_pieces(pieces) -> list[str]:
+    if isinstance(pieces, (str, bytes)) or not hasattr(pieces, "__iter__"):
+        raise TypeError(f"pieces must be a list of str (one per token), got {type(pieces).__name__}")
+    pieces = list(pieces)
+    for i, p in enumerate(pieces):
+        if not isinstance(p, str):
+            raise TypeError(f"pieces[{i}] must be a str (decoded token text), got {type(p).__name__}")
+    return pieces
 _HALF = torch.tensor(0.5)  # a 0-d CPU tensor: works with images on any device
 
 
@@ -41,6 +55,7 @@ def surprisal_html(pieces: list[str], surprisal_bits, *, vmax: float = 12.0) -> 
     ``pieces``: the decoded text of each token; ``surprisal_bits``: one number per piece
     (``-log2 p``), NaN for a piece that was not scored (shown uncoloured). Hovering shows the value.
     """
+    pieces = _check_pieces(pieces)
     values = [float(v) for v in surprisal_bits]
     check_same_length(pieces=pieces, surprisal_bits=values)
     vmax = check_float("vmax", vmax, low=0, low_open=True)
@@ -68,7 +83,7 @@ def tokens_html(pieces: list[str], *, titles: list[str] | None = None) -> str:
     Spaces and line breaks stay visible (a line break is drawn as "↵"); ``titles`` (one per piece,
     e.g. the token id) appear on hover.
     """
-    pieces = [str(p) for p in pieces]
+    pieces = _check_pieces(pieces)
     if titles is not None:
         check_same_length(pieces=pieces, titles=titles)
     spans = []
@@ -88,6 +103,14 @@ def bar_table_html(rows: list[tuple[str, float]], *, n_show: int | None = None, 
     Labels are shown as code (escaped); with ``n_show`` only the first rows are shown and a last
     line says how many more there are.
     """
+    rows = list(rows)
+    if n_show is not None:
+        check_int("n_show", n_show, low=1)
+    scale = check_float("scale", scale, low=0.0, low_open=True)
+    for i, row in enumerate(rows):
+        if not isinstance(row, (tuple, list)) or len(row) != 2:
+            raise TypeError(f"rows[{i}] must be a (label, number) pair, got {row!r}")
+        check_float(f"rows[{i}] value", row[1])  # a number or a 0-d tensor, finite
     shown = rows if n_show is None else rows[:n_show]
     body = "".join(
         f"<tr><td><code>{html.escape(label)}</code></td><td style='text-align:right'>{fmt.format(value)}</td>"
@@ -100,6 +123,11 @@ def bar_table_html(rows: list[tuple[str, float]], *, n_show: int | None = None, 
 
 def html_table(header: list[str], rows: list[list], *, caption: str = "") -> str:
     """A plain HTML table; cells are written with ``str`` and escaped."""
+    if isinstance(header, (str, bytes)) or not hasattr(header, "__len__"):
+        raise TypeError(f"header must be a list of column names, got {type(header).__name__}")
+    for i, row in enumerate(rows):
+        if len(row) != len(header):
+            raise ValueError(f"rows[{i}] has {len(row)} cells but header has {len(header)} columns")
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
@@ -107,7 +135,13 @@ def html_table(header: list[str], rows: list[list], *, caption: str = "") -> str
 
 
 def new_figure(width: float = 6.4, height: float = 3.6, dpi: int = 90) -> Figure:
-    """A matplotlib ``Figure`` in the llmlab style with an Agg canvas, not managed by pyplot."""
+    """A matplotlib ``Figure`` in the llmlab style with an Agg canvas, not managed by pyplot.
+
+    ``width``, ``height`` in inches (0, 50]; ``dpi`` an int in [10, 600]: a figure past
+    50 x 50 inches at 600 dpi would be a 30000-pixel image, far beyond any screen."""
+    width = check_float("width", width, low=0.0, high=50.0, low_open=True)
+    height = check_float("height", height, low=0.0, high=50.0, low_open=True)
+    dpi = check_int("dpi", dpi, low=10, high=600)
     with mpl.rc_context(STYLE):
         fig = Figure(figsize=(width, height), dpi=dpi, constrained_layout=True)
     FigureCanvasAgg(fig)
@@ -116,6 +150,8 @@ def new_figure(width: float = 6.4, height: float = 3.6, dpi: int = 90) -> Figure
 
 def figure_png(fig: Figure) -> bytes:
     """Draw ``fig`` off-screen at its own dpi and return the PNG bytes (the llmlab style applied while drawing)."""
+    if not isinstance(fig, Figure):
+        raise TypeError(f"fig must be a matplotlib Figure (see new_figure), got {type(fig).__name__}")
     buffer = io.BytesIO()
     with mpl.rc_context(STYLE):
         fig.savefig(buffer, format="png", dpi=fig.dpi)
@@ -129,6 +165,11 @@ def encode_image(image: torch.Tensor, fmt: str = "bmp") -> tuple[bytes, str]:
     slider callback; images with an alpha channel are written as PNG (BMP has no portable alpha).
     """
     check_choice("fmt", fmt, ("bmp", "png"))
+    check_tensor("image", image, dim=(2, 3), min_numel=1)
+    if image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"image must be (H, W) or (H, W, C) with C in 1..4, got shape {tuple(image.shape)}")
+    if image.is_floating_point() and bool(torch.isnan(image).any()):
+        raise ValueError("image must not contain NaN (its pixels would be undefined)")
     # Work on contiguous memory: a colour image is often a (H, W, C) view of a (C, H, W) tensor, and
     # elementwise ops on that strided view cost ten times more than on the (C, H, W) layout.
     channels_last = image.ndim == 3

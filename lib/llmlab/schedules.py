@@ -140,7 +140,7 @@ def torch_trace(make_scheduler: Callable[[torch.optim.Optimizer], object], steps
     """
     if not callable(make_scheduler):
         raise TypeError(f"make_scheduler must be a callable optimizer -> scheduler, got {type(make_scheduler).__name__}")
-    steps = check_int("steps", steps, low=0)
+    steps = check_int("steps", steps, low=0, high=10**6)  # a million optimizer steps: ~10 s
     base_lr = _check_lr("base_lr", base_lr)
     param = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
     optimizer = torch.optim.SGD([param], lr=base_lr)
@@ -192,6 +192,10 @@ def train_regression(
     small lets it settle. ``losses`` are measured on all ``n_samples`` points, so they are
     smooth. Same seed, same numbers.
     """
+    if isinstance(lrs, (str, bytes)) or not hasattr(lrs, "__len__"):
+        raise TypeError(f"lrs must be a sequence of learning rates, got {type(lrs).__name__}")
+    if not 1 <= len(lrs) <= 100_000:
+        raise ValueError(f"lrs must hold between 1 and 100000 learning rates (one per step), got {len(lrs)}")
     lrs = [_check_lr(f"lrs[{i}]", lr) for i, lr in enumerate(lrs)]
     seed = check_int("seed", seed, low=0)
     n_samples = check_int("n_samples", n_samples, low=1)

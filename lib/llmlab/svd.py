@@ -12,6 +12,8 @@ and by Eckart–Young no rank-k matrix is closer: ‖W − W_k‖_F² = Σ_{i > 
 ``torch.linalg.svd``, so it runs on the GPU when the image is there); :func:`reconstruct`,
 :func:`relative_error`, :func:`energy` and :func:`k_for_error` are then cheap.
 :func:`low_rank_factors` gives the W ≈ A B split that LoRA (topic 7) builds on.
+:func:`noise_singular_values` predicts the spectrum of a random matrix (Marchenko–Pastur; the
+quarter-circle law for a square one): what "noise has a flat spectrum" really means.
 :func:`demo_images` returns the photos and the made-in-code test patterns the notebook uses.
 """
 
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from ._checks import check_float, check_int
+from ._torch import resolve_device
 
 __all__ = [
     "SVDFactors",
@@ -34,6 +37,7 @@ __all__ = [
     "k_for_error",
     "compression_ratio",
     "low_rank_factors",
+    "noise_singular_values",
     "checkerboard",
     "noise_image",
     "demo_images",
@@ -87,6 +91,12 @@ class SVDFactors:
 # ---------------------------------------------------------------------------------------------
 
 
+def _check_factors(factors) -> "SVDFactors":
+    if not isinstance(factors, SVDFactors):
+        raise TypeError(f"factors must be the SVDFactors returned by factorize(), got {type(factors).__name__}")
+    return factors
+
+
 def _check_k(k, max_rank: int, name: str = "k") -> int:
     """k must be an integer in 1..max_rank (bool and float are refused, 3.0 included)."""
     return check_int(name, k, low=1, high=max_rank)
@@ -105,7 +115,7 @@ def _as_float_tensor(x, name: str, *, image: bool, device) -> torch.Tensor:
     if t.is_complex():
         raise TypeError(f"{name} must be real, got dtype {t.dtype}")
     if device is not None:
-        t = t.to(device)
+        t = t.to(resolve_device(device))
     if t.dtype == torch.uint8 and image:
         return t.to(torch.float32) / 255.0  # 0..255 -> 0..1
     if t.dtype == torch.bool or (not t.is_floating_point() and image):
@@ -158,7 +168,7 @@ def reconstruct(factors: SVDFactors, k: int) -> torch.Tensor:
 
     Float, on the factors' device, not clipped (a rank-k image can leave [0, 1]).
     """
-    k = _check_k(k, factors.max_rank)
+    k = _check_k(k, _check_factors(factors).max_rank)
     U_k = factors.U[..., :, :k]
     sigma_k = factors.S[..., :k]
     Vh_k = factors.Vh[..., :k, :]
@@ -178,7 +188,7 @@ def relative_error(factors: SVDFactors, k: int) -> float:
 
         sqrt( Σ_c Σ_{i > k} σ_{c,i}²  /  Σ_c Σ_i σ_{c,i}² ).   (0 for an all-zero image.)
     """
-    k = _check_k(k, factors.max_rank)
+    k = _check_k(k, _check_factors(factors).max_rank)
     s2 = _sigma_squared(factors)
     total = float(s2.sum())
     if total == 0.0:
@@ -192,7 +202,7 @@ def energy(factors: SVDFactors, k: int) -> float:
 
     energy(k) = 1 − relative_error(k)²; 1 for an all-zero image.
     """
-    k = _check_k(k, factors.max_rank)
+    k = _check_k(k, _check_factors(factors).max_rank)
     s2 = _sigma_squared(factors)
     total = float(s2.sum())
     if total == 0.0:
@@ -202,6 +212,7 @@ def energy(factors: SVDFactors, k: int) -> float:
 
 def k_for_error(factors: SVDFactors, max_error: float) -> int:
     """The smallest k whose :func:`relative_error` is <= ``max_error`` (in (0, 1])."""
+    _check_factors(factors)
     max_error = check_float("max_error", max_error, low=0.0, high=1.0, low_open=True)
     s2 = _sigma_squared(factors)
     per_rank = s2.sum(0) if s2.ndim == 2 else s2  # Σ_c σ_{c,i}², shape (r,)
@@ -245,6 +256,36 @@ def low_rank_factors(W, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     A = U[:, :k] * S[:k]  # (m, k): column i of U scaled by σᵢ
     B = Vh[:k, :]  # (k, n)
     return A, B
+
+
+def noise_singular_values(m: int, n: int, std: float = 1.0) -> torch.Tensor:
+    """The singular values of an m×n matrix of independent zero-mean entries with standard
+    deviation ``std``, as random-matrix theory predicts them: ``min(m, n)`` values, descending.
+
+    With m ≤ n, the eigenvalues x = σ²/(std² n) of W Wᵀ/(std² n) follow the Marchenko–Pastur
+    law with ratio λ = m/n: density √((b − x)(x − a)) / (2π λ x) on [a, b] = [(1 − √λ)², (1 + √λ)²].
+    For a square matrix (λ = 1) that makes s = σ/(std √n) follow the **quarter-circle law**,
+    density √(4 − s²)/π on [0, 2]: the spectrum is not flat, it falls from 2·std·√n to zero, most
+    steeply over the last indices. σᵢ is the quantile of level 1 − (i − ½)/min(m, n) (exact as
+    m, n → ∞; a few per cent off at a few hundred). A non-zero mean adds one large σ₁ on top.
+    """
+    m, n = check_int("m", m, low=1), check_int("n", n, low=1)
+    std = check_float("std", std, low=0)
+    if min(m, n) > 10**7:
+        raise ValueError(f"min(m, n) must be at most 10,000,000 (one singular value each), got m={m}, n={n}")
+    m, n = min(m, n), max(m, n)
+    lam = m / n
+    a, b = (1 - math.sqrt(lam)) ** 2, (1 + math.sqrt(lam)) ** 2
+    # Integrate the density in s = √x (smooth at the hard edge a = 0 of the square case).
+    s = np.linspace(math.sqrt(a), math.sqrt(b), 200_001)
+    x = s**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        density_x = np.sqrt(np.clip((b - x) * (x - a), 0, None)) / (2 * math.pi * lam * x)
+    density_s = np.nan_to_num(2 * s * density_x)  # p(s) = 2 s p(x)
+    cdf = np.concatenate([[0.0], np.cumsum((density_s[1:] + density_s[:-1]) / 2 * np.diff(s))])
+    cdf /= cdf[-1]
+    levels = 1 - (np.arange(1, m + 1) - 0.5) / m  # descending
+    return torch.from_numpy(np.interp(levels, cdf, s) * std * math.sqrt(n)).float()
 
 
 # ---------------------------------------------------------------------------------------------

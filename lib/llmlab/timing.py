@@ -20,14 +20,15 @@ from typing import Callable
 
 import torch
 
-from ._checks import check_int
+from ._checks import check_callable, check_int
+from ._torch import resolve_device
 
 __all__ = ["Timing", "measure", "timeit", "interleaved", "Stopwatch", "synchronize"]
 
 
 def synchronize(device=None) -> None:
     """Wait for ``device``'s queued work (CUDA only; a no-op elsewhere)."""
-    if device is not None and torch.device(device).type == "cuda":
+    if device is not None and resolve_device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
 
@@ -60,9 +61,13 @@ class Timing:
 
 
 def measure(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1, device=None) -> Timing:
-    """Run ``fn()`` ``warmup`` times untimed, then ``repeat`` times timed; CUDA-synchronised."""
-    repeat = check_int("repeat", repeat, low=1)
-    warmup = check_int("warmup", warmup, low=0)
+    """Run ``fn()`` ``warmup`` times untimed, then ``repeat`` times timed; CUDA-synchronised.
+
+    ``repeat`` <= 100000 and ``warmup`` <= 1000: enough for any median, and a typo (an extra
+    zero or three) fails at once instead of running for hours."""
+    check_callable("fn", fn, what="a callable taking no arguments")
+    repeat = check_int("repeat", repeat, low=1, high=100_000)
+    warmup = check_int("warmup", warmup, low=0, high=1000)
     for _ in range(warmup):
         fn()
     synchronize(device)
@@ -111,7 +116,7 @@ class Stopwatch:
     """``with Stopwatch(device) as sw: step()`` then ``sw.seconds``: one CUDA-synchronised interval."""
 
     def __init__(self, device=None):
-        self.device = device
+        self.device = resolve_device(device) if device is not None else None
         self.seconds: float | None = None
         self._t0 = 0.0
 

@@ -28,10 +28,18 @@ The modules:
 * ``roofline``: :func:`decode_roofline` (bytes and FLOPs of one decoded token),
   :func:`measure_bandwidth`, :func:`known_gpu_peak`;
 * ``speed``: :func:`time_decoders` (the decoders timed side by side);
-* ``repetition``: :func:`repeated_ngram_fraction`.
+* ``repetition``: :func:`repeated_ngram_fraction`, and the two repetition controls every decoder
+  takes (``repetition_penalty=``, ``no_repeat_ngram_size=``): :func:`repetition_penalty_filter`,
+  :func:`no_repeat_ngram_filter`, chained by :func:`apply_repetition_controls`.
 """
 
-from .repetition import repeated_ngram_fraction
+from .repetition import (
+    apply_repetition_controls,
+    banned_ngram_tokens,
+    no_repeat_ngram_filter,
+    repeated_ngram_fraction,
+    repetition_penalty_filter,
+)
 from .roofline import GPU_PEAKS, DecodeRoofline, decode_roofline, known_gpu_peak, measure_bandwidth
 from .search import (
     beam_search,
@@ -64,6 +72,10 @@ __all__ = [
     "known_gpu_peak",
     "GPU_PEAKS",
     "repeated_ngram_fraction",
+    "repetition_penalty_filter",
+    "no_repeat_ngram_filter",
+    "banned_ngram_tokens",
+    "apply_repetition_controls",
     "DecoderTiming",
     "DECODERS",
     "time_decoders",

@@ -1,8 +1,22 @@
-"""Repetition in generated text: how often a decoder says the same thing again.
+"""Repetition in generated text: how often a decoder says the same thing again, and two fixes.
 
 Greedy and beam search maximise local probability, and once a phrase has appeared the model
 finds it likely again, so they fall into loops; sampling breaks out.
 :func:`repeated_ngram_fraction` measures that on token ids.
+
+The two standard fixes change the scores of the next token before the decoder chooses it (the
+decoders take them as ``repetition_penalty=`` and ``no_repeat_ngram_size=``):
+
+* :func:`repetition_penalty_filter` (CTRL, Keskar et al. 2019): every token that already occurs
+  in the sequence (prompt included) gets its score divided by ``penalty`` if positive and
+  multiplied by it if negative, so ``penalty > 1`` always makes it less likely;
+* :func:`no_repeat_ngram_filter`: a token that would complete an n-gram already present in the
+  sequence is banned (score -inf); :func:`banned_ngram_tokens` lists them for one sequence.
+
+Both are identical to transformers' ``RepetitionPenaltyLogitsProcessor`` and
+``NoRepeatNGramLogitsProcessor``; :func:`apply_repetition_controls` chains them in the order
+``generate`` does (penalty first). Shapes: ``scores`` is ``(batch, vocab)`` (or ``(vocab,)``),
+``token_ids`` the sequences so far, ``(batch, seq)`` (or ``(seq,)``).
 """
 
 from __future__ import annotations
@@ -11,9 +25,15 @@ import numbers
 
 import torch
 
-from .._checks import check_int, check_tensor
+from .._checks import check_float, check_int, check_tensor
 
-__all__ = ["repeated_ngram_fraction"]
+__all__ = [
+    "repeated_ngram_fraction",
+    "repetition_penalty_filter",
+    "no_repeat_ngram_filter",
+    "banned_ngram_tokens",
+    "apply_repetition_controls",
+]
 
 
 def _token_list(token_ids) -> list[int]:
@@ -50,3 +70,98 @@ def repeated_ngram_fraction(token_ids, n: int = 4) -> float:
         repeats += g in seen
         seen.add(g)
     return repeats / len(grams)
+
+
+def _check_scores_and_ids(scores, token_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scores`` (batch, vocab) float and ``token_ids`` (batch, seq) integer, as 2-D tensors."""
+    check_tensor("scores", scores, floating=True, dim=(1, 2), min_numel=1)
+    check_tensor("token_ids", token_ids, integer=True, dim=(1, 2))
+    if scores.dim() != token_ids.dim():
+        raise ValueError(f"scores and token_ids must both be 1-D or both 2-D, got shapes "
+                         f"{tuple(scores.shape)} and {tuple(token_ids.shape)}")
+    scores2, ids2 = (scores[None], token_ids[None]) if scores.dim() == 1 else (scores, token_ids)
+    if scores2.shape[0] != ids2.shape[0]:
+        raise ValueError(f"scores and token_ids must hold the same number of sequences, got "
+                         f"{scores2.shape[0]} and {ids2.shape[0]}")
+    if ids2.numel() and int(ids2.min()) < 0:
+        raise ValueError(f"token_ids must be token ids >= 0, got {int(ids2.min())}")
+    return scores2, ids2.long()
+
+
+def repetition_penalty_filter(scores: torch.Tensor, token_ids: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Penalise every token already in ``token_ids``: score / penalty if > 0, score * penalty if < 0.
+
+    Applied once per distinct token however often it occurred; ``penalty = 1`` changes nothing,
+    ``penalty < 1`` rewards repeats instead. Ids past the vocabulary of ``scores`` are ignored
+    (they cannot be generated). Same as transformers' ``RepetitionPenaltyLogitsProcessor(penalty)``.
+    Returns a new tensor of the shape of ``scores``.
+    """
+    penalty = check_float("penalty", penalty, low=0.0, low_open=True)
+    scores2, ids = _check_scores_and_ids(scores, token_ids)
+    vocab = scores2.shape[-1]
+    # One spare column absorbs out-of-vocabulary ids, then is cut off.
+    seen = torch.zeros((scores2.shape[0], vocab + 1), dtype=torch.bool, device=scores2.device)
+    seen.scatter_(1, ids.to(scores2.device).clamp(max=vocab), True)
+    penalised = torch.where(scores2 < 0, scores2 * penalty, scores2 / penalty)
+    out = torch.where(seen[:, :vocab], penalised, scores2)
+    return out.reshape(scores.shape)
+
+
+def no_repeat_ngram_filter(scores: torch.Tensor, token_ids: torch.Tensor, n: int) -> torch.Tensor:
+    """Ban (score -inf) every token that would complete an ``n``-gram already in ``token_ids``.
+
+    The next token t completes the n-gram (last n-1 tokens, t); it is banned when that n-gram
+    occurs earlier in the sequence. Nothing is banned while the sequence is shorter than ``n``;
+    with ``n = 1`` every token seen is banned. Same as transformers'
+    ``NoRepeatNGramLogitsProcessor(n)``. Returns a new tensor of the shape of ``scores``.
+    """
+    n = check_int("n", n, low=1)
+    scores2, ids = _check_scores_and_ids(scores, token_ids)
+    vocab, seq = scores2.shape[-1], ids.shape[-1]
+    if seq < n:
+        return scores.clone()
+    ids = ids.to(scores2.device)
+    windows = ids.unfold(1, n, 1)                          # (batch, seq - n + 1, n): every n-gram so far
+    prefix = ids[:, seq - (n - 1):]                        # (batch, n - 1): what the next token would extend
+    starts_like_prefix = (windows[..., :-1] == prefix[:, None, :]).all(dim=-1)
+    # A matching n-gram bans its last token; the others point at a spare column that is cut off.
+    targets = torch.where(starts_like_prefix, windows[..., -1].clamp(max=vocab), vocab)
+    banned = torch.zeros((scores2.shape[0], vocab + 1), dtype=torch.bool, device=scores2.device)
+    banned.scatter_(1, targets, True)
+    return scores2.masked_fill(banned[:, :vocab], float("-inf")).reshape(scores.shape)
+
+
+def banned_ngram_tokens(token_ids, n: int) -> list[int]:
+    """The tokens :func:`no_repeat_ngram_filter` bans after one sequence, sorted (for reading).
+
+    ``token_ids``: one sequence, as for :func:`repeated_ngram_fraction`. Written as the plain
+    loop: every earlier n-gram that starts with the last n-1 tokens bans its last token.
+    """
+    ids = _token_list(token_ids)
+    n = check_int("n", n, low=1)
+    if len(ids) < n:
+        return []
+    prefix = ids[len(ids) - (n - 1):] if n > 1 else []
+    return sorted({ids[i + n - 1] for i in range(len(ids) - n + 1) if ids[i : i + n - 1] == prefix})
+
+
+def apply_repetition_controls(scores: torch.Tensor, token_ids: torch.Tensor, *, repetition_penalty: float = 1.0,
+                              no_repeat_ngram_size: int = 0) -> torch.Tensor:
+    """Both controls in ``generate``'s order: the repetition penalty, then the n-gram ban.
+
+    ``repetition_penalty = 1`` and ``no_repeat_ngram_size = 0`` switch them off (then ``scores``
+    comes back unchanged, the same tensor). The decoders call this on every step's scores with the
+    whole sequence so far (prompt included), before temperature, top-k and top-p.
+    """
+    repetition_penalty = check_float("repetition_penalty", repetition_penalty, low=0.0, low_open=True)
+    no_repeat_ngram_size = check_int("no_repeat_ngram_size", no_repeat_ngram_size, low=0)
+    if repetition_penalty == 1.0 and no_repeat_ngram_size == 0:
+        # Both off: the same tensor back, after the cheap checks (no device sync on every decoding step).
+        check_tensor("scores", scores, floating=True, dim=(1, 2), min_numel=1)
+        check_tensor("token_ids", token_ids, integer=True, dim=(1, 2))
+        return scores
+    if repetition_penalty != 1.0:
+        scores = repetition_penalty_filter(scores, token_ids, repetition_penalty)
+    if no_repeat_ngram_size > 0:
+        scores = no_repeat_ngram_filter(scores, token_ids, no_repeat_ngram_size)
+    return scores

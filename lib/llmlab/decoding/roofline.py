@@ -60,7 +60,8 @@ def measure_bandwidth(device=None, *, n_bytes: int = 2**28, repeat: int = 5) -> 
     what this process gets, which is what decoding gets too.
     """
     device = resolve_device(device)
-    n_bytes = check_int("n_bytes", n_bytes, low=4)  # at least one float32
+    # At least one float32; at most 8 GiB (the copy holds two buffers of n_bytes).
+    n_bytes = check_int("n_bytes", n_bytes, low=4, high=2**33)
     repeat = check_int("repeat", repeat, low=1)
     src = torch.empty(n_bytes // 4, dtype=torch.float32, device=device).fill_(1.0)
     dst = torch.empty_like(src)

@@ -21,6 +21,9 @@ import torch.nn.functional as F
 
 from .._checks import check_float, check_int, check_module, check_tensor
 from .._torch import model_device
+from .repetition import apply_repetition_controls
+from ..perplexity import vocab_size
+from .limits import MAX_NUM_BEAMS, check_eos_token_id, check_fits_model, check_input_ids, check_max_new_tokens
 
 __all__ = [
     "greedy",
@@ -41,31 +44,6 @@ __all__ = [
 _PARKED = -1.0e9
 
 
-# ---------------------------------------------------------------------------------------------
-# Argument checks shared by every decoder (StaticDecoder and time_decoders use them too)
-# ---------------------------------------------------------------------------------------------
-
-
-def check_input_ids(input_ids) -> torch.Tensor:
-    """``input_ids`` must be a ``(1, prompt_len)`` tensor of token ids (int64 or int32), prompt_len >= 1."""
-    check_tensor("input_ids", input_ids, integer=True, dim=2)
-    if input_ids.dtype not in (torch.int64, torch.int32):  # what an embedding lookup accepts
-        raise TypeError(f"input_ids must hold token ids as torch.long (or int32), got dtype {input_ids.dtype}")
-    if input_ids.shape[0] != 1 or input_ids.shape[1] < 1:
-        raise ValueError(f"input_ids must have shape (1, prompt_len) with prompt_len >= 1, got {tuple(input_ids.shape)}")
-    return input_ids
-
-
-def check_max_new_tokens(max_new_tokens) -> int:
-    """``max_new_tokens`` as an int >= 0."""
-    return check_int("max_new_tokens", max_new_tokens, low=0)
-
-
-def check_eos_token_id(eos_token_id) -> int | None:
-    """``eos_token_id``: None (never stop early) or a token id, an int >= 0."""
-    return None if eos_token_id is None else check_int("eos_token_id", eos_token_id, low=0)
-
-
 def _check_top_k(name: str, k) -> int:
     return check_int(name, k, low=0)  # 0 keeps every token
 
@@ -78,6 +56,8 @@ def _check_logits(logits) -> torch.Tensor:
     check_tensor("logits", logits, floating=True, min_numel=1)
     if logits.dim() < 1:
         raise ValueError("logits must have a vocabulary axis, shape (..., vocab), got a 0-d tensor")
+    if bool(torch.isnan(logits).any()):  # -inf is a filtered token; NaN is a bug upstream
+        raise ValueError("logits must not contain NaN (-inf marks a removed token; NaN has no meaning)")
     return logits
 
 
@@ -112,6 +92,7 @@ def next_token_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
     """Logits for the token after ``input_ids`` (1, prompt_len): float32, shape (vocab,), on ``input_ids``' device."""
     check_module("model", model)
     check_input_ids(input_ids)
+    check_fits_model(model, input_ids)
     logits, _ = _step(model, input_ids.to(model_device(model)), None)
     return logits[0].to(input_ids.device)
 
@@ -168,6 +149,11 @@ def warp_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 
     top_k = _check_top_k("top_k", top_k)
     top_p = _check_top_p("top_p", top_p)
     scores = logits / temperature if temperature != 1.0 else logits
+    if temperature < 1.0 and not bool(torch.isfinite(scores).eq(torch.isfinite(logits)).all()):
+        # A tiny temperature overflows logits / T to +-inf (softmax then gives NaN). Shift first:
+        # (logits - max) / T has the same softmax, is 0 at the maximum and finite or -inf elsewhere,
+        # which is the T -> 0 limit (greedy) instead of NaN.
+        scores = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     return top_p_filter(top_k_filter(scores, top_k), top_p)
 
 
@@ -176,34 +162,51 @@ def warp_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 
 # ---------------------------------------------------------------------------------------------
 
 
-def _decode_loop(model, input_ids, max_new_tokens, eos_token_id, choose) -> torch.Tensor:
-    """Shared loop: prefill once, then one cached forward per new token; ``choose(logits) -> (1, 1)``."""
-    tokens = [input_ids.to(model_device(model))]
+def _check_controls(repetition_penalty, no_repeat_ngram_size) -> dict:
+    """The repetition controls as keyword arguments of :func:`apply_repetition_controls`, checked."""
+    return {"repetition_penalty": check_float("repetition_penalty", repetition_penalty, low=0.0, low_open=True),
+            "no_repeat_ngram_size": check_int("no_repeat_ngram_size", no_repeat_ngram_size, low=0)}
+
+
+def _decode_loop(model, input_ids, max_new_tokens, eos_token_id, choose, controls) -> torch.Tensor:
+    """Shared loop: prefill once, then one cached forward per new token; ``choose(scores) -> (1, 1)``.
+
+    ``controls`` (repetition penalty, n-gram ban) rewrite each step's logits from the whole
+    sequence so far, prompt included, before ``choose`` sees them (as ``generate`` does).
+    """
+    sequence = input_ids.to(model_device(model))
     if max_new_tokens == 0:
         return input_ids.clone()
-    logits, cache = _step(model, tokens[0], None)
+    logits, cache = _step(model, sequence, None)
     for t in range(max_new_tokens):
-        next_token = choose(logits)  # (1, 1)
-        tokens.append(next_token)
+        next_token = choose(apply_repetition_controls(logits, sequence, **controls))  # (1, 1)
+        sequence = torch.cat([sequence, next_token], dim=1)
         if eos_token_id is not None and int(next_token) == eos_token_id:
             break
         if t + 1 < max_new_tokens:
             logits, cache = _step(model, next_token, cache)
-    return torch.cat(tokens, dim=1).to(input_ids.device)
+    return sequence.to(input_ids.device)
 
 
 @torch.no_grad()
-def greedy(model, input_ids: torch.Tensor, max_new_tokens: int, *, eos_token_id: int | None = None) -> torch.Tensor:
+def greedy(model, input_ids: torch.Tensor, max_new_tokens: int, *, eos_token_id: int | None = None,
+           repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0) -> torch.Tensor:
     """Greedy decoding: w_t = argmax_w P(w | w_<t), with a KV cache.
 
-    ``input_ids`` (1, prompt_len) -> (1, prompt_len + n_new). Token-identical to
-    ``model.generate(input_ids, do_sample=False, max_new_tokens=..., eos_token_id=...)``.
+    ``input_ids`` (1, prompt_len) -> (1, prompt_len + n_new). ``repetition_penalty`` (> 0; 1 is
+    off) and ``no_repeat_ngram_size`` (0 is off) rewrite the logits first
+    (:func:`~llmlab.decoding.apply_repetition_controls`). Token-identical to
+    ``model.generate(input_ids, do_sample=False, max_new_tokens=..., eos_token_id=...,
+    repetition_penalty=..., no_repeat_ngram_size=...)``.
     """
     check_module("model", model)
     check_input_ids(input_ids)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     eos_token_id = check_eos_token_id(eos_token_id)
-    return _decode_loop(model, input_ids, max_new_tokens, eos_token_id, lambda logits: logits.argmax(dim=-1, keepdim=True))
+    controls = _check_controls(repetition_penalty, no_repeat_ngram_size)
+    check_fits_model(model, input_ids, max_new_tokens, eos_token_id)
+    return _decode_loop(model, input_ids, max_new_tokens, eos_token_id,
+                        lambda scores: scores.argmax(dim=-1, keepdim=True), controls)
 
 
 @torch.no_grad()
@@ -217,6 +220,7 @@ def greedy_without_cache(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     check_input_ids(input_ids)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     eos_token_id = check_eos_token_id(eos_token_id)
+    check_fits_model(model, input_ids, max_new_tokens, eos_token_id)
     sequence = input_ids.to(model_device(model))
     for _ in range(max_new_tokens):
         logits = model(input_ids=sequence, use_cache=False).logits[:, -1, :].float()
@@ -238,13 +242,16 @@ def sample(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
     eos_token_id: int | None = None,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> torch.Tensor:
     """Ancestral sampling: w_t ~ softmax(warp(logits_t)), warp = temperature, then top-k, then top-p.
 
     ``input_ids`` (1, prompt_len) -> (1, prompt_len + n_new). One ``torch.multinomial`` draw per step
     over the full vocabulary row, so with ``generator=None`` (the global RNG) and the same
     ``torch.manual_seed`` it is token-identical to ``model.generate(do_sample=True, temperature=...,
-    top_k=..., top_p=...)``. ``top_k=0`` and ``top_p=1`` disable those filters.
+    top_k=..., top_p=..., repetition_penalty=..., no_repeat_ngram_size=...)``. ``top_k=0`` and
+    ``top_p=1`` disable those filters; the repetition controls (off by default) act before them.
     """
     check_module("model", model)
     check_input_ids(input_ids)
@@ -255,12 +262,14 @@ def sample(
     top_p = _check_top_p("top_p", top_p)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    controls = _check_controls(repetition_penalty, no_repeat_ngram_size)
+    check_fits_model(model, input_ids, max_new_tokens, eos_token_id)
 
-    def choose(logits):
-        probs = F.softmax(warp_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p), dim=-1)
+    def choose(scores):
+        probs = F.softmax(warp_logits(scores, temperature=temperature, top_k=top_k, top_p=top_p), dim=-1)
         return torch.multinomial(probs, num_samples=1, generator=generator)
 
-    return _decode_loop(model, input_ids, max_new_tokens, eos_token_id, choose)
+    return _decode_loop(model, input_ids, max_new_tokens, eos_token_id, choose, controls)
 
 
 @torch.no_grad()
@@ -272,24 +281,32 @@ def beam_search(
     num_beams: int,
     length_penalty: float = 1.0,
     eos_token_id: int | None = None,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> torch.Tensor:
     """Beam search: keep the ``num_beams`` partial sequences with the highest summed log-probability.
 
     Each step scores every (beam, token) continuation by s(beam) + log P(token | beam) and keeps the
-    best 2 * num_beams (so enough survive when some end in EOS). A continuation ending in EOS (or
+    best 2 * num_beams (so enough survive when some end in EOS); ``1 <= num_beams <= min(vocab,
+    MAX_NUM_BEAMS)``, since memory grows linearly with the beams. A continuation ending in EOS (or
     reaching ``max_new_tokens``) that ranks in the top ``num_beams`` becomes a finished hypothesis
     with score ``sum log p / n_generated ** length_penalty``; the rest continue. The search stops
     when ``num_beams`` hypotheses are finished (early stopping) or when the best running beam can no
     longer beat the worst finished one. Returns the best hypothesis, (1, prompt_len + n_new).
-    Token-identical to ``model.generate(num_beams=..., do_sample=False, length_penalty=...,
-    early_stopping=True)``.
+    The repetition controls (off by default) rewrite each beam's log-probabilities before they are
+    added, from that beam's own sequence, as ``generate`` does. Token-identical to
+    ``model.generate(num_beams=..., do_sample=False, length_penalty=..., early_stopping=True,
+    repetition_penalty=..., no_repeat_ngram_size=...)``.
     """
     check_module("model", model)
     check_input_ids(input_ids)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     eos_token_id = check_eos_token_id(eos_token_id)
-    num_beams = check_int("num_beams", num_beams, low=1)
+    vocab = vocab_size(model)
+    num_beams = check_int("num_beams", num_beams, low=1, high=min(MAX_NUM_BEAMS, vocab or MAX_NUM_BEAMS))
     length_penalty = check_float("length_penalty", length_penalty)
+    controls = _check_controls(repetition_penalty, no_repeat_ngram_size)
+    check_fits_model(model, input_ids, max_new_tokens, eos_token_id)
     device = model_device(model)
     if max_new_tokens == 0:
         return input_ids.clone()
@@ -316,7 +333,8 @@ def beam_search(
     for t in range(max_new_tokens):
         vocab = logits.shape[-1]
         # Summed log-probabilities of every (beam, token) continuation, flattened to (B * vocab,).
-        total = (F.log_softmax(logits, dim=-1) + running_scores[:, None]).reshape(-1)
+        log_probs = apply_repetition_controls(F.log_softmax(logits, dim=-1), running, **controls)
+        total = (log_probs + running_scores[:, None]).reshape(-1)
         cand_scores, cand_idx = torch.topk(total, k=n_keep)
         cand_beam, cand_token = cand_idx // vocab, cand_idx % vocab
         candidates = torch.cat([running[cand_beam], cand_token[:, None]], dim=1)  # (2B, cur_len + 1)
@@ -370,6 +388,7 @@ def sequence_logprob(model, input_ids: torch.Tensor, prompt_len: int) -> float:
     if total_len < 2:
         raise ValueError(f"input_ids must hold a prompt and at least one continuation token, got shape {tuple(input_ids.shape)}")
     prompt_len = check_int("prompt_len", prompt_len, low=1, high=total_len - 1)
+    check_fits_model(model, input_ids)
     ids = input_ids.to(model_device(model))
     logits = model(input_ids=ids, use_cache=False).logits[0, prompt_len - 1 : -1].float()  # predicts x_prompt_len..
     log_probs = F.log_softmax(logits, dim=-1)

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 
 from .._checks import check_bool, check_int, check_module
 from .._torch import model_device
+from ..perplexity import context_size
+from .limits import check_fits_model
 from .search import check_eos_token_id, check_input_ids, check_max_new_tokens
 
 __all__ = ["StaticDecoder"]
@@ -74,7 +76,8 @@ class StaticDecoder:
             raise ValueError(f"StaticDecoder supports plain RoPE only, got rope_type={rope_type!r}; use greedy")
         if getattr(config, "hidden_act", "silu") != "silu":
             raise ValueError(f"StaticDecoder supports the SiLU MLP only, got hidden_act={config.hidden_act!r}")
-        max_len = check_int("max_len", max_len, low=2)
+        # The RoPE tables below would extrapolate past the model's trained positions: refuse.
+        max_len = check_int("max_len", max_len, low=2, high=context_size(model))
         compile = check_bool("compile", compile)
         if use_cuda_graph is not None:
             use_cuda_graph = check_bool("use_cuda_graph", use_cuda_graph)
@@ -232,6 +235,7 @@ class StaticDecoder:
         check_input_ids(input_ids)
         max_new_tokens = check_max_new_tokens(max_new_tokens)
         eos_token_id = check_eos_token_id(eos_token_id)
+        check_fits_model(self.model, input_ids, 0, eos_token_id)
         L = input_ids.shape[1]
         if L > self.max_len:
             raise ValueError(f"input_ids has {L} tokens, longer than this StaticDecoder's max_len={self.max_len}")

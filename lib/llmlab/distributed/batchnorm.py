@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_float, check_module, check_tensor
+from .._checks import check_float, check_int, check_module, check_tensor
 
 __all__ = ["sync_batch_norm", "SyncBatchNorm", "convert_sync_batchnorm"]
 
@@ -141,6 +141,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, process_group=None, device=None, dtype=None):
+        num_features = check_int("num_features", num_features, low=1)
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
         self.process_group = process_group
 

@@ -59,7 +59,9 @@ def simulate_ring_all_reduce(buffers: list[Tensor]) -> RingResult:
     if not isinstance(buffers, (list, tuple)) or not buffers:
         raise TypeError("buffers must be a non-empty list of 1-D tensors, one per rank")
     n = len(buffers)
-    if any(not isinstance(b, Tensor) or b.dim() != 1 or b.shape != buffers[0].shape for b in buffers):
+    if not all(isinstance(b, Tensor) for b in buffers):
+        raise TypeError("buffers must hold torch tensors (1-D, one per rank)")
+    if any(b.dim() != 1 or b.shape != buffers[0].shape for b in buffers):
         raise ValueError("buffers must be 1-D tensors of the same length")
     chunks = [list(b.clone().tensor_split(n)) for b in buffers]
     sent = [0] * n
@@ -79,6 +81,10 @@ def allreduce_rank_timings(rank: int, world_size: int, sizes: tuple[int, ...], r
                            warmup: int = 2) -> list[tuple[float, ...]]:
     """What each rank runs: for each size (float32 elements), the seconds of ``repeat`` ``all_reduce``
     calls (after ``warmup`` untimed ones), timed with :func:`llmlab.timing.measure`."""
+    world_size = check_int("world_size", world_size, low=1)
+    check_int("rank", rank, low=0, high=world_size - 1)
+    check_int("repeat", repeat, low=1, high=10_000)
+    check_int("warmup", warmup, low=0, high=1000)
     times = []
     for numel in sizes:
         buffer = torch.ones(numel)

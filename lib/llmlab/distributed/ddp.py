@@ -58,14 +58,23 @@ def _check_split(x, y, world_size: int, accumulation_steps: int) -> int:
     steps = check_int("accumulation_steps", accumulation_steps, low=1)
     batch = int(x.shape[0])
     if batch % (world_size * steps):
-        raise ValueError(f"the batch size {batch} must split into world_size × accumulation_steps = "
+        raise ValueError(f"x's batch size {batch} must split into world_size × accumulation_steps = "
                          f"{world_size} × {steps} equal parts")
     return batch
+
+
+def _check_rank(rank, world_size) -> tuple[int, int]:
+    world_size = check_int("world_size", world_size, low=1, high=MAX_WORLD_SIZE)
+    return check_int("rank", rank, low=0, high=world_size - 1), world_size
 
 
 def rank_shard(t: Tensor, rank: int, world_size: int) -> Tensor:
     """Rank ``rank``'s contiguous shard of the batch ``t`` (B, ...): rows rank·B/R ... (rank+1)·B/R − 1
     (what a ``DistributedSampler`` without shuffling would hand it, up to the order)."""
+    check_tensor("t", t)
+    rank, world_size = _check_rank(rank, world_size)
+    if t.dim() == 0 or t.shape[0] % world_size:
+        raise ValueError(f"t's batch size ({tuple(t.shape)[:1]}) must split into world_size = {world_size} equal shards")
     return t.chunk(world_size)[rank]
 
 
@@ -87,6 +96,8 @@ def ddp_rank_pass(rank: int, world_size: int, model_fn: Callable[[], nn.Module],
     every micro-batch but the last runs under ``no_sync()`` (gradients accumulate locally), the last
     one triggers the all-reduce. Each micro-batch loss is divided by ``accumulation_steps``.
     """
+    rank, world_size = _check_rank(rank, world_size)
+    _check_split(x, y, world_size, accumulation_steps)
     model = model_fn()
     check_module("model_fn()", model)
     if sync_batchnorm:
@@ -154,6 +165,7 @@ class BatchNormComparison:
 
 def batchnorm_rank_passes(rank: int, world_size: int, model_fn, x, y, loss_fn) -> tuple[RankPass, RankPass]:
     """What each rank runs for :func:`batchnorm_under_ddp`: the DDP pass with plain, then synchronised BatchNorm."""
+    _check_rank(rank, world_size)
     plain = ddp_rank_pass(rank, world_size, model_fn, x, y, loss_fn)
     dist.barrier()
     return plain, ddp_rank_pass(rank, world_size, model_fn, x, y, loss_fn, sync_batchnorm=True)

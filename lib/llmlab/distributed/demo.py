@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .._checks import check_int
 from ..accumulation import loss_fn_for, make_batch, make_model, train_with_accumulation
 from .launch import MAX_WORLD_SIZE, run
 
@@ -40,6 +41,10 @@ def train_rank(rank: int, world_size: int, steps: int = 5, batch_size: int = 32)
     Returns ``{"rank", "losses", "distance"}``: this rank's shard losses per step and (rank 0 only,
     else None) ‖θ_DDP − θ_single‖ / ‖θ_single‖ against one process on the full batches.
     """
+    world_size = check_int("world_size", world_size, low=1)
+    check_int("rank", rank, low=0, high=world_size - 1)
+    steps = check_int("steps", steps, low=1, high=10_000)
+    batch_size = check_int("batch_size", batch_size, low=1, high=1_000_000)
     if batch_size % world_size:
         raise ValueError(f"batch_size {batch_size} must be divisible by the world size {world_size}")
     batches = [make_batch(_KIND, batch_size, seed) for seed in range(1, steps + 1)]
@@ -73,6 +78,8 @@ def _report(results: list[dict]) -> int:
 
 
 def main(argv=None) -> int:
+    if argv is not None and (isinstance(argv, (str, bytes)) or not isinstance(argv, (list, tuple))):
+        raise TypeError(f"argv must be a list of command-line arguments (str) or None, got {type(argv).__name__}")
     parser = argparse.ArgumentParser(prog="python -m llmlab.distributed.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--nproc", type=int, default=2, help="ranks to start when not under torchrun (default 2)")
     parser.add_argument("--steps", type=int, default=5, help="training steps (default 5)")

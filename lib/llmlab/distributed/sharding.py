@@ -49,6 +49,11 @@ class TinyTransformer(nn.Module):
     ``forward(ids)``: (B, T) token ids -> (B, T, vocab) logits."""
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, seq_len: int):
+        for name, value in (("vocab_size", vocab_size), ("d_model", d_model), ("n_layers", n_layers),
+                            ("n_heads", n_heads), ("seq_len", seq_len)):
+            check_int(name, value, low=1, high=1_000_000)
+        if d_model % n_heads:
+            raise ValueError(f"n_heads must divide d_model, got d_model={d_model}, n_heads={n_heads}")
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model)
         self.pos = nn.Parameter(torch.randn(seq_len, d_model) * 0.02)
@@ -69,6 +74,9 @@ class TinyTransformer(nn.Module):
 
 def make_transformer(seed: int = 0, **config) -> TinyTransformer:
     """:class:`TinyTransformer` with :data:`TINY_TRANSFORMER` overridden by ``config``, initialised from ``seed``."""
+    unknown = sorted(set(config) - set(TINY_TRANSFORMER))
+    if unknown:
+        raise ValueError(f"config has unknown keys {unknown}; the allowed ones are {sorted(TINY_TRANSFORMER)}")
     settings = {**TINY_TRANSFORMER, **config}
     for name, value in settings.items():
         check_int(name, value, low=1)
@@ -84,6 +92,8 @@ def storage_bytes(tensors) -> int:
     A storage is what memory holds: FSDP keeps each weight shard padded to an equal piece, and
     gradients that are views of one communication bucket share that bucket.
     """
+    if isinstance(tensors, torch.Tensor) or not hasattr(tensors, "__iter__"):
+        raise TypeError(f"tensors must be an iterable of tensors, got {type(tensors).__name__}")
     seen: dict[int, int] = {}
     for t in tensors:
         if t is None:
@@ -135,6 +145,8 @@ def shard_and_train(rank: int, world_size: int, stage: str, steps: int = 2, batc
     trained weights (FSDP's gathered with ``full_tensor()``), so stages can be checked to train alike.
     """
     check_choice("stage", stage, MEASURED_STAGES)
+    world_size = check_int("world_size", world_size, low=1)
+    check_int("rank", rank, low=0, high=world_size - 1)
     model = make_transformer(seed)
     with isolated_rng(seed + 1):
         ids = torch.randint(0, TINY_TRANSFORMER["vocab_size"], (batch_size, TINY_TRANSFORMER["seq_len"]))

@@ -15,11 +15,16 @@ Three facts this package lets a notebook (08) *measure* rather than state:
    :func:`measured_ledger` (real tensors) live in :mod:`llmlab.memory` and are re-exported here,
    as is :func:`saved_activation_bytes` (where the saving really is: the activations).
 
-:mod:`.speed` times a transformer block's training step in fp32, tf32 and bf16 autocast.
+:mod:`.gradients` measures how small an LLM's gradients are (most per-token gradients would
+flush to zero in fp16) and how unevenly sized across parameters (why Adam's per-parameter step
+sizes beat SGD's single one). :mod:`.speed` times a transformer block's training step in fp32,
+tf32 and bf16 autocast.
 """
 
 from ..memory import OPTIMIZER_STATES, measured_ledger, memory_ledger, saved_activation_bytes
 from .formats import FloatFormat, float_format, smallest_surviving_update, update_survives
+from .gradients import (QUADRATIC_OPTIMIZERS, GradientSizes, QuadraticRun, lm_gradient_sizes,
+                        train_scaled_quadratic)
 from .mixed import DynamicLossScaler, MasterWeightsOptimizer, adam_vs_adamw_step, mixed_precision_setup
 from .speed import STEP_MODES, block_step, block_step_seconds, block_step_timings
 from .toy import TOY_MODES, ToyRun, toy_problem, train_toy
@@ -41,6 +46,11 @@ __all__ = [
     "train_toy",
     "saved_activation_bytes",
     "adam_vs_adamw_step",
+    "GradientSizes",
+    "lm_gradient_sizes",
+    "QuadraticRun",
+    "QUADRATIC_OPTIMIZERS",
+    "train_scaled_quadratic",
     "STEP_MODES",
     "block_step",
     "block_step_seconds",

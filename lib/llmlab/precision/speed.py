@@ -81,6 +81,8 @@ def block_step_timings(modes=("fp32", "bf16"), *, device=None, rounds: int = 5, 
     """
     if isinstance(modes, str):
         raise TypeError(f"modes must be a sequence of modes from {list(STEP_MODES)}, got the string {modes!r}")
+    for mode in modes:
+        check_choice("modes", mode, STEP_MODES)
     steps = {mode: block_step(mode, device=device, **shape) for mode in modes}
     if not steps:
         raise ValueError(f"modes must hold at least one mode from {list(STEP_MODES)}")

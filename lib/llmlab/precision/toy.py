@@ -52,8 +52,10 @@ def toy_problem(n: int = 4096, d: int = 16, seed: int = 0):
     targets ``y = X w_star`` (n,) with w* (d,) in [1.05, 1.95), and a start ``w0 = w* + delta`` with
     |delta| in [0.004, 0.012], so every weight stays in [1, 2), where the fp16 spacing is 2^-10.
     """
-    d = check_int("d", d, low=1)
-    n = check_int("n", n, low=2 * d)
+    d = check_int("d", d, low=1, high=4096)
+    n = check_int("n", n, low=2 * d, high=2**24)
+    if n * d > 2**27:  # X alone: 0.5 GiB of float32
+        raise ValueError(f"n * d must be <= 2**27, got {n} * {d}")
     seed = check_int("seed", seed, low=0)
     if n & (n - 1):
         raise ValueError(f"n must be a power of two >= 2 d = {2 * d}, got {n}")
@@ -260,8 +262,8 @@ def train_toy(mode: str, *, dtype=torch.float16, steps: int = 200, lr: float = 4
     check_choice("mode", mode, TOY_MODES)
     dtype = resolve_dtype(dtype, allowed=HALF_DTYPES)
     steps = check_int("steps", steps, low=1)
-    d = check_int("d", d, low=1)
-    n = check_int("n", n, low=1)
+    d = check_int("d", d, low=1, high=4096)
+    n = check_int("n", n, low=1, high=2**24)
     global_batch = check_int("global_batch", global_batch, low=n)
     lr = check_float("lr", lr, low=0, low_open=True)
     init_scale = check_float("init_scale", init_scale, low=0, low_open=True)

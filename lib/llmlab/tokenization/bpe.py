@@ -321,6 +321,11 @@ class BPETokenizer:
         """The text of token ``ids``: their bytes joined and read as UTF-8 (invalid bytes -> "\ufffd")."""
         if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
             raise TypeError(f"ids must be an iterable of int token ids, got {type(ids).__name__}")
+        ids = list(ids)
+        for i, token_id in enumerate(ids):
+            token_id = check_int(f"ids[{i}]", token_id, low=0)
+            if token_id not in self._tokens:
+                raise ValueError(f"ids[{i}] = {token_id} is not in the vocabulary ({len(self.vocab)} tokens)")
         return b"".join(self.token_bytes(i) for i in ids).decode("utf-8", errors="replace")
 
     def truncated(self, n_merges: int) -> BPETokenizer:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 
-from .._checks import check_int, check_str
+from .._checks import check_float, check_int, check_str
 from .bpe import ALPHABET, BPETokenizer, check_texts
 
 __all__ = ["BYTE_TOKENS", "reference_bpe", "train_wordpiece", "train_unigram", "train_llama_style", "model_json",
@@ -120,6 +120,8 @@ def train_llama_style(texts, vocab_size: int):
 
 def model_json(tokenizer) -> dict:
     """The model part of a ``tokenizers.Tokenizer`` as a dict (``vocab``, ``merges`` or scored pieces)."""
+    if not hasattr(tokenizer, "to_str"):
+        raise TypeError(f"tokenizer must be a tokenizers.Tokenizer, got {type(tokenizer).__name__}")
     return json.loads(tokenizer.to_str())["model"]
 
 
@@ -154,6 +156,8 @@ def wordpiece_greedy(word: str, vocab, *, prefix: str = "##", unk: str = "[UNK]"
     vocabulary's tokens (a dict token -> id or any container of str).
     """
     check_str("word", word)
+    if isinstance(vocab, (str, bytes)) or not hasattr(vocab, "__contains__"):
+        raise TypeError(f"vocab must be a dict token -> id or a container of str, got {type(vocab).__name__}")
     pieces, start = [], 0
     while start < len(word):
         for end in range(len(word), start, -1):
@@ -189,6 +193,10 @@ def unigram_viterbi(word: str, log_probs: dict[str, float]) -> tuple[list[str], 
     character outside the vocabulary, which the library maps to its unknown token).
     """
     check_str("word", word)
+    if not isinstance(log_probs, dict):
+        raise TypeError(f"log_probs must be a dict piece -> log p (see unigram_scores), got {type(log_probs).__name__}")
+    for piece, value in log_probs.items():
+        check_float(f"log_probs[{piece!r}]", value)
     n, longest = len(word), max(map(len, log_probs), default=0)
     best = [0.0] + [-math.inf] * n
     back = [0] * (n + 1)
@@ -213,6 +221,8 @@ def segmentations(word: str, pieces, *, limit: int = 100_000) -> list[list[str]]
     with the word's length, so ``ValueError`` beyond ``limit`` cuts.
     """
     check_str("word", word)
+    if len(word) > 1000:  # every cut is a list: even one cut per start is O(len(word)**2) memory
+        raise ValueError(f"word must be at most 1000 characters for an exhaustive listing, got {len(word)}")
     limit = check_int("limit", limit, low=1)
     longest = max(map(len, pieces), default=0)
     tails: dict[int, list[list[str]]] = {len(word): [[]]}  # start position -> every cut of word[start:]

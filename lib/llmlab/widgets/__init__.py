@@ -9,6 +9,7 @@ refresh only does the cheap per-step part.
 """
 
 from .accumulation import AccumulationExplorer, accumulation_explorer
+from .anatomy import MaskExplorer, mask_explorer
 from .base import LabWidget
 from .checkpointing import CheckpointingWidget, checkpointing_widget
 from .decoding import DecodingWidget, decoding_widget
@@ -30,6 +31,7 @@ __all__ = [
     "lora_rank_explorer", "LoRARankExplorer",
     "precision_widget", "PrecisionWidget",
     "dpo_beta_explorer", "DPOBetaExplorer",
+    "mask_explorer", "MaskExplorer",
     "bpe_merges_widget", "BPEMergesWidget",
     "data_parallel_widget", "DataParallelWidget",
 ]

@@ -1,0 +1,90 @@
+"""Experiments on a real causal LM (Hugging Face, e.g. SmolLM2): what its mask means in practice.
+
+* :func:`logit_changes`: change the token at position j and measure how much the logits at each
+  position move. Under the causal mask positions < j cannot see position j, so their logits stay
+  exactly where they were; positions >= j change.
+* :func:`masked_nll`: run the model under any (n, n) mask of :mod:`.masks` (passed as the 4-D
+  additive ``attention_mask`` transformers accepts as a custom mask) and score tokens with it.
+  :func:`prefix_lm_nll` uses it to give a causal model prefix-LM context (bidirectional over the
+  first ``n_prefix`` tokens), which it was never trained with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .._checks import check_int, check_module, check_tensor
+from .._torch import model_device
+from .masks import additive_mask, attention_mask
+
+__all__ = ["logit_changes", "masked_nll", "PrefixLMResult", "prefix_lm_nll"]
+
+
+def _check_ids(ids) -> torch.Tensor:
+    return check_tensor("input_ids", ids, dim=2, integer=True, min_numel=1)
+
+
+@torch.no_grad()
+def logit_changes(model, input_ids: torch.Tensor, position: int, new_token: int) -> torch.Tensor:
+    """max |Δ logit| at every position (seq,) when the token at ``position`` of ``input_ids``
+    (1, seq) is replaced by ``new_token``; float32 on the CPU."""
+    check_module("model", model)
+    ids = _check_ids(input_ids)
+    if ids.shape[0] != 1:
+        raise ValueError(f"input_ids must be one sequence (1, seq), got shape {tuple(ids.shape)}")
+    position = check_int("position", position, low=0, high=ids.shape[1] - 1)
+    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+    new_token = check_int("new_token", new_token, low=0, high=vocab_size - 1 if isinstance(vocab_size, int) else None)
+    if new_token == int(ids[0, position]):
+        raise ValueError(f"new_token must differ from the token at position {position} ({new_token})")
+    ids = ids.to(model_device(model))
+    changed = ids.clone()
+    changed[0, position] = new_token
+    before, after = model(ids).logits[0].float(), model(changed).logits[0].float()
+    return (after - before).abs().amax(dim=-1).cpu()
+
+
+@torch.no_grad()
+def masked_nll(model, input_ids: torch.Tensor, mask: torch.Tensor, *, first_target: int = 1) -> float:
+    """Mean negative log-likelihood (nats per token) of tokens ``first_target`` .. end of every row
+    of ``input_ids`` (batch, seq), each predicted from the position before it, with the model run
+    under the bool ``mask`` (seq, seq) (True = may attend) instead of its own causal mask."""
+    check_module("model", model)
+    ids = _check_ids(input_ids).to(model_device(model))
+    n = ids.shape[1]
+    check_tensor("mask", mask, dim=2)
+    if mask.shape != (n, n):
+        raise ValueError(f"mask must have shape ({n}, {n}) for input_ids of {n} positions, got {tuple(mask.shape)}")
+    first_target = check_int("first_target", first_target, low=1, high=n - 1)
+    dtype = next(model.parameters()).dtype
+    custom = additive_mask(mask.to(ids.device), dtype)[None, None].expand(ids.shape[0], 1, n, n)
+    logits = model(input_ids=ids, attention_mask=custom).logits[:, first_target - 1:-1].float()
+    targets = ids[:, first_target:]
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()).item()
+
+
+@dataclass(frozen=True)
+class PrefixLMResult:
+    """Mean NLL (nats per token) of the same continuation tokens under the causal mask and under
+    a prefix-LM mask (bidirectional over the first ``n_prefix`` tokens)."""
+
+    n_prefix: int
+    causal_nll: float
+    prefix_nll: float
+
+
+def prefix_lm_nll(model, input_ids: torch.Tensor, n_prefix: int, *, first_target: int | None = None) -> PrefixLMResult:
+    """Score tokens ``first_target`` .. end (default: ``n_prefix`` .. end, the continuation) of
+    ``input_ids`` (batch, seq) once under the causal mask and once under the prefix mask of
+    ``n_prefix``. ``first_target`` must be >= ``n_prefix`` so that no scored token is visible to
+    the position that predicts it: the prefix mask then only adds context *inside* the prefix."""
+    ids = _check_ids(input_ids)
+    n = ids.shape[1]
+    n_prefix = check_int("n_prefix", n_prefix, low=1, high=n - 1)
+    first_target = n_prefix if first_target is None else check_int("first_target", first_target, low=n_prefix,
+                                                                    high=n - 1)
+    causal = masked_nll(model, ids, attention_mask("causal", n), first_target=first_target)
+    prefix = masked_nll(model, ids, attention_mask("prefix", n, n_prefix=n_prefix), first_target=first_target)
+    return PrefixLMResult(n_prefix, causal, prefix)

@@ -1,0 +1,963 @@
+"""The bad-input table: every public callable of llmlab and the inputs a careful user gets wrong.
+
+Each row is ``Case(target, arg, exc, call)``: calling ``call()`` must raise ``exc`` (``ValueError``
+for a wrong value, ``TypeError`` for a wrong type) from llmlab's own code, with a message that
+names ``arg``. ``tests/test_bad_inputs.py`` runs the table; ``python tests/test_bad_inputs.py``
+prints the census (clear / silent / foreign / vague / runaway) used in issue 18's closing note.
+
+A new public name must get rows here (a test checks every name in every module's ``__all__``),
+or a place in ``NO_ARGUMENTS`` / ``RESULT_TYPES`` with the reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+import llmlab
+from llmlab import _checks, _torch, accumulation, checkpointing, data, display, fitting, lora, memory, models
+from llmlab import perplexity, precision, schedules, svd, timing, tokenization
+from llmlab import decoding
+from llmlab.decoding import limits, roofline, search
+from llmlab.distributed import batchnorm as dist_bn, comm, ddp, launch, ledger, sharding
+from llmlab.distributed import demo as dist_demo
+from llmlab.precision import formats, mixed, speed as prec_speed, toy
+from llmlab.tokenization import bpe, library, texts
+
+
+@dataclass
+class Case:
+    target: object          # the public callable the row is about
+    arg: str                # the argument the message must name
+    exc: type               # ValueError or TypeError
+    call: Callable[[], object]
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        name = getattr(self.target, "__qualname__", repr(self.target))
+        return f"{getattr(self.target, '__module__', '?')}.{name}[{self.arg}{': ' + self.note if self.note else ''}]"
+
+
+V, T = ValueError, TypeError
+NAN, INF = float("nan"), float("inf")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures built once (lazily: the table is a list of thunks, nothing runs at import time)
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def tiny():
+    """The tiny random Llama: vocab 97, 128 positions."""
+    return models.random_llama("tiny")
+
+
+@functools.lru_cache(maxsize=None)
+def tokenizer():
+    from transformers import AutoTokenizer  # only the rows that need a real tokenizer load it
+    return AutoTokenizer.from_pretrained(str(models.default_model_dir()), local_files_only=True)
+
+
+def ids(*values):
+    return torch.tensor([list(values)], dtype=torch.long)
+
+
+PROMPT = ids(1, 5, 7, 9)
+EX = {"instruction": "Say hi", "input": "", "output": "hi"}
+
+
+@functools.lru_cache(maxsize=None)
+def factors():
+    return svd.factorize(torch.rand(12, 10))
+
+
+@functools.lru_cache(maxsize=None)
+def static_decoder():
+    return decoding.StaticDecoder(tiny(), 32)
+
+
+def lin():
+    return nn.Linear(8, 6)
+
+
+def chain():
+    return checkpointing.make_chain(4, 8)
+
+
+def mse(p, t):
+    return ((p - t) ** 2).mean()
+
+
+def small_bpe():
+    return tokenization.train_bpe(["low lower lowest", "new newer newest"], 260)
+
+
+def hf_bpe():
+    return library.reference_bpe(["low lower lowest", "new newer newest"], 260)
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------
+
+C = Case
+CASES: list[Case] = [
+    # --- _checks / _torch -----------------------------------------------------------------------
+    C(_checks.check_int, "k", T, lambda: _checks.check_int("k", True)),
+    C(_checks.check_int, "k", V, lambda: _checks.check_int("k", 0, low=1)),
+    C(_checks.check_float, "x", V, lambda: _checks.check_float("x", NAN)),
+    C(_checks.check_float, "x", T, lambda: _checks.check_float("x", "1")),
+    C(_checks.check_bool, "flag", T, lambda: _checks.check_bool("flag", 1)),
+    C(_checks.check_choice, "mode", V, lambda: _checks.check_choice("mode", "c", ("a", "b"))),
+    C(_checks.check_choice, "mode", V, lambda: _checks.check_choice("mode", [1], ("a", "b")), "unhashable"),
+    C(_checks.check_str, "s", V, lambda: _checks.check_str("s", "")),
+    C(_checks.check_tensor, "t", T, lambda: _checks.check_tensor("t", [1, 2])),
+    C(_checks.check_tensor, "t", V, lambda: _checks.check_tensor("t", torch.zeros(2), dim=2)),
+    C(_checks.check_callable, "fn", T, lambda: _checks.check_callable("fn", 5)),
+    C(_checks.check_module, "m", T, lambda: _checks.check_module("m", "model")),
+    C(_checks.check_same_length, "b", V, lambda: _checks.check_same_length(a=[1], b=[1, 2])),
+    C(_checks.check_finite_tensor, "t", V, lambda: _checks.check_finite_tensor("t", torch.tensor([NAN]))),
+    C(_checks.check_finite_tensor, "t", T, lambda: _checks.check_finite_tensor("t", [1.0])),
+    C(_checks.describe_range, "low_open", T, lambda: _checks.describe_range(1, 2, low_open="yes")),
+    C(_torch.seed_everything, "seed", T, lambda: _torch.seed_everything(True)),
+    C(_torch.seed_everything, "seed", V, lambda: _torch.seed_everything(2**70)),
+    C(_torch.seed_everything, "seed", V, lambda: _torch.seed_everything(-1)),
+    C(_torch.resolve_device, "device", V, lambda: _torch.resolve_device("bogus")),
+    C(_torch.resolve_device, "device", T, lambda: _torch.resolve_device(3.5)),
+    C(_torch.resolve_dtype, "dtype", V, lambda: _torch.resolve_dtype("float7")),
+    C(_torch.resolve_dtype, "dtype", V, lambda: _torch.resolve_dtype(torch.int64)),
+    C(_torch.model_device, "model", T, lambda: _torch.model_device("m")),
+    C(_torch.isolated_rng, "seed", T, lambda: _torch.isolated_rng(1.5).__enter__()),
+    C(_torch.rng_state, "device", V, lambda: _torch.rng_state("bogus")),
+    C(_torch.replayed_rng, "state", T, lambda: _torch.replayed_rng(None).__enter__()),
+    C(llmlab.default_device, "device", V, lambda: _torch.resolve_device("cuda:x"), "via resolve_device"),
+
+    # --- timing ---------------------------------------------------------------------------------
+    C(timing.measure, "fn", T, lambda: timing.measure(5)),
+    C(timing.measure, "repeat", V, lambda: timing.measure(lambda: None, repeat=0)),
+    C(timing.measure, "repeat", T, lambda: timing.measure(lambda: None, repeat=True)),
+    C(timing.measure, "warmup", V, lambda: timing.measure(lambda: None, warmup=-1)),
+    C(timing.measure, "repeat", V, lambda: timing.measure(lambda: None, repeat=10**12), "huge"),
+    C(timing.timeit, "repeat", V, lambda: timing.timeit(lambda: None, repeat=0)),
+    C(timing.interleaved, "fns", T, lambda: timing.interleaved({}), "a TypeError that says non-empty dict"),
+    C(timing.interleaved, "fns", T, lambda: timing.interleaved([lambda: None])),
+    C(timing.interleaved, "rounds", V, lambda: timing.interleaved({"a": lambda: None}, rounds=0)),
+    C(timing.Stopwatch, "device", V, lambda: timing.Stopwatch("bogus")),
+    C(timing.synchronize, "device", V, lambda: timing.synchronize("bogus")),
+
+    # --- memory ---------------------------------------------------------------------------------
+    C(memory.count_parameters, "model", T, lambda: memory.count_parameters("m")),
+    C(memory.memory_ledger, "optimizer", V, lambda: memory.memory_ledger(lin(), optimizer="rmsprop2")),
+    C(memory.memory_ledger, "precision", V, lambda: memory.memory_ledger(lin(), precision="fp7")),
+    C(memory.memory_ledger, "model", T, lambda: memory.memory_ledger("m")),
+    C(memory.measured_ledger, "model", T, lambda: memory.measured_ledger(None)),
+    C(memory.measured_ledger, "optimizer", T, lambda: memory.measured_ledger(lin(), optimizer="adam")),
+    C(memory.tensor_bytes, "t", T, lambda: memory.tensor_bytes([1, 2])),
+    C(memory.saved_activation_bytes, "model", T, lambda: memory.saved_activation_bytes("m", torch.zeros(1, 8))),
+    C(memory.SavedTensorTracker, "params", T, lambda: memory.SavedTensorTracker(5)),
+
+    # --- fitting --------------------------------------------------------------------------------
+    C(fitting.loglog_slope, "values", V, lambda: fitting.loglog_slope([1, 2], [1])),
+    C(fitting.loglog_slope, "ns", V, lambda: fitting.loglog_slope([1], [1])),
+    C(fitting.loglog_slope, "ns", V, lambda: fitting.loglog_slope([0, 1], [1, 2])),
+    C(fitting.loglog_slope, "values", V, lambda: fitting.loglog_slope([1, 2], [-1, 2])),
+    C(fitting.loglog_slope, "ns", V, lambda: fitting.loglog_slope([2, 2, 2], [1, 2, 3])),
+    C(fitting.loglog_slope, "values", V, lambda: fitting.loglog_slope([1, 2, 3], [1, NAN, 3])),
+    C(fitting.loglog_slope, "ns", T, lambda: fitting.loglog_slope("abc", [1, 2, 3])),
+    C(fitting.fit_scaling, "ns", V, lambda: fitting.fit_scaling([1, 1, 1], [1, 2, 3], "n")),
+    C(fitting.fit_scaling, "values", V, lambda: fitting.fit_scaling([1, 2, 3], [1, NAN, 3], "n")),
+    C(fitting.fit_scaling, "law", V, lambda: fitting.fit_scaling([1, 2, 3], [1, 2, 3], "cubic")),
+    C(fitting.fit_scaling, "values", V, lambda: fitting.fit_scaling([1, 2, 3], [1, 2], "n")),
+
+    # --- svd ------------------------------------------------------------------------------------
+    C(svd.factorize, "image", T, lambda: svd.factorize("img")),
+    C(svd.factorize, "image", V, lambda: svd.factorize(torch.zeros(5))),
+    C(svd.factorize, "image", V, lambda: svd.factorize(torch.full((4, 4), NAN))),
+    C(svd.factorize, "image", V, lambda: svd.factorize(np.zeros((0, 4)))),
+    C(svd.factorize, "device", V, lambda: svd.factorize(torch.rand(4, 4), device="bogus")),
+    C(svd.reconstruct, "factors", T, lambda: svd.reconstruct("x", 2)),
+    C(svd.reconstruct, "k", V, lambda: svd.reconstruct(factors(), 0)),
+    C(svd.reconstruct, "k", V, lambda: svd.reconstruct(factors(), 11)),
+    C(svd.reconstruct, "k", T, lambda: svd.reconstruct(factors(), True)),
+    C(svd.relative_error, "k", V, lambda: svd.relative_error(factors(), -1)),
+    C(svd.relative_error, "factors", T, lambda: svd.relative_error(None, 1)),
+    C(svd.energy, "k", T, lambda: svd.energy(factors(), 2.0)),
+    C(svd.energy, "k", V, lambda: svd.energy(factors(), 99)),
+    C(svd.k_for_error, "max_error", V, lambda: svd.k_for_error(factors(), -0.1)),
+    C(svd.k_for_error, "max_error", V, lambda: svd.k_for_error(factors(), NAN)),
+    C(svd.compression_ratio, "k", V, lambda: svd.compression_ratio(10, 10, 0)),
+    C(svd.compression_ratio, "height", T, lambda: svd.compression_ratio(True, 10, 1)),
+    C(svd.compression_ratio, "k", V, lambda: svd.compression_ratio(10, 10, 11)),
+    C(svd.low_rank_factors, "k", V, lambda: svd.low_rank_factors(torch.rand(4, 5), 6)),
+    C(svd.low_rank_factors, "W", T, lambda: svd.low_rank_factors([["a"]], 1)),
+    C(svd.low_rank_factors, "W", V, lambda: svd.low_rank_factors(torch.rand(4), 1)),
+    C(svd.checkerboard, "angle", V, lambda: svd.checkerboard(angle=NAN)),
+    C(svd.checkerboard, "size", V, lambda: svd.checkerboard(size=0)),
+    C(svd.checkerboard, "size", V, lambda: svd.checkerboard(size=10**6), "huge"),
+    C(svd.checkerboard, "square", V, lambda: svd.checkerboard(square=0)),
+    C(svd.noise_image, "channels", V, lambda: svd.noise_image(channels=7)),
+    C(svd.noise_image, "height", V, lambda: svd.noise_image(height=10**6, width=10**6), "huge"),
+    C(svd.noise_image, "seed", T, lambda: svd.noise_image(seed=1.5)),
+    C(svd.demo_images, "size", V, lambda: svd.demo_images(size=0)),
+    C(svd.demo_images, "size", V, lambda: svd.demo_images(size=10**6), "huge"),
+
+    # --- schedules ------------------------------------------------------------------------------
+    C(schedules.cosine_annealing, "step", V, lambda: schedules.cosine_annealing(-1, base_lr=0.1, t_max=10)),
+    C(schedules.cosine_annealing, "t_max", V, lambda: schedules.cosine_annealing(1, base_lr=0.1, t_max=0)),
+    C(schedules.cosine_annealing, "base_lr", V, lambda: schedules.cosine_annealing(1, base_lr=NAN, t_max=10)),
+    C(schedules.cosine_annealing, "eta_min", V, lambda: schedules.cosine_annealing(1, base_lr=0.1, t_max=10, eta_min=0.5)),
+    C(schedules.cosine_annealing, "step", T, lambda: schedules.cosine_annealing(True, base_lr=0.1, t_max=10)),
+    C(schedules.cosine_with_restarts, "t_0", V, lambda: schedules.cosine_with_restarts(1, base_lr=0.1, t_0=0)),
+    C(schedules.cosine_with_restarts, "t_mult", V, lambda: schedules.cosine_with_restarts(1, base_lr=0.1, t_0=5, t_mult=0)),
+    C(schedules.cosine_with_restarts, "base_lr", V, lambda: schedules.cosine_with_restarts(1, base_lr=-1.0, t_0=5)),
+    C(schedules.warmup_cosine, "total_steps", V, lambda: schedules.warmup_cosine(1, base_lr=0.1, warmup_steps=10, total_steps=5)),
+    C(schedules.warmup_cosine, "warmup_steps", V, lambda: schedules.warmup_cosine(1, base_lr=0.1, warmup_steps=-1, total_steps=5)),
+    C(schedules.warmup_cosine, "min_lr", V, lambda: schedules.warmup_cosine(1, base_lr=0.1, warmup_steps=1, total_steps=5, min_lr=1.0)),
+    C(schedules.torch_trace, "steps", V, lambda: schedules.torch_trace(lambda o: torch.optim.lr_scheduler.StepLR(o, 1), -1, base_lr=0.1)),
+    C(schedules.torch_trace, "make_scheduler", T, lambda: schedules.torch_trace(5, 3, base_lr=0.1)),
+    C(schedules.torch_trace, "steps", V, lambda: schedules.torch_trace(lambda o: torch.optim.lr_scheduler.StepLR(o, 1), 10**9, base_lr=0.1), "huge"),
+    C(schedules.train_regression, "lrs", V, lambda: schedules.train_regression([])),
+    C(schedules.train_regression, "lrs", V, lambda: schedules.train_regression([0.1, NAN])),
+    C(schedules.train_regression, "lrs", V, lambda: schedules.train_regression([0.1, -1.0])),
+    C(schedules.train_regression, "batch_size", V, lambda: schedules.train_regression([0.1], batch_size=0)),
+    C(schedules.train_regression, "noise", V, lambda: schedules.train_regression([0.1], noise=-1.0)),
+    C(schedules.train_regression, "device", V, lambda: schedules.train_regression([0.1], device="bogus")),
+
+    # --- checkpointing --------------------------------------------------------------------------
+    C(checkpointing.make_chain, "n_layers", V, lambda: checkpointing.make_chain(0, 8)),
+    C(checkpointing.make_chain, "width", T, lambda: checkpointing.make_chain(2, 8.0)),
+    C(checkpointing.make_chain, "width", V, lambda: checkpointing.make_chain(2, 10**6), "huge"),
+    C(checkpointing.measure, "x", V, lambda: checkpointing.measure(chain(), torch.zeros(0, 8), "store_all")),
+    C(checkpointing.measure, "strategy", V, lambda: checkpointing.measure(chain(), torch.zeros(2, 8), "some")),
+    C(checkpointing.measure, "x", V, lambda: checkpointing.measure(chain(), torch.zeros(2, 5), "store_all"), "width"),
+    C(checkpointing.measure, "model", T, lambda: checkpointing.measure(nn.Linear(8, 8), torch.zeros(2, 8), "store_all")),
+    C(checkpointing.measure, "segments", V, lambda: checkpointing.measure(chain(), torch.zeros(2, 8), "sqrt", segments=9)),
+    C(checkpointing.default_segments, "n_layers", V, lambda: checkpointing.default_segments(0)),
+    C(checkpointing.segment_sizes, "segments", V, lambda: checkpointing.segment_sizes(4, 5)),
+    C(checkpointing.segment_sizes, "segments", V, lambda: checkpointing.segment_sizes(4, 0)),
+    C(checkpointing.theory_saved_activations, "strategy", V, lambda: checkpointing.theory_saved_activations(4, "x")),
+    C(checkpointing.theory_forward_calls, "segments", V, lambda: checkpointing.theory_forward_calls(4, "store_all", segments=2)),
+    C(checkpointing.theory_forward_calls, "n_layers", T, lambda: checkpointing.theory_forward_calls(True, "store_all")),
+    C(checkpointing.max_relative_grad_error, "reference", V,
+      lambda: checkpointing.max_relative_grad_error({"w": torch.ones(2)}, {"w": torch.zeros(2)})),
+    C(checkpointing.max_relative_grad_error, "reference", V,
+      lambda: checkpointing.max_relative_grad_error({"w": torch.ones(2)}, {"v": torch.ones(2)}), "keys"),
+    C(checkpointing.max_relative_grad_error, "grads", V,
+      lambda: checkpointing.max_relative_grad_error({"w": torch.ones(3)}, {"w": torch.ones(2)}), "shape"),
+    C(checkpointing.max_relative_grad_error, "grads", T, lambda: checkpointing.max_relative_grad_error([1], {"w": torch.ones(2)})),
+
+    # --- accumulation ---------------------------------------------------------------------------
+    C(accumulation.make_model, "kind", V, lambda: accumulation.make_model("cnn")),
+    C(accumulation.make_model, "dtype", V, lambda: accumulation.make_model("linear", dtype="float7")),
+    C(accumulation.make_model, "seed", T, lambda: accumulation.make_model("linear", seed=1.5)),
+    C(accumulation.make_batch, "batch_size", V, lambda: accumulation.make_batch("linear", 0)),
+    C(accumulation.make_batch, "batch_size", V, lambda: accumulation.make_batch("linear", 10**12), "huge"),
+    C(accumulation.make_batch, "kind", V, lambda: accumulation.make_batch("x")),
+    C(accumulation.loss_fn_for, "kind", V, lambda: accumulation.loss_fn_for("x")),
+    C(accumulation.divisors, "n", V, lambda: accumulation.divisors(0)),
+    C(accumulation.divisors, "n", T, lambda: accumulation.divisors(4.0)),
+    C(accumulation.divisors, "n", V, lambda: accumulation.divisors(10**18), "huge"),
+    C(accumulation.accumulation_pass, "steps", V, lambda: accumulation.accumulation_pass(
+        accumulation.make_model("linear"), mse, *accumulation.make_batch("linear", 8), 3)),
+    C(accumulation.accumulation_pass, "steps", V, lambda: accumulation.accumulation_pass(
+        accumulation.make_model("linear"), mse, *accumulation.make_batch("linear", 8), 0)),
+    C(accumulation.full_batch_grads, "y", V, lambda: accumulation.full_batch_grads(
+        accumulation.make_model("linear"), mse, torch.zeros(8, 4), torch.zeros(5, 1))),
+    C(accumulation.full_batch_grads, "model", T, lambda: accumulation.full_batch_grads("m", mse, torch.zeros(8, 4), torch.zeros(8, 1))),
+    C(accumulation.full_batch_grads, "loss_fn", T, lambda: accumulation.full_batch_grads(
+        accumulation.make_model("linear"), 5, *accumulation.make_batch("linear", 8))),
+    C(accumulation.accumulated_grads, "steps", T, lambda: accumulation.accumulated_grads(
+        accumulation.make_model("linear"), mse, *accumulation.make_batch("linear", 8), True)),
+    C(accumulation.relative_difference, "grads_b", V, lambda: accumulation.relative_difference({"w": torch.ones(2)}, {"v": torch.ones(2)})),
+    C(accumulation.relative_difference, "grads_b", V, lambda: accumulation.relative_difference({"w": torch.ones(2)}, {"w": torch.zeros(2)})),
+    C(accumulation.relative_difference, "grads_a", V, lambda: accumulation.relative_difference({}, {})),
+    C(accumulation.batchnorm_running_stats, "model", T, lambda: accumulation.batchnorm_running_stats("m")),
+    C(accumulation.make_token_model, "vocab_size", V, lambda: accumulation.make_token_model(0)),
+    C(accumulation.make_token_model, "dim", V, lambda: accumulation.make_token_model(dim=10**7), "huge"),
+    C(accumulation.make_token_batch, "min_len", V, lambda: accumulation.make_token_batch(max_len=4, min_len=5)),
+    C(accumulation.make_token_batch, "max_len", V, lambda: accumulation.make_token_batch(max_len=10**9), "huge"),
+    C(accumulation.make_token_batch, "batch_size", V, lambda: accumulation.make_token_batch(batch_size=0)),
+    C(accumulation.micro_batch_token_counts, "steps", V, lambda: accumulation.micro_batch_token_counts(torch.zeros(4, 3, dtype=torch.long), 3)),
+    C(accumulation.micro_batch_token_counts, "targets", T, lambda: accumulation.micro_batch_token_counts([[1]], 1)),
+    C(accumulation.token_loss_grads, "normalization", V, lambda: accumulation.token_loss_grads(
+        accumulation.make_token_model(), *accumulation.make_token_batch(4, 6), 2, normalization="x")),
+    C(accumulation.token_loss_grads, "inputs", V, lambda: accumulation.token_loss_grads(
+        accumulation.make_token_model(vocab_size=50), torch.full((4, 6), 60), torch.zeros(4, 6, dtype=torch.long), 2), "id >= vocab"),
+    C(accumulation.train_with_accumulation, "batches", V, lambda: accumulation.train_with_accumulation(
+        accumulation.make_model("linear"), mse, [], 1)),
+    C(accumulation.train_with_accumulation, "lr", V, lambda: accumulation.train_with_accumulation(
+        accumulation.make_model("linear"), mse, [accumulation.make_batch("linear", 8)], 1, lr=NAN)),
+    C(accumulation.train_with_accumulation, "momentum", V, lambda: accumulation.train_with_accumulation(
+        accumulation.make_model("linear"), mse, [accumulation.make_batch("linear", 8)], 1, momentum=1.5)),
+
+    # --- lora -----------------------------------------------------------------------------------
+    C(lora.LoRALinear, "r", V, lambda: lora.LoRALinear(lin(), r=7, alpha=8)),
+    C(lora.LoRALinear, "r", V, lambda: lora.LoRALinear(lin(), r=0, alpha=8)),
+    C(lora.LoRALinear, "base", T, lambda: lora.LoRALinear(nn.Conv1d(2, 2, 1), r=1, alpha=1)),
+    C(lora.LoRALinear, "dropout", V, lambda: lora.LoRALinear(lin(), r=2, alpha=8, dropout=1.0)),
+    C(lora.LoRALinear, "alpha", V, lambda: lora.LoRALinear(lin(), r=2, alpha=NAN)),
+    C(lora.add_lora, "r", V, lambda: lora.add_lora(tiny(), r=100)),
+    C(lora.add_lora, "target_modules", V, lambda: lora.add_lora(nn.Sequential(lin()), target_modules=("q_proj",), r=2)),
+    C(lora.add_lora, "target_modules", V, lambda: lora.add_lora(nn.Sequential(lin()), target_modules="q_proj", r=2), "one name as a str"),
+    C(lora.add_lora, "model", T, lambda: lora.add_lora("m")),
+    C(lora.merge_lora, "model", T, lambda: lora.merge_lora("m")),
+    C(lora.lora_param_count, "r", V, lambda: lora.lora_param_count(8, 6, -1)),
+    C(lora.lora_param_count, "m", T, lambda: lora.lora_param_count(True, 6, 1)),
+    C(lora.break_even_rank, "m", V, lambda: lora.break_even_rank(0, 6)),
+    C(lora.lora_model_param_count, "r", V, lambda: lora.lora_model_param_count(tiny(), r=0)),
+    C(lora.lora_model_param_count, "target_modules", V, lambda: lora.lora_model_param_count(tiny(), target_modules=("nope",))),
+    C(lora.truncation_error, "ranks", T, lambda: lora.truncation_error(torch.randn(6, 8), [True])),
+    C(lora.truncation_error, "ranks", V, lambda: lora.truncation_error(torch.randn(6, 8), [])),
+    C(lora.truncation_error, "delta_W", V, lambda: lora.truncation_error(torch.randn(6), [1])),
+    C(lora.truncation_error, "delta_W", V, lambda: lora.truncation_error(torch.full((3, 3), NAN), [1])),
+    C(lora.train_steps, "batches", T, lambda: lora.train_steps(tiny(), [5], torch.optim.SGD(tiny().parameters(), lr=0.0))),
+    C(lora.train_steps, "optimizer", T, lambda: lora.train_steps(tiny(), [], "adam")),
+
+    # --- data -----------------------------------------------------------------------------------
+    C(data.format_prompt, "instruction", T, lambda: data.format_prompt(None)),
+    C(data.format_prompt, "instruction", T, lambda: data.format_prompt(5)),
+    C(data.format_prompt, "input", T, lambda: data.format_prompt("x", None)),
+    C(data.make_date_instructions, "n_train", V, lambda: data.make_date_instructions(-1)),
+    C(data.make_date_instructions, "n_train", V, lambda: data.make_date_instructions(10**9), "huge"),
+    C(data.make_date_instructions, "seed", T, lambda: data.make_date_instructions(seed="a")),
+    C(data.write_instructions, "folder", T, lambda: data.write_instructions(5)),
+    C(data.load_instructions, "split", V, lambda: data.load_instructions("validation")),
+    C(data.load_instructions, "folder", V, lambda: data.load_instructions("train", folder="/nonexistent/llmlab")),
+    C(data.tokenize_example, "max_length", V, lambda: data.tokenize_example(EX, tokenizer(), max_length=3)),
+    C(data.tokenize_example, "example", T, lambda: data.tokenize_example(["x"], tokenizer())),
+    C(data.tokenize_example, "example", V, lambda: data.tokenize_example({"instruction": "x"}, tokenizer())),
+    C(data.tokenize_example, "output", T, lambda: data.tokenize_example({**EX, "output": 5}, tokenizer())),
+    C(data.tokenize_example, "instruction", T, lambda: data.tokenize_example({**EX, "instruction": None}, tokenizer())),
+    C(data.tokenize_example, "tokenizer", T, lambda: data.tokenize_example(EX, "tok")),
+    C(data.collate, "features", V, lambda: data.collate([{"input_ids": [1, 2], "labels": [1]}], 0)),
+    C(data.collate, "features", V, lambda: data.collate([], 0)),
+    C(data.collate, "pad_token_id", T, lambda: data.collate([{"input_ids": [1], "labels": [1]}], None)),
+    C(data.collate, "features", V, lambda: data.collate([{"input_ids": [], "labels": []}], 0)),
+    C(data.collate, "features", T, lambda: data.collate([{"input_ids": ["a"], "labels": [1]}], 0)),
+    C(data.make_batches, "batch_size", V, lambda: data.make_batches([EX], tokenizer(), batch_size=0, steps=1)),
+    C(data.make_batches, "examples", V, lambda: data.make_batches([], tokenizer(), batch_size=2, steps=1)),
+    C(data.make_batches, "steps", V, lambda: data.make_batches([EX], tokenizer(), batch_size=1, steps=10**9), "huge"),
+    C(data.exact_match, "max_new_tokens", V, lambda: data.exact_match(tiny(), tokenizer(), [EX], max_new_tokens=0)),
+    C(data.exact_match, "examples", V, lambda: data.exact_match(tiny(), tokenizer(), [])),
+    C(data.exact_match, "batch_size", V, lambda: data.exact_match(tiny(), tokenizer(), [EX], batch_size=0)),
+    C(data.exact_match, "model", T, lambda: data.exact_match("m", tokenizer(), [EX])),
+
+    # --- perplexity -----------------------------------------------------------------------------
+    C(perplexity.sliding_windows, "stride", V, lambda: perplexity.sliding_windows(10, max_length=4, stride=5)),
+    C(perplexity.sliding_windows, "max_length", V, lambda: perplexity.sliding_windows(10, max_length=0, stride=1)),
+    C(perplexity.sliding_windows, "seq_len", T, lambda: perplexity.sliding_windows(10.0, max_length=4, stride=2)),
+    C(perplexity.forward_tokens, "stride", V, lambda: perplexity.forward_tokens(10, max_length=4, stride=0)),
+    C(perplexity.context_size, "model", T, lambda: perplexity.context_size("gpt2")),
+    C(perplexity.vocab_size, "model", T, lambda: perplexity.vocab_size(None)),
+    C(perplexity.token_nlls, "input_ids", V, lambda: perplexity.token_nlls(tiny(), ids(1, 500, 3), max_length=8, stride=4)),
+    C(perplexity.token_nlls, "input_ids", V, lambda: perplexity.token_nlls(tiny(), ids(1, -1, 3), max_length=8, stride=4)),
+    C(perplexity.token_nlls, "max_length", V, lambda: perplexity.token_nlls(tiny(), ids(1, 2, 3), max_length=1000, stride=4)),
+    C(perplexity.token_nlls, "batch_size", V, lambda: perplexity.token_nlls(tiny(), ids(1, 2, 3), max_length=8, stride=4, batch_size=0)),
+    C(perplexity.perplexity, "input_ids", T, lambda: perplexity.perplexity(tiny(), [1, 2, 3])),
+    C(perplexity.perplexity, "input_ids", V, lambda: perplexity.perplexity(tiny(), ids(1))),
+    C(perplexity.perplexity, "model", T, lambda: perplexity.perplexity("gpt2", ids(1, 2, 3))),
+    C(perplexity.bits_per_byte, "text", V, lambda: perplexity.bits_per_byte(perplexity.PerplexityResult(2.0, math.log(2), 4), "")),
+    C(perplexity.bits_per_byte, "result", T, lambda: perplexity.bits_per_byte(2.0, "abc")),
+    C(perplexity.bits_per_byte, "text", T, lambda: perplexity.bits_per_byte(perplexity.PerplexityResult(2.0, math.log(2), 4), 1.5)),
+    C(perplexity.byte_ngram_nlls, "order", V, lambda: perplexity.byte_ngram_nlls(b"abc", b"abc", order=0)),
+    C(perplexity.byte_ngram_nlls, "train", T, lambda: perplexity.byte_ngram_nlls("abc", b"abc")),
+    C(perplexity.byte_ngram_nlls, "train", V, lambda: perplexity.byte_ngram_nlls(b"abc", b"abc")),
+    C(perplexity.byte_ngram_nlls, "text", T, lambda: perplexity.byte_ngram_nlls(b"abcdef", "abc")),
+
+    # --- decoding -------------------------------------------------------------------------------
+    C(search.greedy, "max_new_tokens", V, lambda: search.greedy(tiny(), PROMPT, 200), "past the context"),
+    C(search.greedy, "input_ids", V, lambda: search.greedy(tiny(), ids(1, 500), 2), "id >= vocab"),
+    C(search.greedy, "input_ids", V, lambda: search.greedy(tiny(), ids(1, -3), 2), "negative id"),
+    C(search.greedy, "max_new_tokens", T, lambda: search.greedy(tiny(), PROMPT, 2.0)),
+    C(search.greedy, "input_ids", T, lambda: search.greedy(tiny(), [[1, 2]], 2)),
+    C(search.greedy, "input_ids", V, lambda: search.greedy(tiny(), torch.ones(2, 3, dtype=torch.long), 2)),
+    C(search.greedy, "eos_token_id", T, lambda: search.greedy(tiny(), PROMPT, 2, eos_token_id=True)),
+    C(search.greedy, "eos_token_id", V, lambda: search.greedy(tiny(), PROMPT, 2, eos_token_id=500), "eos >= vocab"),
+    C(search.greedy, "model", T, lambda: search.greedy("m", PROMPT, 2)),
+    C(search.greedy_without_cache, "max_new_tokens", V, lambda: search.greedy_without_cache(tiny(), PROMPT, 200)),
+    C(search.greedy_without_cache, "input_ids", V, lambda: search.greedy_without_cache(tiny(), ids(1, 97), 2)),
+    C(search.beam_search, "num_beams", V, lambda: search.beam_search(tiny(), PROMPT, 3, num_beams=49153), "> vocab"),
+    C(search.beam_search, "num_beams", V, lambda: search.beam_search(tiny(), PROMPT, 3, num_beams=0)),
+    C(search.beam_search, "length_penalty", V, lambda: search.beam_search(tiny(), PROMPT, 3, num_beams=2, length_penalty=NAN)),
+    C(search.beam_search, "max_new_tokens", V, lambda: search.beam_search(tiny(), PROMPT, 500, num_beams=2)),
+    C(search.beam_search, "input_ids", V, lambda: search.beam_search(tiny(), ids(1, 97), 2, num_beams=2)),
+    C(search.sample, "temperature", V, lambda: search.sample(tiny(), PROMPT, 2, temperature=0.0)),
+    C(search.sample, "top_p", V, lambda: search.sample(tiny(), PROMPT, 2, top_p=0.0)),
+    C(search.sample, "top_k", V, lambda: search.sample(tiny(), PROMPT, 2, top_k=-1)),
+    C(search.sample, "generator", T, lambda: search.sample(tiny(), PROMPT, 2, generator=5)),
+    C(search.sample, "max_new_tokens", V, lambda: search.sample(tiny(), PROMPT, 300)),
+    C(search.sample, "input_ids", V, lambda: search.sample(tiny(), ids(1, 97), 2)),
+    C(search.top_k_filter, "k", V, lambda: search.top_k_filter(torch.randn(5), -1)),
+    C(search.top_k_filter, "logits", T, lambda: search.top_k_filter([1.0, 2.0], 1)),
+    C(search.top_k_filter, "logits", T, lambda: search.top_k_filter(torch.arange(5), 1), "int logits"),
+    C(search.top_p_filter, "min_tokens_to_keep", V, lambda: search.top_p_filter(torch.randn(5), 0.5, min_tokens_to_keep=0)),
+    C(search.top_p_filter, "p", V, lambda: search.top_p_filter(torch.randn(5), 1.5)),
+    C(search.top_p_filter, "p", V, lambda: search.top_p_filter(torch.randn(5), NAN)),
+    C(search.top_p_filter, "logits", V, lambda: search.top_p_filter(torch.full((5,), NAN), 0.5)),
+    C(search.warp_logits, "temperature", V, lambda: search.warp_logits(torch.randn(5), temperature=-1.0)),
+    C(limits.check_fits_model, "input_ids", V, lambda: limits.check_fits_model(tiny(), ids(1, 97))),
+    C(limits.check_fits_model, "max_new_tokens", V, lambda: limits.check_fits_model(tiny(), PROMPT, 125)),
+    C(limits.check_fits_model, "eos_token_id", V, lambda: limits.check_fits_model(tiny(), PROMPT, 1, 97)),
+    C(search.beam_search, "num_beams", V, lambda: search.beam_search(tiny(),
+                                                                    PROMPT, 3, num_beams=98), "> vocab of 97"),
+    C(search.warp_logits, "top_k", T, lambda: search.warp_logits(torch.randn(5), top_k=1.5)),
+    C(search.sequence_logprob, "prompt_len", V, lambda: search.sequence_logprob(tiny(), PROMPT, 4)),
+    C(search.sequence_logprob, "input_ids", V, lambda: search.sequence_logprob(tiny(), ids(1, 97, 3), 1)),
+    C(search.sequence_logprob, "input_ids", V, lambda: search.sequence_logprob(tiny(), torch.ones(1, 300, dtype=torch.long), 1), "past the context"),
+    C(search.next_token_logits, "input_ids", V, lambda: search.next_token_logits(tiny(), ids(1, 97))),
+    C(search.next_token_logits, "input_ids", V, lambda: search.next_token_logits(tiny(), torch.ones(1, 300, dtype=torch.long)), "past the context"),
+    C(search.check_input_ids, "input_ids", T, lambda: search.check_input_ids(torch.ones(1, 3))),
+    C(search.check_input_ids, "input_ids", V, lambda: search.check_input_ids(torch.ones(1, 0, dtype=torch.long))),
+    C(search.check_max_new_tokens, "max_new_tokens", V, lambda: search.check_max_new_tokens(-1)),
+    C(search.check_eos_token_id, "eos_token_id", V, lambda: search.check_eos_token_id(-1)),
+    C(decoding.StaticDecoder, "max_len", V, lambda: decoding.StaticDecoder(tiny(), 1000), "past the context"),
+    C(decoding.StaticDecoder, "max_len", V, lambda: decoding.StaticDecoder(tiny(), 1)),
+    C(decoding.StaticDecoder, "model_type", V, lambda: decoding.StaticDecoder(nn.Linear(2, 2), 8), "not a Llama"),
+    C(decoding.StaticDecoder, "compile", T, lambda: decoding.StaticDecoder(tiny(), 8, compile="yes")),
+    C(decoding.StaticDecoder.greedy, "max_new_tokens", V, lambda: static_decoder().greedy(PROMPT, 40)),
+    C(decoding.StaticDecoder.greedy, "input_ids", V, lambda: static_decoder().greedy(ids(1, 97), 2)),
+    C(decoding.StaticDecoder.greedy, "input_ids", V, lambda: static_decoder().greedy(ids(1, -2), 2)),
+    C(roofline.decode_roofline, "peak_flops", V, lambda: roofline.decode_roofline(tiny(), 8, bandwidth=1e9, peak_flops=0)),
+    C(roofline.decode_roofline, "peak_flops", V, lambda: roofline.decode_roofline(tiny(), 8, bandwidth=1e9, peak_flops=-5)),
+    C(roofline.decode_roofline, "bandwidth", V, lambda: roofline.decode_roofline(tiny(), 8, bandwidth=0)),
+    C(roofline.decode_roofline, "context_len", V, lambda: roofline.decode_roofline(tiny(), -1, bandwidth=1e9)),
+    C(roofline.decode_roofline, "dtype", V, lambda: roofline.decode_roofline(tiny(), 8, bandwidth=1e9, dtype="float7")),
+    C(roofline.measure_bandwidth, "n_bytes", V, lambda: roofline.measure_bandwidth(n_bytes=0)),
+    C(roofline.measure_bandwidth, "repeat", V, lambda: roofline.measure_bandwidth(n_bytes=1024, repeat=0)),
+    C(roofline.measure_bandwidth, "device", V, lambda: roofline.measure_bandwidth("bogus", n_bytes=1024)),
+    C(roofline.measure_bandwidth, "n_bytes", V, lambda: roofline.measure_bandwidth(n_bytes=2**50), "huge"),
+    C(roofline.known_gpu_peak, "device_name", T, lambda: roofline.known_gpu_peak(None)),
+    C(decoding.repeated_ngram_fraction, "n", V, lambda: decoding.repeated_ngram_fraction([1, 2, 3], 0)),
+    C(decoding.repeated_ngram_fraction, "token_ids", T, lambda: decoding.repeated_ngram_fraction("abc", 2)),
+    C(decoding.repeated_ngram_fraction, "n", T, lambda: decoding.repeated_ngram_fraction([1, 2, 3], True)),
+    C(decoding.time_decoders, "names", T, lambda: decoding.time_decoders(tiny(), PROMPT, 2, names="greedy")),
+    C(decoding.time_decoders, "names", V, lambda: decoding.time_decoders(tiny(), PROMPT, 2, names=("beam",))),
+    C(decoding.time_decoders, "names", V, lambda: decoding.time_decoders(tiny(), PROMPT, 2, names=())),
+    C(decoding.time_decoders, "repeat", V, lambda: decoding.time_decoders(tiny(), PROMPT, 2, names=("greedy",), repeat=0)),
+    C(decoding.time_decoders, "max_new_tokens", V, lambda: decoding.time_decoders(tiny(), PROMPT, 500, names=("greedy",))),
+
+    # --- display --------------------------------------------------------------------------------
+    C(display.surprisal_html, "bits", V, lambda: display.surprisal_html(["a"], [-1.0])),
+    C(display.surprisal_html, "surprisal_bits", V, lambda: display.surprisal_html(["a", "b"], [1.0])),
+    C(display.surprisal_html, "vmax", V, lambda: display.surprisal_html(["a"], [1.0], vmax=0)),
+    C(display.surprisal_html, "pieces", T, lambda: display.surprisal_html("ab", [1.0, 2.0])),
+    C(display.tokens_html, "titles", V, lambda: display.tokens_html(["a", "b"], titles=["x"])),
+    C(display.tokens_html, "pieces", T, lambda: display.tokens_html([1, 2])),
+    C(display.bar_table_html, "n_show", V, lambda: display.bar_table_html([("a", 1.0)], n_show=0)),
+    C(display.bar_table_html, "rows", T, lambda: display.bar_table_html([("a", "x")])),
+    C(display.bar_table_html, "scale", V, lambda: display.bar_table_html([("a", 1.0)], scale=-1)),
+    C(display.bar_table_html, "rows", V, lambda: display.bar_table_html([("a", NAN)])),
+    C(display.html_table, "rows", V, lambda: display.html_table(["a", "b"], [[1]])),
+    C(display.html_table, "header", T, lambda: display.html_table("ab", [])),
+    C(display.new_figure, "width", V, lambda: display.new_figure(width=0)),
+    C(display.new_figure, "dpi", V, lambda: display.new_figure(dpi=10**5), "huge"),
+    C(display.new_figure, "dpi", T, lambda: display.new_figure(dpi=90.5)),
+    C(display.figure_png, "fig", T, lambda: display.figure_png("fig")),
+    C(display.encode_image, "fmt", V, lambda: display.encode_image(torch.zeros(4, 4), fmt="gif")),
+    C(display.encode_image, "image", V, lambda: display.encode_image(torch.zeros(4))),
+    C(display.encode_image, "image", T, lambda: display.encode_image("img")),
+    C(display.encode_image, "image", V, lambda: display.encode_image(torch.full((4, 4), NAN))),
+    C(display.escape, "s", T, lambda: display.escape(5)),
+
+    # --- precision ------------------------------------------------------------------------------
+    C(formats.float_format, "dtype", V, lambda: formats.float_format(torch.int32)),
+    C(formats.float_format, "dtype", V, lambda: formats.float_format("float7")),
+    C(formats.update_survives, "dtype", V, lambda: formats.update_survives(1.0, 1e-3, torch.int8)),
+    C(formats.update_survives, "weight", V, lambda: formats.update_survives(NAN, 1e-3, torch.float16)),
+    C(formats.update_survives, "weight", T, lambda: formats.update_survives("1", 1e-3, torch.float16)),
+    C(formats.smallest_surviving_update, "weight", V, lambda: formats.smallest_surviving_update(torch.float16, weight=0.0)),
+    C(formats.smallest_surviving_update, "weight", V, lambda: formats.smallest_surviving_update(torch.float16, weight=INF)),
+    C(mixed.MasterWeightsOptimizer, "lr", V, lambda: mixed.MasterWeightsOptimizer(lin().half().parameters(), lr=-1)),
+    C(mixed.MasterWeightsOptimizer, "optimizer", V, lambda: mixed.MasterWeightsOptimizer(lin().half().parameters(), optimizer="lion")),
+    C(mixed.MasterWeightsOptimizer, "params", V, lambda: mixed.MasterWeightsOptimizer([])),
+    C(mixed.mixed_precision_setup, "dtype", V, lambda: mixed.mixed_precision_setup(lin(), torch.int8)),
+    C(mixed.mixed_precision_setup, "model", T, lambda: mixed.mixed_precision_setup("m")),
+    C(mixed.DynamicLossScaler, "init_scale", V, lambda: mixed.DynamicLossScaler(init_scale=0)),
+    C(mixed.DynamicLossScaler, "growth_factor", V, lambda: mixed.DynamicLossScaler(growth_factor=0.5)),
+    C(mixed.DynamicLossScaler, "backoff_factor", V, lambda: mixed.DynamicLossScaler(backoff_factor=1.5)),
+    C(mixed.DynamicLossScaler, "growth_interval", V, lambda: mixed.DynamicLossScaler(growth_interval=0)),
+    C(mixed.DynamicLossScaler.update, "found_inf", T, lambda: mixed.DynamicLossScaler().update("yes")),
+    C(mixed.adam_vs_adamw_step, "betas", V, lambda: mixed.adam_vs_adamw_step(torch.ones(3), torch.ones(3), betas=(0.9, 1.0))),
+    C(mixed.adam_vs_adamw_step, "lr", V, lambda: mixed.adam_vs_adamw_step(torch.ones(3), torch.ones(3), lr=-0.1)),
+    C(mixed.adam_vs_adamw_step, "lr", V, lambda: mixed.adam_vs_adamw_step(torch.ones(3), torch.ones(3), lr=NAN)),
+    C(mixed.adam_vs_adamw_step, "eps", V, lambda: mixed.adam_vs_adamw_step(torch.ones(3), torch.ones(3), eps=0.0)),
+    C(mixed.adam_vs_adamw_step, "grad", V, lambda: mixed.adam_vs_adamw_step(torch.ones(3), torch.ones(4))),
+    C(mixed.adam_vs_adamw_step, "weight", T, lambda: mixed.adam_vs_adamw_step([1.0], torch.ones(1))),
+    C(mixed.adam_vs_adamw_step, "weight_decay", V, lambda: mixed.adam_vs_adamw_step(torch.ones(3), torch.ones(3), weight_decay=-1.0)),
+    C(toy.toy_problem, "n", V, lambda: toy.toy_problem(n=0)),
+    C(toy.toy_problem, "d", V, lambda: toy.toy_problem(n=10**7, d=10**5), "huge"),
+    C(toy.train_toy, "mode", V, lambda: toy.train_toy("bf8")),
+    C(toy.train_toy, "steps", V, lambda: toy.train_toy("fp32", steps=0)),
+    C(toy.train_toy, "lr", V, lambda: toy.train_toy("fp32", lr=NAN)),
+    C(toy.train_toy, "scaler", V, lambda: toy.train_toy("fp32", scaler="x")),
+    C(prec_speed.block_step, "mode", V, lambda: prec_speed.block_step("fp8")),
+    C(prec_speed.block_step, "n_heads", V, lambda: prec_speed.block_step("fp32", d_model=10, n_heads=3)),
+    C(prec_speed.block_step, "batch", V, lambda: prec_speed.block_step("fp32", batch=10**6, seq=10**6), "huge"),
+    C(prec_speed.block_step_seconds, "repeat", V, lambda: prec_speed.block_step_seconds("fp32", repeat=0)),
+    C(prec_speed.block_step_timings, "modes", V, lambda: prec_speed.block_step_timings(modes=())),
+    C(prec_speed.block_step_timings, "modes", V, lambda: prec_speed.block_step_timings(modes=("fp8",))),
+
+    # --- models ---------------------------------------------------------------------------------
+    C(models.random_llama, "preset", V, lambda: models.random_llama("huge")),
+    C(models.random_llama, "device", V, lambda: models.random_llama(device="bogus")),
+    C(models.random_llama, "dtype", V, lambda: models.random_llama(dtype="float7")),
+    C(models.random_llama, "seed", T, lambda: models.random_llama(seed="a")),
+    C(models.load_model, "name", T, lambda: models.load_model(5)),
+    C(models.load_model, "device", V, lambda: models.load_model(device="bogus")),
+    C(models.load_model, "dtype", V, lambda: models.load_model(dtype="float7")),
+    C(models.load_model, "name", V, lambda: models.load_model("/nonexistent/folder"), "missing folder"),
+
+    # --- tokenization ---------------------------------------------------------------------------
+    C(bpe.train_bpe, "vocab_size", V, lambda: bpe.train_bpe(["abc"], 10)),
+    C(bpe.train_bpe, "texts", T, lambda: bpe.train_bpe("abc", 260)),
+    C(bpe.train_bpe, "texts", V, lambda: bpe.train_bpe([], 260)),
+    C(bpe.train_bpe, "min_frequency", V, lambda: bpe.train_bpe(["abc"], 260, min_frequency=-1)),
+    C(bpe.BPETokenizer, "merges", T, lambda: bpe.BPETokenizer("ab")),
+    C(bpe.BPETokenizer, "merges", T, lambda: bpe.BPETokenizer([("a", "b", "c")])),
+    C(bpe.BPETokenizer.encode, "text", T, lambda: small_bpe().encode(5)),
+    C(bpe.BPETokenizer.decode, "ids", V, lambda: small_bpe().decode([10**6])),
+    C(bpe.BPETokenizer.decode, "ids", T, lambda: small_bpe().decode("abc")),
+    C(bpe.check_texts, "texts", T, lambda: bpe.check_texts(["a", 5])),
+    C(bpe.pretokenize, "text", T, lambda: bpe.pretokenize(None)),
+    C(bpe.split_pieces, "text", T, lambda: bpe.split_pieces(b"abc")),
+    C(library.reference_bpe, "vocab_size", V, lambda: library.reference_bpe(["abc"], 0)),
+    C(library.reference_bpe, "texts", T, lambda: library.reference_bpe("abc", 300)),
+    C(library.train_wordpiece, "vocab_size", V, lambda: library.train_wordpiece(["abc"], 0)),
+    C(library.train_unigram, "vocab_size", T, lambda: library.train_unigram(["abc"], 3.5)),
+    C(library.train_llama_style, "texts", T, lambda: library.train_llama_style([1, 2], 300)),
+    C(library.model_json, "tokenizer", T, lambda: library.model_json("tok")),
+    C(library.encode_ids, "text", T, lambda: library.encode_ids(hf_bpe(), 5)),
+    C(library.encode_ids, "tokenizer", T, lambda: library.encode_ids(None, "abc")),
+    C(library.token_strings, "text", T, lambda: library.token_strings(hf_bpe(), None)),
+    C(library.unigram_scores, "tokenizer", T, lambda: library.unigram_scores("tok")),
+    C(library.unigram_viterbi, "word", V, lambda: library.unigram_viterbi("", {"a": -1.0})),
+    C(library.unigram_viterbi, "log_probs", T, lambda: library.unigram_viterbi("ab", ["a"])),
+    C(library.unigram_viterbi, "log_probs", V, lambda: library.unigram_viterbi("ab", {"a": NAN, "b": -1.0})),
+    C(library.wordpiece_greedy, "vocab", T, lambda: library.wordpiece_greedy("ab", 5)),
+    C(library.wordpiece_greedy, "word", T, lambda: library.wordpiece_greedy(5, {"a"})),
+    C(library.segmentations, "limit", V, lambda: library.segmentations("abc", {"a", "b", "c"}, limit=0)),
+    C(library.segmentations, "word", V, lambda: library.segmentations("a" * 10**5, {"a"}), "huge"),
+    C(texts.token_counts, "texts", T, lambda: texts.token_counts(tokenizer(), ["abc"])),
+    C(texts.token_counts, "tokenizer", T, lambda: texts.token_counts(5, {"a": "abc"})),
+    C(texts.token_counts, "texts", V, lambda: texts.token_counts(tokenizer(), {})),
+
+    # --- distributed ----------------------------------------------------------------------------
+    C(launch.run, "world_size", V, lambda: launch.run(print, 0)),
+    C(launch.run, "world_size", V, lambda: launch.run(print, 10**6), "huge"),
+    C(launch.run, "backend", V, lambda: launch.run(print, 1, backend="mpi2")),
+    C(launch.run, "fn", T, lambda: launch.run(5, 1)),
+    C(launch.run, "timeout", V, lambda: launch.run(print, 1, timeout=0)),
+    C(launch.check_importable, "fn", V, lambda: launch.check_importable("fn", lambda: None), "a lambda"),
+    C(ddp.ddp_gradients, "world_size", V, lambda: ddp.ddp_gradients(lin, torch.zeros(4, 8), torch.zeros(4, 6), mse, 0)),
+    C(ddp.ddp_gradients, "y", V, lambda: ddp.ddp_gradients(lin, torch.zeros(4, 8), torch.zeros(3, 6), mse, 2)),
+    C(ddp.ddp_gradients, "x", V, lambda: ddp.ddp_gradients(lin, torch.zeros(3, 8), torch.zeros(3, 6), mse, 2), "not divisible"),
+    C(ddp.ddp_gradients, "accumulation_steps", V, lambda: ddp.ddp_gradients(lin, torch.zeros(4, 8), torch.zeros(4, 6), mse, 2, accumulation_steps=0)),
+    C(ddp.ddp_rank_pass, "rank", V, lambda: ddp.ddp_rank_pass(2, 2, lin, torch.zeros(4, 8), torch.zeros(4, 6), mse)),
+    C(ddp.rank_shard, "rank", V, lambda: ddp.rank_shard(torch.zeros(4), 3, 2)),
+    C(ddp.rank_shard, "t", T, lambda: ddp.rank_shard([1, 2], 0, 2)),
+    C(ddp.rank_shard, "world_size", V, lambda: ddp.rank_shard(torch.zeros(3), 0, 2), "not divisible"),
+    C(ddp.batchnorm_under_ddp, "world_size", V, lambda: ddp.batchnorm_under_ddp(lin, torch.zeros(4, 8), torch.zeros(4, 6), mse, 0)),
+    C(ddp.batchnorm_rank_passes, "rank", V, lambda: ddp.batchnorm_rank_passes(5, 2, lin, torch.zeros(4, 8), torch.zeros(4, 6), mse)),
+    C(dist_bn.sync_batch_norm, "x", V, lambda: dist_bn.sync_batch_norm(torch.zeros(4), None, None)),
+    C(dist_bn.sync_batch_norm, "momentum", V, lambda: dist_bn.sync_batch_norm(torch.zeros(4, 2), None, None, momentum=2.0)),
+    C(dist_bn.sync_batch_norm, "eps", V, lambda: dist_bn.sync_batch_norm(torch.zeros(4, 2), None, None, eps=0.0)),
+    C(dist_bn.SyncBatchNorm, "num_features", V, lambda: dist_bn.SyncBatchNorm(0)),
+    C(dist_bn.SyncBatchNorm, "num_features", T, lambda: dist_bn.SyncBatchNorm(2.5)),
+    C(dist_bn.convert_sync_batchnorm, "module", T, lambda: dist_bn.convert_sync_batchnorm("m")),
+    C(comm.ring_allreduce_bytes, "world_size", V, lambda: comm.ring_allreduce_bytes(100, 0)),
+    C(comm.ring_allreduce_bytes, "nbytes", V, lambda: comm.ring_allreduce_bytes(-1, 2)),
+    C(comm.ring_allreduce_bytes, "nbytes", V, lambda: comm.ring_allreduce_bytes(NAN, 2)),
+    C(comm.simulate_ring_all_reduce, "buffers", T, lambda: comm.simulate_ring_all_reduce([]), "a TypeError that says non-empty list"),
+    C(comm.simulate_ring_all_reduce, "buffers", V, lambda: comm.simulate_ring_all_reduce([torch.zeros(4), torch.zeros(5)])),
+    C(comm.simulate_ring_all_reduce, "buffers", T, lambda: comm.simulate_ring_all_reduce([[1.0], [2.0]])),
+    C(comm.measure_all_reduce, "world_size", V, lambda: comm.measure_all_reduce(0)),
+    C(comm.measure_all_reduce, "nbytes", V, lambda: comm.measure_all_reduce(2, ())),
+    C(comm.measure_all_reduce, "nbytes", V, lambda: comm.measure_all_reduce(2, (2**45,)), "huge"),
+    C(comm.measure_all_reduce, "repeat", V, lambda: comm.measure_all_reduce(2, repeat=0)),
+    C(comm.allreduce_rank_timings, "repeat", V, lambda: comm.allreduce_rank_timings(0, 1, (1024,), repeat=0)),
+    C(comm.step_estimate, "params", V, lambda: comm.step_estimate(-1, 2)),
+    C(comm.step_estimate, "link_gbit_s", V, lambda: comm.step_estimate(1e6, 2, link_gbit_s=0)),
+    C(comm.step_estimate, "world_size", T, lambda: comm.step_estimate(1e6, 2.0)),
+    C(comm.crossover_tokens, "flops_per_s", V, lambda: comm.crossover_tokens(2, flops_per_s=NAN)),
+    C(comm.crossover_tokens, "world_size", V, lambda: comm.crossover_tokens(0)),
+    C(ledger.sharded_ledger, "stage", V, lambda: ledger.sharded_ledger(lin(), 2, "zero9")),
+    C(ledger.sharded_ledger, "world_size", V, lambda: ledger.sharded_ledger(lin(), 0, "ddp")),
+    C(ledger.sharded_ledger, "precision", V, lambda: ledger.sharded_ledger(lin(), 2, "ddp", precision="fp7")),
+    C(sharding.TinyTransformer, "n_heads", V, lambda: sharding.TinyTransformer(16, 10, 1, 3, 8)),
+    C(sharding.TinyTransformer, "vocab_size", V, lambda: sharding.TinyTransformer(0, 8, 1, 2, 8)),
+    C(sharding.make_transformer, "config", V, lambda: sharding.make_transformer(widht=8)),
+    C(sharding.shard_and_train, "stage", V, lambda: sharding.shard_and_train(0, 1, "zero9")),
+    C(sharding.shard_and_train, "rank", V, lambda: sharding.shard_and_train(1, 1, "ddp")),
+    C(sharding.sharding_table, "world_sizes", V, lambda: sharding.sharding_table(world_sizes=())),
+    C(sharding.sharding_table, "stages", V, lambda: sharding.sharding_table(stages=("zero9",))),
+    C(sharding.sharding_table, "world_sizes", V, lambda: sharding.sharding_table(world_sizes=(0,))),
+    C(sharding.storage_bytes, "tensors", T, lambda: sharding.storage_bytes(5)),
+    C(dist_demo.train_rank, "steps", V, lambda: dist_demo.train_rank(0, 1, steps=0)),
+    C(dist_demo.main, "argv", T, lambda: dist_demo.main(5)),
+]
+
+
+#: Public names that take no argument a user could get wrong (constants, zero-argument functions,
+#: helpers that only read the environment): nothing to put in the table.
+NO_ARGUMENTS = {
+    "IGNORE_INDEX", "DTYPE_NAMES", "default_device", "KINDS", "STRATEGIES", "PROMPT_TEMPLATE", "data_dir",
+    "GPU_PEAKS", "DECODERS", "BACKENDS", "MAX_WORLD_SIZE", "STAGES", "STAGE_LABELS", "TOLERANCE",
+    "TINY_TRANSFORMER", "MAX_NUM_BEAMS", "INTEGRITY_FILE", "MEASURED_STAGES", "LAWS", "OPTIMIZER_STATES", "PRECISIONS", "DEFAULT_MODEL",
+    "LLAMA_PRESETS", "TOY_MODES", "STEP_MODES", "ALPHABET", "BYTE_TO_CHAR", "CHAR_TO_BYTE", "GPT2_PATTERN",
+    "BYTE_TOKENS", "data_folder", "load_corpus", "load_parallel", "load_samples", "RANK_OPTIONS",
+    "NOISE_LIMIT", "SECTIONS", "SIZES",
+    # These read only $LLMLAB_CACHE / $XDG_CACHE_HOME and the installed package; what they do with a
+    # damaged or missing cache is tested in tests/test_bad_inputs.py (the model cache section).
+    "cache_dir", "default_gguf_path", "default_model_dir",
+}
+
+#: Modules whose names the table does not list: the bench (runs on its own inputs; its command
+#: line is checked by tests/bench), the gallery and colab (build tools over our own notebooks) and
+#: the widgets (tests/widgets drives each control through its allowed values).
+OUT_OF_SCOPE_MODULES = ("llmlab.bench", "llmlab.gallery", "llmlab.colab", "llmlab.widgets", "llmlab.plotting")
+CASES += [
+    C(bpe.BPETokenizer.truncated, "n_merges", V, lambda: small_bpe().truncated(-1)),
+    C(bpe.BPETokenizer.token_bytes, "token_id", V, lambda: small_bpe().token_bytes(10**6)),
+    C(bpe.BPETokenizer.merge_steps, "word", T, lambda: small_bpe().merge_steps(5)),
+]
+
+#: Frozen dataclasses that llmlab builds and returns (results, records of a run) and the worker
+#: error it raises: users read their fields, they do not construct them, so the table checks the
+#: functions that build them instead.
+RESULT_TYPES = {
+    "AccumulationResult", "AccumulationRun", "RankPass", "BatchNormComparison", "Timing", "StateLedger",
+    "ParamCount", "ScalingFit", "SVDFactors", "ScheduleRun", "CheckpointStats", "TrainResult",
+    "InstructionBatch", "ExactMatch", "PerplexityResult", "Window", "DecodeRoofline", "DecoderTiming",
+    "FloatFormat", "ToyRun", "TokenCount", "RingResult", "AllReduceTiming", "StepEstimate",
+    "RankMemory", "ShardingRow", "RNGState", "WorkerError"
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Names merged after issue 18: llmlab.anatomy, checkpointing.run_strategy, decoding.repetition,
+# lora.validation_loss / lr_sweep, memory.LiveActivationTracker, precision.gradients,
+# svd.noise_singular_values (issue 18b)
+# ---------------------------------------------------------------------------------------------
+
+from llmlab import anatomy as A  # noqa: E402
+import sys  # noqa: E402
+
+from llmlab.anatomy import causality, classify, corpus, datasets as anat_data, masks, objectives, params  # noqa: E402
+from llmlab.anatomy import tiny as anat_tiny  # noqa: E402
+from llmlab.decoding import repetition  # noqa: E402
+from llmlab.precision import gradients  # noqa: E402
+
+summarize = sys.modules["llmlab.anatomy.summarize"]  # the package's name `summarize` is the function
+
+
+@functools.lru_cache(maxsize=None)
+def tt():
+    """A TinyTransformer over the animal vocabulary (vocab 20 here), max_len 16."""
+    torch.manual_seed(0)
+    return A.TinyTransformer(20, d_model=8, n_layers=1, n_heads=2, max_len=16)
+
+
+@functools.lru_cache(maxsize=None)
+def wv():
+    return A.WordVocab.from_sentences(A.make_animal_corpus(50))
+
+
+def tt_ids(n=6):
+    return torch.tensor([[A.BOS] + [4 + i for i in range(n - 2)] + [A.EOS]])
+
+
+def val_batch():
+    return {"input_ids": PROMPT, "labels": PROMPT}
+
+
+CASES += [
+    # --- anatomy.masks ------------------------------------------------------------------------
+    C(masks.attention_mask, "kind", V, lambda: A.attention_mask("diagonal", 4)),
+    C(masks.attention_mask, "n", V, lambda: A.attention_mask("causal", 0)),
+    C(masks.attention_mask, "n", T, lambda: A.attention_mask("causal", 4.0)),
+    C(masks.attention_mask, "n_prefix", V, lambda: A.attention_mask("prefix", 4, n_prefix=5)),
+    C(masks.attention_mask, "n_prefix", T, lambda: A.attention_mask("prefix", 4, n_prefix=True)),
+    C(masks.attention_mask, "n", V, lambda: A.attention_mask("causal", 10**7), "huge"),
+    C(masks.encoder_decoder_masks, "n_source", V, lambda: A.encoder_decoder_masks(0, 3)),
+    C(masks.encoder_decoder_masks, "n_target", T, lambda: A.encoder_decoder_masks(3, "4")),
+    C(masks.encoder_decoder_masks, "n_source", V, lambda: A.encoder_decoder_masks(10**7, 1), "huge"),
+    C(masks.additive_mask, "mask", T, lambda: A.additive_mask(torch.ones(2, 2))),
+    C(masks.additive_mask, "mask", T, lambda: A.additive_mask([[True]])),
+    C(masks.additive_mask, "dtype", V, lambda: A.additive_mask(torch.ones(2, 2, dtype=torch.bool), dtype="float7")),
+    C(masks.visible_keys, "i", V, lambda: A.visible_keys(A.attention_mask("causal", 4), 4)),
+    C(masks.visible_keys, "mask", V, lambda: A.visible_keys(torch.ones(4, dtype=torch.bool), 0)),
+    C(masks.visible_keys, "mask", T, lambda: A.visible_keys(torch.ones(4, 4), 0)),
+    # --- anatomy.tiny ---------------------------------------------------------------------------
+    C(anat_tiny.attention, "q", T, lambda: A.attention("q", torch.zeros(3, 4), torch.zeros(3, 4))),
+    C(anat_tiny.attention, "k", V, lambda: A.attention(torch.zeros(3, 4), torch.zeros(3, 5), torch.zeros(3, 4)), "head size"),
+    C(anat_tiny.attention, "v", V, lambda: A.attention(torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(2, 4)), "keys"),
+    C(anat_tiny.attention, "mask", T, lambda: A.attention(torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(3, 4), torch.ones(3, 3))),
+    C(anat_tiny.attention, "mask", V, lambda: A.attention(torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(3, 4),
+                                                          torch.ones(2, 2, dtype=torch.bool)), "shape"),
+    C(anat_tiny.attention, "q", T, lambda: A.attention(torch.zeros(3, 4, dtype=torch.long), torch.zeros(3, 4), torch.zeros(3, 4)), "dtype"),
+    C(anat_tiny.TinyTransformer, "vocab_size", V, lambda: A.TinyTransformer(0)),
+    C(anat_tiny.TinyTransformer, "vocab_size", T, lambda: A.TinyTransformer(True)),
+    C(anat_tiny.TinyTransformer, "d_model", V, lambda: A.TinyTransformer(20, d_model=10, n_heads=4)),
+    C(anat_tiny.TinyTransformer, "dropout", V, lambda: A.TinyTransformer(20, dropout=NAN)),
+    C(anat_tiny.TinyTransformer, "use_sdpa", T, lambda: A.TinyTransformer(20, use_sdpa=1)),
+    C(anat_tiny.TinyTransformer, "vocab_size", V, lambda: A.TinyTransformer(10**9), "huge"),
+    C(anat_tiny.TinyTransformer.forward, "input_ids", V, lambda: tt()(torch.zeros(1, 17, dtype=torch.long)), "past max_len"),
+    C(anat_tiny.TinyTransformer.forward, "input_ids", T, lambda: tt()(torch.zeros(1, 4))),
+    C(anat_tiny.TinyTransformer.forward, "input_ids", V, lambda: tt()(torch.tensor([[1, 2, 99]])), "id past vocab"),
+    C(anat_tiny.TinyTransformer.forward, "input_ids", V, lambda: tt()(torch.tensor([[1, -2, 3]])), "negative id"),
+    C(anat_tiny.TinyTransformer.forward, "mask", V, lambda: tt()(tt_ids(), torch.ones(5, 5, dtype=torch.bool))),
+    # --- anatomy.corpus -------------------------------------------------------------------------
+    C(corpus.make_animal_corpus, "n_sentences", V, lambda: A.make_animal_corpus(0)),
+    C(corpus.make_animal_corpus, "seed", T, lambda: A.make_animal_corpus(5, seed=1.5)),
+    C(corpus.make_animal_corpus, "n_sentences", V, lambda: A.make_animal_corpus(10**10), "huge"),
+    C(corpus.is_grammatical, "sentence", T, lambda: A.is_grammatical(["the", "dog"])),
+    C(corpus.WordVocab, "tokens", T, lambda: A.WordVocab("abc")),
+    C(corpus.WordVocab, "tokens", V, lambda: A.WordVocab(("dog", "cat")), "no specials"),
+    C(corpus.WordVocab.from_sentences, "sentences", V, lambda: A.WordVocab.from_sentences([])),
+    C(corpus.WordVocab.from_sentences, "sentences", V, lambda: A.WordVocab.from_sentences("the dog barks .")),
+    C(corpus.WordVocab.from_sentences, "sentence", T, lambda: A.WordVocab.from_sentences([5])),
+    C(corpus.WordVocab.encode, "sentence", V, lambda: wv().encode("the unicorn sings .")),
+    C(corpus.WordVocab.encode, "sentence", T, lambda: wv().encode(None)),
+    C(corpus.WordVocab.decode, "ids", V, lambda: wv().decode([1, 10**6])),
+    C(corpus.WordVocab.decode, "ids", T, lambda: wv().decode("the dog")),
+    C(corpus.encode_batch, "sentences", V, lambda: A.encode_batch([], wv())),
+    C(corpus.encode_batch, "vocab", T, lambda: A.encode_batch(["the dog barks ."], None)),
+    C(corpus.encode_batch, "sentence", V, lambda: A.encode_batch(["the unicorn sings ."], wv())),
+    # --- anatomy.datasets -----------------------------------------------------------------------
+    C(anat_data.write_corpus, "folder", T, lambda: A.write_corpus(None)),
+    C(anat_data.write_corpus, "n_sentences", V, lambda: A.write_corpus("/tmp/llmlab-bad-inputs", n_sentences=0)),
+    C(anat_data.load_task, "name", V, lambda: A.load_task("spam", "train")),
+    C(anat_data.load_task, "split", V, lambda: A.load_task("topic", "validation")),
+    C(anat_data.task_labels, "examples", V, lambda: A.task_labels([])),
+    C(anat_data.task_labels, "examples", T, lambda: A.task_labels(["positive"])),
+    C(anat_data.load_documents, "n", V, lambda: A.load_documents(n=0)),
+    C(anat_data.load_documents, "n", T, lambda: A.load_documents(n=2.0)),
+    # --- anatomy.objectives ---------------------------------------------------------------------
+    C(objectives.padded_mask, "kind", V, lambda: A.padded_mask("sideways", tt_ids())),
+    C(objectives.padded_mask, "ids", T, lambda: A.padded_mask("causal", [[1, 2]])),
+    C(objectives.padded_mask, "ids", V, lambda: A.padded_mask("causal", torch.tensor([1, 2]))),
+    C(objectives.padded_mask, "pad_id", T, lambda: A.padded_mask("causal", tt_ids(), pad_id="[PAD]")),
+    C(objectives.mask_tokens, "p", V, lambda: A.mask_tokens(tt_ids(), vocab_size=20, p=1.5)),
+    C(objectives.mask_tokens, "vocab_size", V, lambda: A.mask_tokens(tt_ids(), vocab_size=0)),
+    C(objectives.mask_tokens, "mask_id", V, lambda: A.mask_tokens(tt_ids(), vocab_size=20, mask_id=20)),
+    C(objectives.mask_tokens, "special_mask", V, lambda: A.mask_tokens(tt_ids(), vocab_size=20,
+                                                                        special_mask=torch.zeros(1, 3, dtype=torch.bool))),
+    C(objectives.mask_tokens, "ids", T, lambda: A.mask_tokens(tt_ids().float(), vocab_size=20)),
+    C(objectives.lm_loss, "objective", V, lambda: A.lm_loss(tt(), tt_ids(), "prefix")),
+    C(objectives.lm_loss, "model", T, lambda: A.lm_loss("model", tt_ids(), "causal")),
+    C(objectives.lm_loss, "mask_prob", V, lambda: A.lm_loss(tt(), tt_ids(), "masked", mask_prob=2.0)),
+    C(objectives.lm_loss, "ids", V, lambda: A.lm_loss(tt(), torch.tensor([[1]]), "causal"), "one token"),
+    C(objectives.train_tiny_lm, "steps", V, lambda: A.train_tiny_lm(tt(), tt_ids(), "causal", steps=0)),
+    C(objectives.train_tiny_lm, "lr", V, lambda: A.train_tiny_lm(tt(), tt_ids(), "causal", lr=NAN)),
+    C(objectives.train_tiny_lm, "batch_size", T, lambda: A.train_tiny_lm(tt(), tt_ids(), "causal", batch_size=2.0)),
+    C(objectives.train_tiny_lm, "mask_prob", V, lambda: A.train_tiny_lm(tt(), tt_ids(), "masked", mask_prob=0.0)),
+    C(objectives.train_tiny_lm, "progress", T, lambda: A.train_tiny_lm(tt(), tt_ids(), "causal", progress="yes")),
+    C(objectives.train_tiny_lm, "model", T, lambda: A.train_tiny_lm(None, tt_ids(), "causal")),
+    C(objectives.target_logprobs, "model", T, lambda: A.target_logprobs("model", tt_ids())),
+    C(objectives.target_logprobs, "ids", V, lambda: A.target_logprobs(tt(), torch.tensor([[1]])), "one token"),
+    C(objectives.target_logprobs, "ids", T, lambda: A.target_logprobs(tt(), tt_ids().float())),
+    C(objectives.sentence_logprob, "ids", V, lambda: A.sentence_logprob(tt(), torch.tensor([1, 5, 2]))),
+    C(objectives.sentence_logprob, "model", T, lambda: A.sentence_logprob(None, tt_ids())),
+    C(objectives.perplexity, "ids", V, lambda: A.perplexity(tt(), torch.tensor([[1, 0, 0]])), "only padding"),
+    C(objectives.perplexity, "model", T, lambda: A.perplexity("model", tt_ids())),
+    C(objectives.pseudo_logprobs, "mask_id", V, lambda: A.pseudo_logprobs(tt(), tt_ids(), mask_id=20)),
+    C(objectives.pseudo_logprobs, "mask_id", T, lambda: A.pseudo_logprobs(tt(), tt_ids(), mask_id=3.0)),
+    C(objectives.pseudo_logprobs, "ids", V, lambda: A.pseudo_logprobs(tt(), torch.tensor([[1]])), "one token"),
+    C(objectives.pseudo_perplexity, "ids", V, lambda: A.pseudo_perplexity(tt(), torch.tensor([[1, 0, 0]])), "only padding"),
+    C(objectives.pseudo_perplexity, "model", T, lambda: A.pseudo_perplexity([], tt_ids())),
+    C(objectives.sample_sentences, "n", V, lambda: A.sample_sentences(tt(), 0)),
+    C(objectives.sample_sentences, "max_len", V, lambda: A.sample_sentences(tt(), 2, max_len=17)),
+    C(objectives.sample_sentences, "temperature", V, lambda: A.sample_sentences(tt(), 2, temperature=0.0)),
+    C(objectives.sample_sentences, "model", T, lambda: A.sample_sentences(nn.Linear(2, 2), 2)),
+    C(objectives.sample_sentences, "n", V, lambda: A.sample_sentences(tt(), 10**10), "huge"),
+    C(objectives.fill_blank, "method", V, lambda: A.fill_blank(tt(), tt_ids(), 2, method="guess", candidates=[5])),
+    C(objectives.fill_blank, "position", V, lambda: A.fill_blank(tt(), tt_ids(), 0, method="masked", candidates=[5])),
+    C(objectives.fill_blank, "candidates", V, lambda: A.fill_blank(tt(), tt_ids(), 2, method="masked", candidates=[])),
+    C(objectives.fill_blank, "candidates", V, lambda: A.fill_blank(tt(), tt_ids(), 2, method="masked", candidates=[99]), "past vocab"),
+    C(objectives.fill_blank, "candidates", T, lambda: A.fill_blank(tt(), tt_ids(), 2, method="left", candidates=["dog"])),
+    C(objectives.fill_blank, "candidates", T, lambda: A.fill_blank(tt(), tt_ids(), 2, method="left", candidates=5)),
+    C(objectives.fill_blank, "model", T, lambda: A.fill_blank("model", tt_ids(), 2, method="left", candidates=[5])),
+    C(objectives.pair_total, "objective", V, lambda: A.pair_total(tt(), tt_ids(), 2, objective="prefix")),
+    C(objectives.pair_total, "position", V, lambda: A.pair_total(tt(), tt_ids(), 5, objective="causal")),
+    C(objectives.pair_total, "ids", V, lambda: A.pair_total(tt(), tt_ids().repeat(2, 1), 2, objective="causal")),
+    C(objectives.pair_total, "model", T, lambda: A.pair_total("model", tt_ids(), 2, objective="causal")),
+    C(objectives.pair_total, "model", V, lambda: A.pair_total(A.TinyTransformer(50_000, d_model=4, n_layers=1, n_heads=1),
+                                                              tt_ids(), 2, objective="causal"), "huge vocabulary"),
+    # --- anatomy.causality (a Hugging Face causal LM: the tiny random Llama, vocab 97) ------------
+    C(causality.logit_changes, "model", T, lambda: A.logit_changes("model", PROMPT, 1, 3)),
+    C(causality.logit_changes, "position", V, lambda: A.logit_changes(tiny(), PROMPT, 4, 3)),
+    C(causality.logit_changes, "new_token", V, lambda: A.logit_changes(tiny(), PROMPT, 1, 5), "same token"),
+    C(causality.logit_changes, "new_token", V, lambda: A.logit_changes(tiny(), PROMPT, 1, 10**6), "past vocab"),
+    C(causality.logit_changes, "input_ids", V, lambda: A.logit_changes(tiny(), PROMPT.repeat(2, 1), 1, 3)),
+    C(causality.masked_nll, "mask", V, lambda: A.masked_nll(tiny(), PROMPT, A.attention_mask("causal", 3))),
+    C(causality.masked_nll, "mask", T, lambda: A.masked_nll(tiny(), PROMPT, torch.ones(4, 4))),
+    C(causality.masked_nll, "first_target", V, lambda: A.masked_nll(tiny(), PROMPT, A.attention_mask("causal", 4), first_target=0)),
+    C(causality.masked_nll, "input_ids", T, lambda: A.masked_nll(tiny(), PROMPT.float(), A.attention_mask("causal", 4))),
+    C(causality.prefix_lm_nll, "n_prefix", V, lambda: A.prefix_lm_nll(tiny(), PROMPT, 4)),
+    C(causality.prefix_lm_nll, "first_target", V, lambda: A.prefix_lm_nll(tiny(), PROMPT, 2, first_target=1)),
+    C(causality.prefix_lm_nll, "model", T, lambda: A.prefix_lm_nll("model", PROMPT, 2)),
+    # --- anatomy.params -------------------------------------------------------------------------
+    C(params.param_breakdown, "config", T, lambda: A.param_breakdown({"hidden_size": 8})),
+    C(params.param_count, "config", T, lambda: A.param_count(None)),
+    C(params.built_param_count, "config", T, lambda: A.built_param_count("LLaMA-7B")),
+    C(params.paper_config, "name", V, lambda: A.paper_config("GPT-5")),
+    C(params.paper_config, "name", V, lambda: A.paper_config(["LLaMA-7B"]), "unhashable"),
+    # --- anatomy.classify -----------------------------------------------------------------------
+    C(classify.hidden_features, "texts", V, lambda: A.hidden_features(tiny(), tokenizer(), [])),
+    C(classify.hidden_features, "texts", V, lambda: A.hidden_features(tiny(), tokenizer(), "one text")),
+    C(classify.hidden_features, "pool", V, lambda: A.hidden_features(tiny(), tokenizer(), ["a"], pool="max")),
+    C(classify.hidden_features, "layer", T, lambda: A.hidden_features(tiny(), tokenizer(), ["a"], layer=1.0)),
+    C(classify.hidden_features, "batch_size", V, lambda: A.hidden_features(tiny(), tokenizer(), ["a"], batch_size=0)),
+    C(classify.hidden_features, "model", T, lambda: A.hidden_features("model", tokenizer(), ["a"])),
+    C(classify.train_probe, "features", T, lambda: A.train_probe(torch.zeros(4, 2, dtype=torch.long), list("aabb"))),
+    C(classify.train_probe, "labels", V, lambda: A.train_probe(torch.rand(4, 2), list("aab"))),
+    C(classify.train_probe, "labels", V, lambda: A.train_probe(torch.rand(4, 2), list("aaaa")), "one class"),
+    C(classify.train_probe, "l2", V, lambda: A.train_probe(torch.rand(4, 2), list("aabb"), l2=0.0)),
+    C(classify.train_probe, "max_iter", V, lambda: A.train_probe(torch.rand(4, 2), list("aabb"), max_iter=0)),
+    C(classify.train_probe, "features", V, lambda: A.train_probe(torch.tensor([[NAN, 1.0]] * 4), list("aabb")), "NaN"),
+    C(classify.train_probe, "features", V, lambda: A.train_probe(torch.rand(4), list("aabb")), "1-D"),
+    C(classify.Probe.logits, "features", V, lambda: A.train_probe(torch.rand(4, 2), list("aabb")).logits(torch.rand(3, 5)), "width"),
+    C(classify.Probe.logits, "features", T, lambda: A.train_probe(torch.rand(4, 2), list("aabb")).logits([[0.0, 1.0]])),
+    C(classify.accuracy, "truth", V, lambda: A.accuracy(["a"], ["a", "b"])),
+    C(classify.accuracy, "predicted", V, lambda: A.accuracy([], [])),
+    C(classify.accuracy, "predicted", T, lambda: A.accuracy(5, ["a"])),
+    C(classify.label_token_ids, "words", T, lambda: A.label_token_ids(tokenizer(), [" positive", " negative"])),
+    C(classify.label_token_ids, "words", V, lambda: A.label_token_ids(tokenizer(), {"pos": " positive"}), "one label"),
+    C(classify.label_token_ids, "words", V, lambda: A.label_token_ids(tokenizer(), {"a": " antidisestablishmentarianism", "b": " no"})),
+    C(classify.shared_prefix_length, "rows", V, lambda: A.shared_prefix_length([])),
+    C(classify.shared_prefix_length, "rows", V, lambda: A.shared_prefix_length([[1, 2], []])),
+    C(classify.shared_prefix_length, "rows", T, lambda: A.shared_prefix_length([1, 2])),
+    C(classify.prompt_classify, "batch_size", V, lambda: A.prompt_classify(tiny(), tokenizer(), ["a"], {"a": " yes", "b": " no"},
+                                                                             batch_size=0)),
+    C(classify.prompt_classify, "share_prefix", T, lambda: A.prompt_classify(tiny(), tokenizer(), ["a"], {"a": " yes", "b": " no"},
+                                                                               share_prefix=1)),
+    C(classify.prompt_classify, "prompts", V, lambda: A.prompt_classify(tiny(), tokenizer(), [], {"a": " yes", "b": " no"})),
+    C(classify.prompt_classify, "model", T, lambda: A.prompt_classify("model", tokenizer(), ["a"], {"a": " yes", "b": " no"})),
+    # --- anatomy.summarize ----------------------------------------------------------------------
+    C(summarize.rouge_tokens, "text", T, lambda: A.rouge_tokens(None)),
+    C(summarize.rouge_n, "n", V, lambda: A.rouge_n("a b", "a b", 0)),
+    C(summarize.rouge_n, "n", T, lambda: A.rouge_n("a b", "a b", True)),
+    C(summarize.rouge_n, "candidate", T, lambda: A.rouge_n("a b", ["a", "b"])),
+    C(summarize.rouge1, "reference", T, lambda: A.rouge1(None, "a")),
+    C(summarize.lead_sentences, "k", V, lambda: A.lead_sentences("A. B.", 0)),
+    C(summarize.lead_sentences, "document", V, lambda: A.lead_sentences("", 1)),
+    C(summarize.summary_prompt, "instruction", V, lambda: A.summary_prompt(tokenizer(), "doc", instruction="Summarize.")),
+    C(summarize.summary_prompt, "document", T, lambda: A.summary_prompt(tokenizer(), 5)),
+    C(summarize.summary_prompt, "tokenizer", V, lambda: A.summary_prompt(None, "doc")),
+    C(summarize.summarize, "max_new_tokens", V, lambda: A.summarize(tiny(), tokenizer(), "doc", max_new_tokens=0)),
+    C(summarize.summarize, "model", T, lambda: A.summarize("model", tokenizer(), "doc")),
+    C(summarize.summarize, "document", V, lambda: A.summarize(tiny(), tokenizer(), "")),
+    # --- checkpointing.run_strategy -------------------------------------------------------------
+    C(checkpointing.run_strategy, "strategy", V, lambda: checkpointing.run_strategy(chain(), torch.zeros(2, 8), "some")),
+    C(checkpointing.run_strategy, "x", V, lambda: checkpointing.run_strategy(chain(), torch.zeros(2, 5), "store_all"), "width"),
+    C(checkpointing.run_strategy, "model", T, lambda: checkpointing.run_strategy(nn.Linear(8, 8), torch.zeros(2, 8), "store_all")),
+    C(checkpointing.run_strategy, "segments", V, lambda: checkpointing.run_strategy(chain(), torch.zeros(2, 8), "sqrt", segments=9)),
+    C(checkpointing.run_strategy, "x", T, lambda: checkpointing.run_strategy(chain(), [[0.0] * 8], "store_all")),
+    # --- decoding.repetition --------------------------------------------------------------------
+    C(repetition.repetition_penalty_filter, "penalty", V, lambda: decoding.repetition_penalty_filter(torch.zeros(1, 5), ids(1), 0.0)),
+    C(repetition.repetition_penalty_filter, "penalty", V, lambda: decoding.repetition_penalty_filter(torch.zeros(1, 5), ids(1), NAN)),
+    C(repetition.repetition_penalty_filter, "scores", T, lambda: decoding.repetition_penalty_filter(torch.zeros(1, 5, dtype=torch.long), ids(1), 1.2)),
+    C(repetition.repetition_penalty_filter, "token_ids", T, lambda: decoding.repetition_penalty_filter(torch.zeros(1, 5), torch.zeros(1, 2), 1.2)),
+    C(repetition.repetition_penalty_filter, "token_ids", V, lambda: decoding.repetition_penalty_filter(torch.zeros(1, 5), ids(-1), 1.2)),
+    C(repetition.repetition_penalty_filter, "scores", V, lambda: decoding.repetition_penalty_filter(torch.zeros(2, 5), ids(1), 1.2), "batch"),
+    C(repetition.repetition_penalty_filter, "scores", V, lambda: decoding.repetition_penalty_filter(torch.zeros(1, 5), torch.tensor([1]), 1.2), "dims"),
+    C(repetition.no_repeat_ngram_filter, "n", V, lambda: decoding.no_repeat_ngram_filter(torch.zeros(1, 5), ids(1, 2), 0)),
+    C(repetition.no_repeat_ngram_filter, "n", T, lambda: decoding.no_repeat_ngram_filter(torch.zeros(1, 5), ids(1, 2), 2.0)),
+    C(repetition.no_repeat_ngram_filter, "scores", T, lambda: decoding.no_repeat_ngram_filter([[0.0] * 5], ids(1, 2), 2)),
+    C(repetition.no_repeat_ngram_filter, "scores", V, lambda: decoding.no_repeat_ngram_filter(torch.zeros(1, 0), ids(1, 2), 2), "empty"),
+    C(repetition.banned_ngram_tokens, "n", V, lambda: decoding.banned_ngram_tokens([1, 2, 1], 0)),
+    C(repetition.banned_ngram_tokens, "token_ids", T, lambda: decoding.banned_ngram_tokens("abc", 2)),
+    C(repetition.banned_ngram_tokens, "token_ids", T, lambda: decoding.banned_ngram_tokens([1, 2.5], 2)),
+    C(repetition.banned_ngram_tokens, "token_ids", V, lambda: decoding.banned_ngram_tokens(torch.zeros(2, 3, dtype=torch.long), 2)),
+    C(repetition.apply_repetition_controls, "repetition_penalty", V,
+      lambda: decoding.apply_repetition_controls(torch.zeros(1, 5), ids(1), repetition_penalty=-1.0)),
+    C(repetition.apply_repetition_controls, "no_repeat_ngram_size", V,
+      lambda: decoding.apply_repetition_controls(torch.zeros(1, 5), ids(1), no_repeat_ngram_size=-1)),
+    C(repetition.apply_repetition_controls, "no_repeat_ngram_size", T,
+      lambda: decoding.apply_repetition_controls(torch.zeros(1, 5), ids(1), no_repeat_ngram_size=True)),
+    C(repetition.apply_repetition_controls, "scores", T, lambda: decoding.apply_repetition_controls("scores", ids(1)), "controls off"),
+    C(repetition.apply_repetition_controls, "token_ids", T,
+      lambda: decoding.apply_repetition_controls(torch.zeros(1, 5), [[1.5]]), "controls off"),
+    # --- lora.validation_loss / lr_sweep --------------------------------------------------------
+    C(lora.validation_loss, "model", T, lambda: lora.validation_loss("model", [val_batch()])),
+    C(lora.validation_loss, "batches", V, lambda: lora.validation_loss(tiny(), [])),
+    C(lora.validation_loss, "batches", T, lambda: lora.validation_loss(tiny(), [5])),
+    C(lora.validation_loss, "batches", V, lambda: lora.validation_loss(tiny(), [{"input_ids": PROMPT}]), "no labels"),
+    C(lora.validation_loss, "batches", T, lambda: lora.validation_loss(tiny(), None)),
+    C(lora.lr_sweep, "make_model", T, lambda: lora.lr_sweep(tiny(), [val_batch()], [1e-3], [val_batch()])),
+    C(lora.lr_sweep, "lrs", V, lambda: lora.lr_sweep(tiny, [val_batch()], [], [val_batch()])),
+    C(lora.lr_sweep, "lrs", V, lambda: lora.lr_sweep(tiny, [val_batch()], [NAN], [val_batch()])),
+    C(lora.lr_sweep, "lrs", T, lambda: lora.lr_sweep(tiny, [val_batch()], 1e-3, [val_batch()]), "a number, not a list"),
+    C(lora.lr_sweep, "val_batches", V, lambda: lora.lr_sweep(lambda: models.random_llama("tiny"), [val_batch()], [1e-3], [])),
+    C(lora.lr_sweep, "make_model()", T, lambda: lora.lr_sweep(lambda: "model", [val_batch()], [1e-3], [val_batch()])),
+    C(lora.lr_sweep, "progress", T, lambda: lora.lr_sweep(tiny, [val_batch()], [1e-3], [val_batch()], progress="yes")),
+    # --- memory.LiveActivationTracker -----------------------------------------------------------
+    C(memory.LiveActivationTracker, "model", T, lambda: memory.LiveActivationTracker("model")),
+    C(memory.LiveActivationTracker, "model", T, lambda: memory.LiveActivationTracker(lambda x: x)),
+    # --- precision.gradients --------------------------------------------------------------------
+    C(gradients.lm_gradient_sizes, "model", T, lambda: precision.lm_gradient_sizes("model", PROMPT)),
+    C(gradients.lm_gradient_sizes, "input_ids", T, lambda: precision.lm_gradient_sizes(tiny(), PROMPT.float())),
+    C(gradients.lm_gradient_sizes, "input_ids", V, lambda: precision.lm_gradient_sizes(tiny(), ids(1)), "one token"),
+    C(gradients.lm_gradient_sizes, "input_ids", V, lambda: precision.lm_gradient_sizes(tiny(), PROMPT[0]), "1-D"),
+    C(gradients.lm_gradient_sizes, "attention_mask", V, lambda: precision.lm_gradient_sizes(tiny(), PROMPT, torch.ones(1, 3))),
+    C(gradients.lm_gradient_sizes, "dtype", V, lambda: precision.lm_gradient_sizes(tiny(), PROMPT, dtype=torch.float32)),
+    C(gradients.lm_gradient_sizes, "global_tokens", V, lambda: precision.lm_gradient_sizes(tiny(), PROMPT, global_tokens=2)),
+    C(gradients.lm_gradient_sizes, "global_tokens", T, lambda: precision.lm_gradient_sizes(tiny(), PROMPT, global_tokens=1e6)),
+    C(gradients.lm_gradient_sizes, "input_ids", V, lambda: precision.lm_gradient_sizes(tiny(), ids(1, 500, 2)), "id past vocab"),
+    C(gradients.train_scaled_quadratic, "optimizer", V, lambda: precision.train_scaled_quadratic("rmsprop", lr=0.1)),
+    C(gradients.train_scaled_quadratic, "lr", V, lambda: precision.train_scaled_quadratic("sgd", lr=0.0)),
+    C(gradients.train_scaled_quadratic, "lr", V, lambda: precision.train_scaled_quadratic("sgd", lr=INF)),
+    C(gradients.train_scaled_quadratic, "steps", V, lambda: precision.train_scaled_quadratic("sgd", lr=0.1, steps=0)),
+    C(gradients.train_scaled_quadratic, "steps", T, lambda: precision.train_scaled_quadratic("sgd", lr=0.1, steps=True)),
+    C(gradients.train_scaled_quadratic, "steps", V, lambda: precision.train_scaled_quadratic("sgd", lr=0.1, steps=10**12), "huge"),
+    C(gradients.train_scaled_quadratic, "curvatures", V, lambda: precision.train_scaled_quadratic("sgd", lr=0.1, curvatures=())),
+    C(gradients.train_scaled_quadratic, "curvatures", V, lambda: precision.train_scaled_quadratic("sgd", lr=0.1, curvatures=(1.0, -2.0))),
+    C(gradients.train_scaled_quadratic, "curvatures", T, lambda: precision.train_scaled_quadratic("sgd", lr=0.1, curvatures=5.0)),
+    C(gradients.train_scaled_quadratic, "betas", T, lambda: precision.train_scaled_quadratic("adam", lr=0.1, betas=(0.9,))),
+    C(gradients.train_scaled_quadratic, "betas", V, lambda: precision.train_scaled_quadratic("adam", lr=0.1, betas=(1.0, 0.9))),
+    C(gradients.train_scaled_quadratic, "optimizer", V, lambda: precision.train_scaled_quadratic(["sgd"], lr=0.1), "unhashable"),
+    # --- svd.noise_singular_values --------------------------------------------------------------
+    C(svd.noise_singular_values, "m", V, lambda: svd.noise_singular_values(0, 4)),
+    C(svd.noise_singular_values, "n", T, lambda: svd.noise_singular_values(4, 4.0)),
+    C(svd.noise_singular_values, "std", V, lambda: svd.noise_singular_values(4, 4, std=-1.0)),
+    C(svd.noise_singular_values, "std", V, lambda: svd.noise_singular_values(4, 4, std=NAN)),
+    C(svd.noise_singular_values, "std", T, lambda: svd.noise_singular_values(4, 4, std="1")),
+    C(svd.noise_singular_values, "m", V, lambda: svd.noise_singular_values(10**12, 10**12), "huge"),
+]
+
+NO_ARGUMENTS |= {
+    # anatomy: constants (the grammar's word lists, the special ids, the tables and choices)
+    "MASK_KINDS", "ANIMAL_SOUNDS", "DETERMINERS", "ADJECTIVES", "ADVERBS", "PLACES", "SPECIALS", "PAD", "BOS", "EOS",
+    "MASK", "TASKS", "OBJECTIVES", "FILL_METHODS", "FAMILIES", "LLM_THRESHOLD", "PAPER_CONFIGS", "POOLINGS",
+    "SUMMARY_INSTRUCTION", "QUADRATIC_OPTIMIZERS",
+    # anatomy_dir() takes no argument: it looks for data/anatomy next to the package or the current folder.
+    "anatomy_dir",
+}
+RESULT_TYPES |= {
+    "EncoderDecoderMasks", "LabelledText", "TrainLog", "PrefixLMResult", "ParamBreakdown", "PromptResult", "RougeScore",
+    "LayerCall", "SweepRun", "GradientSizes", "QuadraticRun",
+    # Probe is what train_probe returns (rows above check train_probe and Probe.logits).
+    "Probe",
+}
+
+
+# --- exercises (issue 17): an unknown id or a wrong kind of answer is the only ValueError -----------
+from llmlab import exercises  # noqa: E402
+
+CASES += [
+    C(exercises.check, "exercise_id", V, lambda: exercises.check("99.1", 1)),
+    C(exercises.check, "answer", V, lambda: exercises.check("01.1", "1000")),
+    C(exercises.grade, "exercise_id", V, lambda: exercises.grade(6.2, 1)),
+    C(exercises.grade, "answer", V, lambda: exercises.grade("06.1", 12)),
+    C(exercises.exercise_ids, "notebook", V, lambda: exercises.exercise_ids(6)),
+]
+NO_ARGUMENTS |= {"EXERCISES"}
+RESULT_TYPES |= {"Exercise"}
