@@ -126,6 +126,12 @@ CASES: list[Case] = [
     C(_checks.check_same_length, "b", V, lambda: _checks.check_same_length(a=[1], b=[1, 2])),
     C(_checks.check_finite_tensor, "t", V, lambda: _checks.check_finite_tensor("t", torch.tensor([NAN]))),
     C(_checks.check_finite_tensor, "t", T, lambda: _checks.check_finite_tensor("t", [1.0])),
+    C(_checks.check_sequence, "xs", T, lambda: _checks.check_sequence("xs", "abc")),
+    C(_checks.check_sequence, "xs", T, lambda: _checks.check_sequence("xs", {"a": 1}), "one dict"),
+    C(_checks.check_sequence, "xs", V, lambda: _checks.check_sequence("xs", [])),
+    C(_checks.check_token_ids, "ids", V, lambda: _checks.check_token_ids("ids", ids(1, 97), 97)),
+    C(_checks.check_token_ids, "ids", V, lambda: _checks.check_token_ids("ids", ids(-1), 97), "negative"),
+    C(_checks.check_token_ids, "ids", T, lambda: _checks.check_token_ids("ids", torch.zeros(1, 2), 97)),
     C(_checks.describe_range, "low_open", T, lambda: _checks.describe_range(1, 2, low_open="yes")),
     C(_torch.seed_everything, "seed", T, lambda: _torch.seed_everything(True)),
     C(_torch.seed_everything, "seed", V, lambda: _torch.seed_everything(2**70)),
@@ -961,3 +967,239 @@ CASES += [
 ]
 NO_ARGUMENTS |= {"EXERCISES"}
 RESULT_TYPES |= {"Exercise"}
+
+
+# --- prompting, alignment, prompt_data (issue 14) ---------------------------------------------------
+from llmlab import alignment, prompt_data, prompting  # noqa: E402
+from llmlab.data import collate as _collate  # noqa: E402
+
+
+class CharTok:
+    """A stand-in tokenizer (as tests/conftest.py's): one id in [3, 97) per character, BOS 1, EOS 2, pad 0."""
+
+    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": ([1] if add_special_tokens else []) + [3 + (ord(c) - 32) % 94 for c in text]}
+
+    def decode(self, ids, skip_special_tokens=False):
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
+        return "".join(chr(32 + i - 3) for i in ids if i >= 3)
+
+
+class NoEosTok(CharTok):
+    eos_token_id = None
+
+
+PT = prompting
+AL = alignment
+PD = prompt_data
+TPL = "Review: {input}\nSentiment: {output}"
+LABELS = ["positive", "negative"]
+Q = [("great film", "positive"), ("dull plot", "negative")]
+PAIR = {"prompt": "Q?", "chosen": "A.", "rejected": "A. Blah."}
+
+
+def pref_batches(n=1):
+    return AL.make_preference_batches([PAIR], CharTok(), batch_size=1, steps=n, chat=False)
+
+
+def inst_batch(labels=(-100, -100, 7, 9)):
+    return _collate([{"input_ids": [1, 5, 7, 9], "labels": list(labels)}], 0)
+
+
+def frozen_tiny():
+    m = models.random_llama("tiny")
+    return m.requires_grad_(False)
+
+
+def lp(*values):
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def sgd():
+    return torch.optim.SGD(tiny().parameters(), lr=0.0)
+
+
+CASES += [
+    # --- prompting ------------------------------------------------------------------------------
+    C(prompting.Template, "example", T, lambda: PT.Template(example=5)),
+    C(prompting.Template, "example", V, lambda: PT.Template(example="no fields here")),
+    C(prompting.Template, "example", V, lambda: PT.Template(example="{output} then {input}"), "output not last"),
+    C(prompting.Template, "example", V, lambda: PT.Template(example="{input"), "bad format"),
+    C(prompting.Template, "instruction", T, lambda: PT.Template(instruction=None)),
+    C(prompting.Template, "separator", T, lambda: PT.Template(separator=3)),
+    C(prompting.Template.query, "input", T, lambda: PT.Template().query(5)),
+    C(prompting.Template.answer, "output", V, lambda: PT.Template().answer("")),
+    C(prompting.few_shot_prompt, "demonstrations", T, lambda: PT.few_shot_prompt("a b", "q", template=TPL)),
+    C(prompting.few_shot_prompt, "demonstrations", T, lambda: PT.few_shot_prompt([("a",)], "q", template=TPL), "not a pair"),
+    C(prompting.few_shot_prompt, "demonstrations", V, lambda: PT.few_shot_prompt([{"input": "a"}], "q", template=TPL),
+      "no output key"),
+    C(prompting.few_shot_prompt, "query", T, lambda: PT.few_shot_prompt([], 5, template=TPL)),
+    C(prompting.few_shot_prompt, "template", T, lambda: PT.few_shot_prompt([], "q", template=5)),
+    C(prompting.few_shot_prompt, "example", V, lambda: PT.few_shot_prompt([], "q", template="no fields")),
+    C(prompting.label_logprobs, "model", T, lambda: PT.label_logprobs("model", CharTok(), "p", LABELS)),
+    C(prompting.label_logprobs, "labels", V, lambda: PT.label_logprobs(tiny(), CharTok(), "p", [])),
+    C(prompting.label_logprobs, "labels", T, lambda: PT.label_logprobs(tiny(), CharTok(), "p", "positive")),
+    C(prompting.label_logprobs, "labels", V, lambda: PT.label_logprobs(tiny(), CharTok(), "p", [" a", ""]), "empty label"),
+    C(prompting.label_logprobs, "prompt", V, lambda: PT.label_logprobs(tiny(), CharTok(), "", LABELS)),
+    C(prompting.label_logprobs, "prompt", T, lambda: PT.label_logprobs(tiny(), CharTok(), 5, LABELS)),
+    C(prompting.label_logprobs, "tokenizer", T, lambda: PT.label_logprobs(tiny(), None, "p", LABELS)),
+    C(prompting.evaluate_icl, "model", T, lambda: PT.evaluate_icl(None, CharTok(), [], Q, template=TPL, labels=LABELS)),
+    C(prompting.evaluate_icl, "queries", V, lambda: PT.evaluate_icl(tiny(), CharTok(), [], [], template=TPL, labels=LABELS)),
+    C(prompting.evaluate_icl, "queries", T, lambda: PT.evaluate_icl(tiny(), CharTok(), [], 5, template=TPL, labels=LABELS)),
+    C(prompting.evaluate_icl, "queries", V, lambda: PT.evaluate_icl(tiny(), CharTok(), [], [("x", "maybe")], template=TPL,
+                                                                    labels=LABELS), "output not a label"),
+    C(prompting.evaluate_icl, "labels", V, lambda: PT.evaluate_icl(tiny(), CharTok(), [], Q, template=TPL, labels=[])),
+    C(prompting.evaluate_icl, "template", T, lambda: PT.evaluate_icl(tiny(), CharTok(), [], Q, template=None, labels=LABELS)),
+    C(prompting.evaluate_icl, "tokenizer", T, lambda: PT.evaluate_icl(tiny(), "tok", [], Q, template=TPL, labels=LABELS)),
+    C(prompting.evaluate_icl, "demonstrations", T, lambda: PT.evaluate_icl(tiny(), CharTok(), 5, Q, template=TPL, labels=LABELS)),
+    C(prompting.sample_demonstrations, "k", V, lambda: PT.sample_demonstrations(Q, -1)),
+    C(prompting.sample_demonstrations, "k", V, lambda: PT.sample_demonstrations(Q, 3), "more than the pool"),
+    C(prompting.sample_demonstrations, "k", T, lambda: PT.sample_demonstrations(Q, True)),
+    C(prompting.sample_demonstrations, "pool", T, lambda: PT.sample_demonstrations(5, 1)),
+    C(prompting.sample_demonstrations, "seed", T, lambda: PT.sample_demonstrations(Q, 1, seed=1.5)),
+    C(prompting.sample_demonstrations, "seed", T, lambda: PT.sample_demonstrations(Q, 1, seed="0")),
+    C(prompting.icl_sweep, "shots", V, lambda: PT.icl_sweep(tiny(), CharTok(), Q, Q, template=TPL, labels=LABELS, shots=())),
+    C(prompting.icl_sweep, "shots", T, lambda: PT.icl_sweep(tiny(), CharTok(), Q, Q, template=TPL, labels=LABELS, shots=2)),
+    C(prompting.icl_sweep, "shots", V, lambda: PT.icl_sweep(tiny(), CharTok(), Q, Q, template=TPL, labels=LABELS, shots=(9,))),
+    C(prompting.icl_sweep, "draws", V, lambda: PT.icl_sweep(tiny(), CharTok(), Q, Q, template=TPL, labels=LABELS, shots=(0,), draws=0)),
+    C(prompting.icl_sweep, "draws", T, lambda: PT.icl_sweep(tiny(), CharTok(), Q, Q, template=TPL, labels=LABELS, shots=(0,), draws=2.0)),
+    C(prompting.icl_sweep, "draws", V, lambda: PT.icl_sweep(tiny(), CharTok(), Q, Q, template=TPL, labels=LABELS, shots=(0,),
+                                                            draws=10**12), "huge"),
+    C(prompting.icl_sweep, "progress", T, lambda: PT.icl_sweep(tiny(), CharTok(), Q, Q, template=TPL, labels=LABELS, shots=(0,),
+                                                               progress="yes")),
+    C(prompting.icl_sweep, "seed", T, lambda: PT.icl_sweep(tiny(), CharTok(), Q, Q, template=TPL, labels=LABELS, shots=(1,),
+                                                           seed=0.5)),
+    C(prompting.icl_sweep, "pool", T, lambda: PT.icl_sweep(tiny(), CharTok(), 5, Q, template=TPL, labels=LABELS)),
+    C(prompting.icl_sweep, "model", T, lambda: PT.icl_sweep("model", CharTok(), Q, Q, template=TPL, labels=LABELS, shots=(0,))),
+    C(prompting.weights_fingerprint, "model", T, lambda: PT.weights_fingerprint({"w": torch.zeros(2)})),
+    C(prompting.alpaca_text, "instruction", V, lambda: PT.alpaca_text("", "", "out")),
+    C(prompting.alpaca_text, "instruction", T, lambda: PT.alpaca_text(5, "", "out")),
+    C(prompting.alpaca_text, "input", T, lambda: PT.alpaca_text("Say hi", None, "out")),
+    C(prompting.alpaca_text, "output", T, lambda: PT.alpaca_text("Say hi", "", None)),
+    # --- alignment ------------------------------------------------------------------------------
+    C(alignment.compare_loss_masking, "model", T, lambda: AL.compare_loss_masking("model", inst_batch())),
+    C(alignment.compare_loss_masking, "batch", T, lambda: AL.compare_loss_masking(tiny(), {"input_ids": PROMPT})),
+    C(alignment.compare_loss_masking, "model", V, lambda: AL.compare_loss_masking(frozen_tiny(), inst_batch()), "frozen"),
+    C(alignment.dpo_loss, "beta", V, lambda: AL.dpo_loss(lp(0), lp(0), lp(0), lp(0), beta=0.0)),
+    C(alignment.dpo_loss, "beta", V, lambda: AL.dpo_loss(lp(0), lp(0), lp(0), lp(0), beta=NAN)),
+    C(alignment.dpo_loss, "beta", T, lambda: AL.dpo_loss(lp(0), lp(0), lp(0), lp(0), beta=True)),
+    C(alignment.dpo_loss, "policy_chosen_logps", T, lambda: AL.dpo_loss([0.0], lp(0), lp(0), lp(0))),
+    C(alignment.dpo_loss, "policy_rejected_logps", T, lambda: AL.dpo_loss(lp(0), torch.zeros(1, dtype=torch.long), lp(0), lp(0))),
+    C(alignment.dpo_loss, "reference_chosen_logps", V, lambda: AL.dpo_loss(lp(0), lp(0), torch.zeros(0), lp(0)), "empty"),
+    C(alignment.dpo_loss, "reference_rejected_logps", V, lambda: AL.dpo_loss(lp(0), lp(0), lp(0), lp(0, 1)), "lengths"),
+    C(alignment.dpo_loss, "policy_chosen_logps", V, lambda: AL.dpo_loss(torch.zeros(2, 1), lp(0, 0), lp(0, 0), lp(0, 0)), "2-D"),
+    C(alignment.dpo_loss, "policy_chosen_logps", V, lambda: AL.dpo_loss(lp(NAN), lp(0), lp(0), lp(0)), "NaN"),
+    C(alignment.sequence_logps, "model", T, lambda: AL.sequence_logps("model", inst_batch())),
+    C(alignment.sequence_logps, "batch", T, lambda: AL.sequence_logps(tiny(), 5)),
+    C(alignment.sequence_logps, "input_ids", T, lambda: AL.sequence_logps(tiny(), {"input_ids": PROMPT.float(),
+                                                                                   "labels": ids(-100, -100, 7, 9)})),
+    C(alignment.sequence_logps, "labels", V, lambda: AL.sequence_logps(tiny(), {"input_ids": PROMPT, "labels": ids(-100, 7, 9)})),
+    C(alignment.sequence_logps, "labels", V, lambda: AL.sequence_logps(tiny(), inst_batch((1, -100, 7, 9))), "first token"),
+    C(alignment.sequence_logps, "labels", V, lambda: AL.sequence_logps(tiny(), inst_batch((-100,) * 4)), "no response"),
+    C(alignment.sequence_logps, "input_ids", V, lambda: AL.sequence_logps(tiny(), {"input_ids": ids(1, 500, 7, 9),
+                                                                                   "labels": ids(-100, -100, 7, 9)}), "id past vocab"),
+    C(alignment.chat_prompt, "user", V, lambda: AL.chat_prompt(CharTok(), "")),
+    C(alignment.chat_prompt, "user", T, lambda: AL.chat_prompt(CharTok(), 5)),
+    C(alignment.chat_prompt, "system", T, lambda: AL.chat_prompt(CharTok(), "hi", system=5)),
+    C(alignment.chat_prompt, "tokenizer", T, lambda: AL.chat_prompt(CharTok(), "hi"), "no chat template"),
+    C(alignment.tokenize_preference, "example", T, lambda: AL.tokenize_preference("Q? A.", CharTok())),
+    C(alignment.tokenize_preference, "example", V, lambda: AL.tokenize_preference({"prompt": "Q?", "chosen": "A."}, CharTok())),
+    C(alignment.tokenize_preference, "chosen", T, lambda: AL.tokenize_preference({**PAIR, "chosen": 5}, CharTok(), chat=False)),
+    C(alignment.tokenize_preference, "chat", T, lambda: AL.tokenize_preference(PAIR, CharTok(), chat=1)),
+    C(alignment.tokenize_preference, "tokenizer", V, lambda: AL.tokenize_preference(PAIR, NoEosTok(), chat=False)),
+    C(alignment.tokenize_preference, "tokenizer", T, lambda: AL.tokenize_preference(PAIR, None, chat=False)),
+    C(alignment.collate_preferences, "features", V, lambda: AL.collate_preferences([], 0)),
+    C(alignment.collate_preferences, "features", T, lambda: AL.collate_preferences([5], 0)),
+    C(alignment.collate_preferences, "features", T, lambda: AL.collate_preferences({"prompt_ids": [1]}, 0), "a dict"),
+    C(alignment.collate_preferences, "features", V, lambda: AL.collate_preferences(
+        [{"prompt_ids": [], "chosen_ids": [3], "rejected_ids": [4]}], 0), "empty prompt"),
+    C(alignment.collate_preferences, "pad_token_id", T, lambda: AL.collate_preferences(
+        [{"prompt_ids": [5], "chosen_ids": [3], "rejected_ids": [4]}], True)),
+    C(alignment.make_preference_batches, "batch_size", V, lambda: AL.make_preference_batches([PAIR], CharTok(), batch_size=0, steps=1)),
+    C(alignment.make_preference_batches, "batch_size", T, lambda: AL.make_preference_batches([PAIR], CharTok(), batch_size=2.0,
+                                                                                             steps=1)),
+    C(alignment.make_preference_batches, "steps", V, lambda: AL.make_preference_batches([PAIR], CharTok(), batch_size=1, steps=0)),
+    C(alignment.make_preference_batches, "steps", V, lambda: AL.make_preference_batches([PAIR], CharTok(), batch_size=1,
+                                                                                        steps=10**12, chat=False), "huge"),
+    C(alignment.make_preference_batches, "seed", V, lambda: AL.make_preference_batches([PAIR], CharTok(), batch_size=1, steps=1,
+                                                                                       seed=-1)),
+    C(alignment.make_preference_batches, "examples", V, lambda: AL.make_preference_batches([], CharTok(), batch_size=1, steps=1)),
+    C(alignment.make_preference_batches, "examples", T, lambda: AL.make_preference_batches(PAIR, CharTok(), batch_size=1, steps=1,
+                                                                                           chat=False), "one dict"),
+    C(alignment.make_preference_batches, "chat", T, lambda: AL.make_preference_batches([PAIR], CharTok(), batch_size=1, steps=1,
+                                                                                       chat="no")),
+    C(alignment.reference_logps, "model", T, lambda: AL.reference_logps("model", pref_batches())),
+    C(alignment.reference_logps, "batches", T, lambda: AL.reference_logps(tiny(), 5)),
+    C(alignment.reference_logps, "batches", V, lambda: AL.reference_logps(tiny(), [])),
+    C(alignment.evaluate_preferences, "model", T, lambda: AL.evaluate_preferences("model", pref_batches(), [(lp(0), lp(0))])),
+    C(alignment.evaluate_preferences, "reference", V, lambda: AL.evaluate_preferences(tiny(), pref_batches(), [])),
+    C(alignment.evaluate_preferences, "batches", V, lambda: AL.evaluate_preferences(tiny(), [], [])),
+    C(alignment.evaluate_preferences, "beta", V, lambda: AL.evaluate_preferences(tiny(), pref_batches(), [(lp(0), lp(0))], beta=-1.0)),
+    C(alignment.evaluate_preferences, "reference", T, lambda: AL.evaluate_preferences(tiny(), pref_batches(), 5)),
+    C(alignment.train_dpo, "model", T, lambda: AL.train_dpo("model", pref_batches(), sgd(), reference=[(lp(0), lp(0))])),
+    C(alignment.train_dpo, "beta", V, lambda: AL.train_dpo(tiny(), pref_batches(), sgd(), reference=[(lp(0), lp(0))], beta=-0.1)),
+    C(alignment.train_dpo, "beta", V, lambda: AL.train_dpo(tiny(), pref_batches(), sgd(), reference=[(lp(0), lp(0))], beta=INF)),
+    C(alignment.train_dpo, "reference", V, lambda: AL.train_dpo(tiny(), pref_batches(2), sgd(), reference=[(lp(0), lp(0))])),
+    C(alignment.train_dpo, "batches", V, lambda: AL.train_dpo(tiny(), [], sgd(), reference=[])),
+    C(alignment.train_dpo, "progress", T, lambda: AL.train_dpo(tiny(), pref_batches(), sgd(), reference=[(lp(0), lp(0))],
+                                                               progress=1)),
+    C(alignment.train_dpo, "optimizer", T, lambda: AL.train_dpo(tiny(), pref_batches(), None, reference=[(lp(0), lp(0))])),
+    C(alignment.token_kl, "model", T, lambda: AL.token_kl("model", tiny(), inst_batch())),
+    C(alignment.token_kl, "reference_model", T, lambda: AL.token_kl(tiny(), None, inst_batch())),
+    C(alignment.token_kl, "batch", T, lambda: AL.token_kl(tiny(), tiny(), 5)),
+    C(alignment.token_kl, "labels", V, lambda: AL.token_kl(tiny(), tiny(), inst_batch((-100,) * 4)), "no response"),
+    C(alignment.token_kl, "labels", V, lambda: AL.token_kl(tiny(), tiny(), {"input_ids": PROMPT, "labels": ids(-100, 7, 9)}),
+      "shape"),
+    C(alignment.stop_probabilities, "model", T, lambda: AL.stop_probabilities("model", CharTok(), [PAIR], chat=False)),
+    C(alignment.stop_probabilities, "examples", V, lambda: AL.stop_probabilities(tiny(), CharTok(), [], chat=False)),
+    C(alignment.stop_probabilities, "example", T, lambda: AL.stop_probabilities(tiny(), CharTok(), [5], chat=False)),
+    C(alignment.stop_probabilities, "examples", T, lambda: AL.stop_probabilities(tiny(), CharTok(), PAIR, chat=False), "one dict"),
+    C(alignment.stop_probabilities, "chat", T, lambda: AL.stop_probabilities(tiny(), CharTok(), [PAIR], chat="no")),
+    C(alignment.generate_answers, "model", T, lambda: AL.generate_answers("model", CharTok(), ["hi"], chat=False)),
+    C(alignment.generate_answers, "max_new_tokens", V, lambda: AL.generate_answers(tiny(), CharTok(), ["hi"], max_new_tokens=0,
+                                                                                   chat=False)),
+    C(alignment.generate_answers, "max_new_tokens", T, lambda: AL.generate_answers(tiny(), CharTok(), ["hi"], max_new_tokens=4.0,
+                                                                                   chat=False)),
+    C(alignment.generate_answers, "max_new_tokens", V, lambda: AL.generate_answers(tiny(), CharTok(), ["hi"], max_new_tokens=10**9,
+                                                                                   chat=False), "huge"),
+    C(alignment.generate_answers, "prompts", V, lambda: AL.generate_answers(tiny(), CharTok(), [], chat=False)),
+    C(alignment.generate_answers, "prompts", T, lambda: AL.generate_answers(tiny(), CharTok(), "hi", chat=False), "one string"),
+    C(alignment.generate_answers, "prompts", T, lambda: AL.generate_answers(tiny(), CharTok(), [5], chat=False)),
+    C(alignment.generate_answers, "chat", T, lambda: AL.generate_answers(tiny(), CharTok(), ["hi"], chat="no")),
+    # --- prompt_data ----------------------------------------------------------------------------
+    C(prompt_data.make_task, "name", V, lambda: PD.make_task("spam")),
+    C(prompt_data.make_task, "name", V, lambda: PD.make_task(["sentiment"]), "unhashable"),
+    C(prompt_data.make_task, "n_train", V, lambda: PD.make_task("sentiment", n_train=1)),
+    C(prompt_data.make_task, "n_test", T, lambda: PD.make_task("sentiment", n_test=2.0)),
+    C(prompt_data.make_task, "n_test", T, lambda: PD.make_task("sentiment", n_test=True)),
+    C(prompt_data.make_task, "seed", V, lambda: PD.make_task("sentiment", seed=-1)),
+    C(prompt_data.make_task, "n_train", V, lambda: PD.make_task("animal_or_tool", n_train=40, n_test=40), "past the words"),
+    C(prompt_data.make_task, "n_train", V, lambda: PD.make_task("sentiment", n_train=10**9), "huge"),
+    C(prompt_data.make_preferences, "n_train", V, lambda: PD.make_preferences(n_train=0)),
+    C(prompt_data.make_preferences, "n_heldout", T, lambda: PD.make_preferences(n_heldout=True)),
+    C(prompt_data.make_preferences, "n_train", V, lambda: PD.make_preferences(n_train=30, n_heldout=8), "past the questions"),
+    C(prompt_data.make_preferences, "seed", T, lambda: PD.make_preferences(seed=1.5)),
+    C(prompt_data.write_prompt_data, "folder", T, lambda: PD.write_prompt_data(None)),
+    C(prompt_data.write_prompt_data, "seed", V, lambda: PD.write_prompt_data("/tmp/llmlab-bad-inputs-prompting", seed=-1)),
+    C(prompt_data.write_prompt_data, "seed", T, lambda: PD.write_prompt_data("/tmp/llmlab-bad-inputs-prompting", seed="0")),
+    C(prompt_data.load_task, "name", V, lambda: PD.load_task("spam", "pool")),
+    C(prompt_data.load_task, "split", V, lambda: PD.load_task("sentiment", "train")),
+    C(prompt_data.load_task, "folder", T, lambda: PD.load_task("sentiment", "pool", folder=5)),
+    C(prompt_data.load_preferences, "split", V, lambda: PD.load_preferences("test")),
+    C(prompt_data.load_preferences, "split", V, lambda: PD.load_preferences(["train"]), "unhashable"),
+    C(prompt_data.load_preferences, "folder", T, lambda: PD.load_preferences("train", folder=5)),
+]
+NO_ARGUMENTS |= {
+    # prompting / prompt_data constants: the Alpaca prompts, LLaMA's published mixture and token counts
+    "ALPACA_PROMPT", "ALPACA_PROMPT_NO_INPUT", "LLAMA_MIXTURE", "LLAMA_TOKENS",
+    # prompt_data_dir() takes no argument: it looks for data/prompting next to the package.
+    "prompt_data_dir",
+}
+RESULT_TYPES |= {
+    # What evaluate_icl / icl_sweep / compare_loss_masking / evaluate_preferences / train_dpo return.
+    "ICLResult", "ICLSweep", "LossMasking", "PreferenceEval", "DPOResult",
+    # One row of LLAMA_MIXTURE: a record of published numbers, built by the module, not by a user.
+    "MixtureRow",
+}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -27,6 +27,8 @@ __all__ = [
     "check_same_length",
     "check_finite_tensor",
     "check_callable",
+    "check_sequence",
+    "check_token_ids",
     "describe_range",
 ]
 
@@ -177,3 +179,22 @@ def check_same_length(**sequences) -> int:
         listed = ", ".join(f"{name} has {n}" for name, n in lengths.items())
         raise ValueError(f"{' and '.join(lengths)} must have the same length: {listed}")
     return next(iter(lengths.values()), 0)
+
+
+def check_sequence(name: str, value, *, what: str = "items", non_empty: bool = True) -> list:
+    """``value`` as a list: a list, tuple or other sequence (never a ``str`` or a single dict, which
+    would be iterated by character or key), non-empty unless ``non_empty=False``."""
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a list of {what}, got {value!r:.60} ({_type_name(value)})")
+    if non_empty and len(value) == 0:
+        raise ValueError(f"{name} must be a non-empty list of {what}")
+    return list(value)
+
+
+def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int | None) -> torch.Tensor:
+    """Every id of the integer tensor ``ids`` must lie in ``[0, vocab_size)`` (no check when None)."""
+    check_tensor(name, ids, integer=True)
+    if vocab_size is not None and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        raise ValueError(f"{name} must be token ids in [0, {vocab_size - 1}] (the model's vocabulary), got values in "
+                         f"[{int(ids.min())}, {int(ids.max())}]")
+    return ids

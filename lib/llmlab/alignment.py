@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_bool, check_float, check_int, check_module, check_str, check_tensor
+from ._checks import (check_bool, check_callable, check_finite_tensor, check_float, check_int, check_module, check_sequence,
+                      check_str, check_tensor, check_token_ids)
 from ._torch import IGNORE_INDEX, model_device
 from .data import InstructionBatch, collate
 from .timing import Stopwatch
@@ -112,6 +113,7 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
              "reference_chosen_logps": reference_chosen_logps, "reference_rejected_logps": reference_rejected_logps}
     for name, t in named.items():
         check_tensor(name, t, dim=1, floating=True, min_numel=1)
+        check_finite_tensor(name, t)
     shapes = {name: tuple(t.shape) for name, t in named.items()}
     if len(set(shapes.values())) > 1:
         raise ValueError("the four log-probability tensors must have the same length (one entry per pair), got "
@@ -146,11 +148,12 @@ def sequence_logps(model, batch) -> torch.Tensor:
     if labels.shape != input_ids.shape or attention_mask.shape != input_ids.shape:
         raise ValueError(f"labels {tuple(labels.shape)} and attention_mask {tuple(attention_mask.shape)} must have "
                          f"the shape of input_ids {tuple(input_ids.shape)}")
+    check_token_ids("input_ids", input_ids, getattr(getattr(model, "config", None), "vocab_size", None))
     scored = labels != IGNORE_INDEX
     if scored[:, 0].any():
-        raise ValueError("the first token of a row has no context to predict it from: its label must be -100")
+        raise ValueError("labels: the first token of a row has no context to predict it from: its label must be -100")
     if not scored.any(dim=1).all():
-        raise ValueError("every row needs at least one response token (a label other than -100)")
+        raise ValueError("labels: every row needs at least one response token (a label other than -100)")
     first = int(scored.float().argmax(dim=1).min())  # earliest scored position over the batch
     keep = input_ids.shape[1] - first + 1  # logits from position first - 1 on
     logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits[:, :-1].float()
@@ -167,6 +170,10 @@ def chat_prompt(tokenizer, user: str, *, system: str | None = DEFAULT_SYSTEM) ->
     """The prompt an instruct model answers: its chat template with ``user``'s message and the
     assistant's turn opened (``system`` replaces the template's default system message)."""
     check_str("user", user)
+    if system is not None:
+        check_str("system", system, allow_empty=True)
+    if not callable(getattr(tokenizer, "apply_chat_template", None)):
+        raise TypeError(f"tokenizer must be a Hugging Face tokenizer with a chat template, got {type(tokenizer).__name__}")
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
@@ -184,7 +191,8 @@ def tokenize_preference(example: Mapping, tokenizer, *, chat: bool = True) -> di
             raise ValueError(f"example must have the keys prompt, chosen and rejected; missing {key!r}")
         check_str(key, example[key])
     check_bool("chat", chat)
-    if tokenizer.eos_token_id is None:
+    check_callable("tokenizer", tokenizer, what="a Hugging Face tokenizer")
+    if getattr(tokenizer, "eos_token_id", None) is None:
         raise ValueError("tokenizer must define eos_token_id (each answer ends with it)")
     prompt = chat_prompt(tokenizer, example["prompt"]) if chat else example["prompt"]
     ids = {"prompt_ids": list(tokenizer(prompt, add_special_tokens=False)["input_ids"])}
@@ -214,10 +222,10 @@ def make_preference_batches(examples: list[Mapping], tokenizer, *, batch_size: i
                             chat: bool = True, device=None) -> list[InstructionBatch]:
     """``steps`` batches of ``batch_size`` pairs (2·batch_size rows), shuffled by ``seed`` epoch after epoch."""
     check_int("batch_size", batch_size, low=1, high=4096)
-    check_int("steps", steps, low=1)
+    check_int("steps", steps, low=1, high=1_000_000)
     check_int("seed", seed, low=0)
-    if not examples:
-        raise ValueError("examples must be a non-empty list of preference pairs")
+    check_bool("chat", chat)
+    examples = check_sequence("examples", examples, what="preference pairs")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     features = [tokenize_preference(ex, tokenizer, chat=chat) for ex in examples]
     g = torch.Generator().manual_seed(seed)
@@ -243,6 +251,7 @@ def reference_logps(model, batches) -> list[tuple[torch.Tensor, torch.Tensor]]:
     and without gradients: run before training, while the policy still is the reference
     (TRL's ``precompute_ref_log_probs``)."""
     check_module("model", model)
+    batches = check_sequence("batches", batches, what="preference batches")
     was_training = model.training
     model.eval()
     try:
@@ -268,7 +277,9 @@ def evaluate_preferences(model, batches, reference, *, beta: float = 0.1) -> Pre
     """Score ``batches`` (from :func:`make_preference_batches`) against ``reference``
     (:func:`reference_logps` of the same batches) with :func:`dpo_loss`."""
     check_module("model", model)
-    batches = list(batches)
+    beta = check_float("beta", beta, low=0, low_open=True)
+    batches = check_sequence("batches", batches, what="preference batches")
+    reference = check_sequence("reference", reference, what="(chosen, rejected) log-probabilities")
     if len(batches) != len(reference) or not batches:
         raise ValueError(f"batches and reference must have the same non-zero length, got {len(batches)} and {len(reference)}")
     was_training = model.training
@@ -300,7 +311,10 @@ def train_dpo(model, batches, optimizer, *, reference, beta: float = 0.1, progre
     (:func:`reference_logps` of the same batches), backward, optimizer step, zero_grad."""
     check_module("model", model)
     beta = check_float("beta", beta, low=0, low_open=True)
-    batches = list(batches)
+    if not (callable(getattr(optimizer, "step", None)) and callable(getattr(optimizer, "zero_grad", None))):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    batches = check_sequence("batches", batches, what="preference batches")
+    reference = check_sequence("reference", reference, what="(chosen, rejected) log-probabilities")
     if len(batches) != len(reference):
         raise ValueError(f"batches and reference must have the same length, got {len(batches)} and {len(reference)}")
     check_bool("progress", progress)
@@ -336,7 +350,13 @@ def token_kl(model, reference_model, batch) -> float:
     check_module("model", model)
     check_module("reference_model", reference_model)
     input_ids, attention_mask, labels = _batch_tensors(batch)
+    check_tensor("input_ids", input_ids, dim=2, integer=True, min_numel=1)
+    if labels.shape != input_ids.shape or attention_mask.shape != input_ids.shape:
+        raise ValueError(f"labels {tuple(labels.shape)} and attention_mask {tuple(attention_mask.shape)} must have "
+                         f"the shape of input_ids {tuple(input_ids.shape)}")
     predicts = labels[:, 1:] != IGNORE_INDEX  # position t predicts label t + 1
+    if not predicts.any():
+        raise ValueError("labels: the batch needs at least one response token (a label other than -100)")
     logp = [F.log_softmax(m(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float(), dim=-1)
             for m in (model, reference_model)]
     kl = (logp[0].exp() * (logp[0] - logp[1])).sum(dim=-1)
@@ -349,8 +369,8 @@ def stop_probabilities(model, tokenizer, examples, *, chat: bool = True) -> torc
     how likely the model ends its turn right after the (concise) chosen answer. One batched forward
     pass; shape ``(pairs,)``, float32, on the model's device."""
     check_module("model", model)
-    if not examples:
-        raise ValueError("examples must be a non-empty list of preference pairs")
+    examples = check_sequence("examples", examples, what="preference pairs")
+    check_bool("chat", chat)
     rows = []
     for ex in examples:
         ids = tokenize_preference(ex, tokenizer, chat=chat)
@@ -371,10 +391,13 @@ def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: in
     """Greedy answers to ``prompts`` (through :func:`chat_prompt` when ``chat``), left-padded in one
     batch, each stopping at EOS or after ``max_new_tokens``."""
     check_module("model", model)
-    check_int("max_new_tokens", max_new_tokens, low=1)
-    if not prompts:
-        raise ValueError("prompts must be a non-empty list of strings")
-    texts = [chat_prompt(tokenizer, check_str(f"prompts[{i}]", p)) if chat else p for i, p in enumerate(prompts)]
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    check_int("max_new_tokens", max_new_tokens, low=1, high=positions if isinstance(positions, int) else 1_000_000)
+    prompts = check_sequence("prompts", prompts, what="strings")
+    check_bool("chat", chat)
+    check_callable("tokenizer", tokenizer, what="a Hugging Face tokenizer")
+    prompts = [check_str(f"prompts[{i}]", p) for i, p in enumerate(prompts)]
+    texts = [chat_prompt(tokenizer, p) if chat else p for p in prompts]
     ids = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     length = max(len(i) for i in ids)

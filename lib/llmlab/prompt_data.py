@@ -21,6 +21,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import os
+
 from ._checks import check_choice, check_int
 
 __all__ = [
@@ -74,8 +76,8 @@ def make_task(name: str, n_train: int = 16, n_test: int = 32, seed: int = 0) -> 
     an animal is "A", a tool is "B" (24 of each, so n_train + n_test <= 48). Deterministic for a given ``seed``.
     """
     check_choice("name", name, TASKS)
-    n_train = check_int("n_train", n_train, low=2)
-    n_test = check_int("n_test", n_test, low=2)
+    n_train = check_int("n_train", n_train, low=2, high=10_000)
+    n_test = check_int("n_test", n_test, low=2, high=10_000)
     check_int("seed", seed, low=0)
     rng = random.Random(seed)
     labels = TASKS[name]
@@ -176,8 +178,15 @@ def _dump(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def _check_folder(folder) -> None:
+    if not isinstance(folder, (str, os.PathLike)):
+        raise TypeError(f"folder must be a str or a pathlib.Path, got {folder!r} ({type(folder).__name__})")
+
+
 def write_prompt_data(folder: str | Path, seed: int = 0) -> list[Path]:
     """Write ``<task>_{pool,test}.jsonl`` for every task and ``preferences_{train,heldout}.jsonl``."""
+    _check_folder(folder)
+    check_int("seed", seed, low=0)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -203,6 +212,8 @@ def load_task(name: str, split: str, folder: str | Path | None = None) -> list[d
     """The ``split`` ("pool": demonstrations to draw from, or "test") of task ``name``."""
     check_choice("name", name, TASKS)
     check_choice("split", split, ("pool", "test"))
+    if folder is not None:
+        _check_folder(folder)
     rows = _load(f"{name}_{split}", folder)
     return rows if rows is not None else make_task(name)[split == "test"]
 
@@ -210,6 +221,8 @@ def load_task(name: str, split: str, folder: str | Path | None = None) -> list[d
 def load_preferences(split: str, folder: str | Path | None = None) -> list[dict]:
     """The ``split`` ("train" or "heldout") of the preference set."""
     check_choice("split", split, ("train", "heldout"))
+    if folder is not None:
+        _check_folder(folder)
     rows = _load(f"preferences_{split}", folder)
     return rows if rows is not None else make_preferences()[split == "heldout"]
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_int, check_module, check_str
+from ._checks import check_bool, check_callable, check_int, check_module, check_sequence, check_str
 from ._torch import model_device
 
 __all__ = [
@@ -197,6 +197,7 @@ def label_logprobs(model, tokenizer, prompt: str, labels) -> torch.Tensor:
     device, in nats. Raises ``ValueError`` for an empty prompt or label list, or an empty label.
     """
     check_module("model", model)
+    check_callable("tokenizer", tokenizer, what="a Hugging Face tokenizer")
     check_str("prompt", prompt)
     labels = _check_labels(labels)
     prompt_ids = _ids(tokenizer, prompt, special=True)
@@ -243,8 +244,10 @@ def evaluate_icl(model, tokenizer, demonstrations, queries, *, template, labels)
     in one batched pass — the same numbers as :func:`label_logprobs` per query, far cheaper.
     """
     check_module("model", model)
+    check_callable("tokenizer", tokenizer, what="a Hugging Face tokenizer")
     template = _as_template(template)
     labels = _check_labels(labels)
+    check_sequence("queries", queries, what="(input, output) pairs", non_empty=False)
     pairs = [_pair(q, f"queries[{i}]") for i, q in enumerate(queries)]
     if not pairs:
         raise ValueError("queries must be a non-empty list of (input, output) pairs")
@@ -279,6 +282,8 @@ def sample_demonstrations(pool, k: int, *, seed: int = 0) -> list[tuple[str, str
     random), then the draw is shuffled: an all-"positive" set would teach the label prior rather
     than the task. Deterministic for a given ``seed``.
     """
+    check_sequence("pool", pool, what="(input, output) pairs", non_empty=False)
+    check_int("seed", seed)
     pairs = [_pair(p, f"pool[{i}]") for i, p in enumerate(pool)]
     k = check_int("k", k, low=0, high=len(pairs))
     rng = random.Random(seed)
@@ -324,10 +329,15 @@ def icl_sweep(model, tokenizer, pool, queries, *, template, labels, shots=(0, 1,
     Draw d uses :func:`sample_demonstrations` ``(pool, k, seed=seed + d)``, so the demonstrations
     of a draw grow with k and their order changes from draw to draw.
     """
+    check_module("model", model)
+    check_sequence("pool", pool, what="(input, output) pairs", non_empty=False)
+    check_sequence("shots", shots, what="numbers of demonstrations", non_empty=False)
     shots = tuple(check_int(f"shots[{i}]", k, low=0, high=len(pool)) for i, k in enumerate(shots))
     if not shots:
         raise ValueError("shots must be a non-empty list of numbers of demonstrations")
-    draws = check_int("draws", draws, low=1)
+    draws = check_int("draws", draws, low=1, high=10_000)
+    check_int("seed", seed)
+    check_bool("progress", progress)
     accuracy = torch.zeros(len(shots), draws)
     runs = [(i, d) for i, k in enumerate(shots) for d in range(draws if k else 1)]
     if progress:
