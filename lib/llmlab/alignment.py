@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ._checks import (check_bool, check_callable, check_finite_tensor, check_float, check_int, check_module, check_sequence,
                       check_str, check_tensor, check_token_ids)
 from ._torch import IGNORE_INDEX, model_device
-from .data import InstructionBatch, collate
+from .data import InstructionBatch, collate, epoch_order
 from .timing import Stopwatch
 
 __all__ = [
@@ -125,13 +125,20 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
 
 
 def _batch_tensors(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask, labels)`` of ``batch``, checked: 2-D token ids, all three the same shape."""
     if isinstance(batch, InstructionBatch):
-        return batch.input_ids, batch.attention_mask, batch.labels
-    if isinstance(batch, Mapping) and {"input_ids", "labels"} <= set(batch):
-        ids = batch["input_ids"]
-        return ids, batch.get("attention_mask", torch.ones_like(ids)), batch["labels"]
-    raise TypeError("batch must be an llmlab.data.InstructionBatch or a dict with input_ids, attention_mask "
-                    f"and labels, got {type(batch).__name__}")
+        input_ids, attention_mask, labels = batch.input_ids, batch.attention_mask, batch.labels
+    elif isinstance(batch, Mapping) and {"input_ids", "labels"} <= set(batch):
+        input_ids, labels = batch["input_ids"], batch["labels"]
+        attention_mask = batch.get("attention_mask", torch.ones_like(input_ids))
+    else:
+        raise TypeError("batch must be an llmlab.data.InstructionBatch or a dict with input_ids, attention_mask "
+                        f"and labels, got {type(batch).__name__}")
+    check_tensor("input_ids", input_ids, dim=2, integer=True, min_numel=1)
+    if labels.shape != input_ids.shape or attention_mask.shape != input_ids.shape:
+        raise ValueError(f"labels {tuple(labels.shape)} and attention_mask {tuple(attention_mask.shape)} must have "
+                         f"the shape of input_ids {tuple(input_ids.shape)}")
+    return input_ids, attention_mask, labels
 
 
 def sequence_logps(model, batch) -> torch.Tensor:
@@ -144,10 +151,6 @@ def sequence_logps(model, batch) -> torch.Tensor:
     """
     check_module("model", model)
     input_ids, attention_mask, labels = _batch_tensors(batch)
-    check_tensor("input_ids", input_ids, dim=2, integer=True, min_numel=1)
-    if labels.shape != input_ids.shape or attention_mask.shape != input_ids.shape:
-        raise ValueError(f"labels {tuple(labels.shape)} and attention_mask {tuple(attention_mask.shape)} must have "
-                         f"the shape of input_ids {tuple(input_ids.shape)}")
     check_token_ids("input_ids", input_ids, getattr(getattr(model, "config", None), "vocab_size", None))
     scored = labels != IGNORE_INDEX
     if scored[:, 0].any():
@@ -228,16 +231,9 @@ def make_preference_batches(examples: list[Mapping], tokenizer, *, batch_size: i
     examples = check_sequence("examples", examples, what="preference pairs")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     features = [tokenize_preference(ex, tokenizer, chat=chat) for ex in examples]
-    g = torch.Generator().manual_seed(seed)
-    order: list[int] = []
-    batches = []
-    for _ in range(steps):
-        while len(order) < batch_size:
-            order += torch.randperm(len(features), generator=g).tolist()
-        idx, order = order[:batch_size], order[batch_size:]
-        batch = collate_preferences([features[i] for i in idx], pad)
-        batches.append(batch.to(device) if device is not None else batch)
-    return batches
+    batches = [collate_preferences([features[i] for i in idx], pad)
+               for idx in epoch_order(len(features), batch_size=batch_size, steps=steps, seed=seed)]
+    return [batch.to(device) for batch in batches] if device is not None else batches
 
 
 def _pair_logps(model, batch: InstructionBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -350,10 +346,6 @@ def token_kl(model, reference_model, batch) -> float:
     check_module("model", model)
     check_module("reference_model", reference_model)
     input_ids, attention_mask, labels = _batch_tensors(batch)
-    check_tensor("input_ids", input_ids, dim=2, integer=True, min_numel=1)
-    if labels.shape != input_ids.shape or attention_mask.shape != input_ids.shape:
-        raise ValueError(f"labels {tuple(labels.shape)} and attention_mask {tuple(attention_mask.shape)} must have "
-                         f"the shape of input_ids {tuple(input_ids.shape)}")
     predicts = labels[:, 1:] != IGNORE_INDEX  # position t predicts label t + 1
     if not predicts.any():
         raise ValueError("labels: the batch needs at least one response token (a label other than -100)")

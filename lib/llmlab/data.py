@@ -40,6 +40,7 @@ __all__ = [
     "collate",
     "InstructionBatch",
     "make_batches",
+    "epoch_order",
     "ExactMatch",
     "exact_match",
 ]
@@ -246,15 +247,26 @@ def make_batches(examples: list[dict], tokenizer, *, batch_size: int, steps: int
         raise ValueError("examples must be a non-empty list")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     features = [tokenize_example(ex, tokenizer) for ex in examples]
+    batches = [collate([features[i] for i in idx], pad)
+               for idx in epoch_order(len(features), batch_size=batch_size, steps=steps, seed=seed)]
+    return [batch.to(device) for batch in batches] if device is not None else batches
+
+
+def epoch_order(n: int, *, batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """The example indices of ``steps`` batches of ``batch_size``: epoch after epoch, each epoch a fresh
+    permutation of ``range(n)`` drawn from a generator seeded with ``seed`` (a batch may span two epochs)."""
+    check_int("n", n, low=1)
+    check_int("batch_size", batch_size, low=1, high=4096)
+    check_int("steps", steps, low=1, high=1_000_000)
+    check_int("seed", seed, low=0)
     g = torch.Generator().manual_seed(seed)
     order: list[int] = []
     batches = []
     for _ in range(steps):
         while len(order) < batch_size:
-            order += torch.randperm(len(features), generator=g).tolist()
-        idx, order = order[:batch_size], order[batch_size:]
-        batch = collate([features[i] for i in idx], pad)
-        batches.append(batch.to(device) if device is not None else batch)
+            order += torch.randperm(n, generator=g).tolist()
+        batches.append(order[:batch_size])
+        order = order[batch_size:]
     return batches
 
 
