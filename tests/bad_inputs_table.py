@@ -979,17 +979,8 @@ from llmlab import alignment, prompt_data, prompting  # noqa: E402
 from llmlab.data import collate as _collate  # noqa: E402
 
 
-class CharTok:
-    """A stand-in tokenizer (as tests/conftest.py's): one id in [3, 97) per character, BOS 1, EOS 2, pad 0."""
-
-    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
-
-    def __call__(self, text, add_special_tokens=True):
-        return {"input_ids": ([1] if add_special_tokens else []) + [3 + (ord(c) - 32) % 94 for c in text]}
-
-    def decode(self, ids, skip_special_tokens=False):
-        ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
-        return "".join(chr(32 + i - 3) for i in ids if i >= 3)
+# the stand-in tokenizer the prompting and alignment tests use (one id per character)
+from conftest import CharTokenizer as CharTok  # noqa: E402
 
 
 class NoEosTok(CharTok):
