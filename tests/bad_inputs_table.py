@@ -144,6 +144,9 @@ CASES: list[Case] = [
     C(_torch.isolated_rng, "seed", T, lambda: _torch.isolated_rng(1.5).__enter__()),
     C(_torch.rng_state, "device", V, lambda: _torch.rng_state("bogus")),
     C(_torch.replayed_rng, "state", T, lambda: _torch.replayed_rng(None).__enter__()),
+    C(_torch.eval_mode, "model", T, lambda: _torch.eval_mode("m").__enter__()),
+    C(_torch.pad_id, "tokenizer", T, lambda: _torch.pad_id("tok")),
+    C(_torch.pad_id, "default", V, lambda: _torch.pad_id(tokenizer(), default=-1)),
     C(llmlab.default_device, "device", V, lambda: _torch.resolve_device("cuda:x"), "via resolve_device"),
 
     # --- timing ---------------------------------------------------------------------------------
@@ -360,6 +363,13 @@ CASES: list[Case] = [
     C(data.exact_match, "examples", V, lambda: data.exact_match(tiny(), tokenizer(), [])),
     C(data.exact_match, "batch_size", V, lambda: data.exact_match(tiny(), tokenizer(), [EX], batch_size=0)),
     C(data.exact_match, "model", T, lambda: data.exact_match("m", tokenizer(), [EX])),
+    C(data.left_pad, "rows", V, lambda: data.left_pad([], 0)),
+    C(data.left_pad, "rows", T, lambda: data.left_pad([1, 2], 0), "not lists"),
+    C(data.left_pad, "pad", V, lambda: data.left_pad([[1, 2]], -1)),
+    C(data.left_pad, "pad", T, lambda: data.left_pad([[1, 2]], None), "a tokenizer without pad or EOS"),
+    C(data.greedy_answers, "model", T, lambda: data.greedy_answers("m", tokenizer(), [[1, 2]], max_new_tokens=2)),
+    C(data.greedy_answers, "max_new_tokens", V, lambda: data.greedy_answers(tiny(), tokenizer(), [[1, 2]], max_new_tokens=0)),
+    C(data.greedy_answers, "prompt_ids", V, lambda: data.greedy_answers(tiny(), tokenizer(), [], max_new_tokens=2)),
 
     # --- perplexity -----------------------------------------------------------------------------
     C(perplexity.sliding_windows, "stride", V, lambda: perplexity.sliding_windows(10, max_length=4, stride=5)),

@@ -1,5 +1,6 @@
 """llmlab.data: the date-formatting instruction set, its masked tokenisation, batching and scoring."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmlab.data import (IGNORE_INDEX, collate, exact_match, format_prompt, load_instructions,
+from llmlab.data import (IGNORE_INDEX, collate, exact_match, format_prompt, greedy_answers, left_pad, load_instructions,
                          make_batches, make_date_instructions, tokenize_example, write_instructions)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +147,30 @@ def test_make_batches_is_seeded_and_covers_the_data():
     assert len(a) == 5 and a[0].input_ids.shape[0] == 4
     with pytest.raises(ValueError, match="batch_size"):
         make_batches(examples, tok, batch_size=0, steps=1)
+
+
+def test_left_pad_ends_every_row_at_the_right_edge():
+    input_ids, mask = left_pad([[5, 6, 7], [8], []], pad=0)
+    assert input_ids.dtype == mask.dtype == torch.long
+    assert input_ids.tolist() == [[5, 6, 7], [0, 0, 8], [0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]
+
+
+def test_greedy_answers_in_one_padded_batch_equal_one_prompt_at_a_time(tiny_llama, char_tokenizer):
+    """The left padding is invisible: each answer is what ``generate`` gives that prompt alone
+    (float64, so that no near-tie can flip an argmax). The model's train mode is given back."""
+    model = copy.deepcopy(tiny_llama).double().train()
+    tok = char_tokenizer
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ("The cat", "A much longer prompt here", "x")]
+    batched = greedy_answers(model, tok, prompts, max_new_tokens=6)
+    assert model.training
+    model.eval()
+    alone = []
+    for p in prompts:
+        out = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long), do_sample=False,
+                             max_new_tokens=6, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        alone.append(tok.decode(out[0, len(p):], skip_special_tokens=True).strip())
+    assert batched == alone and any(batched)
 
 
 @pytest.mark.slow

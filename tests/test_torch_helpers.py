@@ -42,8 +42,8 @@ def test_seed_everything_repeats():
 
 from torch import nn  # noqa: E402
 
-from llmlab._torch import (IGNORE_INDEX, isolated_rng, model_device, resolve_device,  # noqa: E402
-                           resolve_dtype)
+from llmlab._torch import (IGNORE_INDEX, eval_mode, isolated_rng, model_device, pad_id,  # noqa: E402
+                           resolve_device, resolve_dtype)
 
 
 def test_seed_everything_range():
@@ -114,6 +114,33 @@ def test_isolated_rng_restores_the_callers_stream():
     assert torch.equal(torch.rand(4), expected)  # the caller's stream did not move
     with isolated_rng(123):
         assert torch.equal(torch.rand(4), inside)  # the same seed, the same numbers
+
+
+def test_eval_mode_turns_dropout_off_and_gives_the_mode_back():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).train()
+    x = torch.ones(2, 4)
+    with eval_mode(model) as same:
+        assert same is model and not model.training and not model[1].training
+        assert torch.equal(model(x), model(x))  # no Dropout mask
+    assert model.training and model[1].training
+    with pytest.raises(RuntimeError, match="boom"):
+        with eval_mode(model):
+            raise RuntimeError("boom")
+    assert model.training  # given back when the block raises
+    model.eval()
+    with eval_mode(model):
+        pass
+    assert not model.training  # an eval model stays in eval
+
+
+def test_pad_id_falls_back_to_eos_then_default():
+    class Tok:
+        def __init__(self, pad, eos):
+            self.pad_token_id, self.eos_token_id = pad, eos
+
+    assert pad_id(Tok(0, 2)) == 0  # a pad token of id 0 is a pad token, not "missing"
+    assert pad_id(Tok(None, 2)) == 2
+    assert pad_id(Tok(None, None)) is None and pad_id(Tok(None, None), default=0) == 0
 
 
 def test_ignore_index_is_cross_entropys():

@@ -8,6 +8,8 @@
 * :func:`seed_everything` seeds every generator; :func:`isolated_rng` runs a block with its own
   random stream and leaves the caller's untouched.
 * :data:`IGNORE_INDEX` = -100, the label PyTorch's cross-entropy (and Hugging Face) ignores.
+* :func:`eval_mode` runs a block with a model in eval mode and gives it back its mode;
+  :func:`pad_id` is the id a tokenizer pads with (its pad token, else its EOS token).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import check_int
+from ._checks import check_int, check_module
 
 __all__ = [
     "IGNORE_INDEX",
@@ -34,6 +36,8 @@ __all__ = [
     "RNGState",
     "rng_state",
     "replayed_rng",
+    "eval_mode",
+    "pad_id",
 ]
 
 #: The label of a position that gets no loss (PyTorch's ``cross_entropy(ignore_index=-100)``).
@@ -184,3 +188,28 @@ def replayed_rng(state: RNGState):
             torch.cuda.set_rng_state(state.cuda, state.device)
         yield
 
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Run a block with ``model.eval()`` (Dropout off), then give ``model`` back the mode it had,
+    also when the block raises."""
+    check_module("model", model)
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def pad_id(tokenizer, default: int | None = None) -> int | None:
+    """The id ``tokenizer`` pads with: its pad token, else its EOS token (Llama-style tokenizers
+    have no pad token; the attention mask hides the padding anyway), else ``default``."""
+    if not (hasattr(tokenizer, "pad_token_id") and hasattr(tokenizer, "eos_token_id")):
+        raise TypeError(f"tokenizer must be a tokenizer with pad_token_id and eos_token_id, got {type(tokenizer).__name__}")
+    if default is not None:
+        check_int("default", default, low=0)
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return token_id
+    return default

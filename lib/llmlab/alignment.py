@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from ._checks import (check_bool, check_callable, check_finite_tensor, check_float, check_int, check_module, check_sequence,
                       check_str, check_tensor, check_token_ids)
-from ._torch import IGNORE_INDEX, model_device
-from .data import InstructionBatch, collate, epoch_order
+from ._torch import IGNORE_INDEX, eval_mode, model_device, pad_id
+from .data import InstructionBatch, collate, epoch_order, greedy_answers
 from .timing import Stopwatch
 
 __all__ = [
@@ -229,7 +229,7 @@ def make_preference_batches(examples: list[Mapping], tokenizer, *, batch_size: i
     check_int("seed", seed, low=0)
     check_bool("chat", chat)
     examples = check_sequence("examples", examples, what="preference pairs")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     features = [tokenize_preference(ex, tokenizer, chat=chat) for ex in examples]
     batches = [collate_preferences([features[i] for i in idx], pad)
                for idx in epoch_order(len(features), batch_size=batch_size, steps=steps, seed=seed)]
@@ -248,12 +248,8 @@ def reference_logps(model, batches) -> list[tuple[torch.Tensor, torch.Tensor]]:
     (TRL's ``precompute_ref_log_probs``)."""
     check_module("model", model)
     batches = check_sequence("batches", batches, what="preference batches")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return [_pair_logps(model, b) for b in batches]
-    finally:
-        model.train(was_training)
 
 
 @dataclass(frozen=True)
@@ -278,15 +274,11 @@ def evaluate_preferences(model, batches, reference, *, beta: float = 0.1) -> Pre
     reference = check_sequence("reference", reference, what="(chosen, rejected) log-probabilities")
     if len(batches) != len(reference) or not batches:
         raise ValueError(f"batches and reference must have the same non-zero length, got {len(batches)} and {len(reference)}")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         losses, chosen, rejected = [], [], []
         for batch, (ref_c, ref_r) in zip(batches, reference):
             loss, c, r = dpo_loss(*_pair_logps(model, batch), ref_c, ref_r, beta=beta)
             losses.append(loss), chosen.append(c), rejected.append(r)
-    finally:
-        model.train(was_training)
     chosen, rejected = torch.cat(chosen), torch.cat(rejected)
     return PreferenceEval(chosen, rejected, margin=(chosen - rejected).mean().item(),
                           accuracy=(chosen > rejected).float().mean().item(), loss=torch.cat(losses).mean().item())
@@ -368,17 +360,12 @@ def stop_probabilities(model, tokenizer, examples, *, chat: bool = True) -> torc
         ids = tokenize_preference(ex, tokenizer, chat=chat)
         seq = ids["prompt_ids"] + ids["chosen_ids"]  # the chosen answer ends with EOS: the only label
         rows.append({"input_ids": seq, "labels": [IGNORE_INDEX] * (len(seq) - 1) + [seq[-1]]})
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     batch = collate(rows, pad).to(model_device(model))
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return sequence_logps(model, batch).exp()
-    finally:
-        model.train(was_training)
 
 
-@torch.no_grad()
 def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 48, chat: bool = True) -> list[str]:
     """Greedy answers to ``prompts`` (through :func:`chat_prompt` when ``chat``), left-padded in one
     batch, each stopping at EOS or after ``max_new_tokens``."""
@@ -391,20 +378,4 @@ def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: in
     prompts = [check_str(f"prompts[{i}]", p) for i, p in enumerate(prompts)]
     texts = [chat_prompt(tokenizer, p) if chat else p for p in prompts]
     ids = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    length = max(len(i) for i in ids)
-    input_ids = torch.full((len(ids), length), pad, dtype=torch.long)
-    mask = torch.zeros((len(ids), length), dtype=torch.long)
-    for row, i in enumerate(ids):
-        input_ids[row, length - len(i):] = torch.tensor(i)
-        mask[row, length - len(i):] = 1
-    device = model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
-        out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                             max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
-                             temperature=None, top_p=None, top_k=None)
-    finally:
-        model.train(was_training)
-    return [tokenizer.decode(row[length:], skip_special_tokens=True).strip() for row in out]
+    return greedy_answers(model, tokenizer, ids, max_new_tokens=max_new_tokens)

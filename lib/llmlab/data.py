@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from ._checks import check_int, check_module, check_str
-from ._torch import IGNORE_INDEX, model_device
+from ._checks import check_int, check_module, check_sequence, check_str
+from ._torch import IGNORE_INDEX, eval_mode, model_device, pad_id
 
 __all__ = [
     "IGNORE_INDEX",
@@ -41,6 +41,8 @@ __all__ = [
     "InstructionBatch",
     "make_batches",
     "epoch_order",
+    "left_pad",
+    "greedy_answers",
     "ExactMatch",
     "exact_match",
 ]
@@ -245,7 +247,7 @@ def make_batches(examples: list[dict], tokenizer, *, batch_size: int, steps: int
     check_int("seed", seed, low=0)
     if not examples:
         raise ValueError("examples must be a non-empty list")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     features = [tokenize_example(ex, tokenizer) for ex in examples]
     batches = [collate([features[i] for i in idx], pad)
                for idx in epoch_order(len(features), batch_size=batch_size, steps=steps, seed=seed)]
@@ -279,7 +281,39 @@ class ExactMatch:
     targets: list[str]
 
 
+def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists as one batch padded on the left with ``pad``, so that every row ends where
+    generation starts: ``(input_ids, attention_mask)``, both long tensors of shape (rows, longest)."""
+    rows = [check_sequence(f"rows[{i}]", r, what="token ids", non_empty=False)
+            for i, r in enumerate(check_sequence("rows", rows, what="token id lists"))]
+    check_int("pad", pad, low=0)
+    length = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, length - len(r):] = torch.tensor(r, dtype=torch.long)
+        attention_mask[i, length - len(r):] = 1
+    return input_ids, attention_mask
+
+
 @torch.no_grad()
+def greedy_answers(model, tokenizer, prompt_ids: list[list[int]], *, max_new_tokens: int) -> list[str]:
+    """Greedy ``model.generate`` from every prompt (token ids) in one left-padded batch, in eval mode.
+    Each answer stops at EOS or after ``max_new_tokens`` and comes back decoded without special
+    tokens, stripped."""
+    check_module("model", model)
+    check_int("max_new_tokens", max_new_tokens, low=1)
+    prompt_ids = check_sequence("prompt_ids", prompt_ids, what="token id lists")
+    pad = pad_id(tokenizer)
+    input_ids, attention_mask = left_pad(prompt_ids, pad)
+    device = model_device(model)
+    with eval_mode(model):
+        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                             do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad,
+                             eos_token_id=tokenizer.eos_token_id, temperature=None, top_p=None, top_k=None)
+    return [tokenizer.decode(row[input_ids.shape[1]:], skip_special_tokens=True).strip() for row in out]
+
+
 def exact_match(model, tokenizer, examples: list[dict], *, max_new_tokens: int = 12,
                 batch_size: int = 32) -> ExactMatch:
     """Greedy-decode an answer to every prompt and compare it, stripped, with ``output``.
@@ -292,26 +326,11 @@ def exact_match(model, tokenizer, examples: list[dict], *, max_new_tokens: int =
     check_module("model", model)
     check_int("max_new_tokens", max_new_tokens, low=1)
     check_int("batch_size", batch_size, low=1, high=4096)
-    device = model_device(model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     predictions = []
-    was_training = model.training
-    model.eval()
     for start in range(0, len(examples), batch_size):
-        chunk = examples[start:start + batch_size]
         prompts = [tokenizer(format_prompt(ex["instruction"], ex["input"]), add_special_tokens=False)["input_ids"]
-                   for ex in chunk]
-        length = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), length), pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), length), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            input_ids[i, length - len(p):] = torch.tensor(p)
-            attention_mask[i, length - len(p):] = 1
-        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                             do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad,
-                             eos_token_id=tokenizer.eos_token_id, temperature=None, top_p=None, top_k=None)
-        predictions += [tokenizer.decode(row[length:], skip_special_tokens=True).strip() for row in out]
-    model.train(was_training)
+                   for ex in examples[start:start + batch_size]]
+        predictions += greedy_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
     targets = [ex["output"] for ex in examples]
     accuracy = sum(p == t for p, t in zip(predictions, targets)) / len(targets)
     return ExactMatch(accuracy, predictions, targets)

@@ -25,7 +25,7 @@ from torch import nn
 
 from ._checks import (check_bool, check_finite_tensor, check_float, check_int, check_module, check_str,
                       check_tensor)
-from ._torch import IGNORE_INDEX, model_device
+from ._torch import IGNORE_INDEX, eval_mode, model_device
 from .data import InstructionBatch
 from .memory import StateLedger, count_parameters, measured_ledger
 from .timing import Stopwatch
@@ -331,16 +331,14 @@ def validation_loss(model: nn.Module, batches) -> float:
         raise TypeError(f"batches must be an iterable of batches (dicts or InstructionBatch), "
                         f"got {type(batches).__name__}")
     total, count = 0.0, 0
-    was_training = model.training
-    model.eval()
-    for batch in batches:
-        kwargs = _model_kwargs(batch)
-        if "labels" not in kwargs:
-            raise ValueError("every batch in batches must carry labels to compute a loss")
-        n = int((kwargs["labels"][:, 1:] != IGNORE_INDEX).sum())  # the tokens the shifted loss averages over
-        total += model(**kwargs).loss.item() * n
-        count += n
-    model.train(was_training)
+    with eval_mode(model):
+        for batch in batches:
+            kwargs = _model_kwargs(batch)
+            if "labels" not in kwargs:
+                raise ValueError("every batch in batches must carry labels to compute a loss")
+            n = int((kwargs["labels"][:, 1:] != IGNORE_INDEX).sum())  # the tokens the shifted loss averages over
+            total += model(**kwargs).loss.item() * n
+            count += n
     if count == 0:
         raise ValueError("batches must hold at least one labelled token")
     return total / count

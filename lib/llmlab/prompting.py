@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ._checks import check_bool, check_callable, check_int, check_module, check_sequence, check_str
-from ._torch import model_device
+from ._torch import eval_mode, model_device, pad_id
 
 __all__ = [
     "Template",
@@ -209,17 +209,8 @@ def label_logprobs(model, tokenizer, prompt: str, labels) -> torch.Tensor:
         if not ids:
             raise ValueError(f"labels[{i}] = {label!r} tokenizes to no token")
         items.append((prompt_ids, ids))
-    was_training = model.training
-    model.eval()
-    try:
-        return _continuation_logprobs(model, [], items, _pad_id(tokenizer))
-    finally:
-        model.train(was_training)
-
-
-def _pad_id(tokenizer) -> int:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return 0 if pad is None else pad
+    with eval_mode(model):
+        return _continuation_logprobs(model, [], items, pad_id(tokenizer, default=0))
 
 
 @dataclass(frozen=True)
@@ -262,12 +253,8 @@ def evaluate_icl(model, tokenizer, demonstrations, queries, *, template, labels)
         shared = next((n for n in range(shared) if other[n] != ids[0][n]), shared)
     label_ids = [_ids(tokenizer, template.answer(label), special=False) for label in labels]
     items = [(q[shared:], lab) for q in ids for lab in label_ids]
-    was_training = model.training
-    model.eval()
-    try:
-        scores = _continuation_logprobs(model, ids[0][:shared], items, _pad_id(tokenizer))
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        scores = _continuation_logprobs(model, ids[0][:shared], items, pad_id(tokenizer, default=0))
     scores = scores.view(len(pairs), len(labels))
     predictions = tuple(labels[j] for j in scores.argmax(dim=1).tolist())
     targets = tuple(y for _, y in pairs)
