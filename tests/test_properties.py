@@ -17,7 +17,9 @@ from llmlab import lora, schedules, svd
 from llmlab.decoding import top_p_filter, warp_logits
 from llmlab.tokenization import train_bpe
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples on every run (seeded from each test), so CI cannot turn red by the
+# luck of the draw; a new counter-example shows up when a test or Hypothesis changes.
+FAST = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 finite = st.floats(min_value=-30, max_value=30, allow_nan=False, allow_infinity=False, width=32)
 
 
@@ -44,7 +46,10 @@ def test_a_tiny_temperature_puts_all_the_mass_near_the_maximum(values, temperatu
     torch.testing.assert_close(float(probs.sum()), 1.0)
     far = (logits.max() - logits).double() / temperature > 200
     assert float(probs[far].sum()) == 0.0
-    assert bool((logits[probs.argmax()] == logits.max()))
+    # The largest logit gets the largest probability. (Not "argmax(probs) is a largest logit": two
+    # logits closer than float32 can tell apart after the division, e.g. -1.2e-38 and 0 at
+    # T = 9e-21, get equal probabilities, and argmax then picks the first.)
+    assert float(probs[logits.argmax()]) == float(probs.max())
 
 
 @FAST
@@ -92,7 +97,7 @@ def bpe():
     return train_bpe(["the lower newest widest", "héllo wörld — ünïcode ☃", "aaaa bbbb abab"], 300)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, derandomize=True)
 @given(text=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60))
 def test_byte_level_bpe_round_trips_any_text(bpe, text):
     assert bpe.decode(bpe.encode(text)) == text
