@@ -96,7 +96,8 @@ def allreduce_rank_timings(rank: int, world_size: int, sizes: tuple[int, ...], r
 @dataclass(frozen=True)
 class AllReduceTiming:
     """``all_reduce`` on ``world_size`` ranks: for each buffer of ``nbytes``, the ring bytes each rank
-    sends (``bytes_sent``) and the ``seconds`` it took (median over repeats of the slowest rank).
+    sends (``bytes_sent``) and the ``seconds`` it took (the fastest of the repeated calls, each call
+    timed by its slowest rank).
     ``fit``: seconds ≈ c · bytes_sent + d (``1 / c``: effective bandwidth; ``d``: latency)."""
 
     world_size: int
@@ -111,7 +112,7 @@ class AllReduceTiming:
         return 1.0 / self.fit.c if self.fit.c > 0 else float("inf")
 
 
-def measure_all_reduce(world_size: int = 2, nbytes=(2**18, 2**20, 2**22, 2**23), *, repeat: int = 5,
+def measure_all_reduce(world_size: int = 2, nbytes=(2**18, 2**20, 2**22, 2**23), *, repeat: int = 20,
                        timeout: float = 120) -> AllReduceTiming:
     """Time ``torch.distributed.all_reduce`` (gloo, float32 sums) of buffers of ``nbytes`` on ``world_size``
     processes (one :func:`run`); fit seconds against the ring's bytes per rank."""
@@ -121,9 +122,11 @@ def measure_all_reduce(world_size: int = 2, nbytes=(2**18, 2**20, 2**22, 2**23),
         raise ValueError(f"nbytes must hold at least 2 distinct multiples of 4 (float32 buffers), got {sizes}")
     repeat = check_int("repeat", repeat, low=1, high=1000)
     per_rank = run(allreduce_rank_timings, world_size, tuple(b // 4 for b in sizes), repeat, timeout=timeout)
-    # Step k of the slowest rank: a collective ends when its last participant is done.
-    seconds = tuple(float(torch.tensor([max(r[i][k] for r in per_rank) for k in range(repeat)]).median())
-                    for i in range(len(sizes)))
+    # Call k takes as long as its slowest rank: a collective ends when its last participant is done.
+    # Of the calls, the fastest: on a busy machine single calls come out milliseconds slower at
+    # random (a rank descheduled), often enough that even the median of 5 can rank a 64 KiB buffer
+    # above a 4 MiB one. Scheduling noise only ever adds time, so the minimum is the robust estimate.
+    seconds = tuple(min(max(r[i][k] for r in per_rank) for k in range(repeat)) for i in range(len(sizes)))
     sent = tuple(ring_allreduce_bytes(b, world_size) for b in sizes)
     return AllReduceTiming(world_size=world_size, nbytes=sizes, bytes_sent=sent, seconds=seconds,
                            fit=fit_scaling(sent, seconds, "n"))
