@@ -156,6 +156,16 @@ def _wait_idle(page, timeout_s: float) -> None:
     )
 
 
+# Errors render as stderr too. Read them with textContent: innerText is empty for a cell that
+# JupyterLab's windowed notebook does not draw (scrolled off screen), which hid failures.
+STDERR = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+
+
+def _assert_no_traceback(page, name: str) -> None:
+    tracebacks = [t for t in page.locator(STDERR).all_text_contents() if "Traceback" in t or "Error" in t]
+    assert not tracebacks, f"{name}: a cell failed in the browser:\n{tracebacks[0][:2000]}"
+
+
 def _widget_state(page, area):
     """(slider value, widget text without the slider readouts, screenshot) of one output area."""
     value = area.locator(".noUi-handle").first.get_attribute("aria-valuenow")
@@ -180,13 +190,15 @@ def test_widget_responds_to_slider(lab, browser, name, tmp_path_factory):
         _wait_idle(page, 90)
         page.click("li.lm-MenuBar-item:has-text('Run')")
         page.click("li.lm-Menu-item:has-text('Run All Cells')")
-        # The slider appears once its cell ran; then wait for the rest of the notebook to finish.
-        page.wait_for_selector(".noUi-handle", timeout=120_000)
-        time.sleep(1.0)
+        # The slider appears once its cell ran. A cell that fails before it stops Run All: wait for
+        # either, so that such a failure reports its traceback instead of a bare timeout.
+        page.wait_for_function(
+            f"() => document.querySelector('.noUi-handle') || [...document.querySelectorAll({STDERR!r})]"
+            ".some(e => /Traceback|Error/.test(e.textContent))", timeout=120_000)
+        _assert_no_traceback(page, name)
+        time.sleep(1.0)  # then wait for the rest of the notebook to finish
         _wait_idle(page, 180)
-        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-        tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
-        assert not tracebacks, f"{name}: a cell failed in the browser:\n{tracebacks[0][:2000]}"
+        _assert_no_traceback(page, name)
 
         # The output area holding the slider labelled spec["slider"].
         slider_box = page.locator(".widget-slider, .jupyter-widget-slider").filter(
