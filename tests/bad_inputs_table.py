@@ -1209,3 +1209,30 @@ RESULT_TYPES |= {
     # One row of LLAMA_MIXTURE: a record of published numbers, built by the module, not by a user.
     "MixtureRow",
 }
+
+# ---------------------------------------------------------------------------------------------
+# llmlab.distributed.tokens (issue 22: token-level losses under DDP, notebook 12)
+# ---------------------------------------------------------------------------------------------
+
+from llmlab.distributed import tokens as dist_tokens  # noqa: E402
+
+_token_model = functools.partial(accumulation.make_token_model)
+_ids = torch.zeros(4, 6, dtype=torch.long)
+CASES += [
+    C(dist_tokens.ddp_token_losses, "world_size", V, lambda: dist_tokens.ddp_token_losses(_token_model, _ids, _ids, 0)),
+    C(dist_tokens.ddp_token_losses, "x", V, lambda: dist_tokens.ddp_token_losses(_token_model, _ids[:3], _ids[:3], 2), "not divisible"),
+    C(dist_tokens.ddp_token_losses, "y", V, lambda: dist_tokens.ddp_token_losses(_token_model, _ids, _ids[:, :5], 2)),
+    C(dist_tokens.ddp_token_losses, "x", T, lambda: dist_tokens.ddp_token_losses(_token_model, _ids.float(), _ids, 2)),
+    C(dist_tokens.ddp_token_losses, "normalizations", V,
+      lambda: dist_tokens.ddp_token_losses(_token_model, _ids, _ids, 2, normalizations=("mean",))),
+    C(dist_tokens.ddp_token_losses, "normalizations", T,
+      lambda: dist_tokens.ddp_token_losses(_token_model, _ids, _ids, 2, normalizations="rank_mean")),
+    C(dist_tokens.ddp_token_losses, "y", V,
+      lambda: dist_tokens.ddp_token_losses(_token_model, _ids, torch.full((4, 6), -100), 2), "a rank without tokens"),
+    C(dist_tokens.ddp_token_losses, "model_fn", V, lambda: dist_tokens.ddp_token_losses(lambda: None, _ids, _ids, 2)),
+    C(dist_tokens.ddp_token_losses, "timeout", V, lambda: dist_tokens.ddp_token_losses(_token_model, _ids, _ids, 2, timeout=0)),
+    C(dist_tokens.token_loss_rank_pass, "rank", V,
+      lambda: dist_tokens.token_loss_rank_pass(2, 2, _token_model, _ids, _ids)),
+]
+NO_ARGUMENTS |= {"TOKEN_NORMALIZATIONS"}
+RESULT_TYPES |= {"TokenLossPass", "DDPTokenLoss"}
