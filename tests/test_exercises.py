@@ -128,6 +128,9 @@ def right_answer(exercise_id):
         return {key: next(n for n in range(1, 1000)
                           if sharded_ledger(p, n, stage, precision="mixed").total <= 60e9)
                 for key, (p, stage) in {"70B zero3": (70 * 10**9, "zero3"), "13B zero2": (13 * 10**9, "zero2")}.items()}
+    if exercise_id == "12.6":
+        n, losses = (120, 40, 200, 80), (2.0, 3.0, 1.5, 2.5)
+        return {"loss": sum(a * b for a, b in zip(n, losses)) / sum(n), "rank1_factor": len(n) / sum(n)}
     if exercise_id == "09.2":
         d, L, H, H_kv, ff, V = 8192, 80, 64, 8, 28672, 32000
         block = d * d + 2 * d * H_kv * (d // H) + d * d + 3 * d * ff + 2 * d
@@ -192,6 +195,7 @@ def wrong_answers():
         "10.2": (shortest_match, "longest"),
         "12.1": (lambda: right_answer("12.1") / 9, "equals"),
         "12.2": (lambda: {**right_answer("12.2"), "13B zero2": right_answer("12.2")["13B zero2"] - 1}, "one GPU short"),
+        "12.6": ({"loss": 2.25, "rank1_factor": 4 / 440}, "mean of the ranks' means"),
     }
 
 
