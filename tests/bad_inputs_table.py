@@ -1210,6 +1210,16 @@ RESULT_TYPES |= {
     "MixtureRow",
 }
 
+# --- stats (issue 22): the Wilson interval of an accuracy -------------------------------------------
+from llmlab import stats  # noqa: E402
+
+CASES += [
+    C(stats.wilson_interval, "successes", V, lambda: stats.wilson_interval(9, 8), "more than n"),
+    C(stats.wilson_interval, "successes", T, lambda: stats.wilson_interval(1.5, 2)),
+    C(stats.wilson_interval, "n", V, lambda: stats.wilson_interval(0, 0)),
+    C(stats.wilson_interval, "confidence", V, lambda: stats.wilson_interval(1, 2, confidence=1.0)),
+    C(stats.wilson_interval, "confidence", T, lambda: stats.wilson_interval(1, 2, confidence="95%")),
+]
 # ---------------------------------------------------------------------------------------------
 # llmlab.distributed.tokens (issue 22: token-level losses under DDP, notebook 12)
 # ---------------------------------------------------------------------------------------------
