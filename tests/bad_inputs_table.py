@@ -1244,5 +1244,20 @@ CASES += [
     C(dist_tokens.token_loss_rank_pass, "rank", V,
       lambda: dist_tokens.token_loss_rank_pass(2, 2, _token_model, _ids, _ids)),
 ]
+CASES += [
+    C(classify.next_token_logprobs, "batch_size", V, lambda: A.next_token_logprobs(tiny(), tokenizer(), ["a"], batch_size=0)),
+    C(classify.next_token_logprobs, "share_prefix", T,
+      lambda: A.next_token_logprobs(tiny(), tokenizer(), ["a"], share_prefix="yes")),
+    C(classify.next_token_logprobs, "prompts", V, lambda: A.next_token_logprobs(tiny(), tokenizer(), [])),
+    C(classify.next_token_logprobs, "model", T, lambda: A.next_token_logprobs("model", tokenizer(), ["a"])),
+]
 NO_ARGUMENTS |= {"TOKEN_NORMALIZATIONS"}
 RESULT_TYPES |= {"TokenLossPass", "DDPTokenLoss"}
+
+# --- stats.paired_test (issue 22, notebooks 09 and 11): the exact McNemar test ----------------------
+CASES += [
+    C(stats.paired_test, "first_correct", V, lambda: stats.paired_test([1, 0], [1]), "unequal lengths"),
+    C(stats.paired_test, "first_correct", V, lambda: stats.paired_test([], []), "empty"),
+    C(stats.paired_test, "first_correct", T, lambda: stats.paired_test("10", "01"), "strings"),
+]
+RESULT_TYPES |= {"PairedTest"}  # what paired_test returns

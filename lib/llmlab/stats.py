@@ -6,16 +6,22 @@ correct answers out of ``n`` — the interval ``scipy.stats.binomtest(k, n).prop
 gives (``tests/test_stats.py`` holds the two side by side). Unlike the textbook ``p ± z√(p(1-p)/n)``
 it stays inside [0, 1] and does not shrink to a point at 0/n or n/n, which is where small
 evaluation sets usually land.
+
+:func:`paired_test` compares two classifiers scored on the *same* examples: only the examples
+where they disagree carry information (McNemar, 1947), and under "equally accurate" each such
+example is a fair coin. It returns the exact two-sided p-value ``scipy.stats.binomtest(b, b + c)``
+gives (the exact McNemar test, as ``statsmodels``' ``mcnemar(exact=True)``).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from statistics import NormalDist
 
 from ._checks import check_float, check_int
 
-__all__ = ["wilson_interval"]
+__all__ = ["wilson_interval", "PairedTest", "paired_test"]
 
 
 def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
@@ -38,3 +44,33 @@ def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tupl
     low = 0.0 if successes == 0 else max(0.0, centre - half)   # exactly 0 at k = 0 (rounding would leave 1e-17)
     high = 1.0 if successes == n else min(1.0, centre + half)
     return low, high
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Two classifiers on the same ``n`` examples: ``only_first`` examples only the first gets right,
+    ``only_second`` only the second, and the exact two-sided McNemar ``p_value`` for "equally accurate"."""
+
+    n: int
+    only_first: int
+    only_second: int
+    p_value: float
+
+
+def paired_test(first_correct, second_correct) -> PairedTest:
+    """Exact McNemar test of two classifiers from their per-example correctness (two equal-length
+    sequences of bools, or 0/1): with b examples only the first gets right and c only the second,
+    p = P(a Binomial(b + c, 1/2) is at least as far from (b + c)/2 as b), two-sided (1.0 when b = c = 0)."""
+    if isinstance(first_correct, (str, bytes)) or isinstance(second_correct, (str, bytes)):
+        raise TypeError("first_correct and second_correct must be sequences of bools, not strings")
+    first, second = [bool(x) for x in first_correct], [bool(x) for x in second_correct]
+    if len(first) != len(second) or not first:
+        raise ValueError(f"first_correct and second_correct must be non-empty and of equal length, got {len(first)} "
+                         f"and {len(second)}")
+    b = sum(f and not s for f, s in zip(first, second))
+    c = sum(s and not f for f, s in zip(first, second))
+    m = b + c
+    if m == 0:
+        return PairedTest(len(first), b, c, 1.0)
+    tail = sum(math.comb(m, i) for i in range(min(b, c) + 1)) / 2 ** m  # P(X <= min(b, c)), X ~ Bin(m, 1/2)
+    return PairedTest(len(first), b, c, min(1.0, 2 * tail))
