@@ -22,8 +22,8 @@ into an LLM with scale. The modules:
 """
 
 from .causality import PrefixLMResult, logit_changes, masked_nll, prefix_lm_nll
-from .classify import (POOLINGS, Probe, PromptResult, accuracy, hidden_features, label_token_ids, prompt_classify,
-                       shared_prefix_length, train_probe)
+from .classify import (POOLINGS, Probe, PromptResult, accuracy, hidden_features, label_token_ids, next_token_logprobs,
+                       prompt_classify, shared_prefix_length, train_probe)
 from .corpus import (ADJECTIVES, ADVERBS, ANIMAL_SOUNDS, BOS, DETERMINERS, EOS, MASK, PAD, PLACES, SPECIALS, WordVocab,
                      encode_batch, is_grammatical, make_animal_corpus)
 from .datasets import (TASKS, LabelledText, anatomy_dir, load_corpus, load_documents, load_task, task_labels,
@@ -51,7 +51,7 @@ __all__ = [
     "FAMILIES", "LLM_THRESHOLD", "ParamBreakdown", "param_breakdown", "param_count", "built_param_count",
     "PAPER_CONFIGS", "paper_config",
     "POOLINGS", "hidden_features", "Probe", "train_probe", "accuracy", "label_token_ids", "PromptResult",
-    "shared_prefix_length", "prompt_classify",
+    "shared_prefix_length", "next_token_logprobs", "prompt_classify",
     "rouge_tokens", "RougeScore", "rouge_n", "rouge1", "lead_sentences", "SUMMARY_INSTRUCTION", "summary_prompt",
     "summarize",
 ]
