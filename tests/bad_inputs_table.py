@@ -1261,3 +1261,18 @@ CASES += [
     C(stats.paired_test, "first_correct", T, lambda: stats.paired_test("10", "01"), "strings"),
 ]
 RESULT_TYPES |= {"PairedTest"}  # what paired_test returns
+
+# --- alignment.optimal_policy (issue 22, notebook 11's β explorer) -------------------------------------
+CASES += [
+    C(alignment.optimal_policy, "beta", V, lambda: alignment.optimal_policy(torch.zeros(2), torch.zeros(2), beta=0.0)),
+    C(alignment.optimal_policy, "rewards", V, lambda: alignment.optimal_policy(torch.zeros(2), torch.zeros(3), beta=0.1),
+      "shape"),
+    C(alignment.optimal_policy, "reference_logps", T, lambda: alignment.optimal_policy([0.0, 1.0], torch.zeros(2), beta=0.1)),
+    C(alignment.optimal_policy, "rewards", V,
+      lambda: alignment.optimal_policy(torch.zeros(2), torch.tensor([0.0, NAN]), beta=0.1), "NaN"),
+]
+RESULT_TYPES |= {"OptimalPolicy"}  # what optimal_policy returns
+NO_ARGUMENTS |= {"LLAMA_I_MMLU", "PRETRAINING_DATA"}  # published numbers (the models' papers)
+CASES += [
+    C(ddp.same_on_every_rank, "passes", V, lambda: ddp.same_on_every_rank([])),
+]

@@ -32,8 +32,8 @@ from .masks import MASK_KINDS, EncoderDecoderMasks, additive_mask, attention_mas
 from .objectives import (FILL_METHODS, OBJECTIVES, TrainLog, fill_blank, lm_loss, mask_tokens, padded_mask, pair_total,
                          perplexity, pseudo_logprobs, pseudo_perplexity, sample_sentences, sentence_logprob,
                          target_logprobs, train_tiny_lm)
-from .params import (FAMILIES, LLM_THRESHOLD, PAPER_CONFIGS, ParamBreakdown, built_param_count, paper_config,
-                     param_breakdown, param_count)
+from .params import (FAMILIES, LLM_THRESHOLD, PAPER_CONFIGS, PRETRAINING_DATA, ParamBreakdown, built_param_count,
+                     paper_config, param_breakdown, param_count)
 from .summarize import (SUMMARY_INSTRUCTION, RougeScore, lead_sentences, rouge1, rouge_n, rouge_tokens, summarize,
                         summary_prompt)
 from .tiny import TinyTransformer, attention
@@ -49,7 +49,7 @@ __all__ = [
     "fill_blank", "pair_total",
     "logit_changes", "masked_nll", "PrefixLMResult", "prefix_lm_nll",
     "FAMILIES", "LLM_THRESHOLD", "ParamBreakdown", "param_breakdown", "param_count", "built_param_count",
-    "PAPER_CONFIGS", "paper_config",
+    "PAPER_CONFIGS", "paper_config", "PRETRAINING_DATA",
     "POOLINGS", "hidden_features", "Probe", "train_probe", "accuracy", "label_token_ids", "PromptResult",
     "shared_prefix_length", "next_token_logprobs", "prompt_classify",
     "rouge_tokens", "RougeScore", "rouge_n", "rouge1", "lead_sentences", "SUMMARY_INSTRUCTION", "summary_prompt",

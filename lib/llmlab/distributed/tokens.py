@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .._checks import check_choice, check_float, check_int, check_tensor
 from .._torch import IGNORE_INDEX
-from .ddp import _same_on_every_rank, rank_shard
+from .ddp import rank_shard, same_on_every_rank
 from .launch import MAX_WORLD_SIZE, check_importable, run
 
 __all__ = ["TOKEN_NORMALIZATIONS", "TokenLossPass", "DDPTokenLoss", "token_loss_rank_pass", "ddp_token_losses"]
@@ -132,7 +132,7 @@ def ddp_token_losses(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, wo
     for normalization in normalizations:
         per_rank = [p[normalization] for p in passes]
         out[normalization] = DDPTokenLoss(
-            grads=_same_on_every_rank(per_rank),
+            grads=same_on_every_rank(per_rank),
             tokens_per_rank=tuple(p.n_tokens for p in per_rank),
             rank_mean_losses=tuple(p.mean_loss for p in per_rank),
             reported_loss=per_rank[0].reported_loss)
