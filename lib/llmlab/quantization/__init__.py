@@ -18,11 +18,20 @@
 from .blocks import GGUF_TYPES, GGUFType, dequantize_gguf, gguf_type_name, quantize_gguf
 from .model import (SCHEMES, Scheme, SchemeNLL, apply_scheme, block_linears, paired_bootstrap, requantized,
                     scheme_bits_per_weight, scheme_nlls)
+from .gguf_file import (GGUFTensor, gguf_metadata, gguf_tensors, gguf_weight, hf_parameter_name, read_gguf_tensor,
+                        unpermute_rows)
+from .gptq import calibration_hessian, gptq_quantize, layer_output_error
+from .outliers import OutlierFeatures, int8_matmul, linear_inputs, outlier_features, smooth_scales
 from .rtn import QuantizedTensor, fake_quantize, pack_bits, quantize_rtn, rtn_bits_per_weight, unpack_bits
+from .speed import Int8Timing, int8_dynamic_copy, int8_weight_bytes, time_int8
 
 __all__ = [
     "GGUF_TYPES", "GGUFType", "quantize_gguf", "dequantize_gguf", "gguf_type_name",
     "QuantizedTensor", "quantize_rtn", "fake_quantize", "rtn_bits_per_weight", "pack_bits", "unpack_bits",
     "Scheme", "SCHEMES", "block_linears", "apply_scheme", "scheme_bits_per_weight", "requantized", "SchemeNLL",
     "scheme_nlls", "paired_bootstrap",
+    "GGUFTensor", "gguf_tensors", "gguf_metadata", "read_gguf_tensor", "hf_parameter_name", "unpermute_rows", "gguf_weight",
+    "calibration_hessian", "gptq_quantize", "layer_output_error",
+    "OutlierFeatures", "linear_inputs", "outlier_features", "int8_matmul", "smooth_scales",
+    "int8_dynamic_copy", "int8_weight_bytes", "Int8Timing", "time_int8",
 ]
