@@ -24,7 +24,9 @@ code j + 16 in its high nibble.
 :func:`quantize_gguf` and :func:`dequantize_gguf` match the ``gguf`` package's NumPy reference
 (``gguf.quants.quantize`` / ``dequantize``, the same arithmetic as ``ggml-quants.c``) byte for byte;
 ``tests/test_quantization_blocks.py`` checks it, this module never calls it. NaN or inf in the
-input gives unspecified codes for its block (as in the reference); finite input never gives NaN.
+input gives unspecified codes for its block (as in the reference). A block whose scale exceeds
+fp16's range (|x| above 65504 * 127 for Q8_0, * 8 for Q4_0) stores an infinite scale and decodes to
+inf/NaN, exactly as ggml does; any other finite input decodes to finite values.
 """
 
 from __future__ import annotations

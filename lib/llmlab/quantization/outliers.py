@@ -123,6 +123,8 @@ def int8_matmul(x: torch.Tensor, w: torch.Tensor, *, threshold: float | None = N
     x, w = x.float(), w.float()
     outlier = (x.abs() >= threshold).any(0) if threshold is not None else torch.zeros(x.shape[1], dtype=torch.bool)
     out = x[:, outlier] @ w[:, outlier].T  # the few outlier dimensions, in float
+    if bool(outlier.all()):
+        return out
     xq, cx = _int8_rows(x[:, ~outlier], vectorwise)
     wq, cw = _int8_rows(w[:, ~outlier], vectorwise)
     # An int32 accumulator in hardware; float64 holds these integer sums exactly (|sum| < 2^53).
