@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize as ref_dequantize, quantize as ref_quantize  # the peer (the library never calls it)
 
 from ..models import load_model, random_llama
 from ..quantization import dequantize_gguf, gguf_weight, quantize_gguf, time_int8
@@ -18,10 +20,6 @@ __all__ = ["bench_quantization"]
 def bench_quantization(device: torch.device, size: str = "full") -> list[Row]:
     """quantize_gguf / dequantize_gguf vs gguf.quants on the model's largest matrix (the 49152 x 576 embedding);
     the dynamic-int8 model vs float32: 32 greedy tokens and a 256-token prefill (CPU kernels; runs on the CPU)."""
-    # gguf.quants is the reference implementation; the library never calls it, the bench compares against it.
-    from gguf import GGMLQuantizationType  # why: the peer, imported only where it is timed
-    from gguf.quants import dequantize as ref_dequantize, quantize as ref_quantize
-
     full = size == "full"
     rounds = 5 if full else 2
     if full:

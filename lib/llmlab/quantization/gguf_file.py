@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from gguf import GGUFReader  # only the file reader: the quantizers are llmlab's own (blocks.py)
 
 from .._checks import check_int, check_str, check_tensor
 from ..models import default_gguf_path
@@ -69,8 +70,6 @@ def _path(path) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _reader(path: str, mtime_ns: int):
-    # gguf is a dependency of llmlab (transformers' GGUF loading uses it); only its reader is used here.
-    from gguf import GGUFReader  # why: importing gguf costs ~0.3 s; only the file functions need it
     return GGUFReader(path)
 
 
