@@ -73,9 +73,9 @@ class QuantErrorWidget(LabWidget):
         w_hat = q.dequantize()
         n = q.group_size
         first, first_hat = w.reshape(-1)[:n], w_hat.reshape(-1)[:n]
-        err_groups = (q.dequantize() - w).reshape(-1)
+        err_groups = (w_hat - w).reshape(-1)
         rows = w.shape[0] if self.group.value != "tensor" else 1
-        per_group = _group_rms(err_groups, w.shape, q.group_size, rows)
+        per_group = _group_rms(err_groups, q.group_size, rows)
         group_rms = float((first_hat[1:] - first[1:]).pow(2).mean().sqrt()) if n > 1 else 0.0
         self.last = {"bits": bits, "group": self.group.value, "symmetric": sym, "outlier": self.outlier.value,
                      "bits_per_weight": q.bits_per_weight, "rel_error": curve[self.group.value], "curve": curve,
@@ -115,7 +115,7 @@ class QuantErrorWidget(LabWidget):
             ax_grid.legend(fontsize=7, loc="lower right")
 
 
-def _group_rms(err: torch.Tensor, shape, g: int, rows: int) -> torch.Tensor:
+def _group_rms(err: torch.Tensor, g: int, rows: int) -> torch.Tensor:
     """RMS error of every group of the matrix (short last groups included)."""
     per_row = err.reshape(rows, -1)
     cols = per_row.shape[1]
