@@ -142,11 +142,25 @@ def right_answer(exercise_id):
         d, L, H, H_kv, ff, V = 8192, 80, 64, 8, 28672, 32000
         block = d * d + 2 * d * H_kv * (d // H) + d * d + 3 * d * ff + 2 * d
         return {"total": 2 * V * d + L * block + d, "gqa_saving": 2 * L * d * (H - H_kv) * (d // H)}
+    if exercise_id == "13.2":
+        return 100e9 / (7e9 * 4.5 / 8)
+    if exercise_id == "13.1":
+        from llmlab.quantization import quantize_gguf
+        return lambda x: quantize_gguf(x, "Q4_0")
     return {"01.2": bpb, "02.1": banned, "03.1": linear_decay, "03.3": restart_step, "04.1": accumulate,
             "07.1": merge, "09.1": prefix_mask, "09.3": rouge2, "10.2": cut, "11.1": dpo}[exercise_id]
 
 
 # ---------------------------------------------------------------- typical wrong answers and their hints
+
+def q4_0_round_to_even(x):
+    """Q4_0 with torch.round (halves to even) instead of ggml's trunc(v + 8.5): wrong only on exact halves."""
+    import numpy as np
+    d = x[x.abs().argmax()] / -8
+    inv = 0.0 if d == 0 else 1 / d
+    q = (torch.round(x * inv) + 8).clamp(0, 15).to(torch.uint8)
+    return np.concatenate([d.reshape(1).half().numpy().view(np.uint8), (q[:16] | (q[16:] << 4)).numpy()])
+
 
 def wrong_answers():
     """exercise id -> (a typical wrong answer, a phrase its hint must contain)."""
@@ -206,6 +220,8 @@ def wrong_answers():
                  "textbook"),
         "11.4": (0.2 * math.exp(1.0 * 0.5) / (0.2 * math.exp(1.0 * 0.5) + 0.8), "divides"),
         "12.6": ({"loss": 2.25, "rank1_factor": 4 / 440}, "mean of the ranks' means"),
+        "13.1": (q4_0_round_to_even, "halves"),
+        "13.2": (100e9 / (7e9 * 4 / 8), "scales"),
     }
 
 
@@ -250,7 +266,7 @@ def test_a_crashing_function_is_a_hint_not_an_exception(capsys):
     assert "ZeroDivisionError" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("exercise_id", ["01.1", "02.2", "04.2", "07.2", "10.1", "12.1"])
+@pytest.mark.parametrize("exercise_id", ["01.1", "02.2", "04.2", "07.2", "10.1", "12.1", "13.2"])
 def test_the_hint_never_prints_the_solution(exercise_id, capsys):
     truth = right_answer(exercise_id)
     for wrong in (truth * 1.5, truth / 1.5, truth * 1.1):

@@ -16,7 +16,8 @@ CPU = torch.device("cpu")
 
 
 def test_sections_in_notebook_order():
-    assert list(SECTIONS) == ["svd", "perplexity", "decoding", "checkpointing", "precision", "lora", "tokenization"]
+    assert list(SECTIONS) == ["svd", "perplexity", "decoding", "checkpointing", "precision", "lora", "tokenization",
+                              "quantization"]
 
 
 @pytest.mark.parametrize("name", list(SECTIONS))
@@ -55,3 +56,8 @@ def test_command_line(tmp_path, capsys):
         bench.main(["--only", "nope"])
     with pytest.raises(SystemExit):
         bench.main(["--size", "huge"])
+
+
+def test_quantization_rows_are_byte_identical():
+    rows = SECTIONS["quantization"](CPU, "tiny")
+    assert [r.note for r in rows if r.metric.startswith("quantize_gguf")] == ["byte-identical; torch on cpu"] * 2
