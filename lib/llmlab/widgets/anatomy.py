@@ -10,6 +10,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch, Rectangle
 
 from .._checks import check_choice, check_int, check_module, check_tensor
+from .._torch import model_device
 from ..anatomy import MASK, MASK_KINDS, WordVocab, attention_mask, visible_keys
 from ..plotting import PALETTE
 from .base import LabWidget
@@ -121,7 +122,7 @@ class MaskExplorer(LabWidget):
         ids = self._ids.clone()
         truth = int(ids[query])
         ids[query] = MASK
-        device = next(self.model.parameters()).device
+        device = model_device(self.model)
         logits = self.model(ids[None].to(device), mask.to(device))[0, query].float().cpu()
         words = self.vocab.word_ids
         p = torch.softmax(logits[words], dim=-1)
