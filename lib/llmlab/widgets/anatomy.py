@@ -176,7 +176,7 @@ class MaskExplorer(LabWidget):
             colours = [PALETTE[1] if w == self.last["hidden"] else PALETTE[0] for w, _ in top]
             ax_p.barh([w for w, _ in top], [p for _, p in top], color=colours)
             ax_p.set(xlim=(0, 1), xlabel="masked LM's probability for the hidden word",
-                     title=f"predicting [MASK] at position {query} (orange: the true word)")
+                     title=f"[MASK] at position {query} (orange: the true word)")
 
 
 def mask_explorer(tokens=None, **kwargs) -> MaskExplorer:
