@@ -21,6 +21,7 @@ from torch import nn
 
 from .._checks import check_float, check_int, check_module, check_str
 from .._torch import resolve_device, resolve_dtype
+from ..attention.kv_cache import attention_geometry, kv_cache_bytes
 from ..timing import timeit
 
 __all__ = ["GPU_PEAKS", "known_gpu_peak", "measure_bandwidth", "DecodeRoofline", "decode_roofline"]
@@ -134,7 +135,8 @@ def decode_roofline(model, context_len: int, *, bandwidth: float, peak_flops: fl
     """Roofline of decoding one token at ``context_len`` with batch 1.
 
     Bytes: every weight once (tied embeddings once; one row of an untied lookup table) plus the
-    KV cache, 2 * n_layers * n_kv_heads * head_dim * context_len elements. FLOPs: 2 per weight of
+    KV cache, 2 * n_layers * n_kv_heads * head_dim * context_len elements
+    (:func:`llmlab.attention.kv_cache_bytes`). FLOPs: 2 per weight of
     every matrix multiply (the LM head included) plus 4 * n_layers * n_heads * head_dim *
     context_len for q.k and attention.v. ``bandwidth`` (bytes/s) and ``peak_flops`` (FLOP/s, or
     None to leave the compute roof out) must be > 0. ``dtype`` (e.g. ``torch.bfloat16`` or
@@ -150,15 +152,10 @@ def decode_roofline(model, context_len: int, *, bandwidth: float, peak_flops: fl
         raise ValueError("model has no parameters: there is nothing to decode with")
     elem = params[0].element_size() if dtype is None else torch.finfo(resolve_dtype(dtype)).bits // 8
 
-    config = model.config
-    n_layers = getattr(config, "num_hidden_layers", None) or config.n_layer
-    n_heads = getattr(config, "num_attention_heads", None) or config.n_head
-    n_kv_heads = getattr(config, "num_key_value_heads", None) or n_heads
-    hidden = getattr(config, "hidden_size", None) or config.n_embd
-    head_dim = getattr(config, "head_dim", None) or hidden // n_heads
-
+    geo = attention_geometry(model.config)
     n_read, n_matmul = _weights_per_token(model)
     weight_bytes = n_read * elem
-    kv_bytes = 2 * n_layers * n_kv_heads * head_dim * context_len * elem
-    flops = 2.0 * n_matmul + 4.0 * n_layers * n_heads * head_dim * context_len
+    kv_dtype = dtype if dtype is not None else (params[0].dtype if params[0].is_floating_point() else torch.float32)
+    kv_bytes = kv_cache_bytes(model.config, context_len, dtype=kv_dtype)
+    flops = 2.0 * n_matmul + 4.0 * geo.n_layers * geo.n_heads * geo.head_dim * context_len
     return DecodeRoofline(weight_bytes, kv_bytes, flops, bandwidth, peak_flops)
