@@ -7,8 +7,10 @@
   what they cost: :func:`attention_memory` (saved bytes and peak allocation, measured),
   :func:`attention_flops` (counted), :func:`attention_traffic` (the GPU slow-memory model vs
   block size), :func:`attention_timings`, :func:`op_profile`;
-* ``kv_cache``: :func:`kv_cache_bytes` (2 × layers × kv_heads × head_dim × tokens × bytes),
-  :func:`measured_kv_cache_bytes` (the cache a real model builds), :func:`attention_geometry`.
+* ``kv_cache``: :func:`measured_kv_cache_bytes` (the cache a real model builds), to hold against
+  :func:`kv_cache_bytes` (2 × layers × kv_heads × head_dim × tokens × bytes), which lives with
+  notebook 02's roofline in :mod:`llmlab.decoding` and is re-exported here with
+  :func:`attention_geometry`.
 """
 
 from .cost import (
@@ -26,7 +28,8 @@ from .cost import (
     op_profile,
 )
 from .flash import flash_attention
-from .kv_cache import AttentionGeometry, attention_geometry, kv_cache_bytes, measured_kv_cache_bytes
+from ..decoding.roofline import AttentionGeometry, attention_geometry, kv_cache_bytes
+from .kv_cache import measured_kv_cache_bytes
 
 __all__ = [
     "flash_attention",

@@ -202,7 +202,8 @@ def attention_timings(n: int, *, methods=("flash", "sdpa"), d: int = 64, causal:
                       backward: bool = True, rounds: int = 3, device=None, seed: int = 0) -> dict[str, Timing]:
     """Wall time of one forward (+ backward) pass of one head per method, interleaved round by
     round (:func:`llmlab.timing.interleaved`, one warm-up each): method -> :class:`Timing`."""
-    methods = check_sequence("methods", methods, what="method names")
+    methods = [check_choice("methods", m, ATTENTION_METHODS)
+               for m in check_sequence("methods", methods, what="method names")]
     fns = {m: attention_function(m, causal=causal, block_size=block_size) for m in methods}
     backward = check_bool("backward", backward)
     rounds = check_int("rounds", rounds, low=1, high=1000)
