@@ -1277,5 +1277,5 @@ CASES += [
     C(memory.peak_allocated_bytes, "fn", T, lambda: memory.peak_allocated_bytes(None)),
     C(memory.peak_allocated_bytes, "device", V, lambda: memory.peak_allocated_bytes(lambda: None, device="meta")),
 ]
-NO_ARGUMENTS |= {"ATTENTION_METHODS"}
+NO_ARGUMENTS |= {"ATTENTION_METHODS", "SHARED_MEMORY_PER_BLOCK"}
 RESULT_TYPES |= {"AttentionMemory", "AttentionFlops", "AttentionTraffic", "OpProfile", "AttentionGeometry"}

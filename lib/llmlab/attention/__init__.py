@@ -15,6 +15,7 @@
 
 from .cost import (
     ATTENTION_METHODS,
+    SHARED_MEMORY_PER_BLOCK,
     AttentionFlops,
     AttentionMemory,
     AttentionTraffic,
@@ -33,7 +34,7 @@ from .kv_cache import measured_kv_cache_bytes
 
 __all__ = [
     "flash_attention",
-    "ATTENTION_METHODS", "attention_function", "attention_inputs",
+    "ATTENTION_METHODS", "SHARED_MEMORY_PER_BLOCK", "attention_function", "attention_inputs",
     "AttentionMemory", "attention_memory", "AttentionFlops", "attention_flops",
     "AttentionTraffic", "attention_traffic", "attention_timings", "OpProfile", "op_profile",
     "AttentionGeometry", "attention_geometry", "kv_cache_bytes", "measured_kv_cache_bytes",

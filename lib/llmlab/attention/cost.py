@@ -40,7 +40,7 @@ from ..memory import SavedTensorTracker, peak_allocated_bytes
 from ..timing import Timing, interleaved
 from .flash import flash_attention
 
-__all__ = ["ATTENTION_METHODS", "attention_function", "attention_inputs", "AttentionMemory", "attention_memory",
+__all__ = ["ATTENTION_METHODS", "SHARED_MEMORY_PER_BLOCK", "attention_function", "attention_inputs", "AttentionMemory", "attention_memory",
            "AttentionFlops", "attention_flops", "AttentionTraffic", "attention_traffic", "attention_timings",
            "OpProfile", "op_profile"]
 
@@ -51,6 +51,10 @@ ATTENTION_METHODS = {
     "sdpa": "PyTorch SDPA, default backend (CPU: a fused flash-style C++ kernel)",
     "flash": "llmlab.attention.flash_attention: tiled over key blocks, in Python",
 }
+
+#: The most shared memory one CUDA thread block may use (opt-in maximum, bytes; CUDA C++
+#: Programming Guide, compute capability 8.0 and 9.0): the on-chip room a FlashAttention block gets.
+SHARED_MEMORY_PER_BLOCK = {"A100": 166_912, "H100": 232_448}
 
 # Sequence lengths past this would need tens of GiB for the plain method's n×n matrices.
 _MAX_N = 2**16
