@@ -1279,3 +1279,7 @@ CASES += [
 ]
 NO_ARGUMENTS |= {"ATTENTION_METHODS", "SHARED_MEMORY_PER_BLOCK"}
 RESULT_TYPES |= {"AttentionMemory", "AttentionFlops", "AttentionTraffic", "OpProfile", "AttentionGeometry"}
+CASES += [
+    C(timing.cpu_profile, "fn", T, lambda: timing.cpu_profile("f")),
+    C(timing.cpu_profile, "profile_memory", T, lambda: timing.cpu_profile(lambda: None, profile_memory=1)),
+]

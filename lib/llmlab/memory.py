@@ -28,6 +28,7 @@ from torch import nn
 
 from ._checks import check_callable, check_choice, check_int, check_module, check_tensor
 from ._torch import resolve_device
+from .timing import cpu_profile
 
 __all__ = [
     "ParamCount",
@@ -356,8 +357,7 @@ def peak_allocated_bytes(fn, *, device=None) -> int:
     if device.type != "cpu":
         raise ValueError(f"device must be 'cpu' or 'cuda' (torch reports no allocation peak for {device.type!r})")
     cpu = torch.autograd.DeviceType.CPU
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
+    prof = cpu_profile(fn, profile_memory=True)
     events = sorted((e for e in prof.profiler.kineto_results.events()
                      if e.name() == "[memory]" and e.device_type() == cpu), key=lambda e: e.start_ns())
     live = peak = 0

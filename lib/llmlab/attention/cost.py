@@ -24,6 +24,7 @@ time between matrix multiplies and the rest.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,7 +38,7 @@ from .._torch import isolated_rng, resolve_device, resolve_dtype
 from ..anatomy.masks import attention_mask
 from ..anatomy.tiny import attention
 from ..memory import SavedTensorTracker, peak_allocated_bytes
-from ..timing import Timing, interleaved
+from ..timing import Timing, cpu_profile, interleaved
 from .flash import flash_attention
 
 __all__ = ["ATTENTION_METHODS", "SHARED_MEMORY_PER_BLOCK", "attention_function", "attention_inputs", "AttentionMemory", "attention_memory",
@@ -229,16 +230,24 @@ def attention_timings(n: int, *, methods=("flash", "sdpa"), d: int = 64, causal:
 
 @dataclass(frozen=True)
 class OpProfile:
-    """Where a CPU call spends its time: ``n_ops`` torch operators launched from Python, and
-    the seconds inside matrix multiplies and inside everything else (as the profiler sees it)."""
+    """Where a CPU call spends its time, as the profiler sees it: ``n_ops`` torch operators
+    launched from Python (views included), the seconds inside matrix multiplies, inside the other
+    operators, and ``seconds`` in all (wall time of the call; the rest is Python and dispatch)."""
 
     n_ops: int
     matmul_seconds: float
     other_seconds: float
+    seconds: float
 
     @property
     def matmul_share(self) -> float:
+        """Share of the operators' time spent in matrix multiplies."""
         return self.matmul_seconds / (self.matmul_seconds + self.other_seconds)
+
+    @property
+    def outside_seconds(self) -> float:
+        """Wall time not inside any torch operator: Python, argument handling, dispatch."""
+        return max(0.0, self.seconds - self.matmul_seconds - self.other_seconds)
 
 
 _MATMULS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
@@ -247,10 +256,11 @@ _MATMULS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
 def op_profile(fn: Callable[[], object]) -> OpProfile:
     """Run ``fn()`` once under ``torch.profiler`` (CPU) and split its operator time: see :class:`OpProfile`."""
     check_callable("fn", fn, what="a callable taking no arguments")
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        fn()
+    t0 = time.perf_counter()
+    prof = cpu_profile(fn)
+    seconds = time.perf_counter() - t0
     events = [e for e in prof.events() if e.name.startswith("aten::")]
     top = [e for e in events if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")]
     matmul = sum(e.self_cpu_time_total for e in events if e.name in _MATMULS) / 1e6
     other = sum(e.self_cpu_time_total for e in events if e.name not in _MATMULS) / 1e6
-    return OpProfile(len(top), matmul, other)
+    return OpProfile(len(top), matmul, other, seconds)
