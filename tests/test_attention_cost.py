@@ -80,8 +80,9 @@ def test_traffic_model():
 def test_timings_and_op_profile():
     t = attention_timings(128, methods=("flash", "sdpa"), d=16, rounds=1)
     assert set(t) == {"flash", "sdpa"} and all(isinstance(x, Timing) and len(x.times) == 1 for x in t.values())
-    q, k, v, d_out = attention_inputs(256, d=16)
+    q, k, v, d_out = attention_inputs(128, d=16)
     flash = op_profile(lambda: attention_function("flash", block_size=64)(q, k, v).backward(d_out))
     sdpa = op_profile(lambda: attention_function("sdpa")(q, k, v).backward(d_out))
-    assert flash.n_ops > 4 * 8 > sdpa.n_ops                  # 4 key blocks, several ops each, forward and backward
+    assert flash.n_ops > 2 * 2 * 8 > sdpa.n_ops              # 2 key blocks, several ops each, forward and backward
     assert flash.matmul_seconds > 0 and 0 < flash.matmul_share < 1
+    assert flash.seconds >= flash.matmul_seconds + flash.other_seconds - 1e-3 and flash.outside_seconds >= 0
