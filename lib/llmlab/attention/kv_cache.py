@@ -13,8 +13,8 @@ from torch import nn
 
 from .._checks import check_module, check_tensor
 from .._torch import model_device
-from ..decoding.limits import check_fits_model
 from ..memory import tensor_bytes
+from ..modelinfo import check_fits_model, output_cache
 
 __all__ = ["measured_kv_cache_bytes"]
 
@@ -43,10 +43,7 @@ def measured_kv_cache_bytes(model: nn.Module, input_ids: torch.Tensor) -> int:
     check_module("model", model)
     check_tensor("input_ids", input_ids, dim=2, integer=True, min_numel=1)
     check_fits_model(model, input_ids)
-    out = model(input_ids=input_ids.to(model_device(model)), use_cache=True)
-    cache = getattr(out, "cache", None)
-    if cache is None:
-        cache = getattr(out, "past_key_values", None)
+    cache = output_cache(model(input_ids=input_ids.to(model_device(model)), use_cache=True))
     if cache is None:
         raise ValueError("model returned no KV cache with use_cache=True")
     return sum(tensor_bytes(t) for t in _cache_tensors(cache))
