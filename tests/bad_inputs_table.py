@@ -1377,3 +1377,76 @@ RESULT_TYPES |= {
     # are the records of GGUF_TYPES and SCHEMES (apply_scheme and scheme_bits_per_weight check the names users pass).
     "QuantizedTensor", "GGUFTensor", "SchemeNLL", "OutlierFeatures", "Int8Timing", "GGUFType", "Scheme",
 }
+# --- attention (notebook 14) --------------------------------------------------------------------
+from llmlab import attention as ATT  # noqa: E402
+
+
+def qkv(n=6, d=4, dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    return tuple(torch.randn(1, 2, n, d, generator=g, dtype=dtype) for _ in range(3))
+
+
+CASES += [
+    C(ATT.flash_attention, "q", T, lambda: ATT.flash_attention(qkv()[0].long(), *qkv()[1:])),
+    C(ATT.flash_attention, "q", T, lambda: ATT.flash_attention([[1.0]], *qkv()[1:]), "a list"),
+    C(ATT.flash_attention, "q", V, lambda: ATT.flash_attention(torch.zeros(4), *qkv()[1:]), "1-D"),
+    C(ATT.flash_attention, "k", T, lambda: ATT.flash_attention(qkv()[0], qkv(dtype=torch.float64)[1], qkv()[2]),
+      "dtype"),
+    C(ATT.flash_attention, "k", V, lambda: ATT.flash_attention(qkv()[0], qkv(d=5)[1], qkv()[2]), "head size"),
+    C(ATT.flash_attention, "v", V, lambda: ATT.flash_attention(*qkv()[:2], qkv(n=7)[2]), "rows"),
+    C(ATT.flash_attention, "q, k and v", V, lambda: ATT.flash_attention(torch.zeros(3, 6, 4), torch.zeros(2, 6, 4),
+                                                                        torch.zeros(2, 6, 4)), "batch dims"),
+    C(ATT.flash_attention, "block_size", V, lambda: ATT.flash_attention(*qkv(), block_size=0)),
+    C(ATT.flash_attention, "block_size", T, lambda: ATT.flash_attention(*qkv(), block_size=16.0)),
+    C(ATT.flash_attention, "causal", T, lambda: ATT.flash_attention(*qkv(), causal=1)),
+    C(ATT.flash_attention, "scale", V, lambda: ATT.flash_attention(*qkv(), scale=NAN)),
+    C(ATT.flash_attention, "scale", T, lambda: ATT.flash_attention(*qkv(), scale="0.5")),
+    C(ATT.flash_attention, "return_lse", T, lambda: ATT.flash_attention(*qkv(), return_lse="yes")),
+    C(ATT.attention_function, "method", V, lambda: ATT.attention_function("fast")),
+    C(ATT.attention_function, "block_size", V, lambda: ATT.attention_function("flash", block_size=-1)),
+    C(ATT.attention_function, "causal", T, lambda: ATT.attention_function("flash", causal=None)),
+    C(ATT.attention_inputs, "n", V, lambda: ATT.attention_inputs(0)),
+    C(ATT.attention_inputs, "n", V, lambda: ATT.attention_inputs(10**7), "huge"),
+    C(ATT.attention_inputs, "d", T, lambda: ATT.attention_inputs(8, d=4.0)),
+    C(ATT.attention_inputs, "heads", V, lambda: ATT.attention_inputs(8, heads=0)),
+    C(ATT.attention_inputs, "dtype", V, lambda: ATT.attention_inputs(8, dtype=torch.int64)),
+    C(ATT.attention_inputs, "seed", V, lambda: ATT.attention_inputs(8, seed=-1)),
+    C(ATT.attention_memory, "method", V, lambda: ATT.attention_memory(8, method="fast")),
+    C(ATT.attention_memory, "n", V, lambda: ATT.attention_memory(0, method="plain")),
+    C(ATT.attention_memory, "device", V, lambda: ATT.attention_memory(8, device="nodevice")),
+    C(ATT.attention_flops, "n", T, lambda: ATT.attention_flops("8")),
+    C(ATT.attention_flops, "method", V, lambda: ATT.attention_flops(8, method="SDPA")),
+    C(ATT.attention_traffic, "n", V, lambda: ATT.attention_traffic(0)),
+    C(ATT.attention_traffic, "block_size", V, lambda: ATT.attention_traffic(64, 64, 0)),
+    C(ATT.attention_traffic, "d", T, lambda: ATT.attention_traffic(64, None)),
+    C(ATT.attention_traffic, "dtype", V, lambda: ATT.attention_traffic(64, dtype="int8")),
+    C(ATT.attention_timings, "methods", T, lambda: ATT.attention_timings(8, methods="flash"), "one string"),
+    C(ATT.attention_timings, "methods", V, lambda: ATT.attention_timings(8, methods=["flash", "fast"])),
+    C(ATT.attention_timings, "methods", V, lambda: ATT.attention_timings(8, methods=[])),
+    C(ATT.attention_timings, "rounds", V, lambda: ATT.attention_timings(8, rounds=0)),
+    C(ATT.attention_timings, "backward", T, lambda: ATT.attention_timings(8, backward="no")),
+    C(ATT.op_profile, "fn", T, lambda: ATT.op_profile(5)),
+    C(ATT.attention_geometry, "config", T, lambda: ATT.attention_geometry({"layers": 2})),
+    C(ATT.attention_geometry, "config", T, lambda: ATT.attention_geometry(nn.Linear(2, 2)), "a module without config"),
+    C(ATT.kv_cache_bytes, "config", T, lambda: ATT.kv_cache_bytes(None, 8)),
+    C(ATT.kv_cache_bytes, "seq_len", V, lambda: ATT.kv_cache_bytes(tiny().config, -1)),
+    C(ATT.kv_cache_bytes, "seq_len", T, lambda: ATT.kv_cache_bytes(tiny().config, 8.5)),
+    C(ATT.kv_cache_bytes, "batch", V, lambda: ATT.kv_cache_bytes(tiny().config, 8, batch=0)),
+    C(ATT.kv_cache_bytes, "dtype", V, lambda: ATT.kv_cache_bytes(tiny().config, 8, dtype="int4")),
+    C(ATT.kv_cache_bytes, "n_kv_heads", V, lambda: ATT.kv_cache_bytes(tiny().config, 8, n_kv_heads=0)),
+    C(ATT.measured_kv_cache_bytes, "model", T, lambda: ATT.measured_kv_cache_bytes("model", torch.ones(1, 4).long())),
+    C(ATT.measured_kv_cache_bytes, "input_ids", V, lambda: ATT.measured_kv_cache_bytes(tiny(), torch.ones(4).long())),
+    C(ATT.measured_kv_cache_bytes, "input_ids", T, lambda: ATT.measured_kv_cache_bytes(tiny(), torch.ones(1, 4))),
+    C(ATT.measured_kv_cache_bytes, "input_ids", V, lambda: ATT.measured_kv_cache_bytes(tiny(), torch.full((1, 4), 500)),
+      "id past vocab"),
+    C(ATT.measured_kv_cache_bytes, "input_ids", V, lambda: ATT.measured_kv_cache_bytes(tiny(), torch.ones(1, 200).long()),
+      "past the context"),
+    C(memory.peak_allocated_bytes, "fn", T, lambda: memory.peak_allocated_bytes(None)),
+    C(memory.peak_allocated_bytes, "device", V, lambda: memory.peak_allocated_bytes(lambda: None, device="meta")),
+]
+NO_ARGUMENTS |= {"ATTENTION_METHODS", "SHARED_MEMORY_PER_BLOCK"}
+RESULT_TYPES |= {"AttentionMemory", "AttentionFlops", "AttentionTraffic", "OpProfile", "AttentionGeometry"}
+CASES += [
+    C(timing.cpu_profile, "fn", T, lambda: timing.cpu_profile("f")),
+    C(timing.cpu_profile, "profile_memory", T, lambda: timing.cpu_profile(lambda: None, profile_memory=1)),
+]

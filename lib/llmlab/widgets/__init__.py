@@ -10,6 +10,7 @@ refresh only does the cheap per-step part.
 
 from .accumulation import AccumulationExplorer, accumulation_explorer
 from .anatomy import MaskExplorer, mask_explorer
+from .attention import AttentionBlockWidget, attention_block_widget
 from .base import LabWidget
 from .checkpointing import CheckpointingWidget, checkpointing_widget
 from .decoding import DecodingWidget, decoding_widget
@@ -36,4 +37,5 @@ __all__ = [
     "bpe_merges_widget", "BPEMergesWidget",
     "data_parallel_widget", "DataParallelWidget",
     "quant_error_widget", "QuantErrorWidget",
+    "attention_block_widget", "AttentionBlockWidget",
 ]
