@@ -1209,3 +1209,14 @@ RESULT_TYPES |= {
     # One row of LLAMA_MIXTURE: a record of published numbers, built by the module, not by a user.
     "MixtureRow",
 }
+
+# --- stats (issue 22): the Wilson interval of an accuracy -------------------------------------------
+from llmlab import stats  # noqa: E402
+
+CASES += [
+    C(stats.wilson_interval, "successes", V, lambda: stats.wilson_interval(9, 8), "more than n"),
+    C(stats.wilson_interval, "successes", T, lambda: stats.wilson_interval(1.5, 2)),
+    C(stats.wilson_interval, "n", V, lambda: stats.wilson_interval(0, 0)),
+    C(stats.wilson_interval, "confidence", V, lambda: stats.wilson_interval(1, 2, confidence=1.0)),
+    C(stats.wilson_interval, "confidence", T, lambda: stats.wilson_interval(1, 2, confidence="95%")),
+]
