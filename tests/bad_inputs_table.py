@@ -1220,3 +1220,20 @@ CASES += [
     C(stats.wilson_interval, "confidence", V, lambda: stats.wilson_interval(1, 2, confidence=1.0)),
     C(stats.wilson_interval, "confidence", T, lambda: stats.wilson_interval(1, 2, confidence="95%")),
 ]
+
+# --- precision.activations (issue 22): saved bytes in fp32, under autocast, in bf16 -----------------
+from llmlab.precision import activations as prec_act  # noqa: E402
+
+CASES += [
+    C(prec_act.saved_bytes_curve, "model", T, lambda: prec_act.saved_bytes_curve(nn.Linear(2, 2), [64, 128])),
+    C(prec_act.saved_bytes_curve, "model", V, lambda: prec_act.saved_bytes_curve(models.random_llama("tiny", dtype=torch.bfloat16), [64, 128]),
+      "not fp32"),
+    C(prec_act.saved_bytes_curve, "tokens", V, lambda: prec_act.saved_bytes_curve(tiny(), [64, 64]), "one count"),
+    C(prec_act.saved_bytes_curve, "tokens", V, lambda: prec_act.saved_bytes_curve(tiny(), [63, 128]), "not a multiple"),
+    C(prec_act.saved_bytes_curve, "tokens", T, lambda: prec_act.saved_bytes_curve(tiny(), 128)),
+    C(prec_act.saved_bytes_curve, "modes", V, lambda: prec_act.saved_bytes_curve(tiny(), [64, 128], modes=["fp16"])),
+    C(prec_act.saved_bytes_curve, "batch", V, lambda: prec_act.saved_bytes_curve(tiny(), [64, 128], batch=0)),
+    C(prec_act.SavedBytesCurve.line, "mode", V, lambda: prec_act.SavedBytesCurve((1, 2), {"fp32": (1, 2)}).line("bf16")),
+]
+NO_ARGUMENTS |= {"SAVED_BYTES_MODES"}  # a constant: the three modes
+RESULT_TYPES |= {"SavedBytesCurve"}    # what saved_bytes_curve returns
