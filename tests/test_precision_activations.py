@@ -53,7 +53,7 @@ def test_matches_a_direct_measurement_under_autocast():
 def test_bad_inputs():
     model = random_llama("tiny")
     with pytest.raises(ValueError, match="tokens"):
-        P.saved_bytes_curve(model, [64, 64])
+        P.saved_bytes_curve(model, [64, 64]).line("fp32")
     with pytest.raises(ValueError, match="tokens"):
         P.saved_bytes_curve(model, [63, 128])
     with pytest.raises(ValueError, match="modes"):

@@ -46,8 +46,11 @@ class SavedBytesCurve:
     saved: dict[str, tuple[int, ...]]
 
     def line(self, mode: str) -> tuple[float, float]:
-        """Least-squares ``(intercept_bytes, bytes_per_token)`` of ``mode``'s measurements."""
+        """Least-squares ``(intercept_bytes, bytes_per_token)`` of ``mode``'s measurements (at least two
+        different token counts)."""
         check_choice("mode", mode, tuple(self.saved))
+        if len(set(self.tokens)) < 2:
+            raise ValueError(f"tokens: a line needs at least two different token counts, got {self.tokens}")
         t = torch.tensor(self.tokens, dtype=torch.float64)
         b = torch.tensor(self.saved[mode], dtype=torch.float64)
         slope = ((t - t.mean()) * (b - b.mean())).sum() / ((t - t.mean()) ** 2).sum()
@@ -65,7 +68,7 @@ def saved_bytes_curve(model: nn.Module, tokens, *, batch: int = 2, modes=SAVED_B
                       seed: int = 0) -> SavedBytesCurve:
     """Measure :func:`llmlab.memory.saved_activation_bytes` of an fp32 causal LM in each of ``modes``.
 
-    ``tokens``: token counts per step, each a multiple of ``batch`` (the sequence is
+    ``tokens``: token counts per step (a list), each a multiple of ``batch`` (the sequence is
     ``tokens // batch`` random ids below the model's ``config.vocab_size``, drawn from ``seed``).
     ``"autocast"`` runs ``torch.autocast(device_type, dtype=torch.bfloat16)`` around the fp32
     model; ``"bf16"`` measures a bfloat16 copy. Saved views of the model's own parameters are not
@@ -76,8 +79,8 @@ def saved_bytes_curve(model: nn.Module, tokens, *, batch: int = 2, modes=SAVED_B
         raise ValueError("model must be in float32: the modes are measured against its fp32 weights")
     batch = check_int("batch", batch, low=1)
     tokens = [check_int(f"tokens[{i}]", t, low=batch) for i, t in enumerate(check_sequence("tokens", tokens))]
-    if len(set(tokens)) < 2 or any(t % batch for t in tokens):
-        raise ValueError(f"tokens must hold at least two different multiples of batch={batch}, got {tokens}")
+    if any(t % batch for t in tokens):
+        raise ValueError(f"tokens must be multiples of batch={batch}, got {tokens}")
     modes = tuple(check_choice("modes", m, SAVED_BYTES_MODES) for m in check_sequence("modes", modes))
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
     if not isinstance(vocab, int):
