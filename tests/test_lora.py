@@ -416,6 +416,8 @@ def test_train_steps_lowers_the_loss_on_a_repeated_batch(tiny_llama):
     assert isinstance(result, TrainResult) and isinstance(result.state, StateLedger)
     assert len(result.losses) == len(result.step_times) == 8
     assert all(t > 0 for t in result.step_times)
+    assert len(result.phase_times) == 8 and all(len(p) == 3 and min(p) > 0 for p in result.phase_times)
+    assert all(abs(sum(p) - t) < 1e-12 for p, t in zip(result.phase_times, result.step_times))  # fwd + bwd + update
     assert result.losses[-1] < result.losses[0] - 0.1
     assert result.peak_bytes == result.state.total > 0
     trainable, _ = count_parameters(model)
@@ -432,7 +434,7 @@ def test_train_steps_takes_instruction_batches_and_no_batches(tiny_llama):
     result = train_steps(model, [collate(feats, pad_token_id=0)] * 2, opt)
     assert len(result.losses) == 2 and result.state is not None
     empty = train_steps(model, [], opt)
-    assert (empty.losses, empty.step_times, empty.peak_bytes, empty.state) == ((), (), 0, None)
+    assert (empty.losses, empty.step_times, empty.peak_bytes, empty.state, empty.phase_times) == ((), (), 0, None, ())
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -258,16 +258,19 @@ def truncation_error(delta_W: torch.Tensor, ranks) -> torch.Tensor:
 class TrainResult:
     """Per-step losses and wall times of :func:`train_steps`, and the memory it measured.
 
-    ``state``: the :class:`llmlab.memory.StateLedger` of the model and optimizer after the last
-    step, gradients still alive (weights + grads + optimizer states + Adam's step counters), or
-    None without batches. ``peak_bytes``: ``torch.cuda.max_memory_allocated`` on CUDA; on other
-    devices ``state.total`` (0 without batches).
+    ``step_times``: seconds of each step; ``phase_times``: the same step split into
+    ``(forward, backward, optimizer)`` seconds (each CUDA-synchronised), which says where a
+    step's time goes. ``state``: the :class:`llmlab.memory.StateLedger` of the model and optimizer
+    after the last step, gradients still alive (weights + grads + optimizer states + Adam's step
+    counters), or None without batches. ``peak_bytes``: ``torch.cuda.max_memory_allocated`` on
+    CUDA; on other devices ``state.total`` (0 without batches).
     """
 
     losses: tuple[float, ...]
     step_times: tuple[float, ...]
     peak_bytes: int
     state: StateLedger | None
+    phase_times: tuple[tuple[float, float, float], ...] = ()
 
 
 def _model_kwargs(batch) -> Mapping:
@@ -286,8 +289,8 @@ def train_steps(model: nn.Module, batches, optimizer, *, progress: bool = False,
     ``batches``: an iterable of :class:`llmlab.data.InstructionBatch` (see
     :func:`llmlab.data.collate`) or of keyword dicts, already on the model's device.
     ``optimizer``: a ``torch.optim.Optimizer`` (or anything with ``step`` and ``zero_grad`` that
-    :func:`llmlab.memory.measured_ledger` accepts). Each step is timed with a CUDA-synchronised
-    :class:`llmlab.timing.Stopwatch` (forward, backward and optimizer step).
+    :func:`llmlab.memory.measured_ledger` accepts). Each phase of a step (forward, backward,
+    optimizer step) is timed with a CUDA-synchronised :class:`llmlab.timing.Stopwatch`.
     """
     check_module("model", model)
     if not (callable(getattr(optimizer, "step", None)) and callable(getattr(optimizer, "zero_grad", None))):
@@ -298,7 +301,7 @@ def train_steps(model: nn.Module, batches, optimizer, *, progress: bool = False,
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    losses, step_times, state = [], [], None
+    losses, step_times, phase_times, state = [], [], [], None
     model.train()
     iterator = batches
     if progress:
@@ -307,17 +310,21 @@ def train_steps(model: nn.Module, batches, optimizer, *, progress: bool = False,
         iterator = tqdm(batches, desc=desc, leave=False)
     for batch in iterator:
         kwargs = _model_kwargs(batch)
-        with Stopwatch(device) as watch:
+        with Stopwatch(device) as forward:
             loss = model(**kwargs).loss
+        with Stopwatch(device) as backward:
             loss.backward()
+        with Stopwatch(device) as update:
             optimizer.step()
-        step_times.append(watch.seconds)
+        phase_times.append((forward.seconds, backward.seconds, update.seconds))
+        step_times.append(sum(phase_times[-1]))
         losses.append(loss.item())
         state = measured_ledger(model, optimizer)  # while the gradients are alive
         optimizer.zero_grad(set_to_none=True)
     model.eval()
     peak = torch.cuda.max_memory_allocated(device) if cuda else (state.total if state is not None else 0)
-    return TrainResult(losses=tuple(losses), step_times=tuple(step_times), peak_bytes=peak, state=state)
+    return TrainResult(losses=tuple(losses), step_times=tuple(step_times), peak_bytes=peak, state=state,
+                       phase_times=tuple(phase_times))
 
 
 @torch.no_grad()
