@@ -28,6 +28,7 @@ from torch import nn
 from .._checks import check_choice, check_int, check_module, check_sequence
 from .._torch import model_device
 from ..memory import saved_activation_bytes
+from ..modelinfo import vocab_size
 
 __all__ = ["SAVED_BYTES_MODES", "SavedBytesCurve", "saved_bytes_curve"]
 
@@ -69,7 +70,7 @@ def saved_bytes_curve(model: nn.Module, tokens, *, batch: int = 2, modes=SAVED_B
     """Measure :func:`llmlab.memory.saved_activation_bytes` of an fp32 causal LM in each of ``modes``.
 
     ``tokens``: token counts per step (a list), each a multiple of ``batch`` (the sequence is
-    ``tokens // batch`` random ids below the model's ``config.vocab_size``, drawn from ``seed``).
+    ``tokens // batch`` random ids below the model's vocabulary size, drawn from ``seed``).
     ``"autocast"`` runs ``torch.autocast(device_type, dtype=torch.bfloat16)`` around the fp32
     model; ``"bf16"`` measures a bfloat16 copy. Saved views of the model's own parameters are not
     counted (they are model states); autocast's bf16 weight copies are new tensors and are.
@@ -82,9 +83,9 @@ def saved_bytes_curve(model: nn.Module, tokens, *, batch: int = 2, modes=SAVED_B
     if any(t % batch for t in tokens):
         raise ValueError(f"tokens must be multiples of batch={batch}, got {tokens}")
     modes = tuple(check_choice("modes", m, SAVED_BYTES_MODES) for m in check_sequence("modes", modes))
-    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    if not isinstance(vocab, int):
-        raise TypeError("model must be a Hugging Face causal LM (with config.vocab_size), e.g. LlamaForCausalLM")
+    vocab = vocab_size(model)
+    if vocab is None:
+        raise TypeError("model must be a causal LM with a token embedding (e.g. LlamaForCausalLM)")
     device = model_device(model)
     half = copy.deepcopy(model).to(torch.bfloat16) if "bf16" in modes else None
     generator = torch.Generator().manual_seed(check_int("seed", seed, low=0))
