@@ -1242,3 +1242,13 @@ CASES += [
 ]
 NO_ARGUMENTS |= {"SAVED_BYTES_MODES"}  # a constant: the three modes
 RESULT_TYPES |= {"SavedBytesCurve"}    # what saved_bytes_curve returns
+
+# --- data.response_scores (issue 22): one teacher-forced pass per batch -----------------------------
+CASES += [
+    C(data.response_scores, "model", T, lambda: data.response_scores("model", [])),
+    C(data.response_scores, "batches", T, lambda: data.response_scores(tiny(), val_batch())),
+    C(data.response_scores, "batches", T, lambda: data.response_scores(tiny(), [{"input_ids": None}])),
+    C(data.response_scores, "batches", V, lambda: data.response_scores(
+        tiny(), [data.collate([{"input_ids": [5, 6], "labels": [-100, -100]}], pad_token_id=0)]), "no response token"),
+]
+RESULT_TYPES |= {"ResponseScores"}  # what response_scores returns

@@ -45,6 +45,8 @@ __all__ = [
     "greedy_answers",
     "ExactMatch",
     "exact_match",
+    "ResponseScores",
+    "response_scores",
 ]
 
 # Alpaca's template (Taori et al., 2023) without its one-sentence preamble, which would double
@@ -334,3 +336,43 @@ def exact_match(model, tokenizer, examples: list[dict], *, max_new_tokens: int =
     targets = [ex["output"] for ex in examples]
     accuracy = sum(p == t for p, t in zip(predictions, targets)) / len(targets)
     return ExactMatch(accuracy, predictions, targets)
+
+
+@dataclass(frozen=True)
+class ResponseScores:
+    """Per example, from one teacher-forced pass: ``nll`` (n,) the mean negative log-likelihood of its
+    response tokens (end-of-text included), ``exact`` (n,) whether every one of them is the model's
+    most likely next token. Float and bool CPU tensors, examples in batch order."""
+
+    nll: torch.Tensor
+    exact: torch.Tensor
+
+
+@torch.no_grad()
+def response_scores(model, batches) -> ResponseScores:
+    """Score every example's response with one forward pass each batch (teacher forcing, eval mode).
+
+    ``batches``: :class:`InstructionBatch` es (:func:`make_batches`), labels -100 outside the
+    response. ``exact`` is greedy exact match at the token level: greedy decoding writes the response
+    and then stops iff, at every response position, the model's top next token is the right one —
+    so one forward pass tells what :func:`exact_match` finds by generating (they differ only for an
+    answer that runs past the response with whitespace, which ``exact_match`` strips). ``nll`` gives
+    the per-example held-out loss, for an interval over examples.
+    """
+    check_module("model", model)
+    if isinstance(batches, InstructionBatch) or not hasattr(batches, "__iter__"):
+        raise TypeError(f"batches must be a list of InstructionBatch (see make_batches), got {type(batches).__name__}")
+    nll, exact = [], []
+    with eval_mode(model):
+        for i, batch in enumerate(batches):
+            if not isinstance(batch, InstructionBatch):
+                raise TypeError(f"batches[{i}] must be an InstructionBatch (see make_batches), got {type(batch).__name__}")
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
+            labels = batch.labels[:, 1:]
+            scored = labels != IGNORE_INDEX
+            if not bool(scored.any(dim=1).all()):
+                raise ValueError(f"batches[{i}] has an example without a response token (every label is -100)")
+            token_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels.clamp_min(0), reduction="none")
+            nll.append(((token_nll * scored).sum(1) / scored.sum(1)).cpu())
+            exact.append(((logits.argmax(-1) == labels) | ~scored).all(1).cpu())
+    return ResponseScores(nll=torch.cat(nll), exact=torch.cat(exact))
