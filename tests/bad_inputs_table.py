@@ -923,6 +923,9 @@ CASES += [
     C(lora.lr_sweep, "lrs", T, lambda: lora.lr_sweep(tiny, [val_batch()], 1e-3, [val_batch()]), "a number, not a list"),
     C(lora.lr_sweep, "val_batches", V, lambda: lora.lr_sweep(lambda: models.random_llama("tiny"), [val_batch()], [1e-3], [])),
     C(lora.lr_sweep, "make_model()", T, lambda: lora.lr_sweep(lambda: "model", [val_batch()], [1e-3], [val_batch()])),
+    C(lora.lr_sweep, "widen", V, lambda: lora.lr_sweep(tiny, [val_batch()], [1e-3], [val_batch()], widen=1), "one rate"),
+    C(lora.lr_sweep, "widen", V, lambda: lora.lr_sweep(tiny, [val_batch()], [1e-3, 1e-2], [val_batch()], widen=-1)),
+    C(lora.lr_sweep, "widen", T, lambda: lora.lr_sweep(tiny, [val_batch()], [1e-3, 1e-2], [val_batch()], widen=1.5)),
     C(lora.lr_sweep, "progress", T, lambda: lora.lr_sweep(tiny, [val_batch()], [1e-3], [val_batch()], progress="yes")),
     # --- memory.LiveActivationTracker -----------------------------------------------------------
     C(memory.LiveActivationTracker, "model", T, lambda: memory.LiveActivationTracker("model")),

@@ -508,6 +508,26 @@ def test_lr_sweep_trains_fresh_models_and_keeps_the_best(tiny_llama, kind):
     assert (trainable < total) == (kind == "lora")
 
 
+
+def test_lr_sweep_widens_the_grid_until_the_winner_is_inside(tiny_llama):
+    train = _instruction_batches(4, seed=1)
+    val = train[:2]
+    make = lambda: copy.deepcopy(tiny_llama)
+    # 1e-5 and 1e-4 are both too small: the larger wins at the edge, so the sweep tries 1e-3, 1e-2, ...
+    runs, best = lr_sweep(make, train, [1e-5, 1e-4], val, widen=3)
+    lrs = [r.lr for r in runs]
+    assert lrs[:2] == [1e-5, 1e-4] and all(b / a == pytest.approx(10) for a, b in zip(lrs[1:], lrs[2:]))
+    winner = min(runs, key=lambda r: r.val_loss if math.isfinite(r.val_loss) else math.inf)
+    assert winner.lr > 1e-4 and validation_loss(best, val) == pytest.approx(winner.val_loss)
+    if len(runs) < 5:  # it stopped early: the winner is inside the grid it tried
+        assert min(lrs) < winner.lr < max(lrs)
+    # a winner already inside the grid adds nothing; widen=0 never widens
+    inside, _ = lr_sweep(make, train, [1e-5, 1e-2, 50.0], val, widen=2)
+    assert [r.lr for r in inside] == [1e-5, 1e-2, 50.0]
+    assert [r.lr for r in lr_sweep(make, train, [1e-5, 1e-4], val)[0]] == [1e-5, 1e-4]
+    with pytest.raises(ValueError, match="widen"):
+        lr_sweep(make, train, [1e-3], val, widen=1)
+
 def test_lr_sweep_fused_adamw_matches_the_reference_adamw(tiny_llama):
     # lr_sweep uses PyTorch's fused AdamW on CPU for speed: the same run as the default AdamW, to rounding
     train, val = _instruction_batches(3, seed=2), _instruction_batches(1, seed=3)

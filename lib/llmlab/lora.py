@@ -360,16 +360,19 @@ class SweepRun:
     val_loss: float
 
 
-def lr_sweep(make_model: Callable[[], nn.Module], batches, lrs, val_batches, *, progress: bool = False,
-             desc: str = "") -> tuple[tuple[SweepRun, ...], nn.Module]:
+def lr_sweep(make_model: Callable[[], nn.Module], batches, lrs, val_batches, *, widen: int = 0,
+             progress: bool = False, desc: str = "") -> tuple[tuple[SweepRun, ...], nn.Module]:
     """Fine-tune a fresh ``make_model()`` with AdamW (no weight decay; PyTorch's fused implementation
-    on CPU and CUDA) at each learning rate in ``lrs`` on the same ``batches``; return every run and
-    the trained model with the lowest validation loss.
+    on CPU and CUDA) at each learning rate in ``lrs`` on the same ``batches``; return every run (in
+    the order tried) and the trained model with the lowest validation loss.
 
     ``make_model``: builds the model to train (e.g. a deep copy of the base model, with adapters
     for LoRA); its trainable parameters are the ones AdamW updates. ``val_batches``: held-out
     batches for :func:`validation_loss`, which picks the winner (not the reported test set).
-    Only the current model and the best so far are alive at any time.
+    ``widen``: while the winner is the smallest or the largest rate tried, try up to ``widen`` more
+    rates beyond it, each one grid step further (the ratio of the two rates at that end), so that a
+    winner at an edge of the grid does not go unnoticed. Only the current model and the best so far
+    are alive at any time.
     """
     if not callable(make_model) or isinstance(make_model, nn.Module):
         raise TypeError(f"make_model must be a callable returning a model (e.g. lambda: copy.deepcopy(base)), "
@@ -379,25 +382,35 @@ def lr_sweep(make_model: Callable[[], nn.Module], batches, lrs, val_batches, *, 
     lrs = [check_float(f"lrs[{i}]", lr, low=0, low_open=True) for i, lr in enumerate(lrs)]
     if not lrs:
         raise ValueError("lrs must hold at least one learning rate")
+    widen = check_int("widen", widen, low=0)
+    if widen and len(set(lrs)) < 2:
+        raise ValueError("widen needs at least two different learning rates in lrs (their ratio is the step)")
     batches, val_batches = list(batches), list(val_batches)
     if not val_batches:
         raise ValueError("val_batches must hold at least one batch (the validation loss picks the winner)")
-    runs, best, best_loss = [], None, math.inf
-    for lr in lrs:
+    runs, best = [], [None, math.inf]
+
+    def run(lr: float) -> None:
         model = make_model()
         check_module("make_model()", model)
         params = [p for p in model.parameters() if p.requires_grad]
-        # PyTorch's fused AdamW (CPU and CUDA) updates p, m and v in one pass instead of several:
-        # on a CPU that is about a third of a full fine-tuning step of SmolLM2-135M.
-        fused = model_device(model).type in ("cpu", "cuda") or None
+        fused = model_device(model).type in ("cpu", "cuda") or None  # one pass over p, m and v per step
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=fused)
         result = train_steps(model, batches, optimizer, progress=progress, desc=f"{desc} lr={lr:g}".strip())
         del optimizer  # its states (8 bytes per trainable parameter) go before the next run starts
         loss = validation_loss(model, val_batches)
         runs.append(SweepRun(lr=lr, train=result, val_loss=loss))
-        if loss < best_loss:  # a diverged run (NaN loss) never wins
-            best, best_loss = model, loss
-        del model
-    if best is None:
+        if loss < best[1]:  # a diverged run (NaN loss) never wins
+            best[:] = [model, loss]
+
+    for lr in lrs:
+        run(lr)
+    for _ in range(widen):
+        tried = sorted({r.lr for r in runs})
+        winner = min(runs, key=lambda r: r.val_loss if math.isfinite(r.val_loss) else math.inf).lr
+        if winner not in (tried[0], tried[-1]):
+            break
+        run(tried[0] ** 2 / tried[1] if winner == tried[0] else tried[-1] ** 2 / tried[-2])
+    if best[0] is None:
         raise ValueError(f"every learning rate in lrs={lrs} diverged (validation loss not finite)")
-    return tuple(runs), best
+    return tuple(runs), best[0]
