@@ -1226,6 +1226,9 @@ CASES += [
     C(stats.wilson_interval, "n", V, lambda: stats.wilson_interval(0, 0)),
     C(stats.wilson_interval, "confidence", V, lambda: stats.wilson_interval(1, 2, confidence=1.0)),
     C(stats.wilson_interval, "confidence", T, lambda: stats.wilson_interval(1, 2, confidence="95%")),
+    C(stats.sign_test, "wins", V, lambda: stats.sign_test(5, 4)),
+    C(stats.sign_test, "n", V, lambda: stats.sign_test(0, 0)),
+    C(stats.sign_test, "alternative", V, lambda: stats.sign_test(1, 4, alternative="less")),
 ]
 
 # --- precision.activations (issue 22): saved bytes in fp32, under autocast, in bf16 -----------------

@@ -5,7 +5,8 @@ sample supports it (a shared helper: topic modules and notebooks import it).
 correct answers out of ``n`` — the interval ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``
 gives (``tests/test_stats.py`` holds the two side by side). Unlike the textbook ``p ± z√(p(1-p)/n)``
 it stays inside [0, 1] and does not shrink to a point at 0/n or n/n, which is where small
-evaluation sets usually land.
+evaluation sets usually land. :func:`sign_test` asks whether one model beats another on more paired
+examples than chance would give (``scipy.stats.binomtest(k, n, 0.5)``'s p-value).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
-from ._checks import check_float, check_int
+from ._checks import check_choice, check_float, check_int
 
-__all__ = ["wilson_interval"]
+__all__ = ["wilson_interval", "sign_test"]
 
 
 def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
@@ -38,3 +39,20 @@ def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tupl
     low = 0.0 if successes == 0 else max(0.0, centre - half)   # exactly 0 at k = 0 (rounding would leave 1e-17)
     high = 1.0 if successes == n else min(1.0, centre + half)
     return low, high
+
+
+def sign_test(wins: int, n: int, *, alternative: str = "greater") -> float:
+    """The sign test's p-value: ``wins`` of ``n`` paired comparisons went one way; under "no difference"
+    each goes either way with probability 1/2.
+
+    ``alternative="greater"``: P(X >= wins) for X ~ Binomial(n, 1/2); ``"two-sided"``: twice the smaller
+    tail, at most 1. ``wins`` in [0, n], ``n`` >= 1 (drop ties before counting).
+    """
+    n = check_int("n", n, low=1)
+    wins = check_int("wins", wins, low=0, high=n)
+    alternative = check_choice("alternative", alternative, ("greater", "two-sided"))
+    upper = sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
+    if alternative == "greater":
+        return upper
+    lower = sum(math.comb(n, k) for k in range(0, wins + 1)) / 2**n
+    return min(1.0, 2 * min(upper, lower))
