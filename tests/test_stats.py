@@ -3,7 +3,7 @@
 import pytest
 from scipy.stats import binomtest
 
-from llmlab.stats import wilson_interval
+from llmlab.stats import sign_test, wilson_interval
 
 
 @pytest.mark.parametrize("k, n", [(0, 1), (1, 1), (0, 8), (2, 8), (6, 8), (8, 8), (3, 16), (12, 16), (50, 100),
@@ -35,3 +35,16 @@ def test_bad_inputs():
         wilson_interval(1, 2, confidence=1.0)
     with pytest.raises(TypeError, match="successes"):
         wilson_interval(1.5, 2)
+
+
+@pytest.mark.parametrize("k, n", [(0, 1), (1, 1), (12, 12), (11, 12), (6, 12), (3, 12), (0, 12), (30, 40)])
+def test_sign_test_matches_scipy_binomtest(k, n):
+    assert sign_test(k, n) == pytest.approx(binomtest(k, n, 0.5, alternative="greater").pvalue, rel=1e-12)
+    assert sign_test(k, n, alternative="two-sided") == pytest.approx(binomtest(k, n, 0.5).pvalue, rel=1e-12)
+
+
+def test_sign_test_bad_inputs():
+    with pytest.raises(ValueError, match="wins"):
+        sign_test(5, 4)
+    with pytest.raises(ValueError, match="alternative"):
+        sign_test(1, 4, alternative="less")

@@ -5,12 +5,11 @@ sample supports it (a shared helper: topic modules and notebooks import it).
 correct answers out of ``n`` — the interval ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``
 gives (``tests/test_stats.py`` holds the two side by side). Unlike the textbook ``p ± z√(p(1-p)/n)``
 it stays inside [0, 1] and does not shrink to a point at 0/n or n/n, which is where small
-evaluation sets usually land.
-
-:func:`paired_test` compares two classifiers scored on the *same* examples: only the examples
-where they disagree carry information (McNemar, 1947), and under "equally accurate" each such
-example is a fair coin. It returns the exact two-sided p-value ``scipy.stats.binomtest(b, b + c)``
-gives (the exact McNemar test, as ``statsmodels``' ``mcnemar(exact=True)``).
+evaluation sets usually land. :func:`sign_test` asks whether one model beats another on more paired
+examples than chance would give (``scipy.stats.binomtest(k, n, 0.5)``'s p-value). :func:`paired_test`
+is the same question for two classifiers scored on the same examples: only the examples where they
+disagree carry information, and it is the two-sided sign test on those (the exact McNemar test, as
+``statsmodels``' ``mcnemar(exact=True)``).
 """
 
 from __future__ import annotations
@@ -19,9 +18,9 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from ._checks import check_float, check_int
+from ._checks import check_choice, check_float, check_int
 
-__all__ = ["wilson_interval", "PairedTest", "paired_test"]
+__all__ = ["wilson_interval", "sign_test", "PairedTest", "paired_test"]
 
 
 def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
@@ -46,6 +45,23 @@ def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tupl
     return low, high
 
 
+def sign_test(wins: int, n: int, *, alternative: str = "greater") -> float:
+    """The sign test's p-value: ``wins`` of ``n`` paired comparisons went one way; under "no difference"
+    each goes either way with probability 1/2.
+
+    ``alternative="greater"``: P(X >= wins) for X ~ Binomial(n, 1/2); ``"two-sided"``: twice the smaller
+    tail, at most 1. ``wins`` in [0, n], ``n`` >= 1 (drop ties before counting).
+    """
+    n = check_int("n", n, low=1)
+    wins = check_int("wins", wins, low=0, high=n)
+    alternative = check_choice("alternative", alternative, ("greater", "two-sided"))
+    upper = sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
+    if alternative == "greater":
+        return upper
+    lower = sum(math.comb(n, k) for k in range(0, wins + 1)) / 2**n
+    return min(1.0, 2 * min(upper, lower))
+
+
 @dataclass(frozen=True)
 class PairedTest:
     """Two classifiers on the same ``n`` examples: ``only_first`` examples only the first gets right,
@@ -59,8 +75,8 @@ class PairedTest:
 
 def paired_test(first_correct, second_correct) -> PairedTest:
     """Exact McNemar test of two classifiers from their per-example correctness (two equal-length
-    sequences of bools, or 0/1): with b examples only the first gets right and c only the second,
-    p = P(a Binomial(b + c, 1/2) is at least as far from (b + c)/2 as b), two-sided (1.0 when b = c = 0)."""
+    sequences of bools, or 0/1): :func:`sign_test` (two-sided) on the b examples only the first gets
+    right against the c only the second does (p = 1 when b = c = 0)."""
     if isinstance(first_correct, (str, bytes)) or isinstance(second_correct, (str, bytes)):
         raise TypeError("first_correct and second_correct must be sequences of bools, not strings")
     first, second = [bool(x) for x in first_correct], [bool(x) for x in second_correct]
@@ -69,8 +85,5 @@ def paired_test(first_correct, second_correct) -> PairedTest:
                          f"and {len(second)}")
     b = sum(f and not s for f, s in zip(first, second))
     c = sum(s and not f for f, s in zip(first, second))
-    m = b + c
-    if m == 0:
-        return PairedTest(len(first), b, c, 1.0)
-    tail = sum(math.comb(m, i) for i in range(min(b, c) + 1)) / 2 ** m  # P(X <= min(b, c)), X ~ Bin(m, 1/2)
-    return PairedTest(len(first), b, c, min(1.0, 2 * tail))
+    p = 1.0 if b + c == 0 else sign_test(b, b + c, alternative="two-sided")
+    return PairedTest(len(first), b, c, p)
