@@ -1,9 +1,12 @@
 """Shared test fixtures. Tests run on the CPU unless a test asks for CUDA explicitly."""
 
+import importlib
 import os
+import traceback
 
 import pytest
 import torch
+import torch.distributed as dist
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -109,3 +112,59 @@ def one_step(model, opt, dtype=torch.float32) -> None:
     model(x).float().pow(2).mean().backward()
     opt.step()
 
+
+
+# Distributed tests (test_distributed_*.py) share this helper and a process group.
+
+def model_step_with_zero_grad(model) -> None:
+    """PyTorch's ``_model_step_with_zero_grad`` (its DDP tests): param += grad, then zero the gradient."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p += p.grad
+                p.grad.zero_()
+
+
+# Their test-only cases, ported from PyTorch's own tests, run on one shared process group: one launch of
+# 3 gloo ranks instead of one per test (each rank is a new Python process that imports torch: seconds
+# each). Tests of llmlab's launcher itself, and llmlab functions that start their own ranks, launch their own.
+
+#: case -> "module:function" called as function(rank, world_size) on every rank of the shared group.
+SHARED_GROUP_CASES = {
+    "ddp_parity": "test_distributed_ddp:pytorch_ddp_cases",
+    "syncbn": "test_distributed_batchnorm:syncbn_cases",
+    "sharding": "test_distributed_sharding:sharding_ports",
+}
+SHARED_GROUP_SIZE = 3
+
+
+def run_shared_cases(rank, world_size, cases):
+    """One rank of the shared group: every case in turn; (True, its result) or (False, its traceback)."""
+    out = {}
+    for name, target in cases.items():
+        module, function = target.split(":")
+        try:
+            out[name] = (True, getattr(importlib.import_module(module), function)(rank, world_size))
+        except Exception:
+            out[name] = (False, traceback.format_exc())
+        dist.barrier()  # every rank ends a case before any rank starts the next
+    return out
+
+
+@pytest.fixture(scope="session")
+def shared_group():
+    """``shared_group(case)``: the per-rank results of a case of :data:`SHARED_GROUP_CASES`, all run in
+    one launch of :data:`SHARED_GROUP_SIZE` gloo ranks on first use; a case that raised on a rank fails
+    the test that asks for it, with that rank's traceback."""
+    from llmlab.distributed import run
+
+    per_rank = run(run_shared_cases, SHARED_GROUP_SIZE, SHARED_GROUP_CASES, timeout=300)
+
+    def case(name):
+        for rank, results in enumerate(per_rank):
+            ok, value = results[name]
+            if not ok:
+                pytest.fail(f"case {name!r} failed on rank {rank}:\n{value}")
+        return [results[name][1] for results in per_rank]
+
+    return case
