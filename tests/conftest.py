@@ -13,6 +13,34 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
+# Parallel runs (pytest-xdist: `make test`, `make check`): the workers share the cores, so each
+# worker, and every kernel and process it starts, gets its share of torch threads. Two workers of
+# two threads on two cores would make PyTorch's OpenMP threads wait for each other.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+    torch.set_num_threads(THREADS)
+
+#: Test files in the order a parallel run hands them to the workers, longest first (with the
+#: Makefile's --dist loadfile --no-loadscope-reorder each file goes to one worker as a whole): the
+#: browser test, the Colab replay, the notebooks, the distributed tests, the solutions, then the
+#: other unit tests, so that short files fill in at the end and the workers finish together.
+FIRST = ("tests/test_browser.py", "tests/test_colab.py", "notebooks/", "tests/test_distributed_", "solutions/")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    if not hasattr(config, "workerinput"):  # only in pytest-xdist's workers; a serial run keeps its order
+        return
+    root = config.rootpath
+
+    def rank(item):
+        rel = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else str(item.path)
+        return next((i for i, prefix in enumerate(FIRST) if rel.startswith(prefix)), len(FIRST))
+
+    items.sort(key=rank)  # stable: each file's items stay together and in order
+
 
 @pytest.fixture(scope="session")
 def default_lm():
