@@ -26,7 +26,7 @@ from .launch import MAX_WORLD_SIZE, run
 from .pipeline import MAX_MICRO_BATCHES, SCHEDULES, idle_times, schedule_actions
 
 __all__ = ["PipelineSpec", "make_pipeline_model", "pipeline_data", "single_process_step", "PipelineRun",
-           "run_pipelines", "run_pipeline"]
+           "run_pipelines", "run_pipeline", "pipeline_rank_steps", "assemble_pipeline_run"]
 
 @dataclass(frozen=True)
 class PipelineSpec:
@@ -128,9 +128,11 @@ def _stage_module(spec: PipelineSpec, stages: int, s: int) -> tuple[nn.Sequentia
     return nn.Sequential(*[model[i] for i in idx]), names
 
 
-def _pipeline_rank(rank: int, world_size: int, kinds: tuple[str, ...], spec: PipelineSpec, t_forward: float,
-                   t_backward: float, compare_torch: bool) -> list[dict]:
-    """What each rank runs: for each schedule, its stage with real isend/recv, then (optionally) PyTorch's."""
+def pipeline_rank_steps(rank: int, world_size: int, kinds: tuple[str, ...], spec: PipelineSpec,
+                        t_forward: float = 1.0, t_backward: float = 2.0, compare_torch: bool = False) -> list[dict]:
+    """What each rank runs (in a process group of ``world_size``, started by :func:`run` or ``torchrun``): stage
+    ``rank`` of each schedule in ``kinds`` with real isend/recv, then, with ``compare_torch``, PyTorch's.
+    Gather the ranks' results and hand them, per schedule, to :func:`assemble_pipeline_run`."""
     return [_pipeline_stage_step(rank, world_size, kind, spec, t_forward, t_backward, compare_torch) for kind in kinds]
 
 
@@ -250,7 +252,8 @@ def _check_run(spec, stages, t_forward, t_backward, compare_torch) -> tuple[Pipe
     return spec, stages, tf, tb
 
 
-def _pipeline_result(kind: str, spec: PipelineSpec, ranks: list[dict], compare_torch: bool) -> PipelineRun:
+def assemble_pipeline_run(kind: str, spec: PipelineSpec, ranks: list[dict], compare_torch: bool = False) -> PipelineRun:
+    """The :class:`PipelineRun` of one schedule from the stages' results (in rank order)."""
     makespan = max(r["clock"] for r in ranks)
     return PipelineRun(
         kind=kind, stages=len(ranks), micro_batches=spec.micro_batches, loss=ranks[-1]["loss"],
@@ -281,8 +284,8 @@ def run_pipelines(kinds=SCHEDULES, spec: PipelineSpec | None = None, *, stages: 
     for kind in kinds:
         check_choice("kinds", kind, SCHEDULES)
     spec, stages, tf, tb = _check_run(spec, stages, t_forward, t_backward, compare_torch)
-    ranks = run(_pipeline_rank, stages, kinds, spec, tf, tb, compare_torch, timeout=timeout)
-    return {kind: _pipeline_result(kind, spec, [r[k] for r in ranks], compare_torch) for k, kind in enumerate(kinds)}
+    ranks = run(pipeline_rank_steps, stages, kinds, spec, tf, tb, compare_torch, timeout=timeout)
+    return {kind: assemble_pipeline_run(kind, spec, [r[k] for r in ranks], compare_torch) for k, kind in enumerate(kinds)}
 
 
 def run_pipeline(kind: str, spec: PipelineSpec | None = None, *, stages: int = 4, t_forward: float = 1.0,

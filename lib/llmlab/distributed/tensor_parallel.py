@@ -32,7 +32,7 @@ from .launch import MAX_WORLD_SIZE, run
 
 __all__ = ["BLOCKS", "MLP", "Attention", "CollectiveLog", "copy_to_tensor_parallel", "reduce_from_tensor_parallel",
            "ColumnParallelLinear", "RowParallelLinear", "TensorParallelMLP", "TensorParallelAttention", "TPSpec",
-           "make_block", "shard_block", "TPRun", "tensor_parallel_step"]
+           "make_block", "shard_block", "TPRun", "tensor_parallel_step", "tp_rank_step", "assemble_tp_run"]
 
 #: The blocks :func:`tensor_parallel_step` can split.
 BLOCKS = ("mlp", "attention")
@@ -168,12 +168,15 @@ class TensorParallelMLP(nn.Module):
         super().__init__()
         self.up = ColumnParallelLinear(mlp.up, rank, world_size)
         self.down = RowParallelLinear(mlp.down, rank, world_size)
-        self.group, self.log = group, log
+        self.group, self.log, self.world_size = group, log, world_size
 
     def forward(self, x):
-        x = copy_to_tensor_parallel(x, self.group, self.log)
+        if self.world_size > 1:
+            x = copy_to_tensor_parallel(x, self.group, self.log)
         partial = self.down(F.gelu(self.up(x)))
-        return reduce_from_tensor_parallel(partial, self.group, self.log) + self.down.bias
+        if self.world_size > 1:        # one rank holds everything: nothing to sum
+            partial = reduce_from_tensor_parallel(partial, self.group, self.log)
+        return partial + self.down.bias
 
 
 class TensorParallelAttention(nn.Module):
@@ -188,10 +191,11 @@ class TensorParallelAttention(nn.Module):
         self.q, self.k, self.v = (ColumnParallelLinear(lin, rank, world_size)
                                   for lin in (attention.q, attention.k, attention.v))
         self.o = RowParallelLinear(attention.o, rank, world_size)
-        self.group, self.log = group, log
+        self.group, self.log, self.world_size = group, log, world_size
 
     def forward(self, x):
-        x = copy_to_tensor_parallel(x, self.group, self.log)
+        if self.world_size > 1:
+            x = copy_to_tensor_parallel(x, self.group, self.log)
         b, s, _ = x.shape
 
         def split(t):
@@ -199,7 +203,9 @@ class TensorParallelAttention(nn.Module):
 
         att = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)), is_causal=True)
         partial = self.o(att.transpose(1, 2).reshape(b, s, -1))
-        return reduce_from_tensor_parallel(partial, self.group, self.log) + self.o.bias
+        if self.world_size > 1:
+            partial = reduce_from_tensor_parallel(partial, self.group, self.log)
+        return partial + self.o.bias
 
 
 @dataclass(frozen=True)
@@ -237,8 +243,10 @@ def _block_data(spec: TPSpec) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(*shape, generator=g, dtype=torch.float64), torch.randn(*shape, generator=g, dtype=torch.float64)
 
 
-def _tp_rank(rank: int, world_size: int, block: str, spec: TPSpec, compare_dtensor: bool) -> dict:
-    """What each rank runs: its shard of the block forward and backward (then, optionally, PyTorch's TP)."""
+def tp_rank_step(rank: int, world_size: int, block: str, spec: TPSpec, compare_dtensor: bool = False) -> dict:
+    """What each rank runs (in a process group of ``world_size``, started by :func:`run` or ``torchrun``): its
+    shard of the block forward and backward, then, with ``compare_dtensor``, PyTorch's own tensor parallelism.
+    Gather the ranks' results and hand them to :func:`assemble_tp_run`."""
     full = make_block(block, spec)
     x, r = _block_data(spec)
     log = CollectiveLog()
@@ -341,7 +349,13 @@ def tensor_parallel_step(block: str = "mlp", world_size: int = 2, spec: TPSpec |
     if split % world_size:
         raise ValueError(f"{what} must be divisible by world_size for block={block!r}, got {split} and {world_size}")
     check_bool("compare_dtensor", compare_dtensor)
-    ranks = run(_tp_rank, world_size, block, spec, compare_dtensor, timeout=timeout)
+    ranks = run(tp_rank_step, world_size, block, spec, compare_dtensor, timeout=timeout)
+    return assemble_tp_run(block, spec, ranks)
+
+
+def assemble_tp_run(block: str, spec: TPSpec, ranks: list[dict]) -> TPRun:
+    """The :class:`TPRun` of the per-rank results of :func:`tp_rank_step` (in rank order), with the same block
+    run on this process as the reference."""
     reference = make_block(block, spec)
     x, r = _block_data(spec)
     x.requires_grad_(True)
@@ -349,7 +363,7 @@ def tensor_parallel_step(block: str = "mlp", world_size: int = 2, spec: TPSpec |
     (y * r).sum().backward()
     log = ranks[0]["log"]
     return TPRun(
-        block=block, world_size=world_size, output=ranks[0]["output"], input_grad=ranks[0]["input_grad"],
+        block=block, world_size=len(ranks), output=ranks[0]["output"], input_grad=ranks[0]["input_grad"],
         grads=_assemble(block, [rk["grads"] for rk in ranks]), reference_output=y.detach(),
         reference_input_grad=x.grad, reference_grads={n: p.grad for n, p in reference.named_parameters()},
         forward_bytes=sum(b for ph, _, b in log if ph == "forward"),
