@@ -128,6 +128,15 @@ def right_answer(exercise_id):
         return {key: next(n for n in range(1, 1000)
                           if sharded_ledger(p, n, stage, precision="mixed").total <= 60e9)
                 for key, (p, stage) in {"70B zero3": (70 * 10**9, "zero3"), "13B zero2": (13 * 10**9, "zero2")}.items()}
+    if exercise_id == "16.1":
+        return next(m for m in range(1, 10**4) if 7 / (m + 7) < 0.05)
+    if exercise_id == "16.2":
+        return 2 * (2 * 3 / 4) * (8 * 2048 * 4096 * 2)
+    if exercise_id == "16.3":
+        from llmlab.distributed import MODEL_PRESETS, ClusterConfig, plan_parallelism
+        return next(g for g in (8, 16, 32, 64, 128) if any(
+            e.fits for e in plan_parallelism(MODEL_PRESETS["Llama 2 70B"], ClusterConfig("h100", gpus=g),
+                                             micro_batches=(1, 2))))
     if exercise_id == "09.2":
         d, L, H, H_kv, ff, V = 8192, 80, 64, 8, 28672, 32000
         block = d * d + 2 * d * H_kv * (d // H) + d * d + 3 * d * ff + 2 * d
@@ -192,6 +201,9 @@ def wrong_answers():
         "10.2": (shortest_match, "longest"),
         "12.1": (lambda: right_answer("12.1") / 9, "equals"),
         "12.2": (lambda: {**right_answer("12.2"), "13B zero2": right_answer("12.2")["13B zero2"] - 1}, "one GPU short"),
+        "16.1": (141, "approximation"),
+        "16.2": (lambda: right_answer("16.2") / 2, "one all-reduce"),
+        "16.3": (lambda: right_answer("16.3") // 2, "too low"),
     }
 
 

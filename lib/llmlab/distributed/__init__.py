@@ -33,7 +33,7 @@ from .ledger import STAGE_LABELS, STAGES, sharded_ledger
 from .pipeline import SCHEDULES, Timeline, bubble_fraction, peak_held_formula, pipeline_schedule, simulate_schedule
 from .pipeline_run import (PipelineRun, PipelineSpec, make_pipeline_model, pipeline_data, run_pipeline, run_pipelines,
                            single_process_step)
-from .planner import (MEGATRON_1T, SELENE_3072, ZERO_STAGES, ClusterConfig, ModelConfig, PlanEstimate, estimate_plan,
+from .planner import (MEGATRON_1T, MODEL_PRESETS, SELENE_3072, ZERO_STAGES, ClusterConfig, ModelConfig, PlanEstimate, estimate_plan,
                       plan_parallelism)
 from .tensor_parallel import (BLOCKS, MLP, Attention, CollectiveLog, ColumnParallelLinear, RowParallelLinear,
                               TensorParallelAttention, TensorParallelMLP, TPRun, TPSpec, copy_to_tensor_parallel,
@@ -55,5 +55,5 @@ __all__ = [
     "single_process_step",
     "dp_bytes_per_step", "tp_payload_per_step", "pp_bytes_per_step", "ddp_gradient_bytes",
     "plan_parallelism", "estimate_plan", "ModelConfig", "ClusterConfig", "PlanEstimate", "ZERO_STAGES",
-    "MEGATRON_1T", "SELENE_3072",
+    "MEGATRON_1T", "SELENE_3072", "MODEL_PRESETS",
 ]

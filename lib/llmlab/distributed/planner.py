@@ -35,7 +35,7 @@ from .comm import ring_allreduce_bytes
 from .ledger import sharded_ledger
 
 __all__ = ["ModelConfig", "ClusterConfig", "PlanEstimate", "estimate_plan", "plan_parallelism",
-           "ZERO_STAGES", "MEGATRON_1T", "SELENE_3072"]
+           "ZERO_STAGES", "MEGATRON_1T", "SELENE_3072", "MODEL_PRESETS"]
 
 #: The data-parallel flavours the planner knows (notebook 12's ledger stages).
 ZERO_STAGES = ("ddp", "zero1", "zero2", "zero3")
@@ -82,13 +82,25 @@ SELENE_3072 = ClusterConfig("3,072 A100 80 GB (Selene)", gpus=3072, gpus_per_nod
                             peak_flops=312e12, efficiency=0.7, intra_node_gb_s=300.0, inter_node_gb_s=25.0)
 
 
+#: Models the planner offers. Llama 2 (Touvron et al. 2023, Table 1 and §2.2): 7B 32 layers × 4096, 13B
+#: 40 × 5120, 70B 80 × 8192, context 4,096, global batch 4M tokens (1,024 sequences); the 1T row of
+#: Narayanan et al. 2021, Table 1 (128 × 25,600, sequence 2,048, batch 3,072).
+MODEL_PRESETS = {
+    "Llama 2 7B": ModelConfig("Llama 2 7B", 7e9, 32, 4096, 4096, 1024),
+    "Llama 2 13B": ModelConfig("Llama 2 13B", 13e9, 40, 5120, 4096, 1024),
+    "Llama 2 70B": ModelConfig("Llama 2 70B", 70e9, 80, 8192, 4096, 1024),
+    "GPT 1T (Megatron 2021)": ModelConfig("GPT 1T", 1008e9, 128, 25600, 2048, 3072),
+}
+
+
 @dataclass(frozen=True)
 class PlanEstimate:
     """One configuration: ``tp`` × ``pp`` × ``dp`` = GPUs, data-parallel flavour ``zero``, micro-batches of
     ``micro_batch`` sequences, ``micro_batches`` of them per pipeline, ``recompute`` on or off.
     Memory per GPU (GB): ``states_gb`` + ``activations_gb`` = ``memory_gb``; ``fits`` if within the GPU.
     Seconds per step: ``compute_s`` + ``bubble_s`` + ``tp_comm_s`` + ``pp_comm_s`` + ``dp_comm_s`` = ``step_s``.
-    ``flops_per_gpu``: hardware FLOP/s per GPU achieved (recomputation included, as Megatron reports)."""
+    ``flops_per_gpu``: hardware FLOP/s per GPU achieved (recomputation included, as Megatron reports);
+    ``mfu``: model FLOPs utilisation, 6·P·tokens per second per GPU over the peak (recomputation not counted)."""
 
     tp: int
     pp: int
@@ -109,6 +121,7 @@ class PlanEstimate:
     step_s: float
     flops_per_gpu: float
     tokens_per_s: float
+    mfu: float
 
 
 def _estimate(model: ModelConfig, cluster: ClusterConfig, tp: int, pp: int, zero: str, micro_batch: int,
@@ -141,7 +154,8 @@ def _estimate(model: ModelConfig, cluster: ClusterConfig, tp: int, pp: int, zero
                         fits=memory <= cluster.memory_gb, compute_s=compute, bubble_s=bubble, tp_comm_s=tp_comm,
                         pp_comm_s=pp_comm, dp_comm_s=dp_comm, step_s=step,
                         flops_per_gpu=flops / (cluster.gpus * step),
-                        tokens_per_s=model.global_batch * s / step)
+                        tokens_per_s=model.global_batch * s / step,
+                        mfu=6 * model.params * model.global_batch * s / (cluster.gpus * step * cluster.peak_flops))
 
 
 def _check_configs(model, cluster) -> None:

@@ -15,6 +15,7 @@ from .checkpointing import CheckpointingWidget, checkpointing_widget
 from .decoding import DecodingWidget, decoding_widget
 from .distributed import DataParallelWidget, data_parallel_widget
 from .lora import LoRARankExplorer, lora_rank_explorer
+from .model_parallel import PipelineTimelineWidget, PlannerWidget, pipeline_timeline_widget, planner_widget
 from .precision import PrecisionWidget, precision_widget
 from .prompting import DPOBetaExplorer, dpo_beta_explorer
 from .schedules import CosineExplorer, cosine_explorer
@@ -34,4 +35,5 @@ __all__ = [
     "dpo_beta_explorer", "DPOBetaExplorer",
     "bpe_merges_widget", "BPEMergesWidget",
     "data_parallel_widget", "DataParallelWidget",
+    "pipeline_timeline_widget", "PipelineTimelineWidget", "planner_widget", "PlannerWidget",
 ]

@@ -7,24 +7,15 @@ import ipywidgets as W
 from .._checks import check_choice, check_float, check_int
 from ..display import html_table
 from ..distributed.pipeline import SCHEDULES, bubble_fraction, peak_held_formula, simulate_schedule
-from ..distributed.planner import ClusterConfig, ModelConfig, plan_parallelism
+from ..distributed.planner import MODEL_PRESETS, ClusterConfig, ModelConfig, plan_parallelism
 from ..plotting import PALETTE
 from .base import LabWidget
 
-__all__ = ["PipelineTimelineWidget", "pipeline_timeline_widget", "PlannerWidget", "planner_widget", "PLANNER_MODELS",
-           "GPU_OPTIONS", "draw_timeline"]
+__all__ = ["PipelineTimelineWidget", "pipeline_timeline_widget", "PlannerWidget", "planner_widget", "GPU_OPTIONS",
+           "draw_timeline"]
 
 #: GPU counts the planner's slider offers (powers of two: every split is then a power of two).
 GPU_OPTIONS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
-#: Models the planner offers. Llama 2 (Touvron et al. 2023, Table 1 and §2.2): 7B 32 layers × 4096, 13B
-#: 40 × 5120, 70B 80 × 8192, context 4,096, global batch 4M tokens (1,024 sequences); the 1T row of
-#: Narayanan et al. 2021, Table 1 (128 × 25,600, sequence 2,048, batch 3,072).
-PLANNER_MODELS = {
-    "Llama 2 7B": ModelConfig("Llama 2 7B", 7e9, 32, 4096, 4096, 1024),
-    "Llama 2 13B": ModelConfig("Llama 2 13B", 13e9, 40, 5120, 4096, 1024),
-    "Llama 2 70B": ModelConfig("Llama 2 70B", 70e9, 80, 8192, 4096, 1024),
-    "GPT 1T (Megatron 2021)": ModelConfig("GPT 1T", 1008e9, 128, 25600, 2048, 3072),
-}
 
 
 def draw_timeline(ax, timeline, *, title: str | None = None) -> None:
@@ -42,7 +33,7 @@ def draw_timeline(ax, timeline, *, title: str | None = None) -> None:
     ax.set_xlabel("time (forward = 1)")
     ax.bar(0, 0, color=PALETTE[0], label="forward F(i)")
     ax.bar(0, 0, color=PALETTE[1], label="backward B(i)")
-    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0), frameon=False)
     if title:
         ax.set_title(title, fontsize=9)
 
@@ -98,14 +89,14 @@ class PlannerWidget(LabWidget):
     def __init__(self, *, model: str = "Llama 2 70B", gpus: int = 512, inter_node_gb_s: float = 50.0,
                  memory_gb: float = 80.0, peak_flops: float = 989e12, efficiency: float = 0.7):
         super().__init__()
-        check_choice("model", model, tuple(PLANNER_MODELS))
+        check_choice("model", model, tuple(MODEL_PRESETS))
         if check_int("gpus", gpus, low=1) not in GPU_OPTIONS:
             raise ValueError(f"gpus must be one of {list(GPU_OPTIONS)}, got {gpus}")
         check_float("inter_node_gb_s", inter_node_gb_s, low=1, high=1000)
         self.memory_gb = check_float("memory_gb", memory_gb, low=0, low_open=True)
         self.peak_flops = check_float("peak_flops", peak_flops, low=0, low_open=True)
         self.efficiency = check_float("efficiency", efficiency, low=0, high=1, low_open=True)
-        self.model = W.Dropdown(options=list(PLANNER_MODELS), value=model, description="model")
+        self.model = W.Dropdown(options=list(MODEL_PRESETS), value=model, description="model")
         self.gpus = W.SelectionSlider(options=GPU_OPTIONS, value=gpus, description="GPUs", continuous_update=False)
         self.inter_node_gb_s = W.FloatLogSlider(value=inter_node_gb_s, base=10, min=0, max=3, step=0.05,
                                                 description="node link GB/s", readout_format=".3g",
@@ -124,7 +115,7 @@ class PlannerWidget(LabWidget):
         return [e for e in plan_parallelism(model, self._cluster(gpus), micro_batches=(1, 2)) if e.fits]
 
     def refresh(self) -> None:
-        model, n = PLANNER_MODELS[self.model.value], self.gpus.value
+        model, n = MODEL_PRESETS[self.model.value], self.gpus.value
         plans = self._fitting(model, n)
         best = plans[0] if plans else None
         times = {}
