@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import llmlab
-from llmlab import _checks, _torch, accumulation, checkpointing, data, display, fitting, lora, memory, models
+from llmlab import _checks, _torch, accumulation, checkpointing, data, display, fitting, lora, memory, modelinfo, models
 from llmlab import perplexity, precision, schedules, svd, timing, tokenization
 from llmlab import decoding
 from llmlab.decoding import limits, roofline, search
@@ -129,9 +129,15 @@ CASES: list[Case] = [
     C(_checks.check_sequence, "xs", T, lambda: _checks.check_sequence("xs", "abc")),
     C(_checks.check_sequence, "xs", T, lambda: _checks.check_sequence("xs", {"a": 1}), "one dict"),
     C(_checks.check_sequence, "xs", V, lambda: _checks.check_sequence("xs", [])),
-    C(_checks.check_token_ids, "ids", V, lambda: _checks.check_token_ids("ids", ids(1, 97), 97)),
-    C(_checks.check_token_ids, "ids", V, lambda: _checks.check_token_ids("ids", ids(-1), 97), "negative"),
-    C(_checks.check_token_ids, "ids", T, lambda: _checks.check_token_ids("ids", torch.zeros(1, 2), 97)),
+    # --- modelinfo ------------------------------------------------------------------------------
+    C(modelinfo.check_token_ids, "input_ids", V, lambda: modelinfo.check_token_ids(tiny(), ids(1, 97))),
+    C(modelinfo.check_token_ids, "ids", V, lambda: modelinfo.check_token_ids(tiny(), ids(-1), name="ids"), "negative"),
+    C(modelinfo.check_token_ids, "input_ids", T, lambda: modelinfo.check_token_ids(tiny(), torch.zeros(1, 2))),
+    C(modelinfo.check_fits_model, "input_ids", V, lambda: modelinfo.check_fits_model(tiny(), ids(1, 97))),
+    C(modelinfo.check_fits_model, "max_new_tokens", V, lambda: modelinfo.check_fits_model(tiny(), PROMPT, max_new_tokens=125)),
+    C(modelinfo.check_fits_model, "eos_token_id", V, lambda: modelinfo.check_fits_model(tiny(), PROMPT, eos_token_id=97)),
+    C(modelinfo.context_size, "model", T, lambda: modelinfo.context_size("gpt2")),
+    C(modelinfo.vocab_size, "model", T, lambda: modelinfo.vocab_size(None)),
     C(_checks.describe_range, "low_open", T, lambda: _checks.describe_range(1, 2, low_open="yes")),
     C(_torch.seed_everything, "seed", T, lambda: _torch.seed_everything(True)),
     C(_torch.seed_everything, "seed", V, lambda: _torch.seed_everything(2**70)),
@@ -376,8 +382,6 @@ CASES: list[Case] = [
     C(perplexity.sliding_windows, "max_length", V, lambda: perplexity.sliding_windows(10, max_length=0, stride=1)),
     C(perplexity.sliding_windows, "seq_len", T, lambda: perplexity.sliding_windows(10.0, max_length=4, stride=2)),
     C(perplexity.forward_tokens, "stride", V, lambda: perplexity.forward_tokens(10, max_length=4, stride=0)),
-    C(perplexity.context_size, "model", T, lambda: perplexity.context_size("gpt2")),
-    C(perplexity.vocab_size, "model", T, lambda: perplexity.vocab_size(None)),
     C(perplexity.token_nlls, "input_ids", V, lambda: perplexity.token_nlls(tiny(), ids(1, 500, 3), max_length=8, stride=4)),
     C(perplexity.token_nlls, "input_ids", V, lambda: perplexity.token_nlls(tiny(), ids(1, -1, 3), max_length=8, stride=4)),
     C(perplexity.token_nlls, "max_length", V, lambda: perplexity.token_nlls(tiny(), ids(1, 2, 3), max_length=1000, stride=4)),
@@ -424,9 +428,6 @@ CASES: list[Case] = [
     C(search.top_p_filter, "p", V, lambda: search.top_p_filter(torch.randn(5), NAN)),
     C(search.top_p_filter, "logits", V, lambda: search.top_p_filter(torch.full((5,), NAN), 0.5)),
     C(search.warp_logits, "temperature", V, lambda: search.warp_logits(torch.randn(5), temperature=-1.0)),
-    C(limits.check_fits_model, "input_ids", V, lambda: limits.check_fits_model(tiny(), ids(1, 97))),
-    C(limits.check_fits_model, "max_new_tokens", V, lambda: limits.check_fits_model(tiny(), PROMPT, 125)),
-    C(limits.check_fits_model, "eos_token_id", V, lambda: limits.check_fits_model(tiny(), PROMPT, 1, 97)),
     C(search.beam_search, "num_beams", V, lambda: search.beam_search(tiny(),
                                                                     PROMPT, 3, num_beams=98), "> vocab of 97"),
     C(search.warp_logits, "top_k", T, lambda: search.warp_logits(torch.randn(5), top_k=1.5)),
@@ -435,10 +436,10 @@ CASES: list[Case] = [
     C(search.sequence_logprob, "input_ids", V, lambda: search.sequence_logprob(tiny(), torch.ones(1, 300, dtype=torch.long), 1), "past the context"),
     C(search.next_token_logits, "input_ids", V, lambda: search.next_token_logits(tiny(), ids(1, 97))),
     C(search.next_token_logits, "input_ids", V, lambda: search.next_token_logits(tiny(), torch.ones(1, 300, dtype=torch.long)), "past the context"),
-    C(search.check_input_ids, "input_ids", T, lambda: search.check_input_ids(torch.ones(1, 3))),
-    C(search.check_input_ids, "input_ids", V, lambda: search.check_input_ids(torch.ones(1, 0, dtype=torch.long))),
-    C(search.check_max_new_tokens, "max_new_tokens", V, lambda: search.check_max_new_tokens(-1)),
-    C(search.check_eos_token_id, "eos_token_id", V, lambda: search.check_eos_token_id(-1)),
+    C(limits.check_input_ids, "input_ids", T, lambda: limits.check_input_ids(torch.ones(1, 3))),
+    C(limits.check_input_ids, "input_ids", V, lambda: limits.check_input_ids(torch.ones(1, 0, dtype=torch.long))),
+    C(limits.check_max_new_tokens, "max_new_tokens", V, lambda: limits.check_max_new_tokens(-1)),
+    C(limits.check_eos_token_id, "eos_token_id", V, lambda: limits.check_eos_token_id(-1)),
     C(decoding.StaticDecoder, "max_len", V, lambda: decoding.StaticDecoder(tiny(), 1000), "past the context"),
     C(decoding.StaticDecoder, "max_len", V, lambda: decoding.StaticDecoder(tiny(), 1)),
     C(decoding.StaticDecoder, "model_type", V, lambda: decoding.StaticDecoder(nn.Linear(2, 2), 8), "not a Llama"),
@@ -638,6 +639,9 @@ NO_ARGUMENTS = {
     # These read only $LLMLAB_CACHE / $XDG_CACHE_HOME and the installed package; what they do with a
     # damaged or missing cache is tested in tests/test_bad_inputs.py (the model cache section).
     "cache_dir", "default_gguf_path", "default_model_dir",
+    # modelinfo's forward-signature readers take any object and answer for its class's forward
+    # (False / "past_key_values" / None when it has no such keyword or field): nothing to refuse.
+    "cache_keyword", "accepts_logits_to_keep", "output_cache",
 }
 
 #: Modules whose names the table does not list: the bench (runs on its own inputs; its command
@@ -732,8 +736,6 @@ CASES += [
     C(anat_tiny.TinyTransformer, "vocab_size", V, lambda: A.TinyTransformer(10**9), "huge"),
     C(anat_tiny.TinyTransformer.forward, "input_ids", V, lambda: tt()(torch.zeros(1, 17, dtype=torch.long)), "past max_len"),
     C(anat_tiny.TinyTransformer.forward, "input_ids", T, lambda: tt()(torch.zeros(1, 4))),
-    C(anat_tiny.TinyTransformer.forward, "input_ids", V, lambda: tt()(torch.tensor([[1, 2, 99]])), "id past vocab"),
-    C(anat_tiny.TinyTransformer.forward, "input_ids", V, lambda: tt()(torch.tensor([[1, -2, 3]])), "negative id"),
     C(anat_tiny.TinyTransformer.forward, "mask", V, lambda: tt()(tt_ids(), torch.ones(5, 5, dtype=torch.bool))),
     # --- anatomy.corpus -------------------------------------------------------------------------
     C(corpus.make_animal_corpus, "n_sentences", V, lambda: A.make_animal_corpus(0)),
@@ -782,6 +784,8 @@ CASES += [
     C(objectives.train_tiny_lm, "mask_prob", V, lambda: A.train_tiny_lm(tt(), tt_ids(), "masked", mask_prob=0.0)),
     C(objectives.train_tiny_lm, "progress", T, lambda: A.train_tiny_lm(tt(), tt_ids(), "causal", progress="yes")),
     C(objectives.train_tiny_lm, "model", T, lambda: A.train_tiny_lm(None, tt_ids(), "causal")),
+    C(objectives.train_tiny_lm, "ids", V, lambda: A.train_tiny_lm(tt(), torch.tensor([[1, 2, 99]]), "causal"), "id past vocab"),
+    C(objectives.lm_loss, "ids", V, lambda: A.lm_loss(tt(), torch.tensor([[1, -2, 3]]), "causal"), "negative id"),
     C(objectives.target_logprobs, "model", T, lambda: A.target_logprobs("model", tt_ids())),
     C(objectives.target_logprobs, "ids", V, lambda: A.target_logprobs(tt(), torch.tensor([[1]])), "one token"),
     C(objectives.target_logprobs, "ids", T, lambda: A.target_logprobs(tt(), tt_ids().float())),
