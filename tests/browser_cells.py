@@ -83,6 +83,10 @@ TAGGED = {
         "explorer = data_parallel_widget(ranks=8, params_b=7.0)",
         "# Drive it from code, as a person would: 64 ranks, then a 70B model",
     ],
+    "16_model_parallel.ipynb": [
+        'timeline = pipeline_timeline_widget(stages=STAGES, micro_batches=MICRO_BATCHES, kind="1f1b")',
+        "# Drive them from code, as a person would: more micro-batches, then 4,096 GPUs.",
+    ],
 }
 
 

@@ -50,6 +50,7 @@ WIDGET_NOTEBOOKS = {
     "10_tokenization.ipynb": {"slider": "merges", "text": r"tokens per byte = \d\.\d{3}"},
     "11_prompting_alignment.ipynb": {"slider": "beta", "text": r"mean DPO loss \d"},
     "12_data_parallel.ipynb": {"slider": "ranks N", "text": r"GB per rank|ZeRO-3"},
+    "16_model_parallel.ipynb": {"slider": "GPUs", "text": r"Speed-up over \d+ GPUs"},
 }
 PRESENT = [n for n in WIDGET_NOTEBOOKS if (ROOT / "notebooks" / n).exists()]
 

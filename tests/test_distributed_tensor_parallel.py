@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmlab.distributed import (BLOCKS, CollectiveLog, TPSpec, make_block, ring_allreduce_bytes, run, shard_block,
-                                tensor_parallel_step)
+from llmlab.distributed import BLOCKS, TPSpec, ring_allreduce_bytes, run, tensor_parallel_step
+from llmlab.distributed.tensor_parallel import CollectiveLog, make_block, shard_block
 from llmlab.distributed.tensor_parallel import _assemble, _block_data, _dtensor_rank  # the pieces the workers reuse
 
 

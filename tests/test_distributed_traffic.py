@@ -28,7 +28,7 @@ def test_formulas():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="spec.batch must be divisible by world_size"):
-        ddp_gradient_bytes(PipelineSpec(batch=9), 2)
+        ddp_gradient_bytes(PipelineSpec(batch=9, micro_batches=1), 2)
     with pytest.raises(TypeError, match="spec must be a PipelineSpec"):
         ddp_gradient_bytes("spec", 2)
     with pytest.raises(ValueError, match="stages"):

@@ -35,9 +35,7 @@ from .pipeline_run import (PipelineRun, PipelineSpec, make_pipeline_model, pipel
                            single_process_step)
 from .planner import (MEGATRON_1T, MODEL_PRESETS, SELENE_3072, ZERO_STAGES, ClusterConfig, ModelConfig, PlanEstimate, estimate_plan,
                       plan_parallelism)
-from .tensor_parallel import (BLOCKS, MLP, Attention, CollectiveLog, ColumnParallelLinear, RowParallelLinear,
-                              TensorParallelAttention, TensorParallelMLP, TPRun, TPSpec, copy_to_tensor_parallel,
-                              make_block, reduce_from_tensor_parallel, shard_block, tensor_parallel_step)
+from .tensor_parallel import BLOCKS, TPRun, TPSpec, tensor_parallel_step
 from .traffic import ddp_gradient_bytes, dp_bytes_per_step, pp_bytes_per_step, tp_payload_per_step
 
 __all__ = [
@@ -47,9 +45,7 @@ __all__ = [
     "ring_allreduce_bytes", "simulate_ring_all_reduce", "RingResult", "measure_all_reduce", "AllReduceTiming",
     "step_estimate", "StepEstimate", "crossover_tokens",
     "sharded_ledger", "STAGES", "STAGE_LABELS",
-    "tensor_parallel_step", "TPRun", "TPSpec", "BLOCKS", "MLP", "Attention", "CollectiveLog", "ColumnParallelLinear",
-    "RowParallelLinear", "TensorParallelMLP", "TensorParallelAttention", "copy_to_tensor_parallel",
-    "reduce_from_tensor_parallel", "make_block", "shard_block",
+    "tensor_parallel_step", "TPRun", "TPSpec", "BLOCKS",
     "pipeline_schedule", "bubble_fraction", "peak_held_formula", "simulate_schedule", "Timeline", "SCHEDULES",
     "run_pipeline", "run_pipelines", "PipelineRun", "PipelineSpec", "make_pipeline_model", "pipeline_data",
     "single_process_step",

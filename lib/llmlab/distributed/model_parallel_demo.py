@@ -22,7 +22,7 @@ from .launch import MAX_WORLD_SIZE, run
 from .pipeline_run import PipelineSpec, assemble_pipeline_run, pipeline_rank_steps, single_process_step
 from .tensor_parallel import BLOCKS, TPSpec, assemble_tp_run, tp_rank_step
 
-__all__ = ["TOLERANCE", "demo_rank", "main"]
+__all__ = ["TOLERANCE", "main"]
 
 #: Largest absolute difference from one process that counts as equal (float64 throughout).
 TOLERANCE = 1e-10

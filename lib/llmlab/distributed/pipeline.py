@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from .._checks import check_choice, check_float, check_int
 from .launch import MAX_WORLD_SIZE
 
-__all__ = ["SCHEDULES", "pipeline_schedule", "bubble_fraction", "peak_held_formula", "Timeline", "simulate_schedule",
-           "schedule_actions", "idle_times", "MAX_MICRO_BATCHES"]
+__all__ = ["SCHEDULES", "pipeline_schedule", "bubble_fraction", "peak_held_formula", "Timeline", "simulate_schedule"]
 
 #: The schedules :func:`pipeline_schedule` knows.
 SCHEDULES = ("gpipe", "1f1b")

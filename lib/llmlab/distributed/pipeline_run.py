@@ -25,8 +25,11 @@ from ..memory import SavedTensorTracker
 from .launch import MAX_WORLD_SIZE, run
 from .pipeline import MAX_MICRO_BATCHES, SCHEDULES, idle_times, schedule_actions
 
-__all__ = ["PipelineSpec", "make_pipeline_model", "pipeline_data", "single_process_step", "PipelineRun",
-           "run_pipelines", "run_pipeline", "pipeline_rank_steps", "assemble_pipeline_run"]
+#: Entry points, input and result; make_pipeline_model / pipeline_data / single_process_step build the model,
+#: the batch and the one-process reference from a PipelineSpec; pipeline_rank_steps / assemble_pipeline_run are
+#: what a torchrun script calls in each process and on rank 0.
+__all__ = ["PipelineSpec", "PipelineRun", "run_pipelines", "run_pipeline", "make_pipeline_model", "pipeline_data",
+           "single_process_step"]
 
 @dataclass(frozen=True)
 class PipelineSpec:
@@ -54,8 +57,22 @@ class _Block(nn.Module):
         return x + self.down(torch.tanh(self.up(x)))
 
 
+def _check_spec(spec) -> PipelineSpec:
+    if not isinstance(spec, PipelineSpec):
+        raise TypeError(f"spec must be a PipelineSpec, got {type(spec).__name__}")
+    check_int("spec.layers", spec.layers, low=1, high=1024)
+    check_int("spec.hidden", spec.hidden, low=1, high=4096)
+    check_int("spec.micro_batches", spec.micro_batches, low=1, high=MAX_MICRO_BATCHES)
+    check_int("spec.batch", spec.batch, low=spec.micro_batches, high=2**20)
+    check_int("spec.seed", spec.seed, low=0, high=2**62)
+    if spec.batch % spec.micro_batches:
+        raise ValueError(f"spec.batch must be a multiple of spec.micro_batches, got {spec.batch} and {spec.micro_batches}")
+    return spec
+
+
 def make_pipeline_model(spec: PipelineSpec) -> nn.Sequential:
     """``spec.layers`` residual MLP blocks (float64), the same weights on every call with the same seed."""
+    _check_spec(spec)
     with torch.random.fork_rng():
         torch.manual_seed(spec.seed)
         return nn.Sequential(*[_Block(spec.hidden) for _ in range(spec.layers)]).double()
@@ -63,6 +80,7 @@ def make_pipeline_model(spec: PipelineSpec) -> nn.Sequential:
 
 def pipeline_data(spec: PipelineSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch ``(x, y)``, each ``(batch, hidden)`` float64, from a private generator."""
+    _check_spec(spec)
     g = torch.Generator().manual_seed(spec.seed + 1)
     return (torch.randn(spec.batch, spec.hidden, generator=g, dtype=torch.float64),
             torch.randn(spec.batch, spec.hidden, generator=g, dtype=torch.float64))
@@ -78,6 +96,7 @@ def _stage_layers(n_layers: int, stages: int, s: int) -> range:
 def single_process_step(spec: PipelineSpec) -> tuple[float, dict[str, torch.Tensor]]:
     """The reference: the whole model on one process, the whole batch, mean-squared-error loss;
     returns the loss and the gradients by parameter name (``"3.up.weight"``: layer 3)."""
+    _check_spec(spec)
     model = make_pipeline_model(spec)
     x, y = pipeline_data(spec)
     loss = F.mse_loss(model(x), y)
@@ -236,15 +255,7 @@ def _torch_pipelining_rank(rank: int, world_size: int, kind: str, spec: Pipeline
 
 
 def _check_run(spec, stages, t_forward, t_backward, compare_torch) -> tuple[PipelineSpec, int, float, float]:
-    spec = PipelineSpec() if spec is None else spec
-    if not isinstance(spec, PipelineSpec):
-        raise TypeError(f"spec must be a PipelineSpec, got {type(spec).__name__}")
-    check_int("spec.layers", spec.layers, low=1, high=1024)
-    check_int("spec.hidden", spec.hidden, low=1, high=4096)
-    check_int("spec.micro_batches", spec.micro_batches, low=1, high=MAX_MICRO_BATCHES)
-    check_int("spec.batch", spec.batch, low=spec.micro_batches, high=2**20)
-    if spec.batch % spec.micro_batches:
-        raise ValueError(f"spec.batch must be a multiple of spec.micro_batches, got {spec.batch} and {spec.micro_batches}")
+    spec = _check_spec(PipelineSpec() if spec is None else spec)
     stages = check_int("stages", stages, low=1, high=min(spec.layers, MAX_WORLD_SIZE))
     tf = check_float("t_forward", t_forward, low=0, low_open=True)
     tb = check_float("t_backward", t_backward, low=0, low_open=True)

@@ -30,9 +30,10 @@ from torch import nn
 from .._checks import check_bool, check_choice, check_int
 from .launch import MAX_WORLD_SIZE, run
 
-__all__ = ["BLOCKS", "MLP", "Attention", "CollectiveLog", "copy_to_tensor_parallel", "reduce_from_tensor_parallel",
-           "ColumnParallelLinear", "RowParallelLinear", "TensorParallelMLP", "TensorParallelAttention", "TPSpec",
-           "make_block", "shard_block", "TPRun", "tensor_parallel_step", "tp_rank_step", "assemble_tp_run"]
+#: The entry point, its input and result. The building blocks (MLP, Attention, the f/g functions, the
+#: column/row-parallel layers, shard_block, tp_rank_step ...) are importable from this module for reading
+#: and for torchrun scripts; they trust their callers, as inner functions do.
+__all__ = ["BLOCKS", "TPSpec", "TPRun", "tensor_parallel_step"]
 
 #: The blocks :func:`tensor_parallel_step` can split.
 BLOCKS = ("mlp", "attention")

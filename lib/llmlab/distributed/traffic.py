@@ -70,8 +70,7 @@ def ddp_gradient_bytes(spec: PipelineSpec | None = None, world_size: int = 2, *,
     """The bytes of each gradient bucket ``DistributedDataParallel`` all-reduced in one step of ``spec``'s
     model on ``world_size`` gloo ranks (``spec.batch`` divisible by it), counted by a comm hook on rank 0."""
     spec = PipelineSpec() if spec is None else spec
-    if not isinstance(spec, PipelineSpec):
-        raise TypeError(f"spec must be a PipelineSpec, got {type(spec).__name__}")
+    make_pipeline_model(spec)           # checks spec (TypeError / ValueError naming the field); cheap
     world_size = check_int("world_size", world_size, low=1, high=MAX_WORLD_SIZE)
     if spec.batch % world_size:
         raise ValueError(f"spec.batch must be divisible by world_size, got {spec.batch} and {world_size}")
