@@ -134,8 +134,8 @@ def right_answer(exercise_id):
         return 2 * (2 * 3 / 4) * (8 * 2048 * 4096 * 2)
     if exercise_id == "16.3":
         from llmlab.distributed import MODEL_PRESETS, ClusterConfig, plan_parallelism
-        return next(g for g in (8, 16, 32, 64, 128) if any(
-            e.fits for e in plan_parallelism(MODEL_PRESETS["Llama 2 70B"], ClusterConfig("h100", gpus=g),
+        return next(g for g in (8, 16, 32, 64, 128, 256, 512) if any(
+            e.fits for e in plan_parallelism(MODEL_PRESETS["GPT 1T (Megatron 2021)"], ClusterConfig("h100", gpus=g),
                                              micro_batches=(1, 2))))
     if exercise_id == "09.2":
         d, L, H, H_kv, ff, V = 8192, 80, 64, 8, 28672, 32000
@@ -203,7 +203,7 @@ def wrong_answers():
         "12.2": (lambda: {**right_answer("12.2"), "13B zero2": right_answer("12.2")["13B zero2"] - 1}, "one GPU short"),
         "16.1": (141, "approximation"),
         "16.2": (lambda: right_answer("16.2") / 2, "one all-reduce"),
-        "16.3": (lambda: right_answer("16.3") // 2, "too low"),
+        "16.3": (lambda: right_answer("16.3") // 2, "one halving too few"),
     }
 
 

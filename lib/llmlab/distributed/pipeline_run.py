@@ -161,7 +161,8 @@ def _pipeline_stage_step(rank: int, world_size: int, kind: str, spec: PipelineSp
     p, m, h = world_size, spec.micro_batches, spec.hidden
     stage, names = _stage_module(spec, p, rank)
     x, y = pipeline_data(spec)
-    xs, ys = x.chunk(m), y.chunk(m)
+    # Copies, not views: autograd would otherwise save (and the tracker count) the whole batch's storage.
+    xs, ys = [c.clone() for c in x.chunk(m)], [c.clone() for c in y.chunk(m)]
     rows = spec.batch // m
     first, last = rank == 0, rank == p - 1
     clock, held, peak, sent, waited = 0.0, 0, 0, 0, 0.0

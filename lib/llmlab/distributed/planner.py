@@ -9,10 +9,13 @@ memory per GPU
     model states: the mixed-precision AdamW ledger (16 B/param) of the P/(t·p) parameters a GPU holds,
     with the ZeRO stage sharding over d (:func:`llmlab.distributed.sharded_ledger`);
     activations: the first stage of a 1F1B pipeline holds min(p, m) micro-batches of L/p layers, each
-    layer 34·s·b·h/t bytes without recomputation (Korthikanti et al. 2022, Table 2, with sequence
-    parallelism; the 5·a·s²·b attention-score term dropped: FlashAttention keeps no scores) or 2·s·b·h/t
-    with full recomputation (only each layer's bf16 input is kept).
-time per step (no overlap of communication with compute: an upper bound)
+    layer 34·s·b·h/t bytes without recomputation (Korthikanti et al. 2022, Table 2, *with* sequence
+    parallelism, and without its 5·a·s²·b attention-score term because FlashAttention keeps no scores: both
+    came after Megatron-LM 2021, whose runs without them would store several times more) or 2·s·b·h/t with
+    full recomputation (only each layer's bf16 input is kept). A GPT-style layer (4h MLP, multi-head
+    attention) is assumed; grouped-query attention and SwiGLU change the constants a little.
+time per step (communication not overlapped with compute: an upper bound on the communication part only;
+the compute part rests on the assumed ``efficiency``)
     compute: 6·P·B·s FLOPs (8·P·B·s with recomputation: one more forward) at ``peak_flops × efficiency``
     per GPU; bubble: compute × (p − 1)/m; TP: 4 all-reduces of s·b·h bf16 values per layer per
     micro-batch (6 with recomputation), ring bytes 2 (t − 1)/t, on the node's links when t fits a node;
@@ -99,6 +102,8 @@ class PlanEstimate:
     ``micro_batch`` sequences, ``micro_batches`` of them per pipeline, ``recompute`` on or off.
     Memory per GPU (GB): ``states_gb`` + ``activations_gb`` = ``memory_gb``; ``fits`` if within the GPU.
     Seconds per step: ``compute_s`` + ``bubble_s`` + ``tp_comm_s`` + ``pp_comm_s`` + ``dp_comm_s`` = ``step_s``.
+    ``tp_bytes``/``pp_bytes``/``dp_bytes``: what each GPU sends per step on each axis (ring all-reduces counted as
+    the 2 (N − 1)/N of their payload each rank sends; PP: the first stage's activations out and gradients in);
     ``flops_per_gpu``: hardware FLOP/s per GPU achieved (recomputation included, as Megatron reports);
     ``mfu``: model FLOPs utilisation, 6·P·tokens per second per GPU over the peak (recomputation not counted)."""
 
@@ -119,6 +124,9 @@ class PlanEstimate:
     pp_comm_s: float
     dp_comm_s: float
     step_s: float
+    tp_bytes: float
+    pp_bytes: float
+    dp_bytes: float
     flops_per_gpu: float
     tokens_per_s: float
     mfu: float
@@ -140,19 +148,20 @@ def _estimate(model: ModelConfig, cluster: ClusterConfig, tp: int, pp: int, zero
     act_bytes = 2 * s * b * h                          # one micro-batch's activations in bf16
     intra, inter = cluster.intra_node_gb_s * 1e9, cluster.inter_node_gb_s * 1e9
     tp_link = intra if tp <= cluster.gpus_per_node else inter
-    tp_comm = (math.ceil(L / pp) * m * (6 if recompute else 4) * ring_allreduce_bytes(act_bytes, tp) / tp_link
-               if tp > 1 else 0.0)
+    tp_bytes = math.ceil(L / pp) * m * (6 if recompute else 4) * ring_allreduce_bytes(act_bytes, tp) if tp > 1 else 0.0
     pp_link = intra if tp * pp <= cluster.gpus_per_node else inter
-    pp_comm = m * 2 * act_bytes / tp / pp_link if pp > 1 else 0.0
+    pp_bytes = m * 2 * act_bytes / tp if pp > 1 else 0.0
     grad_bytes = 2 * params_per_gpu
     dp_link = intra if cluster.gpus <= cluster.gpus_per_node else inter
     dp_factor = 1.5 if zero == "zero3" else 1.0
-    dp_comm = dp_factor * ring_allreduce_bytes(grad_bytes, dp) / dp_link if dp > 1 else 0.0
+    dp_bytes = dp_factor * ring_allreduce_bytes(grad_bytes, dp) if dp > 1 else 0.0
+    tp_comm, pp_comm, dp_comm = tp_bytes / tp_link, pp_bytes / pp_link, dp_bytes / dp_link
     step = compute + bubble + tp_comm + pp_comm + dp_comm
     return PlanEstimate(tp=tp, pp=pp, dp=dp, zero=zero, micro_batch=micro_batch, micro_batches=m, recompute=recompute,
                         states_gb=states / 1e9, activations_gb=activations / 1e9, memory_gb=memory,
                         fits=memory <= cluster.memory_gb, compute_s=compute, bubble_s=bubble, tp_comm_s=tp_comm,
-                        pp_comm_s=pp_comm, dp_comm_s=dp_comm, step_s=step,
+                        pp_comm_s=pp_comm, dp_comm_s=dp_comm, step_s=step, tp_bytes=tp_bytes, pp_bytes=pp_bytes,
+                        dp_bytes=dp_bytes,
                         flops_per_gpu=flops / (cluster.gpus * step),
                         tokens_per_s=model.global_batch * s / step,
                         mfu=6 * model.params * model.global_batch * s / (cluster.gpus * step * cluster.peak_flops))

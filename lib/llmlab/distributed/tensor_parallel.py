@@ -1,14 +1,16 @@
 """Tensor parallelism (Megatron-LM, Shoeybi et al. 2019): one layer's matrices split over N ranks.
 
-**MLP.** Y = W₂ GeLU(W₁ X). Split W₁ by *columns* (each rank computes h_r = GeLU(W₁ʳ X), a slice of
-the hidden units: GeLU acts elementwise, so no communication) and W₂ by *rows* (each rank computes the
-partial product W₂ʳ h_r); the output is the sum of the partials: **one all-reduce in forward**. In backward
+**MLP.** Y = W₂ GeLU(W₁ X) with W₁ of shape ffn × hidden (``nn.Linear``'s weight). Split W₁ by *rows*, the
+output features (Megatron's "column-parallel" A in its XA notation): each rank computes h_r = GeLU(W₁ʳ X), a
+slice of the hidden units (GeLU acts elementwise, so no communication). Split W₂ by *columns*, the input
+features ("row-parallel" B): each rank computes the partial product W₂ʳ h_r; the output is the sum of the
+partials: **one all-reduce in forward**. In backward
 the conjugate happens: the gradient of X is a sum of N partial gradients, **one all-reduce in backward**.
 Megatron writes the two as the autograd functions f (identity forward, all-reduce backward, where the
 block starts) and g (all-reduce forward, identity backward, where it ends).
 
-**Attention.** The heads are independent: split W_Q, W_K, W_V by columns along head boundaries (rank r
-keeps heads r·n/N … (r+1)·n/N − 1) and the output projection W_O by rows; again one all-reduce
+**Attention.** The heads are independent: split W_Q, W_K, W_V by output features along head boundaries (rank r
+keeps heads r·n/N … (r+1)·n/N − 1) and the output projection W_O by input features; again one all-reduce
 forward and one backward per block.
 
 Each all-reduce moves the activations, batch × sequence × hidden values, and a ring all-reduce sends

@@ -32,13 +32,13 @@ def _micro_batches(answer):
 BATCH, SEQ, HIDDEN, TP, BYTES = 8, 2048, 4096, 4, 2
 
 
-@exercise("16.2", "bytes a tensor-parallel MLP sends", "a number (bytes each GPU sends per step)", is_number)
+@exercise("16.2", "bytes a tensor-parallel MLP sends", "a number (bytes each GPU sends per micro-batch)", is_number)
 def _tp_bytes(answer):
     activation = BATCH * SEQ * HIDDEN * BYTES
     truth = 2 * ring_allreduce_bytes(activation, TP)
     if close(answer, truth):
-        return True, ("two ring all-reduces of the activations, every layer: at 8 × 2048 tokens that is more than the "
-                      "gradients of a 16M-parameter layer, which is why TP stays on NVLink inside a server.")
+        return True, ("two ring all-reduces of the activations, in every block, for every micro-batch: the traffic grows "
+                      "with the tokens in flight, which is why TP stays on NVLink inside a server.")
     if close(answer, truth / 2):
         return False, "that is one all-reduce: the backward pass all-reduces the input gradient too."
     if close(answer, 2 * activation) or close(answer, activation):
@@ -47,7 +47,7 @@ def _tp_bytes(answer):
                    "count the all-reduces of one block per step and the ring's factor.")
 
 
-def fewest_gpus_that_fit(model_name: str, options=(8, 16, 32, 64, 128, 256, 512, 1024)) -> int | None:
+def fewest_gpus_that_fit(model_name: str, options=(8, 16, 32, 64, 128, 256, 512, 1024, 2048)) -> int | None:
     """The smallest GPU count in ``options`` for which the planner finds a plan of ``model_name`` that fits
     80 GB H100s (the planner's default cluster)."""
     for gpus in options:
@@ -57,13 +57,18 @@ def fewest_gpus_that_fit(model_name: str, options=(8, 16, 32, 64, 128, 256, 512,
     return None
 
 
-@exercise("16.3", "fewest GPUs for Llama 2 70B", "an int (GPUs: 8, 16, 32, ...)", is_int)
+ONE_T = "GPT 1T (Megatron 2021)"
+
+
+@exercise("16.3", "fewest GPUs for the 1T model", "an int (GPUs: 8, 16, 32, ...)", is_int)
 def _fewest_gpus(answer):
-    truth = fewest_gpus_that_fit("Llama 2 70B")
+    truth = fewest_gpus_that_fit(ONE_T)
     gpus = int(answer)
     if gpus == truth:
-        return True, ("the 16 B/param states of 70B parameters are 1.1 TB: tensor × pipeline parallelism and ZeRO-1 "
-                      "spread them; the global batch's activations decide the rest.")
-    return False, (f"{direction(gpus, truth)}: run plan_parallelism(MODEL_PRESETS['Llama 2 70B'], "
+        return True, ("the 16 B/param states of 1,008B parameters are 16 TB: at that count they just fit, split by "
+                      "tensor × pipeline parallelism with a single data-parallel replica, and only with recomputation.")
+    if gpus == truth // 2:
+        return False, "one halving too few: the model states alone would exceed 80 GB per GPU there."
+    return False, (f"{direction(gpus, truth)}: run plan_parallelism(MODEL_PRESETS[{ONE_T!r}], "
                    "ClusterConfig('h100', gpus=g), micro_batches=(1, 2)) for g = 8, 16, 32, ... and look for a plan "
                    "with fits=True.")
