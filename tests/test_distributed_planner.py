@@ -30,8 +30,9 @@ def test_closed_forms_of_each_part():
     assert (e.dp, e.micro_batches) == (4, 128)
     assert e.bubble_s == pytest.approx(e.compute_s * 3 / 128)
     assert e.states_gb == pytest.approx(sharded_ledger(int(7e9 / 16), 4, "zero1", precision="mixed").total / 1e9)
-    # 1F1B's first stage holds min(p, m) = 4 micro-batches of 8 layers, 2·s·b·h/t bytes each with recomputation.
-    assert e.activations_gb == pytest.approx(8 * 4 * 2 * 4096 * 2 * 4096 / 4 / 1e9)
+    # 1F1B's first stage holds min(p, m) = 4 micro-batches of 8 layers; with full recomputation each keeps only its
+    # bf16 input, 2·s·b·h bytes, whole on every TP rank (Korthikanti et al. 2022, Table 2).
+    assert e.activations_gb == pytest.approx(8 * 4 * 2 * 4096 * 2 * 4096 / 1e9)
     act = 2 * 4096 * 2 * 4096
     assert e.tp_comm_s == pytest.approx(8 * 128 * 6 * (2 * 3 / 4 * act) / 450e9)
     assert e.pp_comm_s == pytest.approx(128 * 2 * act / 4 / 50e9)

@@ -28,7 +28,9 @@ def test_planner_follows_its_controls():
     expected = next(e for e in plan_parallelism(MODEL_PRESETS["Llama 2 70B"], ClusterConfig("h100", gpus=512),
                                                 micro_batches=(1, 2)) if e.fits)
     assert (best.tp, best.pp, best.dp, best.step_s) == (expected.tp, expected.pp, expected.dp, expected.step_s)
-    assert set(w.last["speedup"]) <= set(GPU_OPTIONS) and w.last["speedup"][min(w.last["speedup"])] == 1.0
+    assert set(w.last["mfu"]) <= set(GPU_OPTIONS) and w.last["mfu"][512] == best.mfu
+    assert min(w.last["fastest"]) == 16 and w.last["fastest"][16].recompute      # 16 GPUs fit only with recomputation
+    assert w.last["mfu"][8192] < w.last["mfu"][64]                              # the trap: per-GPU throughput falls
     text, png = w.readout.value, w.plot.value
     w.gpus.value = 8
     assert w.last["best"] is None and "no configuration fits" in w.readout.value

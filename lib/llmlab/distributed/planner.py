@@ -11,8 +11,8 @@ memory per GPU
     activations: the first stage of a 1F1B pipeline holds min(p, m) micro-batches of L/p layers, each
     layer 34·s·b·h/t bytes without recomputation (Korthikanti et al. 2022, Table 2, *with* sequence
     parallelism, and without its 5·a·s²·b attention-score term because FlashAttention keeps no scores: both
-    came after Megatron-LM 2021, whose runs without them would store several times more) or 2·s·b·h/t with
-    full recomputation (only each layer's bf16 input is kept). A GPT-style layer (4h MLP, multi-head
+    came after Megatron-LM 2021, whose runs without them would store several times more) or 2·s·b·h with
+    full recomputation (only each layer's bf16 input is kept, whole on every TP rank: Table 2's row). A GPT-style layer (4h MLP, multi-head
     attention) is assumed; grouped-query attention and SwiGLU change the constants a little.
 time per step (communication not overlapped with compute: an upper bound on the communication part only;
 the compute part rests on the assumed ``efficiency``)
@@ -139,7 +139,7 @@ def _estimate(model: ModelConfig, cluster: ClusterConfig, tp: int, pp: int, zero
     s, b, h, L = model.seq_len, micro_batch, model.hidden, model.layers
     params_per_gpu = model.params / (tp * pp)
     states = sharded_ledger(int(params_per_gpu), dp, zero, precision="mixed").total
-    per_layer = (2 if recompute else 34) * s * b * h / tp
+    per_layer = 2 * s * b * h if recompute else 34 * s * b * h / tp
     activations = math.ceil(L / pp) * min(pp, m) * per_layer
     memory = (states + activations) / 1e9
     flops = (8 if recompute else 6) * model.params * model.global_batch * s

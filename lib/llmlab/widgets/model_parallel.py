@@ -81,8 +81,9 @@ def pipeline_timeline_widget(**kwargs) -> PipelineTimelineWidget:
 class PlannerWidget(LabWidget):
     """Model, GPUs and the link between nodes: the fastest TP × PP × DP plans that fit (ZeRO-1, micro-batches
     of 1 or 2 sequences, with or without recomputation), their memory per GPU and their step time by part,
-    and the speed-up against the number of GPUs. ``.last``: ``plans`` (fitting, fastest first), ``best``
-    (or None), ``speedup`` {gpus: speed-up over the smallest fitting count}."""
+    and the model FLOPs utilisation of the fastest plan at each GPU count (at a fixed global batch, N× the GPUs give
+    N× the speed only while it holds). ``.last``: ``plans`` (fitting, fastest first), ``best`` (or None),
+    ``fastest`` {gpus: fastest fitting plan}, ``mfu`` {gpus: its MFU}."""
 
     css_prefix, css_box = "llmlab-planner", "llmlab-planner-widget"
 
@@ -118,35 +119,34 @@ class PlannerWidget(LabWidget):
         model, n = MODEL_PRESETS[self.model.value], self.gpus.value
         plans = self._fitting(model, n)
         best = plans[0] if plans else None
-        times = {}
+        fastest = {}                                      # GPU count -> its fastest plan that fits
         for g in GPU_OPTIONS:
             fit = self._fitting(model, g) if g != n else plans
             if fit:
-                times[g] = fit[0].step_s
-        base = min(times) if times else None
-        speedup = {g: times[base] / t for g, t in times.items()}
-        self.last = {"plans": plans, "best": best, "speedup": speedup, "model": model, "gpus": n}
+                fastest[g] = fit[0]
+        mfu = {g: e.mfu for g, e in fastest.items()}
+        self.last = {"plans": plans, "best": best, "fastest": fastest, "mfu": mfu, "model": model, "gpus": n}
         if best is None:
             self.readout.value = (f"<b>{model.name} on {n} GPUs</b>: no configuration fits {self.memory_gb:.0f} GB "
                                   "per GPU (with the global batch of the preset): add GPUs.")
         else:
             rows = [[f"{e.tp}×{e.pp}×{e.dp}", str(e.micro_batch), "yes" if e.recompute else "no",
                      f"{e.memory_gb:.1f}", f"{e.step_s:.2f}", f"{e.bubble_s / e.step_s:.0%}",
-                     f"{(e.tp_comm_s + e.pp_comm_s + e.dp_comm_s) / e.step_s:.0%}",
-                     f"{e.flops_per_gpu / 1e12:.0f}"] for e in plans[:5]]
+                     f"{(e.tp_comm_s + e.pp_comm_s + e.dp_comm_s) / e.step_s:.0%}", f"{e.mfu:.0%}"] for e in plans[:5]]
+            peak_g = max(mfu, key=mfu.get)
             self.readout.value = (
                 f"<b>{model.name}, {model.global_batch} × {model.seq_len} tokens per step, on {n} GPUs</b> "
                 f"({self.memory_gb:.0f} GB, {self.efficiency:.0%} of {self.peak_flops / 1e12:.0f} TFLOP/s on matmuls, "
                 f"nodes of 8 on {self.inter_node_gb_s.value:.3g} GB/s links): the fastest of {len(plans)} plans that fit"
-                + html_table(["TP×PP×DP", "micro-batch", "recompute", "GB/GPU", "step s", "bubble", "comm",
-                              "TFLOP/s/GPU"], rows)
-                + f"Speed-up over {base} GPUs at {n}: <b>{speedup[n]:.1f}×</b> for {n // base}× the GPUs.")
+                + html_table(["TP×PP×DP", "micro-batch", "recompute", "GB/GPU", "step s", "bubble", "comm", "MFU"], rows)
+                + f"Model FLOPs utilisation (MFU) at {n} GPUs: <b>{mfu[n]:.0%}</b>; the highest, {mfu[peak_g]:.0%}, at "
+                f"{peak_g} GPUs. N× the GPUs give N× the speed only while the MFU holds.")
         self._draw()
 
     def _draw(self) -> None:
         with self._figure(8.0, 2.8) as fig:
             ax_t, ax_s = fig.subplots(1, 2)
-            plans, speedup = self.last["plans"][:5], self.last["speedup"]
+            plans, fastest = self.last["plans"][:5], self.last["fastest"]
             parts = (("compute", "compute_s"), ("bubble", "bubble_s"), ("TP comm", "tp_comm_s"),
                      ("PP comm", "pp_comm_s"), ("DP comm", "dp_comm_s"))
             bottom = [0.0] * len(plans)
@@ -159,16 +159,20 @@ class PlannerWidget(LabWidget):
             if plans:
                 ax_t.set_ylim(0, 1.45 * max(e.step_s for e in plans))
             ax_t.legend(fontsize=6, ncol=3, loc="upper left")
-            if speedup:
-                gs = sorted(speedup)
-                ax_s.plot(gs, [100 * speedup[g] * gs[0] / g for g in gs], "o-", color=PALETTE[0],
-                          label="planner estimate")
-                ax_s.axhline(100, linestyle=":", color="0.4", label="N× faster with N× the GPUs")
-                ax_s.axvline(self.last["gpus"], color="0.6", linewidth=1)
+            if fastest:
+                gs = sorted(fastest)
+                ax_s.plot(gs, [100 * fastest[g].mfu for g in gs], "-", color=PALETTE[0], zorder=1)
+                for recompute, style in ((False, dict(color=PALETTE[0])), (True, dict(facecolor="white",
+                                                                                      edgecolor=PALETTE[0]))):
+                    pts = [g for g in gs if fastest[g].recompute == recompute]
+                    ax_s.scatter(pts, [100 * fastest[g].mfu for g in pts], zorder=2, **style,
+                                 label="with recomputation (+1/3 FLOPs)" if recompute else "fastest plan that fits")
+                ax_s.axvline(self.last["gpus"], color="0.6", linewidth=1, label="the slider's GPUs")
                 ax_s.set_xscale("log", base=2)
-                ax_s.legend(fontsize=7)
-            ax_s.set(xlabel="GPUs", ylabel=f"scaling efficiency (%) vs {min(speedup) if speedup else '-'} GPUs",
-                     title="more GPUs, same global batch")
+                ax_s.set_ylim(0, 100 * self.efficiency * 1.05)
+                ax_s.legend(fontsize=6, loc="lower left")
+            ax_s.set(xlabel="GPUs (same global batch)", ylabel="model FLOPs utilisation (%)",
+                     title="per-GPU throughput as GPUs grow")
 
 
 def planner_widget(**kwargs) -> PlannerWidget:
