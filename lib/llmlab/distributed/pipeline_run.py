@@ -4,9 +4,9 @@
 stage's actions in order, receiving activations (forward) and gradients (backward) with ``recv`` and
 sending with ``isend``, and counts what it sends, the micro-batches it holds and the bytes autograd saves.
 Every message also carries the sender's *logical clock* (its finish time counting t_f per forward and
-t_b per backward), so the run measures the schedule's idle time exactly as executed by the real sends and
-receives, free of the noise of a shared CPU; the wall-clock seconds each stage waited in ``recv`` are
-returned beside it. With ``compare_torch`` the same processes run the step under PyTorch's own
+t_b per backward): the idle time is *computed* on that clock (it reproduces
+:func:`~llmlab.distributed.simulate_schedule`, since each rank runs its schedule in order), not measured; the
+wall-clock seconds each stage waited in ``recv`` are returned beside it (noisy on a shared CPU). With ``compare_torch`` the same processes run the step under PyTorch's own
 ``torch.distributed.pipelining`` (``ScheduleGPipe`` / ``Schedule1F1B``) on the same weights.
 """
 

@@ -12,10 +12,15 @@ from ..plotting import PALETTE
 from .base import LabWidget
 
 __all__ = ["PipelineTimelineWidget", "pipeline_timeline_widget", "PlannerWidget", "planner_widget", "GPU_OPTIONS",
-           "draw_timeline"]
+           "draw_timeline", "plan_label"]
 
 #: GPU counts the planner's slider offers (powers of two: every split is then a power of two).
 GPU_OPTIONS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+
+
+def plan_label(e) -> str:
+    """``"8×16×32 b1"``: TP×PP×DP and the micro-batch size, ``"r"`` appended with recomputation."""
+    return f"{e.tp}×{e.pp}×{e.dp} b{e.micro_batch}{' r' if e.recompute else ''}"
 
 
 def draw_timeline(ax, timeline, *, title: str | None = None) -> None:
@@ -25,7 +30,7 @@ def draw_timeline(ax, timeline, *, title: str | None = None) -> None:
         for op, i, start, end in actions:
             color = PALETTE[0] if op == "F" else PALETTE[1]
             ax.barh(s, end - start, left=start, color=color, edgecolor="white", height=0.8)
-            if end - start >= 0.9:
+            if timeline.micro_batches <= 12:     # labels beyond that overlap into a band
                 ax.text((start + end) / 2, s, str(i), ha="center", va="center", fontsize=7, color="white")
     ax.set_yticks(range(timeline.stages), [f"stage {s}" for s in range(timeline.stages)])
     ax.invert_yaxis()
@@ -49,8 +54,8 @@ class PipelineTimelineWidget(LabWidget):
         super().__init__()
         self.stages = W.IntSlider(value=check_int("stages", stages, low=1, high=16), min=1, max=16,
                                   description="stages p", continuous_update=False)
-        self.micro_batches = W.IntSlider(value=check_int("micro_batches", micro_batches, low=1, high=32), min=1,
-                                         max=32, description="micro-batches m", continuous_update=False)
+        self.micro_batches = W.IntSlider(value=check_int("micro_batches", micro_batches, low=1, high=64), min=1,
+                                         max=64, description="micro-batches m", continuous_update=False)
         self.kind = W.Dropdown(options=list(SCHEDULES), value=check_choice("kind", kind, SCHEDULES) or kind,
                                description="schedule")
         self._add_plot()
@@ -154,11 +159,15 @@ class PlannerWidget(LabWidget):
                 values = [getattr(e, field) for e in plans]
                 ax_t.bar(range(len(plans)), values, bottom=bottom, color=PALETTE[i], label=label)
                 bottom = [b + v for b, v in zip(bottom, values)]
-            ax_t.set_xticks(range(len(plans)), [f"{e.tp}×{e.pp}×{e.dp}" for e in plans], fontsize=7)
+            ax_t.set_xticks(range(len(plans)), [plan_label(e) for e in plans], fontsize=6)
+            if not plans:
+                ax_t.text(0.5, 0.5, "no plan fits: add GPUs", ha="center", va="center", transform=ax_t.transAxes)
+                ax_t.set_yticks([])
             ax_t.set(ylabel="seconds per step", title=f"fastest plans on {self.last['gpus']} GPUs (TP×PP×DP)")
             if plans:
                 ax_t.set_ylim(0, 1.45 * max(e.step_s for e in plans))
-            ax_t.legend(fontsize=6, ncol=3, loc="upper left")
+            if plans:
+                ax_t.legend(fontsize=6, ncol=3, loc="upper left")
             if fastest:
                 gs = sorted(fastest)
                 ax_s.plot(gs, [100 * fastest[g].mfu for g in gs], "-", color=PALETTE[0], zorder=1)
