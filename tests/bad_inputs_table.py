@@ -1484,3 +1484,69 @@ CASES += [
     C(timing.cpu_profile, "fn", T, lambda: timing.cpu_profile("f")),
     C(timing.cpu_profile, "profile_memory", T, lambda: timing.cpu_profile(lambda: None, profile_memory=1)),
 ]
+
+# --- model parallelism (issue 27): the entry points of notebook 16 ----------------------------------
+from llmlab.distributed import model_parallel_demo as mp_demo, pipeline as pipe, pipeline_run as piperun  # noqa: E402
+from llmlab.distributed import planner, tensor_parallel as tpar, traffic  # noqa: E402
+
+_MODEL = planner.ModelConfig("m", params=7e9, layers=32, hidden=4096, seq_len=4096, global_batch=1024)
+_CLUSTER = planner.ClusterConfig("c", gpus=64)
+
+CASES += [
+    C(tpar.tensor_parallel_step, "block", V, lambda: tpar.tensor_parallel_step("conv", 2)),
+    C(tpar.tensor_parallel_step, "world_size", V, lambda: tpar.tensor_parallel_step("mlp", 0)),
+    C(tpar.tensor_parallel_step, "world_size", V, lambda: tpar.tensor_parallel_step("mlp", 10**6), "huge"),
+    C(tpar.tensor_parallel_step, "spec", T, lambda: tpar.tensor_parallel_step("mlp", 2, {"hidden": 8})),
+    C(tpar.tensor_parallel_step, "ffn", V, lambda: tpar.tensor_parallel_step("mlp", 3, tpar.TPSpec(ffn=64))),
+    C(tpar.tensor_parallel_step, "heads", V, lambda: tpar.tensor_parallel_step("attention", 2, tpar.TPSpec(heads=3, hidden=15))),
+    C(tpar.tensor_parallel_step, "compare_dtensor", T, lambda: tpar.tensor_parallel_step("mlp", 2, compare_dtensor=1)),
+    C(pipe.pipeline_schedule, "kind", V, lambda: pipe.pipeline_schedule("zb1p", 2, 2)),
+    C(pipe.pipeline_schedule, "stages", V, lambda: pipe.pipeline_schedule("gpipe", 0, 2)),
+    C(pipe.pipeline_schedule, "micro_batches", T, lambda: pipe.pipeline_schedule("gpipe", 2, 2.0)),
+    C(pipe.pipeline_schedule, "micro_batches", V, lambda: pipe.pipeline_schedule("gpipe", 2, 10**9), "huge"),
+    C(pipe.bubble_fraction, "stages", V, lambda: pipe.bubble_fraction("1f1b", 10**6, 2), "huge"),
+    C(pipe.peak_held_formula, "micro_batches", V, lambda: pipe.peak_held_formula("1f1b", 2, 0)),
+    C(pipe.simulate_schedule, "t_forward", V, lambda: pipe.simulate_schedule("1f1b", 2, 2, t_forward=NAN)),
+    C(pipe.simulate_schedule, "t_backward", V, lambda: pipe.simulate_schedule("1f1b", 2, 2, t_backward=-1.0)),
+    C(piperun.run_pipelines, "kinds", T, lambda: piperun.run_pipelines("gpipe")),
+    C(piperun.run_pipelines, "kinds", V, lambda: piperun.run_pipelines(())),
+    C(piperun.run_pipelines, "kinds", V, lambda: piperun.run_pipelines(("gpipe", "zb1p"))),
+    C(piperun.run_pipelines, "stages", V, lambda: piperun.run_pipelines(stages=0)),
+    C(piperun.run_pipeline, "kind", V, lambda: piperun.run_pipeline("zb1p")),
+    C(piperun.run_pipeline, "spec", T, lambda: piperun.run_pipeline("gpipe", {"layers": 2})),
+    C(piperun.run_pipeline, "micro_batches", V, lambda: piperun.run_pipeline("gpipe", piperun.PipelineSpec(batch=10, micro_batches=4))),
+    C(piperun.run_pipeline, "stages", V, lambda: piperun.run_pipeline("gpipe", piperun.PipelineSpec(layers=2), stages=3)),
+    C(piperun.run_pipeline, "compare_torch", T, lambda: piperun.run_pipeline("gpipe", compare_torch="yes")),
+    C(piperun.make_pipeline_model, "spec", T, lambda: piperun.make_pipeline_model({"layers": 2})),
+    C(piperun.pipeline_data, "spec", T, lambda: piperun.pipeline_data(None)),
+    C(piperun.single_process_step, "spec", T, lambda: piperun.single_process_step(8)),
+    C(traffic.ddp_gradient_bytes, "spec", T, lambda: traffic.ddp_gradient_bytes("spec", 2)),
+    C(traffic.ddp_gradient_bytes, "world_size", V, lambda: traffic.ddp_gradient_bytes(piperun.PipelineSpec(batch=9, micro_batches=1), 2)),
+    C(traffic.dp_bytes_per_step, "world_size", V, lambda: traffic.dp_bytes_per_step(100, 0)),
+    C(traffic.tp_payload_per_step, "activation_bytes", V, lambda: traffic.tp_payload_per_step(-1, 2)),
+    C(traffic.tp_payload_per_step, "blocks", T, lambda: traffic.tp_payload_per_step(10, 2.5)),
+    C(traffic.pp_bytes_per_step, "stages", V, lambda: traffic.pp_bytes_per_step(10, 0)),
+    C(planner.estimate_plan, "model", T, lambda: planner.estimate_plan({"params": 7e9}, _CLUSTER, tp=1, pp=1)),
+    C(planner.estimate_plan, "cluster", T, lambda: planner.estimate_plan(_MODEL, 64, tp=1, pp=1)),
+    C(planner.estimate_plan, "tp", V, lambda: planner.estimate_plan(_MODEL, _CLUSTER, tp=3, pp=1), "not a divisor"),
+    C(planner.estimate_plan, "pp", V, lambda: planner.estimate_plan(_MODEL, _CLUSTER, tp=1, pp=64), "more than the layers"),
+    C(planner.estimate_plan, "zero", V, lambda: planner.estimate_plan(_MODEL, _CLUSTER, tp=1, pp=1, zero="zero4")),
+    C(planner.estimate_plan, "global_batch", V, lambda: planner.estimate_plan(_MODEL, _CLUSTER, tp=1, pp=1, micro_batch=3)),
+    C(planner.estimate_plan, "recompute", T, lambda: planner.estimate_plan(_MODEL, _CLUSTER, tp=1, pp=1, recompute=1)),
+    C(planner.estimate_plan, "efficiency", V, lambda: planner.estimate_plan(
+        _MODEL, planner.ClusterConfig("c", gpus=8, efficiency=1.5), tp=1, pp=1)),
+    C(planner.estimate_plan, "params", V, lambda: planner.estimate_plan(
+        planner.ModelConfig("m", params=NAN, layers=2, hidden=8, seq_len=8, global_batch=8), _CLUSTER, tp=1, pp=1)),
+    C(planner.plan_parallelism, "zero_stages", V, lambda: planner.plan_parallelism(_MODEL, _CLUSTER, zero_stages=("zero9",))),
+    C(planner.plan_parallelism, "micro_batches", V, lambda: planner.plan_parallelism(_MODEL, _CLUSTER, micro_batches=(0,))),
+    C(planner.plan_parallelism, "max_tp", V, lambda: planner.plan_parallelism(_MODEL, _CLUSTER, max_tp=0)),
+    C(planner.plan_parallelism, "zero_stages", V, lambda: planner.plan_parallelism(_MODEL, _CLUSTER, zero_stages=()), "empty"),
+    C(mp_demo.main, "argv", T, lambda: mp_demo.main(5)),
+]
+NO_ARGUMENTS |= {"BLOCKS", "SCHEDULES", "ZERO_STAGES", "MEGATRON_1T", "SELENE_3072", "MODEL_PRESETS"}
+RESULT_TYPES |= {
+    # The specs are frozen records of sizes; the entry points that take them check every field (rows above).
+    "TPSpec", "PipelineSpec", "ModelConfig", "ClusterConfig",
+    # What tensor_parallel_step / simulate_schedule / run_pipeline(s) / estimate_plan return.
+    "TPRun", "Timeline", "PipelineRun", "PlanEstimate",
+}
