@@ -430,7 +430,7 @@ def test_ddp_gradients_rejects_bad_splits():
     with pytest.raises(TypeError, match="sync_batchnorm"):
         ddp_gradients(model_fn, x, y, F.mse_loss, 2, sync_batchnorm=1)
     with pytest.raises(ValueError, match="model_fn=.*lambda"):
-        ddp_gradients(lambda: make_model("linear", 0), x, y, F.mse_loss, 2)
+        ddp_gradients(lambda: make_model("linear", seed=0), x, y, F.mse_loss, 2)
     with pytest.raises(ValueError, match="loss_fn=.*cannot be imported"):
         ddp_gradients(model_fn, x, y, _LocalLoss(), 2)
     with pytest.raises(TypeError, match="model_fn must be callable"):
@@ -468,7 +468,7 @@ def test_sync_batch_norm_without_a_process_group_is_batch_norm():
 
 
 def test_convert_sync_batchnorm_keeps_parameters_and_mode():
-    model = make_model("cnn_bn", 0)
+    model = make_model("cnn_bn", seed=0)
     weight = model[1].weight
     converted = convert_sync_batchnorm(model)
     assert converted is model and isinstance(model[1], SyncBatchNorm) and isinstance(model[4], SyncBatchNorm)
