@@ -1169,7 +1169,7 @@ INNER = {
     # tokenization helpers of token_counts and the bench
     "encode_ids",
     # _torch helpers every module calls with a model it has checked
-    "model_device", "eval_mode",
+    "model_device", "eval_mode", "grads_by_name",
     # the data locator the loaders call (a missing file: FileNotFoundError, tests/test_packaging.py)
     "data_path",
 }

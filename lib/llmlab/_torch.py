@@ -10,7 +10,8 @@
 * :data:`IGNORE_INDEX` = -100, the label PyTorch's cross-entropy (and Hugging Face) ignores.
 * :func:`eval_mode` runs a block with a model in eval mode and gives it back its mode;
   :func:`pad_id` is the id a tokenizer pads with (its pad token, else its EOS token).
-* :func:`read_floats` reads the losses a training loop collected as tensors, in one host sync.
+* :func:`read_floats` reads the losses a training loop collected as tensors, in one host sync;
+  :func:`grads_by_name` copies a model's gradients out (accumulation and DDP compare them).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "eval_mode",
     "pad_id",
     "read_floats",
+    "grads_by_name",
 ]
 
 #: The label of a position that gets no loss (PyTorch's ``cross_entropy(ignore_index=-100)``).
@@ -217,3 +219,9 @@ def read_floats(values: list[torch.Tensor]) -> tuple[float, ...]:
     """0-d tensors a loop collected (``losses.append(loss.detach())``) as Python floats, read in one
     host sync after the loop instead of one ``.item()`` per step (which stalls a GPU every step)."""
     return tuple(torch.stack(values).tolist()) if values else ()
+
+
+def grads_by_name(model: nn.Module) -> dict[str, torch.Tensor]:
+    """name -> a detached copy of each trainable parameter's gradient (zeros where the loss did not reach)."""
+    return {name: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+            for name, p in model.named_parameters() if p.requires_grad}

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_callable, check_choice, check_float, check_int, check_module, check_tensor
-from ._torch import IGNORE_INDEX, isolated_rng, read_floats, resolve_dtype
+from ._torch import IGNORE_INDEX, grads_by_name, isolated_rng, read_floats, resolve_dtype
 from .modelinfo import check_token_ids
 
 __all__ = [
@@ -73,15 +73,6 @@ def _fresh_copy(model: nn.Module) -> nn.Module:
     for p in model_copy.parameters():
         p.grad = None
     return model_copy
-
-
-def _grads(model: nn.Module) -> dict[str, Tensor]:
-    """name -> gradient (zeros for a trainable parameter the loss did not reach), detached copies."""
-    return {
-        name: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
-        for name, p in model.named_parameters()
-        if p.requires_grad
-    }
 
 
 # ---- Accumulation on a deep copy ------------------------------------------------------------------
@@ -136,7 +127,7 @@ def accumulation_pass(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, s
     micro_losses = _accumulate_into(model_copy, loss_fn, x, y, steps, scale_loss)
     total = sum(micro_losses) / steps if scale_loss else sum(micro_losses)
     return AccumulationResult(
-        grads=_grads(model_copy),
+        grads=grads_by_name(model_copy),
         running_stats=batchnorm_running_stats(model_copy),
         micro_losses=micro_losses,
         loss=total,
@@ -366,7 +357,7 @@ def token_loss_grads(model: nn.Module, inputs: Tensor, targets: Tensor, steps: i
         else:
             loss_j = token_loss_sum / n_total
         loss_j.backward()
-    return _grads(model_copy)
+    return grads_by_name(model_copy)
 
 
 # ---- A short training run: big batch vs accumulation ----------------------------------------------

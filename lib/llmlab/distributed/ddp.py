@@ -29,6 +29,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .._checks import check_float, check_int, check_tensor
+from .._torch import grads_by_name
+from ..accumulation import batchnorm_running_stats
 from .batchnorm import convert_sync_batchnorm
 from .launch import MAX_WORLD_SIZE, check_importable, run
 
@@ -67,13 +69,6 @@ def rank_shard(t: Tensor, rank: int, world_size: int) -> Tensor:
     return t.chunk(world_size)[rank]
 
 
-def _running_stats(model: nn.Module) -> dict[str, Tensor]:
-    return {f"{name}.{stat}": getattr(m, stat).detach().clone()
-            for name, m in model.named_modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-            for stat in ("running_mean", "running_var")}
-
-
 def ddp_rank_pass(rank: int, world_size: int, model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor,
                   loss_fn: Callable[[Tensor, Tensor], Tensor], accumulation_steps: int = 1,
                   sync_batchnorm: bool = False) -> RankPass:
@@ -99,9 +94,8 @@ def ddp_rank_pass(rank: int, world_size: int, model_fn: Callable[[], nn.Module],
             loss = loss_fn(ddp(x_j), y_j)
             (loss / accumulation_steps).backward()
         losses.append(loss.detach())
-    grads = {name: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
-             for name, p in model.named_parameters() if p.requires_grad}
-    return RankPass(grads=grads, running_stats=_running_stats(model), loss=float(torch.stack(losses).double().mean()))
+    return RankPass(grads=grads_by_name(model), running_stats=batchnorm_running_stats(model),
+                    loss=float(torch.stack(losses).double().mean()))
 
 
 def _same_on_every_rank(passes: list[RankPass]) -> dict[str, Tensor]:
