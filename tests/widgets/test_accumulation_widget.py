@@ -44,7 +44,6 @@ def test_the_numbers_are_the_librarys():
     ({"kind": "mlp"}, ValueError, "kind must be one of"),
     ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1"),
     ({"batch_size": 8.0}, TypeError, "batch_size must be an int"),
-    ({"scale_loss": "yes"}, TypeError, "scale_loss must be True or False"),
     ({"seed": -1}, ValueError, "seed must be an int >= 0"),
 ])
 def test_bad_arguments(kwargs, error, match):
