@@ -38,11 +38,11 @@ def test_committed_files_are_what_the_script_writes(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "data" / "make_instructions.py"), "--out", str(tmp_path)],
                    check=True, capture_output=True)
     for split in ("train", "heldout"):
-        assert (tmp_path / f"{split}.jsonl").read_bytes() == (ROOT / "data" / "instructions" / f"{split}.jsonl").read_bytes()
+        assert (tmp_path / f"{split}.jsonl").read_bytes() == (ROOT / "lib" / "llmlab" / "datafiles" / "instructions" / f"{split}.jsonl").read_bytes()
     train = load_instructions("train")
     assert len(train) == 512 and len(load_instructions("heldout")) == 64
     assert (train, load_instructions("heldout")) == make_date_instructions()  # also the fallback without files
-    row = json.loads((ROOT / "data" / "instructions" / "train.jsonl").read_text().splitlines()[0])
+    row = json.loads((ROOT / "lib" / "llmlab" / "datafiles" / "instructions" / "train.jsonl").read_text().splitlines()[0])
     assert row == train[0]
     with pytest.raises(ValueError, match="split"):
         load_instructions("test")
@@ -50,7 +50,7 @@ def test_committed_files_are_what_the_script_writes(tmp_path):
 
 def test_write_and_load_roundtrip(tmp_path):
     write_instructions(tmp_path, 5, 2, seed=1)
-    assert load_instructions("heldout", tmp_path) == make_date_instructions(5, 2, seed=1)[1]
+    assert load_instructions("heldout", folder=tmp_path) == make_date_instructions(5, 2, seed=1)[1]
 
 
 class CharTokenizer:

@@ -163,7 +163,7 @@ def test_sync_batch_norm_without_a_process_group_is_batch_norm():
 
 
 def test_convert_sync_batchnorm_keeps_parameters_and_mode():
-    model = make_model("cnn_bn", 0)
+    model = make_model("cnn_bn", seed=0)
     weight = model[1].weight
     converted = convert_sync_batchnorm(model)
     assert converted is model and isinstance(model[1], SyncBatchNorm) and isinstance(model[4], SyncBatchNorm)

@@ -138,7 +138,7 @@ def test_ddp_gradients_rejects_bad_splits():
     with pytest.raises(TypeError, match="sync_batchnorm"):
         ddp_gradients(model_fn, x, y, F.mse_loss, 2, sync_batchnorm=1)
     with pytest.raises(ValueError, match="model_fn=.*lambda"):
-        ddp_gradients(lambda: make_model("linear", 0), x, y, F.mse_loss, 2)
+        ddp_gradients(lambda: make_model("linear", seed=0), x, y, F.mse_loss, 2)
     with pytest.raises(ValueError, match="loss_fn=.*cannot be imported"):
         ddp_gradients(model_fn, x, y, _LocalLoss(), 2)
     with pytest.raises(TypeError, match="model_fn must be callable"):

@@ -1,11 +1,12 @@
 """The one way llmlab times code: wall clock, CUDA-synchronised, repeated, and honest about noise.
 
-* :func:`measure` runs ``fn`` ``repeat`` times after ``warmup`` runs and returns a
+* :func:`time_calls` runs ``fn`` ``repeat`` times after ``warmup`` runs and returns a
   :class:`Timing` (every run's seconds, with ``min``, ``median`` and ``spread``);
   :func:`timeit` is its median as a float.
 * :func:`interleaved` times several contenders round by round (A, B, C, A, B, C, ...) so that a
   change in the machine's load hits them all alike: ratios between them then mean something.
 * :class:`Stopwatch` times one block (a training step inside a loop).
+* :data:`NOISE_LIMIT`: a :class:`Timing` whose ``spread`` exceeds it is too noisy to support a ratio.
 * :func:`cpu_profile` runs a function once under ``torch.profiler`` (CPU activities, optionally
   every allocation of torch's CPU allocator) and returns the finished profiler.
 
@@ -28,10 +29,10 @@ import torch
 from ._checks import check_bool, check_callable, check_int
 from ._torch import resolve_device
 
-__all__ = ["Timing", "NOISE_LIMIT", "measure", "timeit", "interleaved", "Stopwatch", "synchronize", "cpu_profile"]
+__all__ = ["Timing", "NOISE_LIMIT", "time_calls", "timeit", "interleaved", "Stopwatch", "synchronize", "cpu_profile"]
 
-#: A timing whose median/min spread exceeds this was too noisy to support a ratio: the bench withholds
-#: its ratio, and a notebook prints "too noisy" instead of one.
+#: A timing whose median/min spread exceeds this is too noisy to compare with another: the bench
+#: withholds its ratio, a notebook says so instead of drawing a conclusion.
 NOISE_LIMIT = 1.25
 
 
@@ -69,7 +70,7 @@ class Timing:
         return self.median / self.min if self.min > 0 else float("inf")
 
 
-def measure(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1, device=None) -> Timing:
+def time_calls(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1, device=None) -> Timing:
     """Run ``fn()`` ``warmup`` times untimed, then ``repeat`` times timed; CUDA-synchronised.
 
     ``repeat`` <= 100000 and ``warmup`` <= 1000: enough for any median, and a typo (an extra
@@ -90,8 +91,8 @@ def measure(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1, devic
 
 
 def timeit(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1, device=None) -> float:
-    """Median wall time of ``fn()`` in seconds (see :func:`measure`)."""
-    return measure(fn, repeat=repeat, warmup=warmup, device=device).median
+    """Median wall time of ``fn()`` in seconds (see :func:`time_calls`)."""
+    return time_calls(fn, repeat=repeat, warmup=warmup, device=device).median
 
 
 def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int = 5, warmup: int = 1,

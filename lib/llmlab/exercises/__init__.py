@@ -46,8 +46,7 @@ def grade(exercise_id: str, answer) -> tuple[bool, str]:
     if answer is None or answer is Ellipsis:
         return False, f"no answer yet: set `answer` to {ex.expects} and run the cell again."
     if not ex.accepts(answer):
-        raise ValueError(f"answer: exercise {exercise_id} ({ex.title}) expects {ex.expects}, "
-                         f"got {type(answer).__name__}: {str(answer)[:80]}")
+        raise ValueError(f"answer: exercise {exercise_id} expects {ex.expects}, got {type(answer).__name__}: {answer!s:.60}")
     return ex.grade(answer)
 
 
