@@ -106,7 +106,7 @@ def test_dpo_loss_refuses_beta_out_of_range(beta):
 
 def test_dpo_loss_refuses_mismatched_or_malformed_inputs():
     a, b = torch.zeros(3), torch.zeros(2)
-    with pytest.raises(ValueError, match="same length.*reference_rejected_logps \\(2,\\)"):
+    with pytest.raises(ValueError, match="same length.*reference_rejected_logps has 2"):
         dpo_loss(a, a, a, b)
     with pytest.raises(ValueError, match="policy_chosen_logps must be 1-D"):
         dpo_loss(torch.zeros(2, 2), a, a, a)

@@ -59,5 +59,5 @@ def test_documents_have_reference_summaries():
     for doc in docs:
         assert set(doc) == {"title", "document", "summary"}
         assert len(doc["summary"].split()) < len(doc["document"].split()) / 3
-    with pytest.raises(FileNotFoundError, match="data/anatomy not found"):
+    with pytest.raises(FileNotFoundError, match="summaries.jsonl not found"):
         load_documents(folder=ROOT / "no-such-folder")

@@ -73,7 +73,7 @@ def test_tokenize_example_masks_the_prompt():
     assert f["input_ids"][-1] == tok.eos_token_id
     cut = n_prompt + 3  # truncation from the right keeps the prompt and the first response tokens
     assert tokenize_example(ex, tok, max_length=cut)["input_ids"] == f["input_ids"][:cut]
-    with pytest.raises(ValueError, match="missing 'output'"):
+    with pytest.raises(TypeError, match="instruction/input/output"):
         tokenize_example({"instruction": "a", "input": "b"}, tok)
 
 
@@ -120,9 +120,9 @@ def test_collate_pads_right_and_ignores_padding():
 
 def test_collate_refuses_mismatched_lengths():
     """Labels shorter than the ids used to be broadcast silently."""
-    with pytest.raises(ValueError, match=r"features\[0\] has 2 input_ids but 1 labels"):
+    with pytest.raises(ValueError, match=r"features\[0\] must be a dict of non-empty input_ids and labels of the same length"):
         collate([{"input_ids": [1, 2], "labels": [1]}], 0)
-    with pytest.raises(TypeError, match="features"):
+    with pytest.raises(ValueError, match=r"features\[0\] must be a dict"):
         collate([[1, 2]], 0)
     with pytest.raises(ValueError, match="pad_token_id"):
         collate([{"input_ids": [1], "labels": [1]}], -1)

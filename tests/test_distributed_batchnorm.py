@@ -196,7 +196,7 @@ def test_sync_batch_norm_over_ranks_equals_batch_norm_over_the_global_batch(shar
 def test_batchnorm_under_ddp_plain_is_accumulation_synchronised_is_the_big_batch():
     loss_fn = loss_fn_for("cnn_bn")
     x, y = make_batch("cnn_bn", 32)
-    model_fn = functools.partial(make_model, "cnn_bn", 0)
+    model_fn = functools.partial(make_model, "cnn_bn", seed=0)
     big = accumulation_pass(model_fn(), loss_fn, x, y, 1)
     acc = accumulated_grads(model_fn(), loss_fn, x, y, 4)
     result = batchnorm_under_ddp(model_fn, x, y, loss_fn, 4)

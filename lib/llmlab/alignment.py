@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ._checks import (check_float, check_int, check_module, check_optimizer, check_same_length, check_sequence, check_str,
-                      check_tensor)
+from ._checks import (check_finite_tensor, check_float, check_int, check_module, check_optimizer, check_same_length,
+                      check_sequence, check_str, check_tensor)
 from ._torch import IGNORE_INDEX, eval_mode, model_device, pad_id, read_floats
 from .data import InstructionBatch, collate, epoch_order, greedy_answers
 from .modelinfo import check_token_ids, context_size
@@ -359,7 +359,7 @@ def token_kl(model, reference_model, batch) -> float:
     """
     check_module("model", model)
     check_module("reference_model", reference_model)
-    input_ids, attention_mask, labels = _batch_tensors(batch)
+    input_ids, attention_mask, labels, _ = _batch_tensors(batch)
     predicts = labels[:, 1:] != IGNORE_INDEX  # position t predicts label t + 1
     if not predicts.any():
         raise ValueError("labels: the batch needs at least one response token (a label other than -100)")

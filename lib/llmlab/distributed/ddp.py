@@ -118,7 +118,7 @@ def ddp_gradients(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, loss_
     """The gradients ``DistributedDataParallel`` produces with the batch ``(x, y)`` split over ``world_size`` ranks.
 
     ``model_fn()`` builds the model (it must give the same weights every call, e.g. a seeded
-    builder such as ``functools.partial(llmlab.accumulation.make_model, "cnn_gn", 0)``, so that a
+    builder such as ``functools.partial(llmlab.accumulation.make_model, "cnn_gn", seed=0)``, so that a
     single-process reference can be built too); ``loss_fn(output, target)`` is a mean loss. Both
     must be picklable (module-level functions). ``x`` (B, ...) and ``y`` (B, ...): B divisible
     by ``world_size · accumulation_steps``. Returns name -> gradient (parameter names of the

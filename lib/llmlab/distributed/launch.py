@@ -86,7 +86,8 @@ def check_importable(name: str, value) -> None:
     module, qualname = getattr(target, "__module__", None), getattr(target, "__qualname__", "")
     interactive = module == "__main__" and not getattr(sys.modules.get("__main__"), "__file__", None)
     if interactive or "<locals>" in qualname or "<lambda>" in qualname:
-        raise ValueError(f"{name}={qualname or value!r} cannot be imported by a new process: define it in a .py module")
+        where = " (it was defined in a notebook cell)" if interactive else ""
+        raise ValueError(f"{name}={qualname or value!r} cannot be imported by a new process{where}: define it in a .py module")
 
 
 def _pickled(fn, args) -> bytes:

@@ -22,10 +22,10 @@ from .launch import MAX_WORLD_SIZE, run
 from .pipeline_run import PipelineSpec, assemble_pipeline_run, pipeline_rank_steps, single_process_step
 from .tensor_parallel import BLOCKS, TPSpec, assemble_tp_run, tp_rank_step
 
-__all__ = ["TOLERANCE", "main"]
+__all__ = ["main"]
 
 #: Largest absolute difference from one process that counts as equal (float64 throughout).
-TOLERANCE = 1e-10
+_TOLERANCE = 1e-10
 
 
 def demo_rank(rank: int, world_size: int) -> dict:
@@ -43,17 +43,17 @@ def _report(results: list[dict]) -> int:
     for block in BLOCKS:
         tp = assemble_tp_run(block, results[0]["tp_spec"], [r["tp"][block] for r in results])
         err = tp.max_error()
-        ok &= err <= TOLERANCE
+        ok &= err <= _TOLERANCE
         print(f"tensor-parallel {block} on {world_size} ranks: {tp.collectives} all-reduces per step, "
               f"max |difference| from one process {err:.1e}")
     spec = results[0]["pp_spec"]
     pp = assemble_pipeline_run("1f1b", spec, [r["pp"] for r in results])
     loss, grads = single_process_step(spec)
     err = max(float((pp.grads[n] - g).abs().max()) for n, g in grads.items())
-    ok &= err <= TOLERANCE and abs(pp.loss - loss) <= TOLERANCE
+    ok &= err <= _TOLERANCE and abs(pp.loss - loss) <= _TOLERANCE
     print(f"1F1B pipeline on {world_size} stages, {spec.micro_batches} micro-batches: bubble {pp.bubble:.1%}, "
           f"loss {pp.loss:.6f} (one process {loss:.6f}), max |gradient difference| {err:.1e}")
-    print(f"on {world_size} ranks: {'match' if ok else 'MISMATCH'} (tolerance {TOLERANCE:g})")
+    print(f"on {world_size} ranks: {'match' if ok else 'MISMATCH'} (tolerance {_TOLERANCE:g})")
     return 0 if ok else 1
 
 
