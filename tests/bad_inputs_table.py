@@ -1416,6 +1416,19 @@ CASES += [
     C(ATT.attention_timings, "methods", V, lambda: ATT.attention_timings(8, methods=[])),
     C(ATT.attention_timings, "rounds", V, lambda: ATT.attention_timings(8, rounds=0)),
     C(ATT.attention_timings, "backward", T, lambda: ATT.attention_timings(8, backward="no")),
+    C(ATT.attention_timings, "threads", V, lambda: ATT.attention_timings(8, threads=0)),
+    C(ATT.fused_sdpa_kernel, "capability", T, lambda: ATT.fused_sdpa_kernel("cpu", capability=8.0)),
+    C(ATT.fused_sdpa_kernel, "capability", T, lambda: ATT.fused_sdpa_kernel("cpu", capability=(8, 0, 1)), "3 parts"),
+    C(ATT.fused_sdpa_kernel, "device", V, lambda: ATT.fused_sdpa_kernel("nodevice")),
+    C(ATT.math_backend_length, "device", V, lambda: ATT.math_backend_length("cpu"), "no GPU memory to size"),
+    C(ATT.math_backend_length, "heads", V, lambda: ATT.math_backend_length(heads=0, memory_bytes=2**30)),
+    C(ATT.math_backend_length, "longest", T, lambda: ATT.math_backend_length(longest=8192.0, memory_bytes=2**30)),
+    C(ATT.math_backend_length, "memory_bytes", V, lambda: ATT.math_backend_length(memory_bytes=0)),
+    C(ATT.sdpa_backend_timings, "n", V, lambda: ATT.sdpa_backend_timings(0, device="cpu")),
+    C(ATT.sdpa_backend_timings, "kernel", T, lambda: ATT.sdpa_backend_timings(8, kernel="flash", device="cpu")),
+    C(ATT.sdpa_backend_timings, "causal", T, lambda: ATT.sdpa_backend_timings(8, causal="yes", device="cpu")),
+    C(ATT.sdpa_backend_timings, "rounds", V, lambda: ATT.sdpa_backend_timings(8, rounds=0, device="cpu")),
+    C(ATT.sdpa_backend_timings, "d", V, lambda: ATT.sdpa_backend_timings(8, d=1024, device="cpu")),
     C(ATT.op_profile, "fn", T, lambda: ATT.op_profile(5)),
     C(ATT.attention_geometry, "config", T, lambda: ATT.attention_geometry({"layers": 2})),
     C(ATT.attention_geometry, "config", T, lambda: ATT.attention_geometry(nn.Linear(2, 2)), "a module without config"),
@@ -1435,9 +1448,15 @@ CASES += [
     C(memory.peak_allocated_bytes, "fn", T, lambda: memory.peak_allocated_bytes(None)),
     C(memory.peak_allocated_bytes, "device", V, lambda: memory.peak_allocated_bytes(lambda: None, device="meta")),
 ]
-NO_ARGUMENTS |= {"ATTENTION_METHODS", "SHARED_MEMORY_PER_BLOCK"}
-RESULT_TYPES |= {"AttentionMemory", "AttentionFlops", "AttentionTraffic", "OpProfile", "AttentionGeometry"}
+NO_ARGUMENTS |= {"ATTENTION_METHODS", "SHARED_MEMORY_PER_BLOCK", "L2_CACHE_BYTES"}
+RESULT_TYPES |= {"AttentionMemory", "AttentionFlops", "AttentionTraffic", "OpProfile", "AttentionGeometry",
+                 "FusedKernel"}   # FusedKernel: what fused_sdpa_kernel returns
 CASES += [
+    C(timing.cpu_threads, "threads", V, lambda: timing.cpu_threads(0)),
+    C(timing.cpu_threads, "threads", T, lambda: timing.cpu_threads("2")),
+    C(timing.cpu_threads, "device", V, lambda: timing.cpu_threads(1, device="nodevice")),
+    C(timing.verdict, "a and b", T, lambda: timing.verdict(0.1, 0.2)),
+    C(timing.verdict, "names", T, lambda: timing.verdict(timing.Timing((1.0,)), timing.Timing((2.0,)), names="ab")),
     C(timing.cpu_profile, "fn", T, lambda: timing.cpu_profile("f")),
     C(timing.cpu_profile, "profile_memory", T, lambda: timing.cpu_profile(lambda: None, profile_memory=1)),
 ]

@@ -9,7 +9,7 @@ import torch
 
 import llmlab.timing as timing
 from conftest import requires_cuda
-from llmlab.timing import Stopwatch, Timing, interleaved, time_calls, synchronize, timeit
+from llmlab.timing import Stopwatch, Timing, cpu_threads, interleaved, synchronize, time_calls, timeit, verdict
 
 
 class FakeClock:
@@ -108,7 +108,38 @@ def test_cuda_is_synchronised():
     assert watch.seconds > 0
 
 
+def test_cpu_threads_sets_and_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):          # restored on an exception too
+        with cpu_threads(1):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    with cpu_threads(None):                    # None, or a device that is not the CPU: nothing changes
+        assert torch.get_num_threads() == before
+    with cpu_threads(1, device="meta"):
+        assert torch.get_num_threads() == before
+    with cpu_threads(1, device="cpu"):
+        assert torch.get_num_threads() == 1
+
+
+def test_verdict_calls_a_winner_only_when_every_run_beats_every_run():
+    fast, slow = Timing((1.0, 1.1, 1.2)), Timing((1.3, 2.2, 3.0))
+    assert verdict(fast, slow, names=("x", "y")) == "x faster than y in every run (2.0x by the medians)"
+    assert verdict(slow, fast, names=("x", "y")) == "y faster than x in every run (2.0x by the medians)"
+    overlap = Timing((1.15, 2.0, 2.2))          # its fastest run beats fast's slowest: no verdict
+    assert verdict(fast, overlap, names=("x", "y")) == "x vs y: inconclusive, their ranges overlap (medians 1.8x apart)"
+    assert "inconclusive" in verdict(fast, fast)  # a tie is never a winner
+
+
 @pytest.mark.parametrize("call, error, match", [
+    (lambda: cpu_threads(0), ValueError, "threads"),
+    (lambda: cpu_threads(1.5), TypeError, "threads"),
+    (lambda: cpu_threads(1, device="bogus"), ValueError, "device"),
+    (lambda: verdict(1.0, Timing((1.0,))), TypeError, "a and b"),
+    (lambda: verdict(Timing((1.0,)), Timing((1.0,)), names=["a", "b"]), TypeError, "names"),
     (lambda: time_calls(lambda: None, repeat=0), ValueError, "repeat"),
     (lambda: time_calls(lambda: None, repeat=1.5), TypeError, "repeat"),
     (lambda: time_calls(lambda: None, warmup=-1), ValueError, "warmup"),
