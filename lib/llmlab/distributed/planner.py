@@ -6,9 +6,9 @@ per GPU and the time of one training step, from the same ledgers as notebooks 08
 a global batch of B sequences of s tokens, micro-batches of b sequences (m = B / (d·b) per pipeline):
 
 memory per GPU
-    model states: the mixed-precision AdamW ledger (16 B/param) of the P/(t·p) parameters a GPU holds,
+    model states: the mixed-precision AdamW ledger (16 B/param) of the P·⌈L/p⌉/(L·t) parameters a GPU holds,
     with the ZeRO stage sharding over d (:func:`llmlab.distributed.sharded_ledger`);
-    activations: the first stage of a 1F1B pipeline holds min(p, m) micro-batches of L/p layers, each
+    activations: the first stage of a 1F1B pipeline holds min(p, m) micro-batches of ⌈L/p⌉ layers, each
     layer 34·s·b·h/t bytes without recomputation (Korthikanti et al. 2022, Table 2, *with* sequence
     parallelism, and without its 5·a·s²·b attention-score term because FlashAttention keeps no scores: both
     came after Megatron-LM 2021, whose runs without them would store several times more) or 2·s·b·h with
@@ -17,7 +17,9 @@ memory per GPU
 time per step (communication not overlapped with compute: an upper bound on the communication part only;
 the compute part rests on the assumed ``efficiency``)
     compute: 6·P·B·s FLOPs (8·P·B·s with recomputation: one more forward) at ``peak_flops × efficiency``
-    per GPU; bubble: compute × (p − 1)/m; TP: 4 all-reduces of s·b·h bf16 values per layer per
+    per GPU; bubble: compute × (p − 1)/m. A stage holds ⌈L/p⌉ layers: where p does not divide L the
+    largest stage sets the pace and the memory, so compute, parameters, activations and TP traffic are
+    charged for ⌈L/p⌉ layers on every stage (the unused capacity of the smaller stages is lost); TP: 4 all-reduces of s·b·h bf16 values per layer per
     micro-batch (6 with recomputation), ring bytes 2 (t − 1)/t, on the node's links when t fits a node;
     PP: s·b·h/t bf16 values each way per micro-batch (Megatron's scatter/gather: each of the t ranks sends its
     slice); DP: the bf16 gradients of P/(t·p) parameters, ring 2 (d − 1)/d, 3 (d − 1)/d under ZeRO-3
@@ -137,18 +139,20 @@ def _estimate(model: ModelConfig, cluster: ClusterConfig, tp: int, pp: int, zero
     dp = cluster.gpus // (tp * pp)
     m = model.global_batch // (dp * micro_batch)
     s, b, h, L = model.seq_len, micro_batch, model.hidden, model.layers
-    params_per_gpu = model.params / (tp * pp)
+    stage_layers = math.ceil(L / pp)                   # the largest stage: it sets memory and pace
+    params_per_gpu = model.params * stage_layers / L / tp
     states = sharded_ledger(int(params_per_gpu), dp, zero, precision="mixed").total
     per_layer = 2 * s * b * h if recompute else 34 * s * b * h / tp
-    activations = math.ceil(L / pp) * min(pp, m) * per_layer
+    activations = stage_layers * min(pp, m) * per_layer
     memory = (states + activations) / 1e9
     flops = (8 if recompute else 6) * model.params * model.global_batch * s
-    compute = flops / (cluster.gpus * cluster.peak_flops * cluster.efficiency)
+    # Every stage waits for the largest: compute is charged as if all p stages had its layers.
+    compute = flops / (cluster.gpus * cluster.peak_flops * cluster.efficiency) * (stage_layers * pp / L)
     bubble = compute * (pp - 1) / m
     act_bytes = 2 * s * b * h                          # one micro-batch's activations in bf16
     intra, inter = cluster.intra_node_gb_s * 1e9, cluster.inter_node_gb_s * 1e9
     tp_link = intra if tp <= cluster.gpus_per_node else inter
-    tp_bytes = math.ceil(L / pp) * m * (6 if recompute else 4) * ring_allreduce_bytes(act_bytes, tp) if tp > 1 else 0.0
+    tp_bytes = stage_layers * m * (6 if recompute else 4) * ring_allreduce_bytes(act_bytes, tp) if tp > 1 else 0.0
     pp_link = intra if tp * pp <= cluster.gpus_per_node else inter
     pp_bytes = m * 2 * act_bytes / tp if pp > 1 else 0.0
     grad_bytes = 2 * params_per_gpu
