@@ -43,7 +43,7 @@ def test_seed_everything_repeats():
 from torch import nn  # noqa: E402
 
 from llmlab._torch import (IGNORE_INDEX, eval_mode, isolated_rng, model_device, pad_id,  # noqa: E402
-                           resolve_device, resolve_dtype)
+                           replayed_rng, resolve_device, resolve_dtype, rng_state)
 
 
 def test_seed_everything_range():
@@ -114,6 +114,51 @@ def test_isolated_rng_restores_the_callers_stream():
     assert torch.equal(torch.rand(4), expected)  # the caller's stream did not move
     with isolated_rng(123):
         assert torch.equal(torch.rand(4), inside)  # the same seed, the same numbers
+
+
+@pytest.mark.parametrize("device", ["cuda:0", "mps"])
+def test_rng_state_and_replay_use_the_accelerators_generator(monkeypatch, device):
+    """A Dropout on a GPU draws from that device's generator, not the CPU's: rng_state must snapshot
+    it and replayed_rng rewind it, then give the caller's state back. No GPU here: a CPU Generator
+    stands in for the device's generator, behind torch.cuda's / torch.mps's get/set_rng_state."""
+    dev = torch.device(device)
+    fake = torch.Generator().manual_seed(7)
+    module = torch.get_device_module(dev.type)
+    monkeypatch.setattr(module, "get_rng_state", lambda device=None: fake.get_state())
+    monkeypatch.setattr(module, "set_rng_state", lambda state, device=None: fake.set_state(state))
+    if dev.type == "cuda":
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    else:
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    state = rng_state(dev)
+    assert state.device == dev and state.device_state is not None
+    first = torch.rand(5, generator=fake)              # the "forward pass" draws on the device
+    after_forward, cpu_before = fake.get_state(), torch.get_rng_state()
+    with replayed_rng(state):
+        assert torch.equal(torch.rand(5, generator=fake), first)  # the replay draws the same numbers
+        torch.rand(3)                                             # and may move the CPU stream too
+    assert torch.equal(fake.get_state(), after_forward)          # the device's state given back
+    assert torch.equal(torch.get_rng_state(), cpu_before)        # and the CPU's
+
+
+def test_rng_state_on_the_cpu_has_no_device_state():
+    state = rng_state("cpu")
+    assert state.device_state is None
+    first = torch.rand(4)
+    with replayed_rng(state):
+        assert torch.equal(torch.rand(4), first)
+    assert not torch.equal(torch.rand(4), first)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_rng_state_on_a_real_gpu_replays_dropout():
+    x = torch.ones(1000, device="cuda")
+    state = rng_state(x.device)
+    mask = torch.nn.functional.dropout(x, 0.5)
+    with replayed_rng(state):
+        assert torch.equal(torch.nn.functional.dropout(x, 0.5), mask)
+    assert not torch.equal(torch.nn.functional.dropout(x, 0.5), mask)
 
 
 def test_eval_mode_turns_dropout_off_and_gives_the_mode_back():

@@ -158,35 +158,40 @@ def isolated_rng(seed: int | None = None):
 
 
 class RNGState:
-    """A snapshot of the random state a computation on ``device`` draws from (CPU, plus CUDA there)."""
+    """A snapshot of the random state a computation on ``device`` draws from: the CPU generator,
+    plus, for an accelerator (CUDA, MPS, ...), that device's own generator (``device_state``)."""
 
-    __slots__ = ("cpu", "cuda", "device")
+    __slots__ = ("cpu", "device_state", "device")
 
-    def __init__(self, cpu: torch.Tensor, cuda: torch.Tensor | None, device: torch.device):
-        self.cpu, self.cuda, self.device = cpu, cuda, device
+    def __init__(self, cpu: torch.Tensor, device_state: torch.Tensor | None, device: torch.device):
+        self.cpu, self.device_state, self.device = cpu, device_state, device
 
 
 def rng_state(device=None) -> RNGState:
-    """Snapshot the CPU generator and, for a CUDA ``device``, that device's generator."""
+    """Snapshot the CPU generator and, for an accelerator ``device`` (CUDA, MPS, ...), the
+    generator of that device: the one a ``Dropout`` on a tensor there draws from."""
     dev = resolve_device(device) if device is not None else torch.device("cpu")
-    cuda = torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None
-    return RNGState(torch.get_rng_state(), cuda, dev)
+    if dev.type == "cpu":
+        return RNGState(torch.get_rng_state(), None, dev)
+    return RNGState(torch.get_rng_state(), torch.get_device_module(dev.type).get_rng_state(dev), dev)
 
 
 @contextlib.contextmanager
 def replayed_rng(state: RNGState):
-    """Run a block from the random state ``state`` was taken at, then give the caller's state back.
+    """Run a block from the random state ``state`` was taken at, then give the caller's state back
+    (the CPU generator's and, for an accelerator, that device's).
 
     This is what recomputation needs: a ``Dropout`` replayed in backward must draw the same mask
     it drew in the forward pass (``torch.utils.checkpoint``'s ``preserve_rng_state``).
     """
     if not isinstance(state, RNGState):
         raise TypeError(f"state must be an RNGState from rng_state(), got {type(state).__name__}")
-    devices = [state.device] if state.cuda is not None else []
-    with torch.random.fork_rng(devices=devices):
+    dev = state.device
+    on_device = state.device_state is not None
+    with torch.random.fork_rng(devices=[dev] if on_device else [], device_type=dev.type):
         torch.set_rng_state(state.cpu)
-        if state.cuda is not None:
-            torch.cuda.set_rng_state(state.cuda, state.device)
+        if on_device:
+            torch.get_device_module(dev.type).set_rng_state(state.device_state, dev)
         yield
 
 
