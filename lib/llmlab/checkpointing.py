@@ -10,13 +10,15 @@ recompute when backward reaches them. In units of one activation:
     sqrt            s + L_last        O(sqrt n)    2n - L_last <= 2n      O(n)
     torch           torch.utils.checkpoint.checkpoint_sequential(use_reentrant=False)
 
-(``s`` segments, ``L_last`` layers in the last one; ``s = ceil(sqrt n)`` by default, so about
-``2 sqrt(n)`` activations). :func:`theory_saved_activations` and :func:`theory_forward_calls`
+(``s`` segments, ``L_last`` layers in the last one; ``s = ceil(sqrt n)`` equal segments by default, so
+about ``2 sqrt(n)`` activations; unequal segments of lengths s, s-1, ..., 1 would keep about
+``sqrt(2n)``, still O(sqrt n)). :func:`theory_saved_activations` and :func:`theory_forward_calls`
 give the exact counts and :func:`measure` measures them.
 
 Recomputation replays layers, so a random layer (``Dropout``) must draw the same numbers again:
 each recomputed segment keeps the random state its first run started from and replays from it,
-as ``torch.utils.checkpoint`` does with ``preserve_rng_state=True``.
+as ``torch.utils.checkpoint`` does with ``preserve_rng_state=True``: the CPU generator and that
+of the input's device (CUDA, MPS), through :func:`llmlab._torch.rng_state`.
 
 How memory is measured (:class:`llmlab.memory.SavedTensorTracker`): every tensor autograd saves for backward passes through
 ``torch.autograd.graph.saved_tensors_hooks``. The pack hook wraps it in a small holder; the
