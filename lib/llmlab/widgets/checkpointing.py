@@ -1,4 +1,4 @@
-"""Notebook 05: sliders for the depth n and the number of segments; the measured and theoretical cost."""
+"""Notebook 05: sliders for the depth n and the number of segments; the measured and theoretical cost, and the schedule."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class CheckpointingWidget(LabWidget):
     ``.n`` and ``.segments`` are the sliders (moving ``n`` resets ``segments`` to ceil(sqrt n)),
     ``.readout`` (HTML) the measured table for store_all / sqrt with ``segments`` /
     recompute_all, ``.plot`` (PNG) the theoretical memory and forward calls over all segment
-    counts with the current one marked, ``.last`` the last measured
+    counts with the current one marked, and the measured saved activations of sqrt over time, ``.last`` the last measured
     :class:`llmlab.checkpointing.CheckpointStats` per strategy. ``.act_bytes`` is the size of
     one activation (batch × width floats), the unit of the table.
     """
@@ -75,8 +75,8 @@ class CheckpointingWidget(LabWidget):
             + html_table(["strategy", "saved activations", "KiB", "layer forwards", "recomputed"], rows)
         )
         segments = list(range(1, n + 1))
-        with self._figure(7.0, 2.6) as fig:
-            ax_m, ax_f = fig.subplots(1, 2)
+        with self._figure(10.5, 2.6) as fig:
+            ax_m, ax_f, ax_t = fig.subplots(1, 3)
             ax_m.plot(segments, [theory_saved_activations(n, "sqrt", k) for k in segments],
                       label="segments + last segment")
             ax_m.plot([s], [self.last["sqrt"].peak_saved_bytes / a], "o", color=PALETTE[1], label="measured")
@@ -85,6 +85,13 @@ class CheckpointingWidget(LabWidget):
             ax_f.plot(segments, [theory_forward_calls(n, "sqrt", k) for k in segments])
             ax_f.plot([s], [self.last["sqrt"].forward_calls], "o", color=PALETTE[1])
             ax_f.set(xlabel="segments", ylabel="layer forwards", title="compute")
+            # Your schedule over time: where the peak sits moves as the segment count changes.
+            sched = self.last["sqrt"].schedule
+            ax_t.step(range(len(sched)), [c.live_saved_bytes / a for c in sched], where="post", color=PALETTE[2])
+            ax_t.axvline(n - 0.5, color="0.5", ls=":", lw=1, label="end of the forward pass")
+            ax_t.set(xlabel="time (block forwards so far)", ylabel="saved activations",
+                     title=f"sqrt, {s} segments, over time")
+            ax_t.legend(fontsize=8)
 
 
 def checkpointing_widget(**kwargs) -> CheckpointingWidget:
