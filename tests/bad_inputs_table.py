@@ -1279,6 +1279,7 @@ INNER = {
 from llmlab import quantization as QZ  # noqa: E402
 from llmlab.quantization import blocks as qz_blocks, gguf_file as qz_file, gptq as qz_gptq  # noqa: E402
 from llmlab.quantization import model as qz_model, outliers as qz_out, rtn as qz_rtn, speed as qz_speed  # noqa: E402
+from llmlab.quantization import int8_quality as qz_int8q  # noqa: E402
 
 W64 = torch.ones(4, 64)
 
@@ -1358,15 +1359,33 @@ CASES += [
     C(qz_speed.time_int8, "n_new", V, lambda: QZ.time_int8(tiny(), PROMPT, n_new=0)),
     C(qz_speed.time_int8, "prefill_len", V, lambda: QZ.time_int8(tiny(), PROMPT, prefill_len=0)),
     C(qz_speed.time_int8, "prompt", T, lambda: QZ.time_int8(tiny(), [[1, 2]])),
+    C(qz_speed.time_int8, "copy_bytes", V, lambda: QZ.time_int8(tiny(), PROMPT, copy_bytes=0)),
+    C(qz_speed.time_matvec, "w", T, lambda: QZ.time_matvec([[1.0] * 64])),
+    C(qz_speed.time_matvec, "w", V, lambda: QZ.time_matvec(torch.ones(64)), "1-d"),
+    C(qz_speed.time_matvec, "w", V, lambda: QZ.time_matvec(torch.ones(4, 96)), "in_features not a multiple of 64"),
+    C(qz_speed.time_matvec, "group_size", V, lambda: QZ.time_matvec(W64, group_size=48), "not a power of 2"),
+    C(qz_speed.time_matvec, "rounds", V, lambda: QZ.time_matvec(W64, rounds=0)),
+    C(qz_int8q.int8_weights_in_float, "int8_model", V, lambda: QZ.int8_weights_in_float(tiny(), tiny()).__enter__(),
+      "no int8 linears"),
+    C(qz_int8q.int8_weights_in_float, "model", T, lambda: QZ.int8_weights_in_float("model", tiny()).__enter__()),
+    C(qz_int8q.float_linears, "roles", V, lambda: QZ.float_linears(QZ.int8_dynamic_copy(tiny()), tiny(), ["nope"]).__enter__()),
+    C(qz_int8q.float_linears, "roles", T, lambda: QZ.float_linears(QZ.int8_dynamic_copy(tiny()), tiny(), [1]).__enter__()),
+    C(qz_int8q.float_linears, "model", V, lambda: QZ.float_linears(QZ.int8_dynamic_copy(tiny()), tiny().model,
+                                                                   ["down_proj"]).__enter__(), "another model"),
+    C(qz_int8q.first_token_apart_nlls, "input_ids", V, lambda: QZ.first_token_apart_nlls(tiny(), ids(1, 50)), "2 tokens"),
+    C(qz_int8q.first_token_apart_nlls, "input_ids", T, lambda: QZ.first_token_apart_nlls(tiny(), [1, 2, 3])),
 ]
 NO_ARGUMENTS |= {
     # The GGUF formats and notebook 13's schemes: constant tables.
     "GGUF_TYPES", "SCHEMES",
+    # Whether this torch has the int4 CPU kernel: a question about the installation.
+    "int4_kernel_available",
 }
 RESULT_TYPES |= {
     # What quantize_rtn / gguf_tensors / scheme_nlls / outlier_features / time_int8 return; GGUFType and Scheme
     # are the records of GGUF_TYPES and SCHEMES (apply_scheme and scheme_bits_per_weight check the names users pass).
     "QuantizedTensor", "GGUFTensor", "SchemeNLL", "OutlierFeatures", "Int8Timing", "GGUFType", "Scheme",
+    "MatvecTiming",
 }
 # --- attention (notebook 14) --------------------------------------------------------------------
 from llmlab import attention as ATT  # noqa: E402

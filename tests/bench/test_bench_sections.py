@@ -74,6 +74,8 @@ def test_command_line(tmp_path, capsys):
 def test_quantization_rows_are_byte_identical():
     rows = SECTIONS["quantization"](CPU, "tiny")
     assert [r.note for r in rows if r.metric.startswith("quantize_gguf")] == ["byte-identical; torch on cpu"] * 2
+    kernels = [r.metric.split(", ")[2] for r in rows if r.metric.startswith("y = W x")]
+    assert kernels[0] == "int8 kernel vs float32 F.linear" and "bf16 kernel vs float32 F.linear" in kernels
 def test_attention_saved_bytes_are_the_formulas():
     rows = [r for r in SECTIONS["attention"](CPU, "tiny") if r.metric.startswith("saved for backward")]
     n, d = 256, 64
