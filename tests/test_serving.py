@@ -19,9 +19,9 @@ from transformers.generation.utils import _speculative_sampling
 from conftest import CharTokenizer, hf_generate
 from llmlab.decoding import greedy
 from llmlab.models import LLAMA_PRESETS
-from llmlab.serving import (PagedKVCache, PagedLlama, autoregressive_distribution, expected_tokens_per_forward,
+from llmlab.serving import (PagedKVCache, PagedLlama, StepCosts, autoregressive_distribution, expected_tokens_per_forward,
                             make_trace, next_token_distribution, prompt_lookup_candidates, residual_distribution,
-                            acceptance_probabilities, serve, speculative_distribution, speculative_generate, verify)
+                            acceptance_probabilities, serve, simulate, speculative_distribution, speculative_generate, verify)
 
 
 def llama(seed: int = 0, **overrides) -> LlamaForCausalLM:
@@ -281,6 +281,22 @@ def test_shared_prefix_saves_blocks_without_changing_tokens(target, trace, refer
     assert all(torch.equal(a, r) for a, r in zip(alone.sequences, reference))
     assert shared.reused_blocks >= 7 * (trace.prefix_len // 4) and alone.reused_blocks == 0
     assert max(u.blocks for u in shared.usage) < max(u.blocks for u in alone.usage)
+
+
+def test_simulate_replays_the_schedule(target, trace):
+    """With a cost model in place of the model, the same steps, padding rows and blocks as serve (all
+    requests waiting at 0: with arrivals spread out, which step admits whom depends on the clock)."""
+    for policy, max_batch in (("continuous", 3), ("static", 4)):
+        real = serve(target, trace.prompts, trace.max_new_tokens, max_batch=max_batch, block_size=4, policy=policy)
+        costs = StepCosts(1e-3, 1e-4, 2e-3, 1e-5)
+        sim = simulate(trace.prompts, trace.max_new_tokens, costs=costs, max_batch=max_batch, block_size=4,
+                       policy=policy)
+        assert (sim.decode_steps, sim.slot_steps, sim.usage) == (real.decode_steps, real.slot_steps, real.usage)
+        assert [r.n_new for r in sim.requests] == [r.n_new for r in real.requests]
+        assert all(sec == costs.seconds(k, n) for k, n, sec in sim.forwards)
+    # A cost model fitted to exact lines gives them back.
+    fitted = StepCosts.fit(sim)
+    assert fitted.decode_per_row == pytest.approx(1e-4) and fitted.prefill_base == pytest.approx(2e-3)
 
 
 def test_arrivals_are_respected(target):

@@ -5,7 +5,8 @@
 * ``engine``: :class:`PagedLlama` — a Llama-family model whose attention reads and writes the
   paged cache;
 * ``scheduler``: :func:`serve` — static or continuous batching (Orca, Yu et al. 2022) of many
-  requests, token-identical per request to :func:`llmlab.decoding.greedy`;
+  requests, token-identical per request to :func:`llmlab.decoding.greedy`; :func:`simulate` — the
+  same schedule timed by a :class:`StepCosts` model fitted to measured forwards;
 * ``trace``: :func:`make_trace` — a seeded trace of chat requests with arrival times;
 * ``speculative``: :func:`speculative_generate` — a draft model or prompt lookup proposes, the
   target verifies (Leviathan et al. 2023; Chen et al. 2023); ``rule``: the accept/reject rule;
@@ -16,14 +17,14 @@ from .engine import PagedLlama
 from .exact import autoregressive_distribution, next_token_distribution, speculative_distribution
 from .paged import CacheUsage, PagedKVCache
 from .rule import acceptance_probabilities, residual_distribution, verify
-from .scheduler import POLICIES, RequestStats, ServeResult, serve
+from .scheduler import POLICIES, RequestStats, ServeResult, StepCosts, serve, simulate
 from .speculative import (PROMPT_LOOKUP, SpeculativeResult, expected_tokens_per_forward, prompt_lookup_candidates,
                           speculative_generate)
 from .trace import QUESTIONS, SYSTEM_PROMPT, Request, Trace, make_trace
 
 __all__ = [
     "PagedKVCache", "CacheUsage", "PagedLlama",
-    "serve", "ServeResult", "RequestStats", "POLICIES",
+    "serve", "simulate", "ServeResult", "RequestStats", "StepCosts", "POLICIES",
     "make_trace", "Trace", "Request", "SYSTEM_PROMPT", "QUESTIONS",
     "speculative_generate", "SpeculativeResult", "prompt_lookup_candidates", "expected_tokens_per_forward",
     "PROMPT_LOOKUP", "acceptance_probabilities", "residual_distribution", "verify",

@@ -22,9 +22,9 @@ import torch
 from ..decoding.limits import check_eos_token_id, check_fits_model, check_input_ids, check_max_new_tokens
 from .._checks import check_choice, check_int, check_module, check_sequence
 from .engine import PagedLlama
-from .paged import CacheUsage
+from .paged import CacheUsage, PagedKVCache
 
-__all__ = ["POLICIES", "serve", "ServeResult", "RequestStats"]
+__all__ = ["POLICIES", "serve", "simulate", "ServeResult", "RequestStats", "StepCosts"]
 
 #: The scheduling policies :func:`serve` knows.
 POLICIES = ("continuous", "static")
@@ -60,7 +60,9 @@ class ServeResult:
     :class:`~llmlab.serving.CacheUsage` at every decode step; ``decode_steps`` (batched forwards)
     and ``slot_steps`` (rows computed over all decode steps, padding rows included);
     ``seconds`` from the first arrival to the last token; ``bytes_per_token`` of the KV cache;
-    ``reused_blocks`` (prompt blocks shared instead of computed) and ``copies`` (copy-on-write).
+    ``reused_blocks`` (prompt blocks shared instead of computed) and ``copies`` (copy-on-write);
+    ``forwards``: every forward pass as (kind, size, seconds), kind ``"prefill"`` (size: tokens run)
+    or ``"decode"`` (size: rows in the batch).
     """
 
     sequences: tuple[torch.Tensor, ...]
@@ -75,6 +77,7 @@ class ServeResult:
     bytes_per_token: int
     reused_blocks: int
     copies: int
+    forwards: tuple[tuple[str, int, float], ...]
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.sequences[i]
@@ -96,6 +99,43 @@ class ServeResult:
     def useful_fraction(self) -> float:
         """Share of the computed decode rows that produced a token someone asked for."""
         return (self.new_tokens - len(self.requests)) / self.slot_steps if self.slot_steps else 1.0
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    """A linear cost model of the engine's forwards, seconds: ``decode(b) = decode_base + decode_per_row * b``
+    for a decode step of b rows, ``prefill(n) = prefill_base + prefill_per_token * n`` for n prompt tokens.
+
+    :meth:`fit` reads it off the ``forwards`` that :func:`serve` timed (least squares); :func:`simulate`
+    replays a schedule with it instead of running the model.
+    """
+
+    decode_base: float
+    decode_per_row: float
+    prefill_base: float
+    prefill_per_token: float
+
+    def seconds(self, kind: str, size: int) -> float:
+        if kind == "decode":
+            return self.decode_base + self.decode_per_row * size
+        return self.prefill_base + self.prefill_per_token * size
+
+    @classmethod
+    def fit(cls, *results: "ServeResult") -> "StepCosts":
+        """Least-squares lines through the timed forwards of one or more :class:`ServeResult` s."""
+        if not results or not all(isinstance(r, ServeResult) for r in results):
+            raise TypeError("results must be one or more ServeResult from serve()")
+        lines = []
+        for kind in ("decode", "prefill"):
+            points = [(size, sec) for r in results for k, size, sec in r.forwards if k == kind]
+            if len({size for size, _ in points}) < 2:
+                raise ValueError(f"results must hold {kind} forwards of at least two sizes to fit a line "
+                                 f"(serve at two batch sizes, or prompts of two lengths)")
+            x = torch.tensor([[1.0, size] for size, _ in points], dtype=torch.float64)
+            y = torch.tensor([[sec] for _, sec in points], dtype=torch.float64)
+            base, slope = torch.linalg.lstsq(x, y).solution[:, 0].tolist()
+            lines += [base, slope]
+        return cls(*lines)
 
 
 class _Running:
@@ -162,16 +202,56 @@ def serve(model, prompts, max_new_tokens, *, max_batch: int = 8, block_size: int
     policy = check_choice("policy", policy, POLICIES)
     if not isinstance(share_prefix, bool):
         raise TypeError(f"share_prefix must be True or False, got {share_prefix!r}")
-    # Enough blocks that admission never waits for memory: every slot of the batch at the longest
-    # length any request can reach (a static batch's padding rows grow to its longest member's end).
-    longest = max(p.shape[1] for p in prompts) + max(limits)
-    engine = PagedLlama(model, num_blocks=max_batch * -(-longest // block_size) + max_batch, block_size=block_size)
+    engine = PagedLlama(model, num_blocks=_pool_blocks(prompts, limits, max_batch, block_size), block_size=block_size)
     return _Scheduler(engine, prompts, limits, arrivals, max_batch, eos_token_id, policy, share_prefix).run()
 
 
+def _pool_blocks(prompts, limits, max_batch: int, block_size: int) -> int:
+    """Enough blocks that admission never waits for memory: every slot of the batch at the longest
+    length any request can reach (a static batch's padding rows grow to its longest member's end)."""
+    longest = max(p.shape[1] for p in prompts) + max(limits)
+    return max_batch * -(-longest // block_size) + max_batch
+
+
+class _Bookkeeping:
+    """An engine that does the cache's book-keeping and no arithmetic (for :func:`simulate`)."""
+
+    def __init__(self, num_blocks: int, block_size: int):
+        self.cache = PagedKVCache(1, 1, 1, num_blocks=num_blocks, block_size=block_size)
+
+    def forward(self, seq_ids, new_tokens):
+        for s, t in zip(seq_ids, new_tokens):
+            self.cache.allocate(s, len(t))
+        return torch.zeros(len(seq_ids), 1)
+
+
+def simulate(prompts, max_new_tokens, *, costs: StepCosts, max_batch: int = 8, block_size: int = 16,
+             arrival_times=None, policy: str = "continuous", share_prefix: bool = True) -> ServeResult:
+    """The schedule :func:`serve` would run, with every forward's time taken from ``costs`` instead of
+    running a model: the same admissions, steps, padding rows and cache blocks (the tokens are
+    placeholders). Arguments as :func:`serve`, without EOS (lengths are ``max_new_tokens``)."""
+    if not isinstance(costs, StepCosts):
+        raise TypeError(f"costs must be a StepCosts (StepCosts.fit(serve(...))), got {type(costs).__name__}")
+    prompts = check_sequence("prompts", prompts, what="token-id tensors of shape (1, prompt_len)")
+    prompts = [check_input_ids(p[None] if isinstance(p, torch.Tensor) and p.dim() == 1 else p) for p in prompts]
+    limits = ([check_max_new_tokens(n) for n in max_new_tokens] if isinstance(max_new_tokens, (list, tuple))
+              else [check_max_new_tokens(max_new_tokens)] * len(prompts))
+    if len(limits) != len(prompts):
+        raise ValueError(f"max_new_tokens must be an int or one int per prompt: got {len(limits)} for {len(prompts)}")
+    arrivals = _check_arrivals(arrival_times, len(prompts))
+    max_batch = check_int("max_batch", max_batch, low=1, high=4096)
+    block_size = check_int("block_size", block_size, low=1, high=65536)
+    policy = check_choice("policy", policy, POLICIES)
+    if not isinstance(share_prefix, bool):
+        raise TypeError(f"share_prefix must be True or False, got {share_prefix!r}")
+    engine = _Bookkeeping(_pool_blocks(prompts, limits, max_batch, block_size), block_size)
+    return _Scheduler(engine, prompts, limits, arrivals, max_batch, None, policy, share_prefix, costs).run()
+
+
 class _Scheduler:
-    def __init__(self, engine, prompts, limits, arrivals, max_batch, eos, policy, share_prefix):
-        self.engine, self.cache = engine, engine.cache
+    def __init__(self, engine, prompts, limits, arrivals, max_batch, eos, policy, share_prefix, costs=None):
+        self.engine, self.cache, self.costs = engine, engine.cache, costs
+        self.forwards: list[tuple[str, int, float]] = []
         self.prompts = [p[0].tolist() for p in prompts]
         self.devices = [p.device for p in prompts]
         self.limits, self.arrivals, self.max_batch, self.eos = limits, arrivals, max_batch, eos
@@ -182,11 +262,15 @@ class _Scheduler:
         self.usage: list[CacheUsage] = []
         self.decode_steps = self.slot_steps = 0
 
-    def _timed(self, fn, *args):
+    def _forward(self, kind: str, seq_ids: list[int], new_tokens: list[list[int]]) -> torch.Tensor:
+        """Run the engine and advance the clock by its wall time (or by the cost model's)."""
         t0 = time.perf_counter()
-        out = fn(*args)
-        self.clock += time.perf_counter() - t0
-        return out
+        logits = self.engine.forward(seq_ids, new_tokens)
+        size = len(new_tokens[0]) if kind == "prefill" else len(seq_ids)
+        seconds = time.perf_counter() - t0 if self.costs is None else self.costs.seconds(kind, size)
+        self.clock += seconds
+        self.forwards.append((kind, size, seconds))
+        return logits
 
     def _emit(self, req: _Running, token: int) -> None:
         """Append a generated token; mark the request done at its limit or at EOS."""
@@ -216,7 +300,7 @@ class _Scheduler:
             self._finish(req)
             return None
         cached = self.cache.add(i, prompt if self.share_prefix else None)
-        logits = self._timed(self.engine.forward, [i], [prompt[cached:]])
+        logits = self._forward("prefill", [i], [prompt[cached:]])
         if self.share_prefix:
             self.cache.publish(i, prompt)
         self._emit(req, int(logits[0].argmax()))
@@ -224,7 +308,7 @@ class _Scheduler:
 
     def _decode(self, batch: list[_Running]) -> None:
         """One decode step for every request of ``batch``: feed its last token, emit the argmax."""
-        logits = self._timed(self.engine.forward, [r.index for r in batch], [[r.tokens[-1]] for r in batch])
+        logits = self._forward("decode", [r.index for r in batch], [[r.tokens[-1]] for r in batch])
         # The scheduler must read the tokens to see EOS and lengths: one host sync per step.
         next_tokens = logits.argmax(dim=-1).tolist()
         self.decode_steps += 1
@@ -266,4 +350,4 @@ class _Scheduler:
         seconds = max(r.finish for r in requests) - min(self.arrivals)
         return ServeResult(sequences, requests, tuple(self.usage), self.policy, self.max_batch, self.cache.block_size,
                            self.decode_steps, self.slot_steps, seconds, self.cache.bytes_per_token,
-                           self.cache.reused_blocks, self.cache.copies)
+                           self.cache.reused_blocks, self.cache.copies, tuple(self.forwards))
