@@ -132,6 +132,14 @@ def right_answer(exercise_id):
         d, L, H, H_kv, ff, V = 8192, 80, 64, 8, 28672, 32000
         block = d * d + 2 * d * H_kv * (d // H) + d * d + 3 * d * ff + 2 * d
         return {"total": 2 * V * d + L * block + d, "gqa_saving": 2 * L * d * (H - H_kv) * (d // H)}
+    if exercise_id == "15.1":
+        return (1 - 0.8 ** 5) / (1 - 0.8)
+    if exercise_id == "15.2":
+        lengths = (37, 16, 90, 5)
+        blocks = sum(math.ceil(n / 16) for n in lengths)
+        return {"blocks": blocks, "paged_waste": 16 * blocks - sum(lengths), "reserved_waste": 4 * 512 - sum(lengths)}
+    if exercise_id == "15.3":
+        return max(range(1, 100), key=lambda g: (1 - 0.7 ** (g + 1)) / (0.3 * (1 + 0.1 * g)))
     return {"01.2": bpb, "02.1": banned, "03.1": linear_decay, "03.3": restart_step, "04.1": accumulate,
             "07.1": merge, "09.1": prefix_mask, "09.3": rouge2, "10.2": cut, "11.1": dpo}[exercise_id]
 
@@ -192,6 +200,9 @@ def wrong_answers():
         "10.2": (shortest_match, "longest"),
         "12.1": (lambda: right_answer("12.1") / 9, "equals"),
         "12.2": (lambda: {**right_answer("12.2"), "13B zero2": right_answer("12.2")["13B zero2"] - 1}, "one GPU short"),
+        "15.1": ((1 - 0.8 ** 4) / (1 - 0.8), "γ + 1"),
+        "15.2": (lambda: {**right_answer("15.2"), "blocks": 8}, "round up"),
+        "15.3": (32, "1 + γc"),
     }
 
 

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from .._checks import check_module
 from .._torch import model_device
 
-__all__ = ["LlamaWeights", "rms_norm", "apply_rope"]
+__all__ = ["LlamaWeights"]
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm in float32, as Llama does: w * x / sqrt(mean(x^2) + eps)."""
     x32 = x.to(torch.float32)
     x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
@@ -34,7 +34,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotary position embedding: x * cos + rotate_half(x) * sin (cos, sin broadcast over heads)."""
     return x * cos + _rotate_half(x) * sin
 
@@ -105,16 +105,16 @@ class LlamaWeights:
         head_dim): it is where a cache stores the new keys and values and reads the old ones.
         """
         b, n, _ = x.shape
-        h = rms_norm(x, layer["ln1"], self.eps)
+        h = _rms_norm(x, layer["ln1"], self.eps)
         q = F.linear(h, *layer["q"]).view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
         k = F.linear(h, *layer["k"]).view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = F.linear(h, *layer["v"]).view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
         a = attend(q, k, v)
         x = x + F.linear(a.transpose(1, 2).reshape(b, n, self.n_heads * self.head_dim), *layer["o"])
-        h = rms_norm(x, layer["ln2"], self.eps)  # SwiGLU MLP: down(silu(gate h) * up h)
+        h = _rms_norm(x, layer["ln2"], self.eps)  # SwiGLU MLP: down(silu(gate h) * up h)
         return x + F.linear(F.silu(F.linear(h, *layer["gate"])) * F.linear(h, *layer["up"]), *layer["down"])
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm and LM head: hidden states (..., d_model) -> float32 logits (..., vocab)."""
-        return F.linear(rms_norm(x, self.final_norm, self.eps), self.lm_head).float()
+        return F.linear(_rms_norm(x, self.final_norm, self.eps), self.lm_head).float()

@@ -3,9 +3,9 @@
 Sampling shows the rule works up to noise; enumeration shows it exactly. For a target and a draft
 given as next-token distributions (a function of the prefix), :func:`speculative_distribution`
 walks every branch of the algorithm — every draft proposal, accept or reject, every residual or
-bonus draw — with the same :func:`~llmlab.serving.rule.acceptance_probabilities` and
-:func:`~llmlab.serving.rule.residual_distribution` that :func:`~llmlab.serving.speculative_generate`
-uses, and sums the probability of each output sequence. :func:`autoregressive_distribution` is the
+bonus draw — with the rule :func:`~llmlab.serving.speculative_generate` uses (the functions behind
+:func:`~llmlab.serving.acceptance_probabilities` and :func:`~llmlab.serving.residual_distribution`),
+and sums the probability of each output sequence. :func:`autoregressive_distribution` is the
 target's own: the product of its next-token probabilities. The two must agree to float64 rounding.
 """
 
@@ -17,9 +17,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_float, check_int, check_module
+from .._checks import check_callable, check_float, check_int, check_module, check_sequence
 from .._torch import model_device
-from .rule import acceptance_probabilities, residual_distribution
+from .rule import accept, residual
 
 __all__ = ["next_token_distribution", "autoregressive_distribution", "speculative_distribution"]
 
@@ -43,9 +43,19 @@ def next_token_distribution(model, *, temperature: float = 1.0) -> Distribution:
     return dist
 
 
+def _check_prefix(prefix) -> tuple:
+    prefix = check_sequence("prefix", prefix, what="token ids (at least one: the model needs a context)")
+    if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prefix):
+        raise ValueError(f"prefix must hold token ids (ints >= 0), got {prefix!r:.60}")
+    return tuple(prefix)
+
+
 def autoregressive_distribution(target: Distribution, prefix: tuple, n_tokens: int) -> dict[tuple, float]:
-    """P(x_1..x_n | prefix) = Π p(x_t | prefix, x_<t) for every continuation of ``n_tokens`` tokens."""
-    n_tokens = check_int("n_tokens", n_tokens, low=1)
+    """P(x_1..x_n | prefix) = Π p(x_t | prefix, x_<t) for every continuation of ``n_tokens`` tokens
+    (``n_tokens`` <= 12: the table has vocab ** n_tokens entries)."""
+    check_callable("target", target, what="a function prefix -> next-token probabilities")
+    prefix = _check_prefix(prefix)
+    n_tokens = check_int("n_tokens", n_tokens, low=1, high=12)
     out: dict[tuple, float] = {}
 
     def walk(seq: tuple, prob: float) -> None:
@@ -69,8 +79,11 @@ def speculative_distribution(target: Distribution, draft: Distribution, prefix: 
     after γ acceptances from p at the next position. Rounds repeat until ``n_tokens`` are out
     (tokens past that are cut, as ``max_new_tokens`` cuts them).
     """
-    n_tokens = check_int("n_tokens", n_tokens, low=1)
-    gamma = check_int("num_draft_tokens", num_draft_tokens, low=1)
+    check_callable("target", target, what="a function prefix -> next-token probabilities")
+    check_callable("draft", draft, what="a function prefix -> next-token probabilities")
+    prefix = _check_prefix(prefix)
+    n_tokens = check_int("n_tokens", n_tokens, low=1, high=12)
+    gamma = check_int("num_draft_tokens", num_draft_tokens, low=1, high=12)
     start = tuple(prefix)
     out: dict[tuple, float] = defaultdict(float)
 
@@ -93,15 +106,15 @@ def speculative_distribution(target: Distribution, draft: Distribution, prefix: 
                     round_from(seq + (x,), prob * px)
             return
         p, q = target(seq), draft(seq)
-        residual = residual_distribution(p, q).tolist()
+        correction = residual(p, q).tolist()
         for x, qx in enumerate(q.tolist()):
             if qx == 0:
                 continue
-            a = float(acceptance_probabilities(p[None], q[None], torch.tensor([x]))[0])
+            a = float(accept(p[None], q[None], torch.tensor([x]))[0])
             if a > 0:
                 propose(seq + (x,), i + 1, prob * qx * a)  # drafted x and accepted it
             if a < 1:
-                for y, ry in enumerate(residual):  # rejected x: the next token from the residual
+                for y, ry in enumerate(correction):  # rejected x: the next token from the residual
                     if ry > 0:
                         round_from(seq + (y,), prob * qx * (1 - a) * ry)
 

@@ -36,12 +36,14 @@ __all__ = ["PagedKVCache", "CacheUsage"]
 class CacheUsage:
     """A snapshot of the pool: ``blocks`` in use (each counted once, however many sequences share it),
     ``tokens`` (sum of the sequences' lengths, a shared token counted once per sequence),
-    ``sequences`` and the ``block_size``."""
+    ``sequences``, the ``block_size`` and ``unshared_blocks``, the blocks the same sequences would
+    hold with nothing shared (sum of ceil(length / block_size))."""
 
     blocks: int
     tokens: int
     sequences: int
     block_size: int
+    unshared_blocks: int
 
     @property
     def slots(self) -> int:
@@ -94,7 +96,7 @@ class PagedKVCache:
     def usage(self) -> CacheUsage:
         """Blocks in use, tokens stored and sequences, now."""
         return CacheUsage(self.num_blocks - len(self.free_blocks), sum(self.lengths.values()), len(self.lengths),
-                          self.block_size)
+                          self.block_size, sum(self.blocks_needed(n) for n in self.lengths.values()))
 
     def blocks_needed(self, n_tokens: int) -> int:
         """Blocks a sequence of ``n_tokens`` tokens occupies: ceil(n_tokens / block_size)."""

@@ -62,7 +62,8 @@ class ServeResult:
     ``seconds`` from the first arrival to the last token; ``bytes_per_token`` of the KV cache;
     ``reused_blocks`` (prompt blocks shared instead of computed) and ``copies`` (copy-on-write);
     ``forwards``: every forward pass as (kind, size, seconds), kind ``"prefill"`` (size: tokens run)
-    or ``"decode"`` (size: rows in the batch).
+    or ``"decode"`` (size: rows in the batch); ``reserved``: at every decode step, the token slots a
+    cache that reserves prompt_len + max_new_tokens per running request would hold.
     """
 
     sequences: tuple[torch.Tensor, ...]
@@ -78,6 +79,7 @@ class ServeResult:
     reused_blocks: int
     copies: int
     forwards: tuple[tuple[str, int, float], ...]
+    reserved: tuple[int, ...]
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.sequences[i]
@@ -260,6 +262,7 @@ class _Scheduler:
         self.stats: dict[int, RequestStats] = {}
         self.outputs: dict[int, list[int]] = {}
         self.usage: list[CacheUsage] = []
+        self.reserved: list[int] = []
         self.decode_steps = self.slot_steps = 0
 
     def _forward(self, kind: str, seq_ids: list[int], new_tokens: list[list[int]]) -> torch.Tensor:
@@ -314,6 +317,7 @@ class _Scheduler:
         self.decode_steps += 1
         self.slot_steps += len(batch)
         self.usage.append(self.cache.usage())
+        self.reserved.append(sum(len(self.prompts[r.index]) + self.limits[r.index] for r in batch))
         for req, token in zip(batch, next_tokens):
             if req.done:  # padding: still computed, its KV still grows, as in a padded batch
                 req.tokens.append(token)
@@ -350,4 +354,5 @@ class _Scheduler:
         seconds = max(r.finish for r in requests) - min(self.arrivals)
         return ServeResult(sequences, requests, tuple(self.usage), self.policy, self.max_batch, self.cache.block_size,
                            self.decode_steps, self.slot_steps, seconds, self.cache.bytes_per_token,
-                           self.cache.reused_blocks, self.cache.copies, tuple(self.forwards))
+                           self.cache.reused_blocks, self.cache.copies, tuple(self.forwards),
+                           tuple(self.reserved))

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_float, check_int, check_module
+from .._checks import check_float, check_int, check_module, check_sequence
 from .._torch import model_device
 from ..decoding.limits import check_eos_token_id, check_fits_model, check_input_ids, check_max_new_tokens
 from ..perplexity import vocab_size
-from .rule import verify
+from .rule import verify_round
 
 __all__ = ["speculative_generate", "SpeculativeResult", "prompt_lookup_candidates", "expected_tokens_per_forward",
            "PROMPT_LOOKUP"]
@@ -79,6 +79,14 @@ def prompt_lookup_candidates(tokens: list[int], num_tokens: int, *, max_ngram_si
     first earlier occurrence (left to right) of the last n tokens that has a continuation wins;
     the candidates stop before an EOS. ``[]`` when nothing matches (or the continuation starts with EOS).
     """
+    tokens = [int(t) for t in check_sequence("tokens", tokens, what="token ids")]
+    num_tokens = check_int("num_tokens", num_tokens, low=1)
+    max_ngram_size = check_int("max_ngram_size", max_ngram_size, low=1)
+    eos_token_id = check_eos_token_id(eos_token_id)
+    return _lookup(tokens, num_tokens, max_ngram_size, eos_token_id)
+
+
+def _lookup(tokens: list[int], num_tokens: int, max_ngram_size: int, eos_token_id: int | None) -> list[int]:
     length = len(tokens)
     for n in range(min(max_ngram_size, length - 1), 0, -1):
         tail = tokens[-n:]
@@ -131,7 +139,7 @@ class _Drafter:
 
     def propose(self, seq: list[int], gamma: int, sample: bool, temperature: float, generator, vocab: int):
         if self.model is None:
-            tokens = prompt_lookup_candidates(seq, gamma, eos_token_id=self.eos)
+            tokens = _lookup(seq, gamma, 2, self.eos)  # Hugging Face's default n-gram size
             q = F.one_hot(torch.tensor(tokens, dtype=torch.long), vocab).to(torch.float32) if sample and tokens else None
             return tokens, q
         # Bring the draft's cache up to date, then draft one token at a time.
@@ -188,7 +196,7 @@ def speculative_generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     ``do_sample=False``: token-identical to :func:`llmlab.decoding.greedy` (and to HF
     ``generate(assistant_model=...)`` / ``generate(prompt_lookup_num_tokens=...)``).
     ``do_sample=True``: samples from softmax(logits / ``temperature``) of the target, exactly, with
-    the accept/reject rule of :func:`llmlab.serving.rule.verify`, drawing from ``generator`` (the
+    the accept/reject rule of :func:`llmlab.serving.verify`, drawing from ``generator`` (the
     global RNG when None). Returns (1, prompt_len + n_new) token ids, or a
     :class:`SpeculativeResult` with the round counts when ``return_stats=True``.
     """
@@ -225,8 +233,8 @@ def speculative_generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
         logits = target.logits([seq[-1]] + tokens)  # (len(tokens) + 1, vocab): p_1 .. p_{γ+1} in one forward
         # The round's outcome decides what runs next: one host read per round (the accepted count).
         if do_sample and tokens:
-            n, nxt = verify(_probs(logits, temperature), q.to(logits.device), torch.tensor(tokens, device=logits.device),
-                            generator=generator)
+            n, nxt = verify_round(_probs(logits, temperature), q.to(logits.device),
+                                  torch.tensor(tokens, device=logits.device), generator)
         else:
             best = logits.argmax(dim=-1).tolist() if not do_sample else None
             n = _common_prefix(tokens, best) if best is not None else 0

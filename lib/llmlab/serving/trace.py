@@ -17,7 +17,7 @@ import torch
 
 from .._checks import check_float, check_int, check_str
 
-__all__ = ["Request", "Trace", "make_trace", "SYSTEM_PROMPT", "QUESTIONS"]
+__all__ = ["Request", "Trace", "make_trace", "SYSTEM_PROMPT", "QUESTIONS", "SPECULATIVE_PROMPTS"]
 
 #: What every request of the trace starts with (the shared prefix).
 SYSTEM_PROMPT = ("You are a helpful assistant for a university course on machine-learning systems. Answer "
@@ -44,6 +44,18 @@ QUESTIONS = (
     "Explain what limits it and what I could do about it.",
     "Give me a plan for learning linear algebra in four weeks, with one topic per week and an exercise for each.",
 )
+
+#: Two tasks for speculative decoding: one whose answer copies the prompt (prompt lookup drafts well),
+#: one whose answer is new text (prompt lookup has little to find).
+SPECULATIVE_PROMPTS = {
+    "extraction": (
+        "Repeat the following e-mail exactly as it is written, word for word.\n\n"
+        "Hi all, thanks for a great kick-off meeting. The final report for the serving project is due on "
+        "Friday, March 14, at 5 pm, and it must include the latency measurements. Please send your sections "
+        "to Maria by Wednesday so that she can merge them. Best, Tom\n\nThe e-mail:\n\n"
+    ),
+    "open-ended": "Write a short story about a robot who learns to paint.\n\n",
+}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from .lora import LoRARankExplorer, lora_rank_explorer
 from .precision import PrecisionWidget, precision_widget
 from .prompting import DPOBetaExplorer, dpo_beta_explorer
 from .schedules import CosineExplorer, cosine_explorer
+from .serving import ServingWidget, serving_widget
 from .svd import SVDExplorer, svd_explorer
 from .tokenization import BPEMergesWidget, bpe_merges_widget
 
@@ -34,4 +35,5 @@ __all__ = [
     "dpo_beta_explorer", "DPOBetaExplorer",
     "bpe_merges_widget", "BPEMergesWidget",
     "data_parallel_widget", "DataParallelWidget",
+    "serving_widget", "ServingWidget",
 ]
