@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ._checks import check_bool, check_callable, check_choice, check_float, check_int, check_module, check_tensor
 from ._torch import IGNORE_INDEX, isolated_rng, resolve_dtype
+from .modelinfo import check_token_ids
 
 __all__ = [
     "KINDS", "AccumulationResult", "AccumulationRun", "accumulation_pass", "full_batch_grads",
@@ -353,9 +354,7 @@ def token_loss_grads(model: nn.Module, inputs: Tensor, targets: Tensor, steps: i
     if inputs.shape != targets.shape:
         raise ValueError(f"inputs and targets must have the same shape, got {tuple(inputs.shape)} "
                          f"and {tuple(targets.shape)}")
-    vocab = next((m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)), None)
-    if vocab is not None and (int(inputs.min()) < 0 or int(inputs.max()) >= vocab):
-        raise ValueError(f"inputs must be token ids in [0, {vocab - 1}], got [{int(inputs.min())}, {int(inputs.max())}]")
+    check_token_ids(model, inputs, name="inputs")
     _check_steps(steps, batch_size)
     check_choice("normalization", normalization, _NORMALIZATIONS)
     n_tokens = micro_batch_token_counts(targets, steps, ignore_index=ignore_index)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..decoding.limits import check_eos_token_id, check_fits_model, check_input_ids, check_max_new_tokens
+from ..decoding.limits import check_eos_token_id, check_input_ids, check_max_new_tokens
+from ..modelinfo import check_fits_model
 from .._checks import check_choice, check_int, check_module, check_sequence
 from .engine import PagedLlama
 from .paged import CacheUsage, PagedKVCache
@@ -167,7 +168,7 @@ def _check_prompts(model, prompts, max_new_tokens, eos_token_id) -> tuple[list[t
     else:
         limits = [check_max_new_tokens(max_new_tokens)] * len(checked)
     for p, n in zip(checked, limits):
-        check_fits_model(model, p, n, eos_token_id)
+        check_fits_model(model, p, max_new_tokens=n, eos_token_id=eos_token_id)
     return checked, limits
 
 

@@ -19,7 +19,6 @@ what followed it there: free, and good when the answer copies the prompt (extrac
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
@@ -27,8 +26,8 @@ import torch.nn.functional as F
 
 from .._checks import check_float, check_int, check_module, check_sequence
 from .._torch import model_device
-from ..decoding.limits import check_eos_token_id, check_fits_model, check_input_ids, check_max_new_tokens
-from ..perplexity import vocab_size
+from ..decoding.limits import check_eos_token_id, check_input_ids, check_max_new_tokens
+from ..modelinfo import cache_keyword, check_fits_model, output_cache, vocab_size
 from .rule import verify_round
 
 __all__ = ["speculative_generate", "SpeculativeResult", "prompt_lookup_candidates", "expected_tokens_per_forward",
@@ -99,23 +98,18 @@ def _lookup(tokens: list[int], num_tokens: int, max_ngram_size: int, eos_token_i
     return []
 
 
-def _cache_keyword(model) -> str:
-    # transformers 5 names the argument `cache`, 4.x `past_key_values`.
-    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
-
-
 class _Model:
     """A causal LM with its KV cache: ``logits(tokens)`` runs the tokens after what is cached and returns
     float32 logits for each of them; ``rollback(n)`` keeps the first n cached tokens."""
 
     def __init__(self, model):
         self.model, self.cache, self.cached = model, None, 0
-        self.kw, self.device = _cache_keyword(model), model_device(model)
+        self.kw, self.device = cache_keyword(model), model_device(model)
 
     def logits(self, tokens: list[int]) -> torch.Tensor:
         ids = torch.tensor([tokens], device=self.device)
         out = self.model(input_ids=ids, use_cache=True, **{self.kw: self.cache})
-        self.cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        self.cache = output_cache(out)
         self.cached += len(tokens)
         return out.logits[0].to(torch.float32)  # (len(tokens), vocab)
 
@@ -210,9 +204,9 @@ def speculative_generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     temperature = check_float("temperature", temperature, low=0.0, low_open=True)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    check_fits_model(model, input_ids, max_new_tokens, eos_token_id)
+    check_fits_model(model, input_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
     if not isinstance(draft, str):
-        check_fits_model(draft, input_ids, max_new_tokens, eos_token_id)
+        check_fits_model(draft, input_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
 
     seq = input_ids[0].tolist()
     prompt_len, vocab = len(seq), vocab_size(model)
