@@ -7,6 +7,7 @@ import torch
 
 from .. import serving as S
 from ..decoding import greedy
+from ..models import default_model_dir
 from ..timing import interleaved
 from .decoding import decoding_model
 from .report import Row, section, timed_row
@@ -21,7 +22,6 @@ def _trace(model, size: str):
     try:
         from transformers import AutoTokenizer  # why: the tokenizer only, where the default model is installed
 
-        from ..models import default_model_dir
         if getattr(model.config, "vocab_size", None) != 49152:
             raise OSError("not the default model's vocabulary")
         tokenizer = AutoTokenizer.from_pretrained(str(default_model_dir()), local_files_only=True)
@@ -64,13 +64,13 @@ def bench_serving(device: torch.device, size: str = "full") -> list[Row]:
     rows = [timed_row("serving", "tok/s, continuous vs static batching", t["continuous"], t["static"], unit="tok/s",
                       per_second=n_tokens, peer_name="static batching (same engine)", note=note)]
 
-    # KV memory at the busiest step: the blocks paging holds vs reserving each running request's
-    # prompt + max_new_tokens up front (what a contiguous per-request cache must do).
+    # KV memory at the busiest step: the blocks paging holds vs reserving, per running request, its
+    # prompt + the largest max_new_tokens up front (what a contiguous per-request cache must do).
     paged_peak = max(u.slots for u in cont.usage) * cont.bytes_per_token
     reserved_peak = max(cont.reserved) * cont.bytes_per_token
     used_peak = max(u.tokens for u in cont.usage) * cont.bytes_per_token
     rows.append(Row("serving", "peak KV bytes, paged (block 16) vs reserved", paged_peak / 1e6, reserved_peak / 1e6,
-                    "MB", "lower", "reserve prompt + max_new_tokens per request",
+                    "MB", "lower", "reserve prompt + largest max_new_tokens per request",
                     f"tokens actually stored at the peak: {used_peak / 1e6:.2f} MB; shared prefix blocks: "
                     f"{cont.reused_blocks}"))
 

@@ -64,7 +64,8 @@ class ServeResult:
     ``reused_blocks`` (prompt blocks shared instead of computed) and ``copies`` (copy-on-write);
     ``forwards``: every forward pass as (kind, size, seconds), kind ``"prefill"`` (size: tokens run)
     or ``"decode"`` (size: rows in the batch); ``reserved``: at every decode step, the token slots a
-    cache that reserves prompt_len + max_new_tokens per running request would hold.
+    contiguous cache would hold that reserves, per running request, its prompt plus the largest
+    ``max_new_tokens`` of all requests (a server cannot know which request will stop early).
     """
 
     sequences: tuple[torch.Tensor, ...]
@@ -258,6 +259,7 @@ class _Scheduler:
         self.prompts = [p[0].tolist() for p in prompts]
         self.devices = [p.device for p in prompts]
         self.limits, self.arrivals, self.max_batch, self.eos = limits, arrivals, max_batch, eos
+        self.cap = max(limits)  # what a server that reserves must assume for a request it cannot see end
         self.policy, self.share_prefix = policy, share_prefix
         self.clock = arrivals[0] if arrivals else 0.0
         self.stats: dict[int, RequestStats] = {}
@@ -318,7 +320,7 @@ class _Scheduler:
         self.decode_steps += 1
         self.slot_steps += len(batch)
         self.usage.append(self.cache.usage())
-        self.reserved.append(sum(len(self.prompts[r.index]) + self.limits[r.index] for r in batch))
+        self.reserved.append(sum(len(self.prompts[r.index]) + self.cap for r in batch))
         for req, token in zip(batch, next_tokens):
             if req.done:  # padding: still computed, its KV still grows, as in a padded batch
                 req.tokens.append(token)

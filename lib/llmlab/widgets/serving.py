@@ -27,7 +27,7 @@ class ServingWidget(LabWidget):
     measured forwards), so a slider move takes milliseconds instead of a minute of model time.
     ``.readout`` shows throughput, time to first token, latency, the share of decode rows that were
     useful and the peak KV memory (the requests' tokens in context, the blocks paging holds — fewer when
-    prompts share blocks — and what reserving prompt + max_new_tokens per request would hold); ``.plot`` draws each request's wait and
+    prompts share blocks — and what reserving prompt + the largest max_new_tokens per request would hold); ``.plot`` draws each request's wait and
     generation on a timeline and the KV slots over time. ``.last`` holds the numbers and the
     :class:`~llmlab.serving.ServeResult` (``result``).
     """
@@ -102,7 +102,7 @@ class ServingWidget(LabWidget):
             ax_m.plot(steps, [u.tokens * mb for u in res.usage], color=PALETTE[2], label="tokens in context")
             ax_m.plot(steps, [u.slots * mb for u in res.usage], color=PALETTE[0], label="paged (blocks held)")
             ax_m.plot(steps, [s * mb for s in res.reserved], color=PALETTE[1], linestyle="--",
-                      label="reserved (prompt + max new)")
+                      label="reserved (prompt + largest max new)")
             ax_m.set(xlabel="decode step", ylabel="KV cache (MB)", title="KV memory")
             ax_m.legend(fontsize=7)
 
