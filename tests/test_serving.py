@@ -208,7 +208,7 @@ def test_paged_forward_matches_the_contiguous_cache(target):
         same = contiguous.forward([0, 1, 2], new, all_logits=True)
         assert torch.equal(got, same)
         for i, seq in enumerate(seqs):
-            hf = target(torch.tensor([seq])).logits[0, -len(new[i]):].float()
+            hf = target(torch.tensor([seq])).logits[0, -len(new[i]):]  # float64, not rounded
             torch.testing.assert_close(got[i, : len(new[i])], hf, rtol=0, atol=1e-12)
         tokens = got[torch.arange(3), torch.tensor([len(t) - 1 for t in new])].argmax(-1).tolist()
         for seq, t in zip(seqs, tokens):
@@ -294,6 +294,7 @@ def test_simulate_replays_the_schedule(target, trace):
         assert (sim.decode_steps, sim.slot_steps, sim.usage) == (real.decode_steps, real.slot_steps, real.usage)
         assert [r.n_new for r in sim.requests] == [r.n_new for r in real.requests]
         assert all(sec == costs.seconds(k, n) for k, n, sec in sim.forwards)
+    assert sim.reserved_slots(100) == tuple(u.sequences * 100 for u in sim.usage)
     # A cost model fitted to exact lines gives them back.
     fitted = StepCosts.fit(sim)
     assert fitted.decode_per_row == pytest.approx(1e-4) and fitted.prefill_base == pytest.approx(2e-3)

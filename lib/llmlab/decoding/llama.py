@@ -116,5 +116,5 @@ class LlamaWeights:
         return x + F.linear(F.silu(F.linear(h, *layer["gate"])) * F.linear(h, *layer["up"]), *layer["down"])
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Final norm and LM head: hidden states (..., d_model) -> float32 logits (..., vocab)."""
-        return F.linear(_rms_norm(x, self.final_norm, self.eps), self.lm_head).float()
+        """Final norm and LM head: hidden states (..., d_model) -> logits (..., vocab) in the model's dtype."""
+        return F.linear(_rms_norm(x, self.final_norm, self.eps), self.lm_head)

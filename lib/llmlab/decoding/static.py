@@ -88,7 +88,7 @@ class StaticDecoder:
         return self.weights.block(layer, x, cos, sin, attend)
 
     def _logits(self, x_last: torch.Tensor) -> torch.Tensor:
-        return self.weights.logits(x_last)
+        return self.weights.logits(x_last).float()  # argmax in float32, as greedy and generate take it
 
     @torch.no_grad()
     def _prefill(self, prompt: torch.Tensor) -> None:

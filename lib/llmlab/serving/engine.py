@@ -25,7 +25,7 @@ class PagedLlama:
     """``PagedLlama(model, num_blocks=..., block_size=...)``: the model's weights plus a paged cache.
 
     :meth:`forward` takes the ids of the sequences to advance and, for each, its new tokens; it
-    returns the float32 logits after each sequence's last new token. The cache (``.cache``) keeps
+    returns the logits after each sequence's last new token. The cache (``.cache``) keeps
     everything else: which blocks hold which sequence, and how long each one is.
     """
 
@@ -36,8 +36,8 @@ class PagedLlama:
 
     @torch.no_grad()
     def forward(self, seq_ids: list[Hashable], new_tokens: list[list[int]], *, all_logits: bool = False) -> torch.Tensor:
-        """Run ``new_tokens[b]`` after what sequence ``seq_ids[b]`` has cached; return logits (batch, vocab)
-        of each sequence's last new token, or (batch, n_max, vocab) of every new token with
+        """Run ``new_tokens[b]`` after what sequence ``seq_ids[b]`` has cached; return logits (batch, vocab), in
+        the model's dtype, of each sequence's last new token, or (batch, n_max, vocab) of every new token with
         ``all_logits=True`` (rows past a sequence's own count are padding). Every sequence must exist
         in the cache (:meth:`PagedKVCache.add`) and bring at least one token."""
         w, cache, device = self.weights, self.cache, self.weights.device

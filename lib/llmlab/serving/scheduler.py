@@ -63,9 +63,8 @@ class ServeResult:
     ``seconds`` from the first arrival to the last token; ``bytes_per_token`` of the KV cache;
     ``reused_blocks`` (prompt blocks shared instead of computed) and ``copies`` (copy-on-write);
     ``forwards``: every forward pass as (kind, size, seconds), kind ``"prefill"`` (size: tokens run)
-    or ``"decode"`` (size: rows in the batch); ``reserved``: at every decode step, the token slots a
-    contiguous cache would hold that reserves, per running request, its prompt plus the largest
-    ``max_new_tokens`` of all requests (a server cannot know which request will stop early).
+    or ``"decode"`` (size: rows in the batch). :meth:`reserved_slots` gives what a cache that
+    reserves a fixed region per request would hold instead.
     """
 
     sequences: tuple[torch.Tensor, ...]
@@ -81,13 +80,19 @@ class ServeResult:
     reused_blocks: int
     copies: int
     forwards: tuple[tuple[str, int, float], ...]
-    reserved: tuple[int, ...]
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.sequences[i]
 
     def __len__(self) -> int:
         return len(self.sequences)
+
+    def reserved_slots(self, context: int) -> tuple[int, ...]:
+        """Token slots held at every decode step by a contiguous cache that reserves ``context`` slots per
+        running request, as a server must when it cannot know how long a request will grow: at least
+        the longest prompt + max_new_tokens it accepts (2048 in the systems vLLM was compared with)."""
+        context = check_int("context", context, low=1)
+        return tuple(u.sequences * context for u in self.usage)
 
     @property
     def new_tokens(self) -> int:
@@ -259,13 +264,11 @@ class _Scheduler:
         self.prompts = [p[0].tolist() for p in prompts]
         self.devices = [p.device for p in prompts]
         self.limits, self.arrivals, self.max_batch, self.eos = limits, arrivals, max_batch, eos
-        self.cap = max(limits)  # what a server that reserves must assume for a request it cannot see end
         self.policy, self.share_prefix = policy, share_prefix
         self.clock = arrivals[0] if arrivals else 0.0
         self.stats: dict[int, RequestStats] = {}
         self.outputs: dict[int, list[int]] = {}
         self.usage: list[CacheUsage] = []
-        self.reserved: list[int] = []
         self.decode_steps = self.slot_steps = 0
 
     def _forward(self, kind: str, seq_ids: list[int], new_tokens: list[list[int]]) -> torch.Tensor:
@@ -309,18 +312,17 @@ class _Scheduler:
         logits = self._forward("prefill", [i], [prompt[cached:]])
         if self.share_prefix:
             self.cache.publish(i, prompt)
-        self._emit(req, int(logits[0].argmax()))
+        self._emit(req, int(logits[0].float().argmax()))  # argmax in float32, as decoding.greedy takes it
         return req
 
     def _decode(self, batch: list[_Running]) -> None:
         """One decode step for every request of ``batch``: feed its last token, emit the argmax."""
         logits = self._forward("decode", [r.index for r in batch], [[r.tokens[-1]] for r in batch])
         # The scheduler must read the tokens to see EOS and lengths: one host sync per step.
-        next_tokens = logits.argmax(dim=-1).tolist()
+        next_tokens = logits.float().argmax(dim=-1).tolist()
         self.decode_steps += 1
         self.slot_steps += len(batch)
         self.usage.append(self.cache.usage())
-        self.reserved.append(sum(len(self.prompts[r.index]) + self.cap for r in batch))
         for req, token in zip(batch, next_tokens):
             if req.done:  # padding: still computed, its KV still grows, as in a padded batch
                 req.tokens.append(token)
@@ -357,5 +359,4 @@ class _Scheduler:
         seconds = max(r.finish for r in requests) - min(self.arrivals)
         return ServeResult(sequences, requests, tuple(self.usage), self.policy, self.max_batch, self.cache.block_size,
                            self.decode_steps, self.slot_steps, seconds, self.cache.bytes_per_token,
-                           self.cache.reused_blocks, self.cache.copies, tuple(self.forwards),
-                           tuple(self.reserved))
+                           self.cache.reused_blocks, self.cache.copies, tuple(self.forwards))

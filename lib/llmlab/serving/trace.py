@@ -45,16 +45,15 @@ QUESTIONS = (
     "Give me a plan for learning linear algebra in four weeks, with one topic per week and an exercise for each.",
 )
 
-#: Two tasks for speculative decoding: one whose answer copies the prompt (prompt lookup drafts well),
-#: one whose answer is new text (prompt lookup has little to find).
+#: Two tasks for speculative decoding (user messages for the chat template): one whose answer copies the
+#: prompt (editing: prompt lookup drafts well), one whose answer is new text (prompt lookup has little to find).
 SPECULATIVE_PROMPTS = {
-    "extraction": (
-        "Repeat the following e-mail exactly as it is written, word for word.\n\n"
-        "Hi all, thanks for a great kick-off meeting. The final report for the serving project is due on "
-        "Friday, March 14, at 5 pm, and it must include the latency measurements. Please send your sections "
-        "to Maria by Wednesday so that she can merge them. Best, Tom\n\nThe e-mail:\n\n"
+    "editing": (
+        "Correct the spelling mistakes in this text and write the corrected text:\n\n"
+        "The final reprot for the serving project is due on Friday, March 14, at 5 pm, and it must include the "
+        "latency measurments. Please send your sections to Maria by Wednesday so that she can merge them."
     ),
-    "open-ended": "Write a short story about a robot who learns to paint.\n\n",
+    "open-ended": "Write a short story about a robot who learns to paint.",
 }
 
 

@@ -27,7 +27,7 @@ class ServingWidget(LabWidget):
     measured forwards), so a slider move takes milliseconds instead of a minute of model time.
     ``.readout`` shows throughput, time to first token, latency, the share of decode rows that were
     useful and the peak KV memory (the requests' tokens in context, the blocks paging holds — fewer when
-    prompts share blocks — and what reserving prompt + the largest max_new_tokens per request would hold); ``.plot`` draws each request's wait and
+    prompts share blocks — and what reserving the longest request's length for every request would hold); ``.plot`` draws each request's wait and
     generation on a timeline and the KV slots over time. ``.last`` holds the numbers and the
     :class:`~llmlab.serving.ServeResult` (``result``).
     """
@@ -42,6 +42,8 @@ class ServingWidget(LabWidget):
         if not isinstance(costs, StepCosts):
             raise TypeError(f"costs must be a StepCosts (StepCosts.fit(serve(...))), got {type(costs).__name__}")
         self.trace, self.costs = trace, costs
+        # The tightest region a reserving server could give every request: the longest request of the trace.
+        self.context = max(r.prompt.shape[1] + r.max_new_tokens for r in trace.requests)
         self.bytes_per_token = check_int("bytes_per_token", bytes_per_token, low=1)
         if check_int("max_batch", max_batch, low=1) not in BATCH_OPTIONS:
             raise ValueError(f"max_batch must be one of {list(BATCH_OPTIONS)}, got {max_batch}")
@@ -72,7 +74,7 @@ class ServingWidget(LabWidget):
             "mean_latency": statistics.mean(latency), "useful_fraction": res.useful_fraction,
             "peak_context_mb": max((u.tokens for u in res.usage), default=0) * mb,
             "peak_paged_mb": max((u.slots for u in res.usage), default=0) * mb,
-            "peak_reserved_mb": max(res.reserved, default=0) * mb,
+            "peak_reserved_mb": max(res.reserved_slots(self.context), default=0) * mb,
         }
         rows = [["throughput", f"{res.tokens_per_s:.1f} tok/s"],
                 ["time to first token, mean / max", f"{statistics.mean(ttft):.2f} s / {max(ttft):.2f} s"],
@@ -101,8 +103,8 @@ class ServingWidget(LabWidget):
             mb = self.bytes_per_token / 1e6
             ax_m.plot(steps, [u.tokens * mb for u in res.usage], color=PALETTE[2], label="tokens in context")
             ax_m.plot(steps, [u.slots * mb for u in res.usage], color=PALETTE[0], label="paged (blocks held)")
-            ax_m.plot(steps, [s * mb for s in res.reserved], color=PALETTE[1], linestyle="--",
-                      label="reserved (prompt + largest max new)")
+            ax_m.plot(steps, [s * mb for s in res.reserved_slots(self.context)], color=PALETTE[1], linestyle="--",
+                      label=f"reserved ({self.context} slots per request)")
             ax_m.set(xlabel="decode step", ylabel="KV cache (MB)", title="KV memory")
             ax_m.legend(fontsize=7)
 
