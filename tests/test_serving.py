@@ -19,9 +19,10 @@ from transformers.generation.utils import _speculative_sampling
 from conftest import CharTokenizer, hf_generate
 from llmlab.decoding import greedy
 from llmlab.models import LLAMA_PRESETS
-from llmlab.serving import (PagedKVCache, PagedLlama, StepCosts, autoregressive_distribution, expected_tokens_per_forward,
-                            make_trace, next_token_distribution, prompt_lookup_candidates, residual_distribution,
-                            acceptance_probabilities, serve, simulate, speculative_distribution, speculative_generate, verify)
+from llmlab.serving import (PagedKVCache, PagedLlama, StepCosts, acceptance_probabilities, autoregressive_distribution,
+                            early_exit_draft, expected_tokens_per_forward, make_trace, next_token_distribution,
+                            prompt_lookup_candidates, residual_distribution, serve, simulate, speculative_distribution,
+                            speculative_generate, verify)
 
 
 def llama(seed: int = 0, **overrides) -> LlamaForCausalLM:
@@ -347,6 +348,21 @@ def test_speculative_greedy_is_greedy_and_hf(target, noisy_draft, gamma):
     # The noisy draft is right part of the time: neither all nor none.
     stats = speculative_generate(target, prompt(0, 10), 24, draft=noisy_draft, num_draft_tokens=gamma, return_stats=True)
     assert 0 < stats.acceptance_rate < 1
+
+
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_early_exit_draft_is_greedy_and_hf(num_layers):
+    """The target's first layers as the draft: the same tokens as greedy and as HF's
+    generate(assistant_early_exit=...) (tests/generation/test_utils.py runs it on LayerSkip models)."""
+    deep = llama(0, num_hidden_layers=4)
+    draft = early_exit_draft(deep, num_layers)
+    assert sum(p.numel() for p in draft.parameters()) == sum(p.numel() for p in deep.parameters())  # shared, not copied
+    for seed in range(2):
+        ids = prompt(seed, 10)
+        ref = greedy(deep, ids, 16)
+        assert torch.equal(speculative_generate(deep, ids, 16, draft=draft, num_draft_tokens=3), ref)
+        assert torch.equal(hf_generate(deep, ids, 16, None, assistant_early_exit=num_layers, do_sample=False), ref)
+    assert deep.config.num_hidden_layers == 4  # restored after every draft call
 
 
 def test_speculative_greedy_stops_at_eos(target, noisy_draft):

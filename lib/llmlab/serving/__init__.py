@@ -8,8 +8,9 @@
   requests, token-identical per request to :func:`llmlab.decoding.greedy`; :func:`simulate` — the
   same schedule timed by a :class:`StepCosts` model fitted to measured forwards;
 * ``trace``: :func:`make_trace` — a seeded trace of chat requests with arrival times;
-* ``speculative``: :func:`speculative_generate` — a draft model or prompt lookup proposes, the
-  target verifies (Leviathan et al. 2023; Chen et al. 2023); ``rule``: the accept/reject rule;
+* ``speculative``: :func:`speculative_generate` — a draft model, the target's own first layers
+  (:func:`early_exit_draft`) or prompt lookup proposes, the target verifies (Leviathan et al. 2023;
+  Chen et al. 2023); ``rule``: the accept/reject rule;
   ``exact``: its output distribution enumerated on a small vocabulary.
 """
 
@@ -18,8 +19,8 @@ from .exact import autoregressive_distribution, next_token_distribution, specula
 from .paged import CacheUsage, PagedKVCache
 from .rule import acceptance_probabilities, residual_distribution, verify
 from .scheduler import POLICIES, RequestStats, ServeResult, StepCosts, serve, simulate
-from .speculative import (PROMPT_LOOKUP, SpeculativeResult, expected_tokens_per_forward, prompt_lookup_candidates,
-                          speculative_generate)
+from .speculative import (PROMPT_LOOKUP, SpeculativeResult, early_exit_draft, expected_tokens_per_forward,
+                          prompt_lookup_candidates, speculative_generate)
 from .trace import QUESTIONS, SPECULATIVE_PROMPTS, SYSTEM_PROMPT, Request, Trace, make_trace
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "serve", "simulate", "ServeResult", "RequestStats", "StepCosts", "POLICIES",
     "make_trace", "Trace", "Request", "SYSTEM_PROMPT", "QUESTIONS", "SPECULATIVE_PROMPTS",
     "speculative_generate", "SpeculativeResult", "prompt_lookup_candidates", "expected_tokens_per_forward",
+    "early_exit_draft",
     "PROMPT_LOOKUP", "acceptance_probabilities", "residual_distribution", "verify",
     "next_token_distribution", "autoregressive_distribution", "speculative_distribution",
 ]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .._checks import check_float, check_int, check_module, check_sequence
 from .._torch import model_device
@@ -31,7 +32,7 @@ from ..modelinfo import cache_keyword, check_fits_model, output_cache, vocab_siz
 from .rule import verify_round
 
 __all__ = ["speculative_generate", "SpeculativeResult", "prompt_lookup_candidates", "expected_tokens_per_forward",
-           "PROMPT_LOOKUP"]
+           "early_exit_draft", "PROMPT_LOOKUP"]
 
 #: The ``draft`` value that selects prompt lookup instead of a draft model.
 PROMPT_LOOKUP = "prompt_lookup"
@@ -120,7 +121,46 @@ class _Model:
 
 
 def _probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    return F.softmax(logits / temperature, dim=-1)
+    """softmax(logits / T), shifted by the maximum first so that a small T cannot overflow."""
+    return F.softmax((logits - logits.amax(dim=-1, keepdim=True)) / temperature, dim=-1)
+
+
+class _EarlyExit(nn.Module):
+    """The target's first ``num_layers`` decoder layers, its final norm and LM head: a draft that shares every
+    weight with the target (self-speculative decoding, as LayerSkip and Hugging Face's ``assistant_early_exit``)."""
+
+    def __init__(self, model, num_layers: int):
+        super().__init__()
+        self.target, self.num_layers = model, num_layers
+        self.config = model.config
+
+    def get_input_embeddings(self):
+        return self.target.get_input_embeddings()
+
+    def forward(self, input_ids, cache=None, use_cache=True, **kwargs):
+        # Hugging Face's decoders run layers[: config.num_hidden_layers]: shorten it for this call only,
+        # as EarlyExitCandidateGenerator does.
+        base = getattr(self.target, self.target.base_model_prefix)
+        full = base.config.num_hidden_layers
+        base.config.num_hidden_layers = self.num_layers
+        try:
+            return self.target(input_ids=input_ids, use_cache=use_cache, **{cache_keyword(self.target): cache}, **kwargs)
+        finally:
+            base.config.num_hidden_layers = full
+
+
+def early_exit_draft(model, num_layers: int) -> nn.Module:
+    """A draft made of ``model``'s first ``num_layers`` layers plus its final norm and LM head (no copy of any
+    weight), for :func:`speculative_generate`; ``1 <= num_layers <`` the model's layers. Works for Hugging Face
+    decoders that run ``layers[: config.num_hidden_layers]`` (Llama, SmolLM2, Mistral, Qwen2). A model not
+    trained for early exit predicts poorly from its middle layers, so expect a low acceptance rate."""
+    check_module("model", model)
+    config = getattr(model, "config", None)
+    total = getattr(config, "num_hidden_layers", None)
+    if not isinstance(total, int) or getattr(model, "base_model_prefix", None) is None:
+        raise ValueError(f"model must be a Hugging Face decoder with config.num_hidden_layers, got {type(model).__name__}")
+    num_layers = check_int("num_layers", num_layers, low=1, high=total - 1)
+    return _EarlyExit(model, num_layers)
 
 
 class _Drafter:
