@@ -923,6 +923,9 @@ CASES += [
     C(lora.lr_sweep, "lrs", T, lambda: lora.lr_sweep(tiny, [val_batch()], 1e-3, [val_batch()]), "a number, not a list"),
     C(lora.lr_sweep, "val_batches", V, lambda: lora.lr_sweep(lambda: models.random_llama("tiny"), [val_batch()], [1e-3], [])),
     C(lora.lr_sweep, "make_model()", T, lambda: lora.lr_sweep(lambda: "model", [val_batch()], [1e-3], [val_batch()])),
+    C(lora.lr_sweep, "widen", V, lambda: lora.lr_sweep(tiny, [val_batch()], [1e-3], [val_batch()], widen=1), "one rate"),
+    C(lora.lr_sweep, "widen", V, lambda: lora.lr_sweep(tiny, [val_batch()], [1e-3, 1e-2], [val_batch()], widen=-1)),
+    C(lora.lr_sweep, "widen", T, lambda: lora.lr_sweep(tiny, [val_batch()], [1e-3, 1e-2], [val_batch()], widen=1.5)),
     C(lora.lr_sweep, "progress", T, lambda: lora.lr_sweep(tiny, [val_batch()], [1e-3], [val_batch()], progress="yes")),
     # --- memory.LiveActivationTracker -----------------------------------------------------------
     C(memory.LiveActivationTracker, "model", T, lambda: memory.LiveActivationTracker("model")),
@@ -1214,6 +1217,47 @@ RESULT_TYPES |= {
     "MixtureRow",
 }
 
+# --- stats (issue 22): the Wilson interval of an accuracy -------------------------------------------
+from llmlab import stats  # noqa: E402
+
+CASES += [
+    C(stats.wilson_interval, "successes", V, lambda: stats.wilson_interval(9, 8), "more than n"),
+    C(stats.wilson_interval, "successes", T, lambda: stats.wilson_interval(1.5, 2)),
+    C(stats.wilson_interval, "n", V, lambda: stats.wilson_interval(0, 0)),
+    C(stats.wilson_interval, "confidence", V, lambda: stats.wilson_interval(1, 2, confidence=1.0)),
+    C(stats.wilson_interval, "confidence", T, lambda: stats.wilson_interval(1, 2, confidence="95%")),
+    C(stats.sign_test, "wins", V, lambda: stats.sign_test(5, 4)),
+    C(stats.sign_test, "n", V, lambda: stats.sign_test(0, 0)),
+    C(stats.sign_test, "alternative", V, lambda: stats.sign_test(1, 4, alternative="less")),
+]
+
+# --- precision.activations (issue 22): saved bytes in fp32, under autocast, in bf16 -----------------
+from llmlab.precision import activations as prec_act  # noqa: E402
+
+CASES += [
+    C(prec_act.saved_bytes_curve, "model", T, lambda: prec_act.saved_bytes_curve(nn.Linear(2, 2), [64, 128])),
+    C(prec_act.saved_bytes_curve, "model", V, lambda: prec_act.saved_bytes_curve(models.random_llama("tiny", dtype=torch.bfloat16), [64, 128]),
+      "not fp32"),
+    C(prec_act.SavedBytesCurve.line, "tokens", V, lambda: prec_act.SavedBytesCurve((2, 2), {"fp32": (1, 1)}).line("fp32"),
+      "one count"),
+    C(prec_act.saved_bytes_curve, "tokens", V, lambda: prec_act.saved_bytes_curve(tiny(), [63, 128]), "not a multiple"),
+    C(prec_act.saved_bytes_curve, "tokens", T, lambda: prec_act.saved_bytes_curve(tiny(), 128)),
+    C(prec_act.saved_bytes_curve, "modes", V, lambda: prec_act.saved_bytes_curve(tiny(), [64, 128], modes=["fp16"])),
+    C(prec_act.saved_bytes_curve, "batch", V, lambda: prec_act.saved_bytes_curve(tiny(), [64, 128], batch=0)),
+    C(prec_act.SavedBytesCurve.line, "mode", V, lambda: prec_act.SavedBytesCurve((1, 2), {"fp32": (1, 2)}).line("bf16")),
+]
+NO_ARGUMENTS |= {"SAVED_BYTES_MODES"}  # a constant: the three modes
+RESULT_TYPES |= {"SavedBytesCurve"}    # what saved_bytes_curve returns
+
+# --- data.response_scores (issue 22): one teacher-forced pass per batch -----------------------------
+CASES += [
+    C(data.response_scores, "model", T, lambda: data.response_scores("model", [])),
+    C(data.response_scores, "batches", T, lambda: data.response_scores(tiny(), val_batch())),
+    C(data.response_scores, "batches", T, lambda: data.response_scores(tiny(), [{"input_ids": None}])),
+    C(data.response_scores, "batches", V, lambda: data.response_scores(
+        tiny(), [data.collate([{"input_ids": [5, 6], "labels": [-100, -100]}], pad_token_id=0)]), "no response token"),
+]
+RESULT_TYPES |= {"ResponseScores"}  # what response_scores returns
 
 # ---------------------------------------------------------------------------------------------
 # llmlab.quantization (notebook 13)

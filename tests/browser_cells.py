@@ -53,9 +53,9 @@ TAGGED = {
     "07_lora.ipynb": [
         "model, tokenizer = load_model(device=DEVICE)",
         'train, heldout = data.load_instructions("train"), data.load_instructions("heldout")',
-        'evalset = heldout[:CFG["n_eval"]]',
+        'testset, valset = heldout[:CFG["n_test"]], heldout[-CFG["n_val"]:]',
         'batches = data.make_batches(train, tokenizer, batch_size=CFG["batch_size"], steps=CFG["steps"]',
-        'acc = {"base": before}',
+        'for kind in ("full FT", "LoRA"):',
         "explorer = lora_rank_explorer(delta_W, shapes, r=R)",
         "first = explorer.readout.value",
     ],

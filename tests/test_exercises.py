@@ -111,6 +111,10 @@ def right_answer(exercise_id):
         return sum(counts) / (4 * min(counts))
     if exercise_id == "05.1":
         return {s: (theory_saved_activations(100, "sqrt", s), theory_forward_calls(100, "sqrt", s)) for s in (5, 10, 20)}
+    if exercise_id == "05.6":
+        fits = [s for s in range(1, 101) if theory_saved_activations(100, "sqrt", s) <= 25]
+        s = min(fits, key=lambda s: theory_forward_calls(100, "sqrt", s))
+        return (s, theory_forward_calls(100, "sqrt", s))
     if exercise_id == "06.1":
         camera = svd.demo_images(256)["camera"]
         return tuple(svd.k_for_error(svd.factorize(h), 0.1) for h in (camera[:, :128], camera[:, 128:]))
@@ -207,6 +211,7 @@ def wrong_answers():
         "04.1": (accumulate_unscaled, "divided by the number of micro-batches"),
         "04.2": (lambda: 1 / right_answer("04.2"), "inverted"),
         "05.1": (lambda: {s: (m, 200) for s, (m, _) in right_answer("05.1").items()}, "not recomputed"),
+        "05.6": ((10, 190), "longest last segment"),
         "06.1": (lambda: tuple(reversed(right_answer("06.1"))), "swapped"),
         "06.2": (lambda: {**right_answer("06.2"), 0: 256}, "rank 2"),
         "07.1": (lambda W0, A, B, alpha, r: W0 + B @ A, "α/r"),
