@@ -1258,6 +1258,62 @@ CASES += [
         tiny(), [data.collate([{"input_ids": [5, 6], "labels": [-100, -100]}], pad_token_id=0)]), "no response token"),
 ]
 RESULT_TYPES |= {"ResponseScores"}  # what response_scores returns
+# ---------------------------------------------------------------------------------------------
+# llmlab.distributed.tokens (issue 22: token-level losses under DDP, notebook 12)
+# ---------------------------------------------------------------------------------------------
+
+from llmlab.distributed import tokens as dist_tokens  # noqa: E402
+
+_token_model = functools.partial(accumulation.make_token_model)
+_ids = torch.zeros(4, 6, dtype=torch.long)
+CASES += [
+    C(dist_tokens.ddp_token_losses, "world_size", V, lambda: dist_tokens.ddp_token_losses(_token_model, _ids, _ids, 0)),
+    C(dist_tokens.ddp_token_losses, "x", V, lambda: dist_tokens.ddp_token_losses(_token_model, _ids[:3], _ids[:3], 2), "not divisible"),
+    C(dist_tokens.ddp_token_losses, "y", V, lambda: dist_tokens.ddp_token_losses(_token_model, _ids, _ids[:, :5], 2)),
+    C(dist_tokens.ddp_token_losses, "x", T, lambda: dist_tokens.ddp_token_losses(_token_model, _ids.float(), _ids, 2)),
+    C(dist_tokens.ddp_token_losses, "normalizations", V,
+      lambda: dist_tokens.ddp_token_losses(_token_model, _ids, _ids, 2, normalizations=("mean",))),
+    C(dist_tokens.ddp_token_losses, "normalizations", T,
+      lambda: dist_tokens.ddp_token_losses(_token_model, _ids, _ids, 2, normalizations="rank_mean")),
+    C(dist_tokens.ddp_token_losses, "y", V,
+      lambda: dist_tokens.ddp_token_losses(_token_model, _ids, torch.full((4, 6), -100), 2), "a rank without tokens"),
+    C(dist_tokens.ddp_token_losses, "model_fn", V, lambda: dist_tokens.ddp_token_losses(lambda: None, _ids, _ids, 2)),
+    C(dist_tokens.ddp_token_losses, "timeout", V, lambda: dist_tokens.ddp_token_losses(_token_model, _ids, _ids, 2, timeout=0)),
+    C(dist_tokens.token_loss_rank_pass, "rank", V,
+      lambda: dist_tokens.token_loss_rank_pass(2, 2, _token_model, _ids, _ids)),
+]
+CASES += [
+    C(classify.next_token_logprobs, "batch_size", V, lambda: A.next_token_logprobs(tiny(), tokenizer(), ["a"], batch_size=0)),
+    C(classify.next_token_logprobs, "share_prefix", T,
+      lambda: A.next_token_logprobs(tiny(), tokenizer(), ["a"], share_prefix="yes")),
+    C(classify.next_token_logprobs, "prompts", V, lambda: A.next_token_logprobs(tiny(), tokenizer(), [])),
+    C(classify.next_token_logprobs, "model", T, lambda: A.next_token_logprobs("model", tokenizer(), ["a"])),
+]
+NO_ARGUMENTS |= {"TOKEN_NORMALIZATIONS"}
+RESULT_TYPES |= {"TokenLossPass", "DDPTokenLoss"}
+
+# --- stats.paired_test (issue 22, notebooks 09 and 11): the exact McNemar test ----------------------
+CASES += [
+    C(stats.paired_test, "first_correct", V, lambda: stats.paired_test([1, 0], [1]), "unequal lengths"),
+    C(stats.paired_test, "first_correct", V, lambda: stats.paired_test([], []), "empty"),
+    C(stats.paired_test, "first_correct", T, lambda: stats.paired_test("10", "01"), "strings"),
+]
+RESULT_TYPES |= {"PairedTest"}  # what paired_test returns
+
+# --- alignment.optimal_policy (issue 22, notebook 11's β explorer) -------------------------------------
+CASES += [
+    C(alignment.optimal_policy, "beta", V, lambda: alignment.optimal_policy(torch.zeros(2), torch.zeros(2), beta=0.0)),
+    C(alignment.optimal_policy, "rewards", V, lambda: alignment.optimal_policy(torch.zeros(2), torch.zeros(3), beta=0.1),
+      "shape"),
+    C(alignment.optimal_policy, "reference_logps", T, lambda: alignment.optimal_policy([0.0, 1.0], torch.zeros(2), beta=0.1)),
+    C(alignment.optimal_policy, "rewards", V,
+      lambda: alignment.optimal_policy(torch.zeros(2), torch.tensor([0.0, NAN]), beta=0.1), "NaN"),
+]
+RESULT_TYPES |= {"OptimalPolicy"}  # what optimal_policy returns
+NO_ARGUMENTS |= {"LLAMA_I_MMLU", "PRETRAINING_DATA"}  # published numbers (the models' papers)
+CASES += [
+    C(ddp.same_on_every_rank, "passes", V, lambda: ddp.same_on_every_rank([])),
+]
 
 # ---------------------------------------------------------------------------------------------
 # llmlab.quantization (notebook 13)

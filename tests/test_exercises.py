@@ -137,6 +137,16 @@ def right_answer(exercise_id):
         return {key: next(n for n in range(1, 1000)
                           if sharded_ledger(p, n, stage, precision="mixed").total <= 60e9)
                 for key, (p, stage) in {"70B zero3": (70 * 10**9, "zero3"), "13B zero2": (13 * 10**9, "zero2")}.items()}
+    if exercise_id == "11.2":
+        z, p, n = 1.959963984540054, 20 / 32, 32
+        centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return (centre - half, centre + half)
+    if exercise_id == "11.4":
+        w = 0.2 * math.exp(1 / 0.5)
+        return w / (w + 0.8)
+    if exercise_id == "12.6":
+        n, losses = (120, 40, 200, 80), (2.0, 3.0, 1.5, 2.5)
+        return {"loss": sum(a * b for a, b in zip(n, losses)) / sum(n), "rank1_factor": len(n) / sum(n)}
     if exercise_id == "14.1":
         from llmlab.decoding import kv_cache_bytes
         from llmlab.exercises.base import smollm2_skeleton
@@ -228,6 +238,10 @@ def wrong_answers():
         "10.2": (shortest_match, "longest"),
         "12.1": (lambda: right_answer("12.1") / 9, "equals"),
         "12.2": (lambda: {**right_answer("12.2"), "13B zero2": right_answer("12.2")["13B zero2"] - 1}, "one GPU short"),
+        "11.2": ((20 / 32 - 1.96 * math.sqrt(20 / 32 * 12 / 32 / 32), 20 / 32 + 1.96 * math.sqrt(20 / 32 * 12 / 32 / 32)),
+                 "textbook"),
+        "11.4": (0.2 * math.exp(1.0 * 0.5) / (0.2 * math.exp(1.0 * 0.5) + 0.8), "divides"),
+        "12.6": ({"loss": 2.25, "rank1_factor": 4 / 440}, "mean of the ranks' means"),
         "13.1": (q4_0_round_to_even, "halves"),
         "13.2": (100e9 / (7e9 * 4 / 8), "scales"),
         "14.1": (lambda: right_answer("14.1") // 3, "9 K/V heads"),
