@@ -142,28 +142,27 @@ class PagedKVCache:
 
     def free(self, seq_id: Hashable) -> None:
         """Drop ``seq_id``; blocks no other sequence holds go back to the free list."""
-        for block in self.block_tables.pop(seq_id):
-            self.ref_counts[block] -= 1
-            if self.ref_counts[block] == 0:
-                self.free_blocks.append(block)
-                key = self._indexed_as.pop(block, None)
-                if key is not None:
-                    del self._prefix_index[key]
+        self._release(self.block_tables.pop(seq_id))
         del self.lengths[seq_id]
 
     def truncate(self, seq_id: Hashable, length: int) -> None:
         """Shorten ``seq_id`` to its first ``length`` tokens (rejected speculative tokens), freeing whole blocks."""
         table = self.block_tables[seq_id]
         keep = self.blocks_needed(length)
-        for block in table[keep:]:
+        self._release(table[keep:])
+        del table[keep:]
+        self.lengths[seq_id] = length
+
+    def _release(self, blocks: list[int]) -> None:
+        """Drop one reference to each of ``blocks``; a block nobody holds returns to the free list
+        (and leaves the prefix index)."""
+        for block in blocks:
             self.ref_counts[block] -= 1
             if self.ref_counts[block] == 0:
                 self.free_blocks.append(block)
                 key = self._indexed_as.pop(block, None)
                 if key is not None:
                     del self._prefix_index[key]
-        del table[keep:]
-        self.lengths[seq_id] = length
 
     def _take_block(self) -> int:
         if not self.free_blocks:

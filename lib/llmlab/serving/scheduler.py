@@ -21,7 +21,7 @@ import torch
 
 from ..decoding.limits import check_eos_token_id, check_input_ids, check_max_new_tokens
 from ..modelinfo import check_fits_model
-from .._checks import check_choice, check_int, check_module, check_sequence
+from .._checks import check_bool, check_choice, check_int, check_module, check_sequence
 from .engine import PagedLlama
 from .paged import CacheUsage, PagedKVCache
 
@@ -187,6 +187,12 @@ def _check_arrivals(arrival_times, n: int) -> list[float]:
     return arrivals
 
 
+def _check_options(max_batch, block_size, policy, share_prefix):
+    """The scheduling options :func:`serve` and :func:`simulate` share."""
+    return (check_int("max_batch", max_batch, low=1, high=4096), check_int("block_size", block_size, low=1, high=65536),
+            check_choice("policy", policy, POLICIES), check_bool("share_prefix", share_prefix))
+
+
 @torch.no_grad()
 def serve(model, prompts, max_new_tokens, *, max_batch: int = 8, block_size: int = 16,
           eos_token_id: int | None = None, arrival_times=None, policy: str = "continuous",
@@ -206,11 +212,7 @@ def serve(model, prompts, max_new_tokens, *, max_batch: int = 8, block_size: int
     eos_token_id = check_eos_token_id(eos_token_id)
     prompts, limits = _check_prompts(model, prompts, max_new_tokens, eos_token_id)
     arrivals = _check_arrivals(arrival_times, len(prompts))
-    max_batch = check_int("max_batch", max_batch, low=1, high=4096)
-    block_size = check_int("block_size", block_size, low=1, high=65536)
-    policy = check_choice("policy", policy, POLICIES)
-    if not isinstance(share_prefix, bool):
-        raise TypeError(f"share_prefix must be True or False, got {share_prefix!r}")
+    max_batch, block_size, policy, share_prefix = _check_options(max_batch, block_size, policy, share_prefix)
     engine = PagedLlama(model, num_blocks=_pool_blocks(prompts, limits, max_batch, block_size), block_size=block_size)
     return _Scheduler(engine, prompts, limits, arrivals, max_batch, eos_token_id, policy, share_prefix).run()
 
@@ -248,11 +250,7 @@ def simulate(prompts, max_new_tokens, *, costs: StepCosts, max_batch: int = 8, b
     if len(limits) != len(prompts):
         raise ValueError(f"max_new_tokens must be an int or one int per prompt: got {len(limits)} for {len(prompts)}")
     arrivals = _check_arrivals(arrival_times, len(prompts))
-    max_batch = check_int("max_batch", max_batch, low=1, high=4096)
-    block_size = check_int("block_size", block_size, low=1, high=65536)
-    policy = check_choice("policy", policy, POLICIES)
-    if not isinstance(share_prefix, bool):
-        raise TypeError(f"share_prefix must be True or False, got {share_prefix!r}")
+    max_batch, block_size, policy, share_prefix = _check_options(max_batch, block_size, policy, share_prefix)
     engine = _Bookkeeping(_pool_blocks(prompts, limits, max_batch, block_size), block_size)
     return _Scheduler(engine, prompts, limits, arrivals, max_batch, None, policy, share_prefix, costs).run()
 
