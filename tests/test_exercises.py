@@ -151,6 +151,15 @@ def right_answer(exercise_id):
         from llmlab.decoding import kv_cache_bytes
         from llmlab.exercises.base import smollm2_skeleton
         return 2_000_000_000 // kv_cache_bytes(smollm2_skeleton().config, 1, batch=16, dtype="bf16")
+    if exercise_id == "16.1":
+        return next(m for m in range(1, 10**4) if 7 / (m + 7) < 0.05)
+    if exercise_id == "16.2":
+        return 2 * (2 * 3 / 4) * (8 * 2048 * 4096 * 2)
+    if exercise_id == "16.3":
+        from llmlab.distributed import MODEL_PRESETS, ClusterConfig, plan_parallelism
+        return next(g for g in (8, 16, 32, 64, 128, 256, 512) if any(
+            e.fits for e in plan_parallelism(MODEL_PRESETS["GPT 1T (Megatron 2021)"], ClusterConfig("h100", gpus=g),
+                                             micro_batches=(1, 2))))
     if exercise_id == "09.2":
         d, L, H, H_kv, ff, V = 8192, 80, 64, 8, 28672, 32000
         block = d * d + 2 * d * H_kv * (d // H) + d * d + 3 * d * ff + 2 * d
@@ -249,6 +258,9 @@ def wrong_answers():
         "15.1": ((1 - 0.8 ** 4) / (1 - 0.8), "γ + 1"),
         "15.2": (lambda: {**right_answer("15.2"), "blocks": 8}, "round up"),
         "15.3": (32, "1 + γc"),
+        "16.1": (141, "approximation"),
+        "16.2": (lambda: right_answer("16.2") / 2, "one all-reduce"),
+        "16.3": (lambda: right_answer("16.3") // 2, "one halving too few"),
     }
 
 

@@ -31,6 +31,13 @@ def test_section_runs_at_tiny_size(name):
         assert r.better in ("lower", "higher")
 
 
+def test_the_sampling_row_draws_the_same_tokens_as_generate():
+    """The sampling row times llmlab's sample against generate with the same settings and seed: the
+    ratio is only meaningful if both drew the same tokens (the row's note says which)."""
+    rows = [r for r in SECTIONS["decoding"](CPU, "tiny") if r.metric.startswith("sampling tok/s")]
+    assert len(rows) == 1 and rows[0].note.endswith("identical tokens") and rows[0].spread_ours is not None
+
+
 def test_checkpointing_saved_bytes_equal_the_formula():
     rows = {r.metric.split(" (")[0]: r for r in SECTIONS["checkpointing"](CPU, "tiny")}
     for s in ("store_all", "recompute_all", "sqrt"):

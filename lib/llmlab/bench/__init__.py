@@ -30,10 +30,10 @@ ORDER = ("svd", "perplexity", "decoding", "checkpointing", "precision", "lora", 
 for _name in ORDER:  # registration followed the import order: put the registry in notebook order
     SECTIONS[_name] = SECTIONS.pop(_name)
 
-__all__ = ["Row", "NOISE_LIMIT", "SECTIONS", "SIZES", "section", "timed_row", "format_table", "run", "main"]
+__all__ = ["Row", "NOISE_LIMIT", "SECTIONS", "SIZES", "section", "timed_row", "format_table", "run_sections", "main"]
 
 
-def run(names=None, *, device, size: str = "full", progress=None) -> list[Row]:
+def run_sections(names=None, *, device, size: str = "full", progress=None) -> list[Row]:
     """Run the sections ``names`` (default: all, in order) on ``device``; return their rows."""
     rows: list[Row] = []
     for name in names or list(SECTIONS):
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         parser.error(f"--only: unknown section(s) {unknown}; choose from {list(SECTIONS)}")
-    rows = run(names, device=device, size=args.size,
+    rows = run_sections(names, device=device, size=args.size,
                progress=lambda name: print(f"[bench] {name} ...", file=sys.stderr, flush=True))
     table = format_table(rows, device)
     print(table)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_bool, check_int, check_module
+from .._checks import check_int, check_module
 from ..modelinfo import check_fits_model, context_size
-from .limits import check_eos_token_id, check_input_ids, check_max_new_tokens
+from .limits import _check_request
 from .llama import LlamaWeights
 
 __all__ = ["StaticDecoder"]
@@ -48,9 +48,6 @@ class StaticDecoder:
         weights = LlamaWeights(model, who="StaticDecoder")
         # The RoPE tables below would extrapolate past the model's trained positions: refuse.
         max_len = check_int("max_len", max_len, low=2, high=context_size(model))
-        compile = check_bool("compile", compile)
-        if use_cuda_graph is not None:
-            use_cuda_graph = check_bool("use_cuda_graph", use_cuda_graph)
 
         self.model = model
         self.max_len = max_len
@@ -168,18 +165,13 @@ class StaticDecoder:
         ``prompt_len + max_new_tokens`` must fit in ``max_len``. The cache is reused across calls:
         a call overwrites positions 0..pos before reading them and masks everything after pos.
         """
-        check_input_ids(input_ids)
-        max_new_tokens = check_max_new_tokens(max_new_tokens)
-        eos_token_id = check_eos_token_id(eos_token_id)
+        # The model's context bounds max_len; prompt_len + max_new_tokens is held to max_len below.
+        max_new_tokens, eos_token_id = _check_request(self.model, input_ids, max_new_tokens, eos_token_id, fits=False)
         check_fits_model(self.model, input_ids, eos_token_id=eos_token_id)
         L = input_ids.shape[1]
-        if L > self.max_len:
-            raise ValueError(f"input_ids has {L} tokens, longer than this StaticDecoder's max_len={self.max_len}")
         if L + max_new_tokens > self.max_len:
-            raise ValueError(
-                f"prompt_len + max_new_tokens = {L} + {max_new_tokens} exceeds max_len={self.max_len}; "
-                f"build StaticDecoder(model, max_len>={L + max_new_tokens})"
-            )
+            raise ValueError(f"prompt_len + max_new_tokens = {L} + {max_new_tokens} exceeds max_len={self.max_len}; "
+                             f"build StaticDecoder(model, max_len>={L + max_new_tokens})")
         prompt = input_ids.to(self.device)
         if max_new_tokens == 0:
             return prompt.clone().to(input_ids.device)
@@ -191,7 +183,7 @@ class StaticDecoder:
         # chunks so the GPU runs ahead of the host instead of synchronising after every token.
         chunk = 16 if self.device.type == "cuda" else 1
         while n_new < max_new_tokens:
-            if eos_token_id is not None and bool((self.out[L : L + n_new] == eos_token_id).any()):
+            if eos_token_id is not None and bool((self.out[L : L + n_new] == eos_token_id).any()):  # host sync: EOS
                 break
             for _ in range(min(chunk, max_new_tokens - n_new)):
                 self._run_step()

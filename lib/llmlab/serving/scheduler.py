@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..decoding.limits import check_eos_token_id, check_input_ids, check_max_new_tokens
+from .requests import check_eos_token_id, check_input_ids, check_max_new_tokens
 from ..modelinfo import check_fits_model
 from .._checks import check_bool, check_choice, check_int, check_module, check_sequence
 from .engine import PagedLlama

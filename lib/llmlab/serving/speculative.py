@@ -27,7 +27,7 @@ from torch import nn
 
 from .._checks import check_float, check_int, check_module, check_sequence
 from .._torch import model_device
-from ..decoding.limits import check_eos_token_id, check_input_ids, check_max_new_tokens
+from .requests import check_eos_token_id, check_input_ids, check_max_new_tokens
 from ..modelinfo import cache_keyword, check_fits_model, output_cache, vocab_size
 from .rule import verify_round
 

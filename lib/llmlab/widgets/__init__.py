@@ -16,6 +16,7 @@ from .checkpointing import CheckpointingWidget, checkpointing_widget
 from .decoding import DecodingWidget, decoding_widget
 from .distributed import DataParallelWidget, data_parallel_widget
 from .lora import LoRARankExplorer, lora_rank_explorer
+from .model_parallel import PipelineTimelineWidget, PlannerWidget, pipeline_timeline_widget, planner_widget
 from .precision import PrecisionWidget, precision_widget
 from .prompting import DPOBetaExplorer, dpo_beta_explorer
 from .quantization import QuantErrorWidget, quant_error_widget
@@ -40,4 +41,5 @@ __all__ = [
     "quant_error_widget", "QuantErrorWidget",
     "attention_block_widget", "AttentionBlockWidget",
     "serving_widget", "ServingWidget",
+    "pipeline_timeline_widget", "PipelineTimelineWidget", "planner_widget", "PlannerWidget",
 ]
