@@ -17,7 +17,7 @@ CPU = torch.device("cpu")
 
 def test_sections_in_notebook_order():
     assert list(SECTIONS) == ["svd", "perplexity", "decoding", "checkpointing", "precision", "lora", "tokenization",
-                              "quantization", "attention"]
+                              "quantization", "attention", "serving"]
 
 
 @pytest.mark.parametrize("name", list(SECTIONS))
@@ -83,3 +83,11 @@ def test_attention_saved_bytes_are_the_formulas():
     by_peer = {r.peer_name.split(" ")[0]: r for r in rows}
     assert by_peer["plain"].ours == pytest.approx(flash / 2**20) and by_peer["plain"].peer == pytest.approx(plain / 2**20)
     assert by_peer["torch"].peer == pytest.approx(flash / 2**20)   # SDPA's CPU kernel saves the same tensors
+
+
+def test_serving_rows_compare_identical_tokens():
+    rows = {r.metric: r for r in SECTIONS["serving"](CPU, "tiny")}
+    assert "identical tokens" in rows["tok/s, continuous vs static batching"].note
+    assert "identical tokens" in rows["tok/s, speculative (prompt lookup, γ=4) vs greedy"].note
+    kv = rows["peak KV bytes, paged (block 16) vs reserved"]
+    assert 0 < kv.ours <= kv.peer  # paging never holds more than reserving
