@@ -1279,6 +1279,7 @@ INNER = {
 from llmlab import quantization as QZ  # noqa: E402
 from llmlab.quantization import blocks as qz_blocks, gguf_file as qz_file, gptq as qz_gptq  # noqa: E402
 from llmlab.quantization import model as qz_model, outliers as qz_out, rtn as qz_rtn, speed as qz_speed  # noqa: E402
+from llmlab.quantization import int8_quality as qz_int8q  # noqa: E402
 
 W64 = torch.ones(4, 64)
 
@@ -1358,15 +1359,33 @@ CASES += [
     C(qz_speed.time_int8, "n_new", V, lambda: QZ.time_int8(tiny(), PROMPT, n_new=0)),
     C(qz_speed.time_int8, "prefill_len", V, lambda: QZ.time_int8(tiny(), PROMPT, prefill_len=0)),
     C(qz_speed.time_int8, "prompt", T, lambda: QZ.time_int8(tiny(), [[1, 2]])),
+    C(qz_speed.time_int8, "copy_bytes", V, lambda: QZ.time_int8(tiny(), PROMPT, copy_bytes=0)),
+    C(qz_speed.time_matvec, "w", T, lambda: QZ.time_matvec([[1.0] * 64])),
+    C(qz_speed.time_matvec, "w", V, lambda: QZ.time_matvec(torch.ones(64)), "1-d"),
+    C(qz_speed.time_matvec, "w", V, lambda: QZ.time_matvec(torch.ones(4, 96)), "in_features not a multiple of 64"),
+    C(qz_speed.time_matvec, "group_size", V, lambda: QZ.time_matvec(W64, group_size=48), "not a power of 2"),
+    C(qz_speed.time_matvec, "rounds", V, lambda: QZ.time_matvec(W64, rounds=0)),
+    C(qz_int8q.int8_weights_in_float, "int8_model", V, lambda: QZ.int8_weights_in_float(tiny(), tiny()).__enter__(),
+      "no int8 linears"),
+    C(qz_int8q.int8_weights_in_float, "model", T, lambda: QZ.int8_weights_in_float("model", tiny()).__enter__()),
+    C(qz_int8q.float_linears, "roles", V, lambda: QZ.float_linears(QZ.int8_dynamic_copy(tiny()), tiny(), ["nope"]).__enter__()),
+    C(qz_int8q.float_linears, "roles", T, lambda: QZ.float_linears(QZ.int8_dynamic_copy(tiny()), tiny(), [1]).__enter__()),
+    C(qz_int8q.float_linears, "model", V, lambda: QZ.float_linears(QZ.int8_dynamic_copy(tiny()), tiny().model,
+                                                                   ["down_proj"]).__enter__(), "another model"),
+    C(qz_int8q.first_token_apart_nlls, "input_ids", V, lambda: QZ.first_token_apart_nlls(tiny(), ids(1, 50)), "2 tokens"),
+    C(qz_int8q.first_token_apart_nlls, "input_ids", T, lambda: QZ.first_token_apart_nlls(tiny(), [1, 2, 3])),
 ]
 NO_ARGUMENTS |= {
     # The GGUF formats and notebook 13's schemes: constant tables.
     "GGUF_TYPES", "SCHEMES",
+    # Whether this torch has the int4 CPU kernel: a question about the installation.
+    "int4_kernel_available",
 }
 RESULT_TYPES |= {
     # What quantize_rtn / gguf_tensors / scheme_nlls / outlier_features / time_int8 return; GGUFType and Scheme
     # are the records of GGUF_TYPES and SCHEMES (apply_scheme and scheme_bits_per_weight check the names users pass).
     "QuantizedTensor", "GGUFTensor", "SchemeNLL", "OutlierFeatures", "Int8Timing", "GGUFType", "Scheme",
+    "MatvecTiming",
 }
 # --- attention (notebook 14) --------------------------------------------------------------------
 from llmlab import attention as ATT  # noqa: E402
@@ -1460,6 +1479,137 @@ CASES += [
     C(timing.cpu_profile, "fn", T, lambda: timing.cpu_profile("f")),
     C(timing.cpu_profile, "profile_memory", T, lambda: timing.cpu_profile(lambda: None, profile_memory=1)),
 ]
+
+
+# --- serving (issue 26): paged KV cache, continuous batching, speculative decoding ----------------
+from llmlab import serving as SV  # noqa: E402
+from llmlab.decoding import llama as DL  # noqa: E402
+
+
+def sv_trace():
+    return SV.make_trace(CharTok(), 2, max_new_tokens=4, system_prompt="Hi.")
+
+
+def sv_probs(rows, vocab=3):
+    return torch.full((rows, vocab), 1.0 / vocab)
+
+
+def sv_dist(prefix):
+    return torch.tensor([0.5, 0.5], dtype=torch.float64)
+
+
+SV_COSTS = SV.StepCosts(0.01, 0.001, 0.01, 0.001)
+
+CASES += [
+    C(DL.LlamaWeights, "model", T, lambda: DL.LlamaWeights("model")),
+    C(DL.LlamaWeights, "model_type", V, lambda: DL.LlamaWeights(nn.Linear(2, 2)), "not a Llama"),
+    C(SV.PagedKVCache, "num_blocks", V, lambda: SV.PagedKVCache(2, 2, 4, num_blocks=0, block_size=16)),
+    C(SV.PagedKVCache, "block_size", T, lambda: SV.PagedKVCache(2, 2, 4, num_blocks=8, block_size=16.0)),
+    C(SV.PagedKVCache, "n_layers", V, lambda: SV.PagedKVCache(0, 2, 4, num_blocks=8, block_size=16)),
+    C(SV.PagedKVCache, "head_dim", T, lambda: SV.PagedKVCache(2, 2, "4", num_blocks=8, block_size=16)),
+    C(SV.PagedKVCache, "dtype", V, lambda: SV.PagedKVCache(2, 2, 4, num_blocks=8, block_size=16, dtype=torch.int64)),
+    C(SV.PagedKVCache, "num_blocks", V, lambda: SV.PagedKVCache(32, 8, 128, num_blocks=2**30, block_size=64), "TiB"),
+    C(SV.PagedLlama, "model_type", V, lambda: SV.PagedLlama(nn.Linear(2, 2), num_blocks=4, block_size=4)),
+    C(SV.PagedLlama, "block_size", V, lambda: SV.PagedLlama(tiny(), num_blocks=4, block_size=0)),
+    C(SV.serve, "model", T, lambda: SV.serve("model", [PROMPT], 4)),
+    C(SV.serve, "prompts", V, lambda: SV.serve(tiny(), [], 4)),
+    C(SV.serve, "prompts", T, lambda: SV.serve(tiny(), PROMPT, 4), "one tensor"),
+    C(SV.serve, "prompts", T, lambda: SV.serve(tiny(), [[1, 5, 7]], 4), "a list"),
+    C(SV.serve, "input_ids", T, lambda: SV.serve(tiny(), [PROMPT.float()], 4)),
+    C(SV.serve, "input_ids", V, lambda: SV.serve(tiny(), [ids(1, 500)], 4), "past the vocabulary"),
+    C(SV.serve, "max_new_tokens", V, lambda: SV.serve(tiny(), [PROMPT], -1)),
+    C(SV.serve, "max_new_tokens", V, lambda: SV.serve(tiny(), [PROMPT], [4, 4]), "one per prompt"),
+    C(SV.serve, "max_new_tokens", V, lambda: SV.serve(tiny(), [PROMPT], 10**6), "past the context"),
+    C(SV.serve, "max_batch", V, lambda: SV.serve(tiny(), [PROMPT], 4, max_batch=0)),
+    C(SV.serve, "block_size", T, lambda: SV.serve(tiny(), [PROMPT], 4, block_size=2.5)),
+    C(SV.serve, "eos_token_id", V, lambda: SV.serve(tiny(), [PROMPT], 4, eos_token_id=-2)),
+    C(SV.serve, "arrival_times", V, lambda: SV.serve(tiny(), [PROMPT, PROMPT], 4, arrival_times=[1.0, 0.0]), "unsorted"),
+    C(SV.serve, "arrival_times", V, lambda: SV.serve(tiny(), [PROMPT], 4, arrival_times=[-1.0])),
+    C(SV.serve, "arrival_times", T, lambda: SV.serve(tiny(), [PROMPT], 4, arrival_times=0.0)),
+    C(SV.serve, "policy", V, lambda: SV.serve(tiny(), [PROMPT], 4, policy="fifo")),
+    C(SV.serve, "share_prefix", T, lambda: SV.serve(tiny(), [PROMPT], 4, share_prefix=1)),
+    C(SV.simulate, "costs", T, lambda: SV.simulate([PROMPT], 4, costs=(0.1, 0.1, 0.1, 0.1))),
+    C(SV.simulate, "prompts", T, lambda: SV.simulate(PROMPT, 4, costs=SV_COSTS)),
+    C(SV.simulate, "max_new_tokens", V, lambda: SV.simulate([PROMPT], [1, 2], costs=SV_COSTS)),
+    C(SV.simulate, "max_batch", T, lambda: SV.simulate([PROMPT], 4, costs=SV_COSTS, max_batch="8")),
+    C(SV.simulate, "policy", V, lambda: SV.simulate([PROMPT], 4, costs=SV_COSTS, policy="lifo")),
+    C(SV.StepCosts.fit, "results", T, lambda: SV.StepCosts.fit([1, 2])),
+    C(SV.StepCosts.fit, "results", V, lambda: SV.StepCosts.fit(SV.simulate([PROMPT], 2, costs=SV_COSTS)), "one size"),
+    C(SV.make_trace, "tokenizer", T, lambda: SV.make_trace("tokenizer", 4)),
+    C(SV.make_trace, "n_requests", V, lambda: SV.make_trace(CharTok(), 0)),
+    C(SV.make_trace, "rate", V, lambda: SV.make_trace(CharTok(), 4, rate=0.0)),
+    C(SV.make_trace, "max_new_tokens", V, lambda: SV.make_trace(CharTok(), 4, min_new_tokens=8, max_new_tokens=4)),
+    C(SV.make_trace, "seed", T, lambda: SV.make_trace(CharTok(), 4, seed=0.5)),
+    C(SV.make_trace, "system_prompt", T, lambda: SV.make_trace(CharTok(), 4, system_prompt=None)),
+    C(SV.speculative_generate, "model", T, lambda: SV.speculative_generate("model", PROMPT, 4, draft="prompt_lookup")),
+    C(SV.speculative_generate, "draft", V, lambda: SV.speculative_generate(tiny(), PROMPT, 4, draft="ngram")),
+    C(SV.speculative_generate, "draft", T, lambda: SV.speculative_generate(tiny(), PROMPT, 4, draft=None)),
+    C(SV.speculative_generate, "draft", V, lambda: SV.speculative_generate(
+        tiny(), PROMPT, 4, draft=_other_vocab()), "another vocabulary"),
+    C(SV.speculative_generate, "num_draft_tokens", V, lambda: SV.speculative_generate(tiny(), PROMPT, 4, draft="prompt_lookup",
+                                                                                   num_draft_tokens=0)),
+    C(SV.speculative_generate, "max_new_tokens", V, lambda: SV.speculative_generate(tiny(), PROMPT, 10**6,
+                                                                                 draft="prompt_lookup")),
+    C(SV.speculative_generate, "input_ids", V, lambda: SV.speculative_generate(tiny(), ids(), 4, draft="prompt_lookup")),
+    C(SV.speculative_generate, "temperature", V, lambda: SV.speculative_generate(tiny(), PROMPT, 4, draft="prompt_lookup",
+                                                                              do_sample=True, temperature=0.0)),
+    C(SV.speculative_generate, "do_sample", T, lambda: SV.speculative_generate(tiny(), PROMPT, 4, draft="prompt_lookup",
+                                                                            do_sample="yes")),
+    C(SV.speculative_generate, "generator", T, lambda: SV.speculative_generate(tiny(), PROMPT, 4, draft="prompt_lookup",
+                                                                            generator=0)),
+    C(SV.speculative_generate, "eos_token_id", V, lambda: SV.speculative_generate(tiny(), PROMPT, 4, draft="prompt_lookup",
+                                                                               eos_token_id=500), "past the vocabulary"),
+    C(SV.early_exit_draft, "model", T, lambda: SV.early_exit_draft("model", 1)),
+    C(SV.early_exit_draft, "model", V, lambda: SV.early_exit_draft(nn.Linear(2, 2), 1), "no config"),
+    C(SV.early_exit_draft, "num_layers", V, lambda: SV.early_exit_draft(tiny(), 2), "all of them"),
+    C(SV.early_exit_draft, "num_layers", T, lambda: SV.early_exit_draft(tiny(), 1.0)),
+    C(SV.prompt_lookup_candidates, "tokens", T, lambda: SV.prompt_lookup_candidates("1 2 3", 4)),
+    C(SV.prompt_lookup_candidates, "num_tokens", V, lambda: SV.prompt_lookup_candidates([1, 2, 1], 0)),
+    C(SV.prompt_lookup_candidates, "max_ngram_size", V, lambda: SV.prompt_lookup_candidates([1, 2, 1], 2, max_ngram_size=0)),
+    C(SV.expected_tokens_per_forward, "alpha", V, lambda: SV.expected_tokens_per_forward(1.5, 4)),
+    C(SV.expected_tokens_per_forward, "gamma", T, lambda: SV.expected_tokens_per_forward(0.5, 4.0)),
+    C(SV.acceptance_probabilities, "p", V, lambda: SV.acceptance_probabilities(sv_probs(2)[0], sv_probs(2), ids(0, 1)[0])),
+    C(SV.acceptance_probabilities, "q", V, lambda: SV.acceptance_probabilities(sv_probs(2), sv_probs(3), ids(0, 1)[0])),
+    C(SV.acceptance_probabilities, "tokens", V, lambda: SV.acceptance_probabilities(sv_probs(2), sv_probs(2), ids(0, 7)[0])),
+    C(SV.acceptance_probabilities, "tokens", T, lambda: SV.acceptance_probabilities(sv_probs(2), sv_probs(2),
+                                                                                   torch.tensor([0.0, 1.0]))),
+    C(SV.residual_distribution, "p", T, lambda: SV.residual_distribution([0.5, 0.5], sv_probs(1)[0])),
+    C(SV.residual_distribution, "q", V, lambda: SV.residual_distribution(sv_probs(1), sv_probs(2))),
+    C(SV.verify, "q", V, lambda: SV.verify(sv_probs(3), sv_probs(3), ids(0, 1, 2)[0]), "γ + 1 rows of p"),
+    C(SV.verify, "tokens", V, lambda: SV.verify(sv_probs(3), sv_probs(2), ids(0)[0])),
+    C(SV.verify, "generator", T, lambda: SV.verify(sv_probs(3), sv_probs(2), ids(0, 1)[0], generator=1)),
+    C(SV.next_token_distribution, "model", T, lambda: SV.next_token_distribution("model")),
+    C(SV.next_token_distribution, "temperature", V, lambda: SV.next_token_distribution(tiny(), temperature=-1.0)),
+    C(SV.autoregressive_distribution, "target", T, lambda: SV.autoregressive_distribution("p", (1,), 2)),
+    C(SV.autoregressive_distribution, "prefix", V, lambda: SV.autoregressive_distribution(sv_dist, (), 2)),
+    C(SV.autoregressive_distribution, "prefix", V, lambda: SV.autoregressive_distribution(sv_dist, (1, -2), 2)),
+    C(SV.autoregressive_distribution, "n_tokens", V, lambda: SV.autoregressive_distribution(sv_dist, (1,), 40), "huge"),
+    C(SV.speculative_distribution, "draft", T, lambda: SV.speculative_distribution(sv_dist, None, (1,), 2,
+                                                                                   num_draft_tokens=2)),
+    C(SV.speculative_distribution, "num_draft_tokens", V, lambda: SV.speculative_distribution(sv_dist, sv_dist, (1,), 2,
+                                                                                              num_draft_tokens=0)),
+    C(SV.speculative_distribution, "prefix", T, lambda: SV.speculative_distribution(sv_dist, sv_dist, 1, 2,
+                                                                                    num_draft_tokens=1)),
+]
+
+
+@functools.lru_cache(maxsize=None)
+def _other_vocab():
+    from transformers import LlamaConfig, LlamaForCausalLM  # only this row needs a second vocabulary
+    return LlamaForCausalLM(LlamaConfig(**{**models.LLAMA_PRESETS["tiny"], "vocab_size": 50})).eval()
+
+
+NO_ARGUMENTS |= {
+    # serving constants: the policies, the trace's texts, the name of prompt lookup
+    "POLICIES", "SYSTEM_PROMPT", "QUESTIONS", "SPECULATIVE_PROMPTS", "PROMPT_LOOKUP",
+}
+RESULT_TYPES |= {
+    # What serve / simulate / make_trace / speculative_generate / PagedKVCache.usage return.
+    "ServeResult", "RequestStats", "Trace", "Request", "SpeculativeResult", "CacheUsage",
+    # Built by StepCosts.fit (rows above) or by hand for a what-if; its fields are plain seconds.
+    "StepCosts",
+}
+
 
 # --- model parallelism (issue 27): the entry points of notebook 16 ----------------------------------
 from llmlab.distributed import model_parallel_demo as mp_demo, pipeline as pipe, pipeline_run as piperun  # noqa: E402

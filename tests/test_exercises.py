@@ -169,6 +169,14 @@ def right_answer(exercise_id):
     if exercise_id == "13.1":
         from llmlab.quantization import quantize_gguf
         return lambda x: quantize_gguf(x, "Q4_0")
+    if exercise_id == "15.1":
+        return (1 - 0.8 ** 5) / (1 - 0.8)
+    if exercise_id == "15.2":
+        lengths = (37, 16, 90, 5)
+        blocks = sum(math.ceil(n / 16) for n in lengths)
+        return {"blocks": blocks, "paged_waste": 16 * blocks - sum(lengths), "reserved_waste": 4 * 512 - sum(lengths)}
+    if exercise_id == "15.3":
+        return max(range(1, 100), key=lambda g: (1 - 0.7 ** (g + 1)) / (0.3 * (1 + 0.1 * g)))
     return {"01.2": bpb, "02.1": banned, "03.1": linear_decay, "03.3": restart_step, "04.1": accumulate,
             "07.1": merge, "09.1": prefix_mask, "14.2": merge_states, "09.3": rouge2, "10.2": cut, "11.1": dpo}[exercise_id]
 
@@ -247,6 +255,9 @@ def wrong_answers():
         "13.2": (100e9 / (7e9 * 4 / 8), "scales"),
         "14.1": (lambda: right_answer("14.1") // 3, "9 K/V heads"),
         "14.2": (lambda m_a, l_a, m_b, l_b: (torch.maximum(m_a, m_b), l_a + l_b), "rescale"),
+        "15.1": ((1 - 0.8 ** 4) / (1 - 0.8), "γ + 1"),
+        "15.2": (lambda: {**right_answer("15.2"), "blocks": 8}, "round up"),
+        "15.3": (32, "1 + γc"),
         "16.1": (141, "approximation"),
         "16.2": (lambda: right_answer("16.2") / 2, "one all-reduce"),
         "16.3": (lambda: right_answer("16.3") // 2, "one halving too few"),

@@ -15,12 +15,13 @@ returned bool under the message.) Worked solutions live in ``solutions/``.
 
 One module per group of notebooks registers its exercises in :data:`EXERCISES`:
 ``text`` (01, 02, 10), ``training`` (03, 04, 05, 08), ``matrices`` (06, 07), ``anatomy`` (09),
-``alignment`` (11), ``scale`` (12), ``quantization`` (13), ``attention`` (14), ``parallel`` (16).
+``alignment`` (11), ``scale`` (12), ``quantization`` (13), ``attention`` (14), ``serving`` (15), ``parallel`` (16).
 """
 
 from __future__ import annotations
 
-from . import alignment, anatomy, attention, matrices, parallel, quantization, scale, text, training  # noqa: F401  (importing registers the exercises)
+from . import (alignment, anatomy, attention, matrices, parallel, quantization, scale, serving, text,  # noqa: F401
+               training)  # (importing registers the exercises)
 from .base import EXERCISES, Exercise
 
 __all__ = ["check", "grade", "EXERCISES", "Exercise", "exercise_ids"]
