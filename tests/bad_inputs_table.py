@@ -987,8 +987,6 @@ CASES += [
     C(prompting.Template, "example", V, lambda: PT.Template(example="{input"), "bad format"),
     C(prompting.Template, "instruction", T, lambda: PT.Template(instruction=None)),
     C(prompting.Template, "separator", T, lambda: PT.Template(separator=3)),
-    C(prompting.Template.query, "input", T, lambda: PT.Template().query(5)),
-    C(prompting.Template.answer, "output", V, lambda: PT.Template().answer("")),
     C(prompting.few_shot_prompt, "demonstrations", T, lambda: PT.few_shot_prompt("a b", "q", template=TPL)),
     C(prompting.few_shot_prompt, "demonstrations", T, lambda: PT.few_shot_prompt([("a",)], "q", template=TPL), "not a pair"),
     C(prompting.few_shot_prompt, "demonstrations", V, lambda: PT.few_shot_prompt([{"input": "a"}], "q", template=TPL),
@@ -1053,10 +1051,6 @@ CASES += [
     C(alignment.sequence_logps, "labels", V, lambda: AL.sequence_logps(tiny(), inst_batch((-100,) * 4)), "no response"),
     C(alignment.sequence_logps, "input_ids", V, lambda: AL.sequence_logps(tiny(), {"input_ids": ids(1, 500, 7, 9),
                                                                                    "labels": ids(-100, -100, 7, 9)}), "id past vocab"),
-    C(alignment.chat_prompt, "user", V, lambda: AL.chat_prompt(CharTok(), "")),
-    C(alignment.chat_prompt, "user", T, lambda: AL.chat_prompt(CharTok(), 5)),
-    C(alignment.chat_prompt, "system", T, lambda: AL.chat_prompt(CharTok(), "hi", system=5)),
-    C(alignment.chat_prompt, "tokenizer", T, lambda: AL.chat_prompt(CharTok(), "hi"), "no chat template"),
     C(alignment.tokenize_preference, "example", T, lambda: AL.tokenize_preference("Q? A.", CharTok())),
     C(alignment.tokenize_preference, "example", V, lambda: AL.tokenize_preference({"prompt": "Q?", "chosen": "A."}, CharTok())),
     C(alignment.tokenize_preference, "chosen", T, lambda: AL.tokenize_preference({**PAIR, "chosen": 5}, CharTok(), chat=False)),
@@ -1248,6 +1242,8 @@ INNER = {
     "storage_bytes",
     # the steps of the batch makers and of exact_match / generate_answers
     "epoch_order", "left_pad", "greedy_answers", "collate_preferences",
+    # the chat template step of tokenize_preference / generate_answers (they check the user text)
+    "chat_prompt",
     # HTML and image helpers the widgets call on every slider move
     "escape", "bar_table_html", "new_figure", "figure_png", "encode_image",
     # tokenization helpers of token_counts and the bench

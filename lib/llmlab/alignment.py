@@ -183,10 +183,8 @@ DEFAULT_SYSTEM = "You are a helpful assistant."
 
 def chat_prompt(tokenizer, user: str, *, system: str | None = DEFAULT_SYSTEM) -> str:
     """The prompt an instruct model answers: its chat template with ``user``'s message and the
-    assistant's turn opened (``system`` replaces the template's default system message)."""
-    check_str("user", user)
-    if system is not None:
-        check_str("system", system, allow_empty=True)
+    assistant's turn opened (``system`` replaces the template's default system message). A step of
+    :func:`tokenize_preference` and :func:`generate_answers`, which check ``user``."""
     if not callable(getattr(tokenizer, "apply_chat_template", None)):
         raise TypeError(f"tokenizer must be a Hugging Face tokenizer with a chat template, got {type(tokenizer).__name__}")
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
