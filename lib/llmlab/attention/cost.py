@@ -93,8 +93,7 @@ def attention_inputs(n: int, *, d: int = 64, heads: int = 1, dtype=torch.float32
     heads = check_int("heads", heads, low=1, high=1024)
     dtype = resolve_dtype(dtype, default=torch.float32)
     device = resolve_device(device)
-    seed = check_int("seed", seed, low=0)
-    with isolated_rng(seed):
+    with isolated_rng(seed):  # which checks seed
         tensors = [torch.randn(1, heads, n, d, dtype=dtype) for _ in range(4)]
     q, k, v, d_out = (t.to(device) for t in tensors)
     return q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), d_out
@@ -230,8 +229,7 @@ def attention_timings(n: int, *, methods=("flash", "sdpa"), d: int = 64, causal:
     methods = [check_choice("methods", m, ATTENTION_METHODS)
                for m in check_sequence("methods", methods, what="method names")]
     fns = {m: attention_function(m, causal=causal, block_size=block_size) for m in methods}
-    rounds = check_int("rounds", rounds, low=1, high=1000)
-    device = resolve_device(device)
+    device = resolve_device(device)  # rounds: interleaved checks it
     q, k, v, d_out = attention_inputs(n, d=d, device=device, seed=seed)
 
     def run(fn):
