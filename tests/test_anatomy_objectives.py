@@ -190,7 +190,6 @@ def test_training_is_repeatable_and_leaves_the_global_stream_alone(vocab, senten
 @pytest.mark.parametrize("call, error, match", [
     (lambda m, ids: lm_loss(m, ids, "permuted"), ValueError, r"objective must be one of \['causal', 'masked'\]"),
     (lambda m, ids: train_tiny_lm(m, ids, "causal", steps=0), ValueError, "steps must be an int >= 1"),
-    (lambda m, ids: train_tiny_lm(m, ids, "causal", lr=0), ValueError, "lr must be a number > 0"),
     (lambda m, ids: train_tiny_lm(m, ids, "masked", mask_prob=0), ValueError, r"mask_prob must be a number in \(0, 1\]"),
     (lambda m, ids: train_tiny_lm("model", ids, "causal"), TypeError, "model must be a torch.nn.Module"),
     (lambda m, ids: train_tiny_lm(m, ids.float(), "causal"), TypeError, "ids must hold integers"),

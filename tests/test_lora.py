@@ -338,7 +338,8 @@ def test_param_count_and_break_even_rank():
 
 
 @pytest.mark.parametrize("call", [lambda: lora_param_count(0, 4, 1), lambda: lora_param_count(4, 4, 0),
-                                  lambda: break_even_rank(-1, 4), lambda: lora_model_param_count(nn.Linear(2, 2), r=0)])
+                                  lambda: break_even_rank(-1, 4),
+                                  lambda: lora_model_param_count(nn.ModuleDict({"q_proj": nn.Linear(2, 2)}), r=0)])
 def test_param_count_rejects_bad_sizes(call):
     with pytest.raises(ValueError, match="must be an int >= 1"):
         call()

@@ -140,24 +140,15 @@ def test_scale_loss_multiplies_and_unscale_skips_missing_grads():
 
 @pytest.mark.parametrize("call, match", [
     (lambda: mixed_precision_setup(small_mlp(), FP32), "dtype"),
-    (lambda: mixed_precision_setup(small_mlp(), FP16, lr=-1.0), "lr"),
     (lambda: MasterWeightsOptimizer([], "adamw"), "params"),
     (lambda: MasterWeightsOptimizer(small_mlp().parameters(), "lion"), "optimizer"),
-    (lambda: MasterWeightsOptimizer(small_mlp().parameters(), lr=-1), "lr"),
-    (lambda: MasterWeightsOptimizer(small_mlp().parameters(), lr=float("nan")), "lr"),
     (lambda: MasterWeightsOptimizer(small_mlp().parameters(), weight_decay=-0.1), "weight_decay"),
-    (lambda: MasterWeightsOptimizer(small_mlp().parameters(), "sgd_momentum", momentum=1.5), "momentum"),
     (lambda: MasterWeightsOptimizer(small_mlp().parameters(), master=[torch.zeros(1)]), "master"),
     (lambda: DynamicLossScaler(init_scale=0), "init_scale"),
     (lambda: DynamicLossScaler(init_scale=float("inf")), "init_scale"),
     (lambda: DynamicLossScaler(growth_factor=1.0), "growth_factor"),
     (lambda: DynamicLossScaler(backoff_factor=2.0), "backoff_factor"),
     (lambda: DynamicLossScaler(growth_interval=0), "growth_interval"),
-    (lambda: adam_vs_adamw_step(torch.ones(3), torch.ones(3), betas=(1.0, 0.999)), r"betas\[0\]"),
-    (lambda: adam_vs_adamw_step(torch.ones(3), torch.ones(3), betas=(0.9, -0.1)), r"betas\[1\]"),
-    (lambda: adam_vs_adamw_step(torch.ones(3), torch.ones(3), lr=-1e-3), "lr"),
-    (lambda: adam_vs_adamw_step(torch.ones(3), torch.ones(3), lr=float("inf")), "lr"),
-    (lambda: adam_vs_adamw_step(torch.ones(3), torch.ones(3), eps=0.0), "eps"),
     (lambda: adam_vs_adamw_step(torch.ones(3), torch.ones(3), weight_decay=-0.1), "weight_decay"),
     (lambda: adam_vs_adamw_step(torch.ones(3), torch.ones(2)), "grad"),
 ])
@@ -172,8 +163,6 @@ def test_bad_values_raise_value_error(call, match):
     (lambda: DynamicLossScaler(growth_interval=2.5), "growth_interval"),
     (lambda: DynamicLossScaler(init_scale="big"), "init_scale"),
     (lambda: adam_vs_adamw_step([1.0], torch.ones(1)), "weight"),
-    (lambda: adam_vs_adamw_step(torch.ones(3), torch.ones(3), betas=0.9), "betas"),
-    (lambda: adam_vs_adamw_step(torch.ones(3), torch.ones(3), lr=True), "lr"),
 ])
 def test_bad_types_raise_type_error(call, match):
     with pytest.raises(TypeError, match=match):

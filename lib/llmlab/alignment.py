@@ -183,10 +183,8 @@ DEFAULT_SYSTEM = "You are a helpful assistant."
 
 def chat_prompt(tokenizer, user: str, *, system: str | None = DEFAULT_SYSTEM) -> str:
     """The prompt an instruct model answers: its chat template with ``user``'s message and the
-    assistant's turn opened (``system`` replaces the template's default system message)."""
-    check_str("user", user)
-    if system is not None:
-        check_str("system", system, allow_empty=True)
+    assistant's turn opened (``system`` replaces the template's default system message). A step of
+    :func:`tokenize_preference` and :func:`generate_answers`, which check ``user``."""
     if not callable(getattr(tokenizer, "apply_chat_template", None)):
         raise TypeError(f"tokenizer must be a Hugging Face tokenizer with a chat template, got {type(tokenizer).__name__}")
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
@@ -390,8 +388,7 @@ def stop_probabilities(model, tokenizer, examples, *, chat: bool = True) -> torc
 def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 48, chat: bool = True) -> list[str]:
     """Greedy answers to ``prompts`` (through :func:`chat_prompt` when ``chat``), left-padded in one
     batch, each stopping at EOS or after ``max_new_tokens``."""
-    check_module("model", model)
-    check_int("max_new_tokens", max_new_tokens, low=1, high=context_size(model) or 1_000_000)
+    check_int("max_new_tokens", max_new_tokens, low=1, high=context_size(model) or 1_000_000)  # model: greedy_answers
     prompts = [check_str(f"prompts[{i}]", p) for i, p in enumerate(check_sequence("prompts", prompts, what="strings"))]
     texts = [chat_prompt(tokenizer, p) if chat else p for p in prompts]
     ids = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]

@@ -210,12 +210,11 @@ def lora_model_param_count(model: nn.Module, target_modules=("q_proj", "v_proj")
     check_module("model", model)
     if isinstance(target_modules, str):
         target_modules = (target_modules,)
-    r = check_int("r", r, low=1)
     matched = [mod for name, mod in model.named_modules()
                if isinstance(mod, nn.Linear) and any(_matches(name, t) for t in target_modules)]
     if not matched:  # as add_lora: a typo in a layer name must not count zero parameters
         raise ValueError(f"target_modules {list(target_modules)} match no nn.Linear in the model")
-    return sum(lora_param_count(mod.out_features, mod.in_features, r) for mod in matched)
+    return sum(lora_param_count(mod.out_features, mod.in_features, r) for mod in matched)  # which checks r
 
 
 def truncation_error(delta_W: torch.Tensor, ranks) -> torch.Tensor:

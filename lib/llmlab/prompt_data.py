@@ -167,8 +167,7 @@ def _dump(path: Path, rows: list[dict]) -> Path:
 
 def write_prompt_data(folder: str | Path, *, seed: int = 0) -> list[Path]:
     """Write ``<task>_{pool,test}.jsonl`` for every task and ``preferences_{train,heldout}.jsonl``."""
-    folder = Path(check_path("folder", folder))
-    check_int("seed", seed, low=0)
+    folder = Path(check_path("folder", folder))  # seed: make_task checks it
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in TASKS:

@@ -69,13 +69,13 @@ class Template:
             raise ValueError(f"example must contain {{input}} once and end with {{output}}, got {self.example!r}")
 
     def query(self, input: str) -> str:
-        """The example up to its answer, without trailing spaces: what the model reads."""
-        check_str("input", input, allow_empty=True)
+        """The example up to its answer, without trailing spaces: what the model reads (``input``: a str,
+        as :func:`few_shot_prompt` and :func:`evaluate_icl` check it)."""
         return self.example[: -len("{output}")].format(input=input).rstrip(" ")
 
     def answer(self, output: str) -> str:
-        """The continuation the model should write: the spaces cut from the query + ``output``."""
-        check_str("output", output)
+        """The continuation the model should write: the spaces cut from the query + ``output`` (a non-empty
+        str, as the entry points check it)."""
         head = self.example[: -len("{output}")]
         return " " * (len(head) - len(head.rstrip(" "))) + output
 

@@ -29,7 +29,7 @@ from typing import Callable
 
 import torch
 
-from ._checks import check_bool, check_callable, check_int
+from ._checks import check_callable, check_int
 from ._torch import resolve_device
 
 __all__ = ["Timing", "NOISE_LIMIT", "time_calls", "timeit", "interleaved", "Stopwatch", "synchronize", "cpu_profile",
@@ -165,7 +165,6 @@ def cpu_profile(fn: Callable[[], object], *, profile_memory: bool = False) -> to
     records every allocation and free of torch's CPU allocator. The log lines the profiler prints
     to stderr when it starts and stops are silenced; ``fn``'s own output is not."""
     check_callable("fn", fn, what="a callable taking no arguments")
-    profile_memory = check_bool("profile_memory", profile_memory)
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=profile_memory)
     with _stderr_silenced():
         prof.start()

@@ -49,7 +49,7 @@ def test_the_numbers_are_measured_on_the_chain():
     ({"n_max": 4, "n": 5}, ValueError, r"n must be an int in \[1, 4\]"),
     ({"n": 0}, ValueError, "n must be an int"),
     ({"n_max": 0}, ValueError, "n_max must be an int >= 1"),
-    ({"width": 0}, ValueError, "width must be an int >= 1"),
+    ({"width": 0}, ValueError, "width must be an int"),
     ({"batch": 2.0}, TypeError, "batch must be an int"),
     ({"seed": -1}, ValueError, "seed must be an int >= 0"),
 ])

@@ -223,8 +223,7 @@ def prompt_classify(model, tokenizer, prompts: list[str], words: dict[str, str],
     ``logits`` holds those log-probabilities (the same order as the logits, and comparable across
     label-word choices: ``logits.exp().sum(1)`` is the probability mass on the label words).
     """
-    check_module("model", model)
-    ids = label_token_ids(tokenizer, words)
+    ids = label_token_ids(tokenizer, words)  # model, prompts, batch_size: next_token_logprobs checks them
     labels, columns = tuple(ids), list(ids.values())
     scores = next_token_logprobs(model, tokenizer, prompts, batch_size=batch_size, share_prefix=share_prefix)[:, columns]
     return PromptResult([labels[i] for i in scores.argmax(dim=1).tolist()], scores, labels)

@@ -169,7 +169,6 @@ def train_tiny_lm(model, ids: torch.Tensor, objective: str, *, steps: int = 300,
     ids = _check_ids(ids, model)
     steps = check_int("steps", steps, low=1)
     batch_size = check_int("batch_size", batch_size, low=1)
-    lr = check_float("lr", lr, low=0, low_open=True)
     mask_prob = check_float("mask_prob", mask_prob, low=0, high=1, low_open=True)
     generator = torch.Generator().manual_seed(check_int("seed", seed, low=0))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from .._checks import check_bool, check_callable, check_choice, check_int, check_sequence
+from .._checks import check_callable, check_choice, check_int, check_sequence
 from .._torch import isolated_rng, resolve_device, resolve_dtype
 from ..anatomy.masks import attention_mask
 from ..anatomy.tiny import attention
@@ -69,7 +69,6 @@ _MAX_N = 2**16
 def attention_function(method: str, *, causal: bool = False, block_size: int = 64) -> Callable:
     """``f(q, k, v) -> out`` computing attention the way ``method`` names (:data:`ATTENTION_METHODS`)."""
     check_choice("method", method, ATTENTION_METHODS)
-    causal = check_bool("causal", causal)
     block_size = check_int("block_size", block_size, low=1)
     if method == "flash":
         return lambda q, k, v: flash_attention(q, k, v, causal=causal, block_size=block_size)
@@ -94,8 +93,7 @@ def attention_inputs(n: int, *, d: int = 64, heads: int = 1, dtype=torch.float32
     heads = check_int("heads", heads, low=1, high=1024)
     dtype = resolve_dtype(dtype, default=torch.float32)
     device = resolve_device(device)
-    seed = check_int("seed", seed, low=0)
-    with isolated_rng(seed):
+    with isolated_rng(seed):  # which checks seed
         tensors = [torch.randn(1, heads, n, d, dtype=dtype) for _ in range(4)]
     q, k, v, d_out = (t.to(device) for t in tensors)
     return q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), d_out
@@ -231,9 +229,7 @@ def attention_timings(n: int, *, methods=("flash", "sdpa"), d: int = 64, causal:
     methods = [check_choice("methods", m, ATTENTION_METHODS)
                for m in check_sequence("methods", methods, what="method names")]
     fns = {m: attention_function(m, causal=causal, block_size=block_size) for m in methods}
-    backward = check_bool("backward", backward)
-    rounds = check_int("rounds", rounds, low=1, high=1000)
-    device = resolve_device(device)
+    device = resolve_device(device)  # rounds: interleaved checks it
     q, k, v, d_out = attention_inputs(n, d=d, device=device, seed=seed)
 
     def run(fn):

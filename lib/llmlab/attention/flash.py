@@ -49,7 +49,7 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
-from .._checks import check_bool, check_float, check_int, check_tensor
+from .._checks import check_float, check_int, check_tensor
 
 __all__ = ["flash_attention"]
 
@@ -178,9 +178,7 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
     causal mask, a query with no key gets 0).
     """
     _check_inputs(q, k, v)
-    causal = check_bool("causal", causal)
     block_size = check_int("block_size", block_size, low=1)
-    return_lse = check_bool("return_lse", return_lse)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else check_float("scale", scale)
     batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     q, k, v = (t.expand(*batch, *t.shape[-2:]) for t in (q, k, v))  # views: no copy

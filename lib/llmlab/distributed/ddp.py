@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .._checks import check_float, check_int, check_tensor
+from .._checks import check_int, check_tensor
 from .._torch import grads_by_name
 from ..accumulation import batchnorm_running_stats
 from .batchnorm import convert_sync_batchnorm
@@ -129,7 +129,6 @@ def ddp_gradients(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, loss_
     _check_split(x, y, world_size, accumulation_steps)
     check_importable("model_fn", model_fn)
     check_importable("loss_fn", loss_fn)
-    check_float("timeout", timeout, low=0, low_open=True)
     passes = run(ddp_rank_pass, world_size, model_fn, x, y, loss_fn, accumulation_steps, sync_batchnorm,
                  timeout=timeout)
     return same_on_every_rank(passes)
@@ -166,7 +165,6 @@ def batchnorm_under_ddp(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor,
     _check_split(x, y, world_size, 1)
     check_importable("model_fn", model_fn)
     check_importable("loss_fn", loss_fn)
-    check_float("timeout", timeout, low=0, low_open=True)
     pairs = run(batchnorm_rank_passes, world_size, model_fn, x, y, loss_fn, timeout=timeout)
     plain, synced = [p for p, _ in pairs], [s for _, s in pairs]
     return BatchNormComparison(per_rank_grads=same_on_every_rank(plain), synchronised_grads=same_on_every_rank(synced),

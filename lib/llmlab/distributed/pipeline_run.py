@@ -20,7 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_bool, check_choice, check_float, check_int
+from .._checks import check_choice, check_float, check_int
 from ..memory import SavedTensorTracker
 from .launch import MAX_WORLD_SIZE, run
 from .pipeline import MAX_MICRO_BATCHES, SCHEDULES, idle_times, schedule_actions
@@ -260,7 +260,6 @@ def _check_run(spec, stages, t_forward, t_backward, compare_torch) -> tuple[Pipe
     stages = check_int("stages", stages, low=1, high=min(spec.layers, MAX_WORLD_SIZE))
     tf = check_float("t_forward", t_forward, low=0, low_open=True)
     tb = check_float("t_backward", t_backward, low=0, low_open=True)
-    check_bool("compare_torch", compare_torch)
     return spec, stages, tf, tb
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .._checks import check_bool, check_choice, check_float, check_int
+from .._checks import check_choice, check_float, check_int
 from .comm import ring_allreduce_bytes
 from .ledger import sharded_ledger
 
@@ -198,7 +198,6 @@ def estimate_plan(model: ModelConfig, cluster: ClusterConfig, *, tp: int, pp: in
     pp = check_int("pp", pp, low=1, high=min(model.layers, cluster.gpus))
     check_choice("zero", zero, ZERO_STAGES)
     micro_batch = check_int("micro_batch", micro_batch, low=1, high=model.global_batch)
-    check_bool("recompute", recompute)
     if cluster.gpus % (tp * pp):
         raise ValueError(f"tp * pp must divide cluster.gpus, got tp={tp}, pp={pp}, gpus={cluster.gpus}")
     dp = cluster.gpus // (tp * pp)
@@ -220,7 +219,7 @@ def plan_parallelism(model: ModelConfig, cluster: ClusterConfig, *, zero_stages=
     _check_configs(model, cluster)
     stages = tuple(check_choice("zero_stages", z, ZERO_STAGES) or z for z in zero_stages)
     sizes = tuple(check_int("micro_batches", b, low=1, high=model.global_batch) for b in micro_batches)
-    flags = tuple(check_bool("recompute", r) or r for r in recompute)
+    flags = tuple(recompute)
     if not stages or not sizes or not flags:
         raise ValueError("zero_stages, micro_batches and recompute must each hold at least one value")
     max_tp = cluster.gpus_per_node if max_tp is None else check_int("max_tp", max_tp, low=1, high=cluster.gpus)

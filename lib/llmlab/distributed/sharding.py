@@ -27,7 +27,7 @@ from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
-from .._checks import check_choice, check_float, check_int
+from .._checks import check_choice, check_int
 from .._torch import isolated_rng, read_floats
 from ..memory import StateLedger, memory_ledger
 from .ledger import sharded_ledger
@@ -218,7 +218,6 @@ def sharding_table(world_sizes=(1, 2, 4), stages=MEASURED_STAGES, *, steps: int 
     if len(set(sizes)) < len(sizes):
         raise ValueError(f"world_sizes must be distinct, got {sizes}")
     steps = check_int("steps", steps, low=1, high=100)
-    check_float("timeout", timeout, low=0, low_open=True)
     model = make_transformer()
     rows = []
     per_rank = run(_all_sizes, max(sizes), sizes, stages, steps, timeout=timeout)  # [rank][N][stage index]

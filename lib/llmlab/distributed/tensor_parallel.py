@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_bool, check_choice, check_int
+from .._checks import check_choice, check_int
 from .launch import MAX_WORLD_SIZE, run
 
 #: The entry point, its input and result. The building blocks (MLP, Attention, the f/g functions, the
@@ -351,7 +351,6 @@ def tensor_parallel_step(block: str = "mlp", world_size: int = 2, spec: TPSpec |
     split, what = (spec.ffn, "spec.ffn") if block == "mlp" else (spec.heads, "spec.heads")
     if split % world_size:
         raise ValueError(f"{what} must be divisible by world_size for block={block!r}, got {split} and {world_size}")
-    check_bool("compare_dtensor", compare_dtensor)
     ranks = run(tp_rank_step, world_size, block, spec, compare_dtensor, timeout=timeout)
     return assemble_tp_run(block, spec, ranks)
 

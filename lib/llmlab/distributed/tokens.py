@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .._checks import check_choice, check_float, check_int, check_tensor
+from .._checks import check_choice, check_int, check_tensor
 from .._torch import IGNORE_INDEX
 from .ddp import rank_shard, same_on_every_rank
 from .launch import MAX_WORLD_SIZE, check_importable, run
@@ -79,8 +79,6 @@ def token_loss_rank_pass(rank: int, world_size: int, model_fn: Callable[[], nn.M
     """What each rank runs (inside :func:`llmlab.distributed.run`): for each normalization, a fresh
     ``model_fn()`` wrapped in ``DistributedDataParallel``, one forward/backward on this rank's
     contiguous shard of ``(x, y)``, normalised as ``normalization`` says (see the module docstring)."""
-    world_size = check_int("world_size", world_size, low=1, high=MAX_WORLD_SIZE)
-    rank = check_int("rank", rank, low=0, high=world_size - 1)
     out = {}
     for normalization in normalizations:
         out[normalization] = _one_pass(rank, world_size, model_fn, x, y, normalization)
@@ -122,7 +120,6 @@ def ddp_token_losses(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, wo
         raise TypeError(f"normalizations must be a non-empty tuple of names from {TOKEN_NORMALIZATIONS}, "
                         f"got {normalizations!r}")
     normalizations = tuple(check_choice("normalizations", n, TOKEN_NORMALIZATIONS) for n in normalizations)
-    check_float("timeout", timeout, low=0, low_open=True)
     counts = [int((s != IGNORE_INDEX).sum()) for s in y.chunk(world_size)]
     if min(counts) == 0:
         raise ValueError(f"y must hold at least one real target token (not -100) in every rank's shard; tokens per "

@@ -148,7 +148,6 @@ def train_scaled_quadratic(optimizer: str, *, lr: float, steps: int = 200, curva
     converge alike. ``curvatures``: positive numbers (one per coordinate).
     """
     check_choice("optimizer", optimizer, QUADRATIC_OPTIMIZERS)
-    lr = check_float("lr", lr, low=0, low_open=True)
     steps = check_int("steps", steps, low=1, high=10**6)  # errors keeps (steps + 1, d) float64 numbers
     if isinstance(curvatures, (str, bytes)) or not hasattr(curvatures, "__iter__"):
         raise TypeError(f"curvatures must be a sequence of positive numbers, got {type(curvatures).__name__}")
@@ -158,9 +157,7 @@ def train_scaled_quadratic(optimizer: str, *, lr: float, steps: int = 200, curva
         raise ValueError("curvatures must hold at least one positive number")
     w_star = torch.linspace(-1.0, 1.0, c.numel(), dtype=torch.float64)
     w = nn.Parameter(w_star + 1.0)
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    betas = tuple(check_float(f"betas[{i}]", b, low=0, high=1, high_open=True) for i, b in enumerate(betas))
+    # lr and betas: torch.optim refuses bad values itself, at once and by name
     opt = torch.optim.SGD([w], lr=lr) if optimizer == "sgd" else torch.optim.Adam([w], lr=lr, betas=betas)
     errors, first_grad, first_step = [(w.detach() - w_star).abs()], None, None
     for t in range(steps):

@@ -28,12 +28,9 @@ HALF_DTYPES = (torch.float16, torch.bfloat16)
 def _make_optimizer(name: str, params, lr: float = 1e-3, **kwargs) -> torch.optim.Optimizer:
     """The torch optimizer called ``name`` (a key of ``OPTIMIZER_STATES``) over ``params``."""
     check_choice("optimizer", name, OPTIMIZER_STATES)
-    lr = check_float("lr", lr, low=0)
-    if "weight_decay" in kwargs:
-        kwargs["weight_decay"] = check_float("weight_decay", kwargs["weight_decay"], low=0)
+    # lr, weight_decay, momentum: torch.optim refuses bad values itself, at once and by name
     if name == "sgd_momentum":
-        momentum = check_float("momentum", kwargs.pop("momentum", 0.9), low=0, high=1, high_open=True)
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, **kwargs)
+        return torch.optim.SGD(params, lr=lr, momentum=kwargs.pop("momentum", 0.9), **kwargs)
     cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}[name]
     return cls(params, lr=lr, **kwargs)
 
@@ -177,12 +174,8 @@ def adam_vs_adamw_step(weight: torch.Tensor, grad: torch.Tensor, *, lr: float = 
     check_tensor("grad", grad, floating=True)
     if grad.shape != weight.shape:
         raise ValueError(f"grad must have the shape of weight {tuple(weight.shape)}, got {tuple(grad.shape)}")
-    lr = check_float("lr", lr, low=0)
-    weight_decay = check_float("weight_decay", weight_decay, low=0)
-    eps = check_float("eps", eps, low=0, low_open=True)
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    betas = tuple(check_float(f"betas[{i}]", b, low=0, high=1, high_open=True) for i, b in enumerate(betas))
+    # lr, weight_decay, eps, betas: torch.optim.Adam/AdamW refuse bad values themselves, at once and by name
+    # (and accept eps = 0, as this function now does)
     out = {}
     for name, cls in (("adam_l2", torch.optim.Adam), ("adamw", torch.optim.AdamW)):
         p = nn.Parameter(weight.detach().clone())

@@ -263,7 +263,6 @@ def train_toy(mode: str, *, dtype=torch.float16, steps: int = 200, lr: float = 4
     steps = check_int("steps", steps, low=1)
     n = check_int("n", n, low=1, high=2**24)  # and d: toy_problem checks both
     global_batch = check_int("global_batch", global_batch, low=n)
-    lr = check_float("lr", lr, low=0, low_open=True)
     init_scale = check_float("init_scale", init_scale, low=0, low_open=True)
     growth_interval = check_int("growth_interval", growth_interval, low=1)
     check_choice("scaler", scaler, _SCALERS)

@@ -299,7 +299,7 @@ class BPETokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``, shape ``(n_tokens,)`` as a list."""
-        pieces = pretokenize(check_str("text", text, allow_empty=True))
+        pieces = pretokenize(text)  # split_pieces checks text
         return [i for piece in pieces for i in self._encode_piece(piece)]
 
     def tokens(self, text: str) -> list[str]:

@@ -35,7 +35,6 @@ class AccumulationExplorer(LabWidget):
         if check_int("steps", steps, low=1) not in options:
             raise ValueError(f"steps must divide batch_size={batch_size}: one of {options}, got {steps}")
         check_choice("kind", kind, KINDS)
-        seed = check_int("seed", seed, low=0)
         self._problems = {k: (make_model(k, seed=seed), loss_fn_for(k), *make_batch(k, batch_size, seed=seed)) for k in KINDS}
         self._cache: dict[tuple[str, int, bool], AccumulationResult] = {}
         self.steps = W.SelectionSlider(options=options, value=steps, description="steps K", continuous_update=False)

@@ -31,10 +31,8 @@ class CheckpointingWidget(LabWidget):
         super().__init__()
         n_max = check_int("n_max", n_max, low=1)
         n = check_int("n", n, low=1, high=n_max)
-        width = check_int("width", width, low=1)
         batch = check_int("batch", batch, low=1)
-        seed = check_int("seed", seed, low=0)
-        # One deep chain built once; a refresh measures its first n blocks (shared modules).
+        # One deep chain built once (make_chain checks width and seed); a refresh measures its first n blocks.
         self._chain = make_chain(n_max, width, seed=seed)
         self._x = torch.randn(batch, width, generator=torch.Generator().manual_seed(seed + 1))
         self.act_bytes = batch * width * self._x.element_size()

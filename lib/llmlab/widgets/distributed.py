@@ -50,8 +50,8 @@ class DataParallelWidget(LabWidget):
         check_choice("precision", precision, PRECISIONS)
         check_float("link_gbit_s", link_gbit_s, low=1, high=100000)
         self.device_gb = check_float("device_gb", device_gb, low=0, low_open=True)
-        self.tokens_per_rank = check_int("tokens_per_rank", tokens_per_rank, low=1)
-        self.flops_per_s = check_float("flops_per_s", flops_per_s, low=0, low_open=True)
+        # tokens_per_rank, flops_per_s: step_estimate checks them in the first refresh() below
+        self.tokens_per_rank, self.flops_per_s = tokens_per_rank, flops_per_s
         self.ranks = W.SelectionSlider(options=RANK_OPTIONS, value=ranks, description="ranks N", continuous_update=False)
         self.params_b = W.FloatLogSlider(value=params_b, base=10, min=-2, max=4, step=0.05, description="params (B)",
                                          readout_format=".3g", continuous_update=False)

@@ -99,9 +99,8 @@ class PlannerWidget(LabWidget):
         if check_int("gpus", gpus, low=1) not in GPU_OPTIONS:
             raise ValueError(f"gpus must be one of {list(GPU_OPTIONS)}, got {gpus}")
         check_float("inter_node_gb_s", inter_node_gb_s, low=1, high=1000)
-        self.memory_gb = check_float("memory_gb", memory_gb, low=0, low_open=True)
-        self.peak_flops = check_float("peak_flops", peak_flops, low=0, low_open=True)
-        self.efficiency = check_float("efficiency", efficiency, low=0, high=1, low_open=True)
+        # memory_gb, peak_flops, efficiency: plan_parallelism checks them (as cluster.*) in the first refresh() below
+        self.memory_gb, self.peak_flops, self.efficiency = memory_gb, peak_flops, efficiency
         self.model = W.Dropdown(options=list(MODEL_PRESETS), value=model, description="model")
         self.gpus = W.SelectionSlider(options=GPU_OPTIONS, value=gpus, description="GPUs", continuous_update=False)
         self.inter_node_gb_s = W.FloatLogSlider(value=inter_node_gb_s, base=10, min=0, max=3, step=0.05,

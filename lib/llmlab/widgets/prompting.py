@@ -68,8 +68,7 @@ class DPOBetaExplorer(LabWidget):
     def numbers(self, beta: float, pair: int = 0) -> dict:
         """P(first alternative) under π_ref, the trained policy and π*_β; KL(π*_β ‖ π_ref) and E[r̂]
         under π*_β; for item ``pair`` and averaged over all items."""
-        beta = check_float("beta", beta, low=0, low_open=True)
-        star = optimal_policy(self.reference, self.rewards, beta=beta)
+        star = optimal_policy(self.reference, self.rewards, beta=beta)  # which checks beta
         trained = self.policy.exp()[:, 0]
         return {"beta": beta, "pair": pair, "question": self.questions[pair],
                 "p_reference": float(star.reference_probs[pair, 0]), "p_trained": float(trained[pair]),

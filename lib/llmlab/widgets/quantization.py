@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipywidgets as W
 import torch
 
-from .._checks import check_bool, check_choice, check_float, check_tensor
+from .._checks import check_choice, check_float, check_tensor
 from ..display import html_table
 from ..plotting import PALETTE
 from ..quantization.rtn import quantize_rtn
@@ -42,7 +42,6 @@ class QuantErrorWidget(LabWidget):
         check_tensor("weights", weights, dim=2, floating=True, min_numel=2)
         check_choice("bits", bits, BITS_OPTIONS)
         check_choice("group", group, GROUP_OPTIONS)
-        check_bool("symmetric", symmetric)
         check_float("outlier", outlier, low=1.0, high=100.0)
         self.weights = weights.detach().float().cpu()
         self.bits = W.SelectionSlider(options=BITS_OPTIONS, value=bits, description="bits", continuous_update=False)

@@ -60,8 +60,7 @@ class BPEMergesWidget(LabWidget):
         return self._state(n_merges)[0]
 
     def _state(self, n_merges: int) -> tuple[dict, list[str]]:
-        n_merges = check_int("n_merges", n_merges, low=0, high=self.tokenizer.n_merges)
-        tok = self.tokenizer.truncated(n_merges)
+        tok = self.tokenizer.truncated(n_merges)  # which checks n_merges
         ids = tok.encode(self.text)
         if n_merges:
             a, b = tok.merges[-1]
