@@ -17,8 +17,12 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
+from llmlab._torch import isolated_rng
 from llmlab.schedules import (
+    ScheduleComparison,
     ScheduleRun,
+    _teacher_data,
+    compare_schedules,
     cosine_annealing,
     cosine_with_restarts,
     torch_trace,
@@ -219,6 +223,15 @@ def test_torch_trace_records_the_lr_each_update_uses():
     (lambda: torch_trace(lambda o: lr_scheduler.StepLR(o, 1), -1, base_lr=0.1), ValueError, "steps"),
     (lambda: train_regression([0.1, -0.1]), ValueError, r"lrs\[1\]"),
     (lambda: train_regression([0.1], batch_size=0), ValueError, "batch_size"),
+    (lambda: train_regression([0.1], n_test=0), ValueError, "n_test"),
+    (lambda: train_regression([0.1], eval_every=0), ValueError, "eval_every"),
+    (lambda: compare_schedules([0.1]), TypeError, "schedules"),
+    (lambda: compare_schedules({}), TypeError, "schedules"),
+    (lambda: compare_schedules({"a": [0.1], "b": [0.1, 0.1]}), ValueError, "same number of steps"),
+    (lambda: compare_schedules({"a": [0.1, -1.0]}), ValueError, r"schedules\['a'\]\[1\]"),
+    (lambda: compare_schedules({"a": [0.1]}, seeds=[1, 1]), ValueError, "seeds must be distinct"),
+    (lambda: compare_schedules({"a": [0.1]}, seeds=[-1]), ValueError, r"seeds\[0\]"),
+    (lambda: compare_schedules({"a": [0.1]}, seeds=3), TypeError, "seeds"),
 ])
 def test_bad_arguments_name_the_argument(call, exc, name):
     with pytest.raises(exc, match=name):
@@ -236,12 +249,63 @@ def test_numpy_integers_are_steps():
 def test_train_regression_is_seeded_and_uses_the_lrs():
     lrs = [warmup_cosine(t, base_lr=0.03, warmup_steps=5, total_steps=60) for t in range(60)]
     a, b = train_regression(lrs, seed=1), train_regression(lrs, seed=1)
-    assert isinstance(a, ScheduleRun) and len(a.losses) == 61 and a.lrs == lrs
-    assert a.losses == b.losses
-    assert a.final_loss < 0.5 * a.losses[0]  # it learns
+    assert isinstance(a, ScheduleRun) and len(a.losses) == len(a.test_losses) == 61 and a.lrs == lrs
+    assert a.eval_steps == list(range(61))
+    assert a.losses == b.losses and a.test_losses == b.test_losses
+    assert a.final_loss < 0.5 * a.losses[0] and a.final_test_loss < 0.5 * a.test_losses[0]  # it learns
     frozen = train_regression([0.0] * 10, seed=1)  # lr = 0: Adam moves nothing
-    assert frozen.losses == [frozen.losses[0]] * 11
+    assert frozen.losses == [frozen.losses[0]] * 11 and frozen.test_losses == [frozen.test_losses[0]] * 11
     assert train_regression(lrs, seed=2).losses[0] != a.losses[0]
+    sparse = train_regression(lrs, seed=1, eval_every=25)
+    assert sparse.eval_steps == [0, 25, 50, 60] and sparse.losses == [a.losses[t] for t in (0, 25, 50, 60)]
+
+
+def test_noise_floor_is_the_teachers_held_out_mse():
+    """The floor is the teacher's own held-out MSE: noise² up to sampling (n_test points: relative sd sqrt(2/n))."""
+    for noise, n_test in ((0.3, 4096), (0.1, 2048)):
+        run = train_regression([0.0], seed=0, noise=noise, n_test=n_test)
+        assert abs(run.noise_floor / noise**2 - 1) < 4 * math.sqrt(2 / n_test)
+    assert train_regression([0.0], noise=0.0).noise_floor == 0.0
+
+
+def test_stacked_runs_equal_one_model_trained_with_torch_adam():
+    """compare_schedules trains every (schedule, seed) as one slice of stacked tensors. Each slice must
+    follow what one nn.Sequential, initialised the same way and trained by torch.optim.Adam on the
+    same mini-batches, does: training and held-out losses after every update."""
+    steps, n, n_test, width, batch = 25, 64, 48, 8, 4
+    schedules = {"constant": [0.02] * steps,
+                 "warm-up + cosine": [warmup_cosine(t, base_lr=0.05, warmup_steps=5, total_steps=steps) for t in range(steps)]}
+    seeds = [0, 3]
+    comp = compare_schedules(schedules, seeds=seeds, n_samples=n, n_test=n_test, width=width, batch_size=batch)
+    assert isinstance(comp, ScheduleComparison) and comp.train.shape == (2, 2, steps + 1) == comp.test.shape
+    for s, seed in enumerate(seeds):
+        x, y, x_test, y_test, floor, batches = _teacher_data(seed, n, n_test, 8, 0.3, steps, batch)
+        assert comp.noise_floor[s] == floor
+        for g, (name, lrs) in enumerate(schedules.items()):
+            with isolated_rng(seed):
+                model = torch.nn.Sequential(torch.nn.Linear(8, width), torch.nn.Tanh(), torch.nn.Linear(width, width),
+                                            torch.nn.Tanh(), torch.nn.Linear(width, 1))
+            optimizer = torch.optim.Adam(model.parameters(), lr=lrs[0])
+            mse = torch.nn.MSELoss()
+            with torch.no_grad():
+                train, test = [mse(model(x), y)], [mse(model(x_test), y_test)]
+            for t in range(steps):
+                optimizer.param_groups[0]["lr"] = lrs[t]
+                optimizer.zero_grad()
+                mse(model(x[batches[t]]), y[batches[t]]).backward()
+                optimizer.step()
+                with torch.no_grad():
+                    train.append(mse(model(x), y))
+                    test.append(mse(model(x_test), y_test))
+            torch.testing.assert_close(comp.train[g, s], torch.stack(train).double(), rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(comp.test[g, s], torch.stack(test).double(), rtol=1e-4, atol=1e-6)
+            run = comp.run(name, seed)
+            assert run.losses == comp.train[g, s].tolist() and run.lrs == lrs and run.noise_floor == floor
+    torch.testing.assert_close(comp.final("constant", "train"), comp.train[0, :, -1])
+    # one schedule alone gives the same numbers as in company (nothing leaks between slices)
+    alone = compare_schedules({"constant": schedules["constant"]}, seeds=[3], n_samples=n, n_test=n_test, width=width,
+                              batch_size=batch)
+    torch.testing.assert_close(alone.test[0, 0], comp.test[0, 1], rtol=1e-5, atol=1e-7)
 
 
 def test_train_regression_leaves_global_state_alone():
