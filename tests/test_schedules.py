@@ -330,19 +330,26 @@ def _section3_schedules(n_steps: int, peak: float) -> dict[str, list[float]]:
 
 
 @pytest.mark.slow
-def test_notebook_03_schedule_order_holds_on_30_seeds():
-    """Backs notebook 03's "we checked the order on 30 seeds" (SIZE="small": 400 steps, 512 points,
-    width 64, peak 0.05): warm-up + cosine ends below 0.55x constant and below 0.75x step decay,
-    typically (median) 0.2-0.4x constant; step decay ends below constant on every seed."""
-    schedules = _section3_schedules(400, 0.05)
-    cos_vs_const, cos_vs_step, step_vs_const = [], [], []
-    for seed in range(30):
-        final = {name: train_regression(lrs, seed=seed, n_samples=512, width=64).final_loss
-                 for name, lrs in schedules.items()}
-        cos_vs_const.append(final["cosine"] / final["constant"])
-        cos_vs_step.append(final["cosine"] / final["step"])
-        step_vs_const.append(final["step"] / final["constant"])
-    assert max(cos_vs_const) < 0.55, sorted(cos_vs_const)
-    assert 0.2 < sorted(cos_vs_const)[15] < 0.4, sorted(cos_vs_const)
-    assert max(cos_vs_step) < 0.75, sorted(cos_vs_step)
-    assert max(step_vs_const) < 1.0, sorted(step_vs_const)
+def test_notebook_03_claims_hold_on_30_seeds():
+    """Backs notebook 03, section 3 (SIZE="small": 400 steps, 512 points, width 64, 1024 held-out points) on
+    30 seeds instead of the notebook's 8. Measured when written: at peak 0.05 the held-out MSE ratio
+    cosine / constant is 0.27-0.73 (mean 0.53), cosine's training MSE (mean 0.071) sits below the noise
+    floor (0.091) while its held-out MSE is 0.24; at peak 0.01 the ratio is 0.69-1.09 (mean 0.94, cosine
+    lower on 21 of 30 seeds) and constant has the lower *training* MSE on 20 of 30; every schedule's mean
+    held-out MSE is lower at 0.01 than at 0.05 (constant on every seed)."""
+    schedules = {f"{name} @ {peak}": lrs for peak in (0.05, 0.01) for name, lrs in _section3_schedules(400, peak).items()}
+    runs = compare_schedules(schedules, seeds=range(30), n_samples=512, n_test=1024, width=64, eval_every=400)
+
+    def final(name, peak, split="test"):
+        return runs.final(f"{name} @ {peak}", split)
+
+    floor = runs.noise_floor.mean()
+    ratio = {p: final("cosine", p) / final("constant", p) for p in (0.05, 0.01)}
+    assert ratio[0.05].max() < 0.85, sorted(ratio[0.05].tolist())
+    assert final("cosine", 0.05, "train").mean() < floor < final("cosine", 0.05).mean()
+    assert ratio[0.01].min() < 1 < ratio[0.01].max() and 0.85 < ratio[0.01].mean() < 1.05, sorted(ratio[0.01].tolist())
+    assert ratio[0.01].mean() + 2 * ratio[0.01].std() / math.sqrt(30) < 1  # over 30 seeds: small, but below 1
+    assert ratio[0.01].mean() > ratio[0.05].mean() + 0.2
+    assert (final("cosine", 0.01, "train") > final("constant", 0.01, "train")).sum() > 15
+    assert all(final(n, 0.01).mean() < final(n, 0.05).mean() for n in ("constant", "step", "cosine"))
+    assert (final("constant", 0.01) < final("constant", 0.05)).all()

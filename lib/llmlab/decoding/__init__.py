@@ -25,7 +25,7 @@ The modules:
 * ``search``: the filters, :func:`greedy`, :func:`sample`, :func:`beam_search`,
   :func:`sequence_logprob`, :func:`next_token_logits`;
 * ``static``: :class:`StaticDecoder`;
-* ``roofline``: :func:`decode_roofline` (bytes and FLOPs of one decoded token),
+* ``roofline``: :func:`decode_roofline` (bytes and FLOPs of one decoded token), :func:`count_step_ops`,
   :func:`measure_bandwidth`, :func:`known_gpu_peak`;
 * ``speed``: :func:`time_decoders` (the decoders timed side by side);
 * ``repetition``: :func:`repeated_ngram_fraction`, and the two repetition controls every decoder
@@ -40,7 +40,7 @@ from .repetition import (
     repeated_ngram_fraction,
     repetition_penalty_filter,
 )
-from .roofline import GPU_PEAKS, DecodeRoofline, decode_roofline, known_gpu_peak, measure_bandwidth
+from .roofline import GPU_PEAKS, DecodeRoofline, count_step_ops, decode_roofline, known_gpu_peak, measure_bandwidth
 from .search import (
     beam_search,
     greedy,
@@ -68,6 +68,7 @@ __all__ = [
     "StaticDecoder",
     "DecodeRoofline",
     "decode_roofline",
+    "count_step_ops",
     "measure_bandwidth",
     "known_gpu_peak",
     "GPU_PEAKS",
