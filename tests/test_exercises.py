@@ -83,6 +83,11 @@ def dpo(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta):
     return torch.nn.functional.softplus(-beta * ((pi_chosen - ref_chosen) - (pi_rejected - ref_rejected)))
 
 
+def min_p_filter(logits, min_p):
+    probs = logits.softmax(-1)
+    return logits.masked_fill(probs < min_p * probs.max(), float("-inf"))
+
+
 def right_answer(exercise_id):
     """The solution of each exercise, computed with llmlab (as the solution notebooks do)."""
     from llmlab import svd
@@ -132,7 +137,7 @@ def right_answer(exercise_id):
         d, L, H, H_kv, ff, V = 8192, 80, 64, 8, 28672, 32000
         block = d * d + 2 * d * H_kv * (d // H) + d * d + 3 * d * ff + 2 * d
         return {"total": 2 * V * d + L * block + d, "gqa_saving": 2 * L * d * (H - H_kv) * (d // H)}
-    return {"01.2": bpb, "02.1": banned, "03.1": linear_decay, "03.3": restart_step, "04.1": accumulate,
+    return {"01.2": bpb, "02.1": banned, "02.4": min_p_filter, "03.1": linear_decay, "03.3": restart_step, "04.1": accumulate,
             "07.1": merge, "09.1": prefix_mask, "09.3": rouge2, "10.2": cut, "11.1": dpo}[exercise_id]
 
 
@@ -170,6 +175,7 @@ def wrong_answers():
         "01.2": (lambda ppl, n_tokens, n_bytes: n_tokens * math.log(ppl) / n_bytes, "nats per byte"),
         "02.1": (banned_last_n, "last n − 1"),
         "02.2": (lambda: right_answer("02.2") * 3 // 9, "KV"),
+        "02.4": (lambda logits, min_p: logits.masked_fill(logits.softmax(-1) < min_p, float("-inf")), "top"),
         "03.1": (decay_negative, "never negative"),
         "03.2": (0.1 * (1 + math.cos(math.pi * 900 / 1000)) / 2, "should"),
         "03.3": (lambda i, t_0, t_mult: t_0 * t_mult ** (i - 1), "length"),
