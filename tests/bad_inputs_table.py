@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import llmlab
-from llmlab import _checks, _torch, accumulation, checkpointing, data, display, fitting, lora, memory, models
+from llmlab import _checks, _torch, accumulation, checkpointing, data, display, fitting, lora, memory, modelinfo, models
 from llmlab import perplexity, precision, schedules, svd, timing, tokenization
 from llmlab import decoding
 from llmlab.decoding import limits, roofline, search
@@ -129,9 +129,15 @@ CASES: list[Case] = [
     C(_checks.check_sequence, "xs", T, lambda: _checks.check_sequence("xs", "abc")),
     C(_checks.check_sequence, "xs", T, lambda: _checks.check_sequence("xs", {"a": 1}), "one dict"),
     C(_checks.check_sequence, "xs", V, lambda: _checks.check_sequence("xs", [])),
-    C(_checks.check_token_ids, "ids", V, lambda: _checks.check_token_ids("ids", ids(1, 97), 97)),
-    C(_checks.check_token_ids, "ids", V, lambda: _checks.check_token_ids("ids", ids(-1), 97), "negative"),
-    C(_checks.check_token_ids, "ids", T, lambda: _checks.check_token_ids("ids", torch.zeros(1, 2), 97)),
+    # --- modelinfo ------------------------------------------------------------------------------
+    C(modelinfo.check_token_ids, "input_ids", V, lambda: modelinfo.check_token_ids(tiny(), ids(1, 97))),
+    C(modelinfo.check_token_ids, "ids", V, lambda: modelinfo.check_token_ids(tiny(), ids(-1), name="ids"), "negative"),
+    C(modelinfo.check_token_ids, "input_ids", T, lambda: modelinfo.check_token_ids(tiny(), torch.zeros(1, 2))),
+    C(modelinfo.check_fits_model, "input_ids", V, lambda: modelinfo.check_fits_model(tiny(), ids(1, 97))),
+    C(modelinfo.check_fits_model, "max_new_tokens", V, lambda: modelinfo.check_fits_model(tiny(), PROMPT, max_new_tokens=125)),
+    C(modelinfo.check_fits_model, "eos_token_id", V, lambda: modelinfo.check_fits_model(tiny(), PROMPT, eos_token_id=97)),
+    C(modelinfo.context_size, "model", T, lambda: modelinfo.context_size("gpt2")),
+    C(modelinfo.vocab_size, "model", T, lambda: modelinfo.vocab_size(None)),
     C(_checks.describe_range, "low_open", T, lambda: _checks.describe_range(1, 2, low_open="yes")),
     C(_torch.seed_everything, "seed", T, lambda: _torch.seed_everything(True)),
     C(_torch.seed_everything, "seed", V, lambda: _torch.seed_everything(2**70)),
@@ -376,8 +382,6 @@ CASES: list[Case] = [
     C(perplexity.sliding_windows, "max_length", V, lambda: perplexity.sliding_windows(10, max_length=0, stride=1)),
     C(perplexity.sliding_windows, "seq_len", T, lambda: perplexity.sliding_windows(10.0, max_length=4, stride=2)),
     C(perplexity.forward_tokens, "stride", V, lambda: perplexity.forward_tokens(10, max_length=4, stride=0)),
-    C(perplexity.context_size, "model", T, lambda: perplexity.context_size("gpt2")),
-    C(perplexity.vocab_size, "model", T, lambda: perplexity.vocab_size(None)),
     C(perplexity.token_nlls, "input_ids", V, lambda: perplexity.token_nlls(tiny(), ids(1, 500, 3), max_length=8, stride=4)),
     C(perplexity.token_nlls, "input_ids", V, lambda: perplexity.token_nlls(tiny(), ids(1, -1, 3), max_length=8, stride=4)),
     C(perplexity.token_nlls, "max_length", V, lambda: perplexity.token_nlls(tiny(), ids(1, 2, 3), max_length=1000, stride=4)),
@@ -424,9 +428,6 @@ CASES: list[Case] = [
     C(search.top_p_filter, "p", V, lambda: search.top_p_filter(torch.randn(5), NAN)),
     C(search.top_p_filter, "logits", V, lambda: search.top_p_filter(torch.full((5,), NAN), 0.5)),
     C(search.warp_logits, "temperature", V, lambda: search.warp_logits(torch.randn(5), temperature=-1.0)),
-    C(limits.check_fits_model, "input_ids", V, lambda: limits.check_fits_model(tiny(), ids(1, 97))),
-    C(limits.check_fits_model, "max_new_tokens", V, lambda: limits.check_fits_model(tiny(), PROMPT, 125)),
-    C(limits.check_fits_model, "eos_token_id", V, lambda: limits.check_fits_model(tiny(), PROMPT, 1, 97)),
     C(search.beam_search, "num_beams", V, lambda: search.beam_search(tiny(),
                                                                     PROMPT, 3, num_beams=98), "> vocab of 97"),
     C(search.warp_logits, "top_k", T, lambda: search.warp_logits(torch.randn(5), top_k=1.5)),
@@ -435,10 +436,10 @@ CASES: list[Case] = [
     C(search.sequence_logprob, "input_ids", V, lambda: search.sequence_logprob(tiny(), torch.ones(1, 300, dtype=torch.long), 1), "past the context"),
     C(search.next_token_logits, "input_ids", V, lambda: search.next_token_logits(tiny(), ids(1, 97))),
     C(search.next_token_logits, "input_ids", V, lambda: search.next_token_logits(tiny(), torch.ones(1, 300, dtype=torch.long)), "past the context"),
-    C(search.check_input_ids, "input_ids", T, lambda: search.check_input_ids(torch.ones(1, 3))),
-    C(search.check_input_ids, "input_ids", V, lambda: search.check_input_ids(torch.ones(1, 0, dtype=torch.long))),
-    C(search.check_max_new_tokens, "max_new_tokens", V, lambda: search.check_max_new_tokens(-1)),
-    C(search.check_eos_token_id, "eos_token_id", V, lambda: search.check_eos_token_id(-1)),
+    C(limits.check_input_ids, "input_ids", T, lambda: limits.check_input_ids(torch.ones(1, 3))),
+    C(limits.check_input_ids, "input_ids", V, lambda: limits.check_input_ids(torch.ones(1, 0, dtype=torch.long))),
+    C(limits.check_max_new_tokens, "max_new_tokens", V, lambda: limits.check_max_new_tokens(-1)),
+    C(limits.check_eos_token_id, "eos_token_id", V, lambda: limits.check_eos_token_id(-1)),
     C(decoding.StaticDecoder, "max_len", V, lambda: decoding.StaticDecoder(tiny(), 1000), "past the context"),
     C(decoding.StaticDecoder, "max_len", V, lambda: decoding.StaticDecoder(tiny(), 1)),
     C(decoding.StaticDecoder, "model_type", V, lambda: decoding.StaticDecoder(nn.Linear(2, 2), 8), "not a Llama"),
@@ -638,6 +639,9 @@ NO_ARGUMENTS = {
     # These read only $LLMLAB_CACHE / $XDG_CACHE_HOME and the installed package; what they do with a
     # damaged or missing cache is tested in tests/test_bad_inputs.py (the model cache section).
     "cache_dir", "default_gguf_path", "default_model_dir",
+    # modelinfo's forward-signature readers take any object and answer for its class's forward
+    # (False / "past_key_values" / None when it has no such keyword or field): nothing to refuse.
+    "cache_keyword", "accepts_logits_to_keep", "output_cache",
 }
 
 #: Modules whose names the table does not list: the bench (runs on its own inputs; its command
@@ -732,8 +736,6 @@ CASES += [
     C(anat_tiny.TinyTransformer, "vocab_size", V, lambda: A.TinyTransformer(10**9), "huge"),
     C(anat_tiny.TinyTransformer.forward, "input_ids", V, lambda: tt()(torch.zeros(1, 17, dtype=torch.long)), "past max_len"),
     C(anat_tiny.TinyTransformer.forward, "input_ids", T, lambda: tt()(torch.zeros(1, 4))),
-    C(anat_tiny.TinyTransformer.forward, "input_ids", V, lambda: tt()(torch.tensor([[1, 2, 99]])), "id past vocab"),
-    C(anat_tiny.TinyTransformer.forward, "input_ids", V, lambda: tt()(torch.tensor([[1, -2, 3]])), "negative id"),
     C(anat_tiny.TinyTransformer.forward, "mask", V, lambda: tt()(tt_ids(), torch.ones(5, 5, dtype=torch.bool))),
     # --- anatomy.corpus -------------------------------------------------------------------------
     C(corpus.make_animal_corpus, "n_sentences", V, lambda: A.make_animal_corpus(0)),
@@ -782,6 +784,8 @@ CASES += [
     C(objectives.train_tiny_lm, "mask_prob", V, lambda: A.train_tiny_lm(tt(), tt_ids(), "masked", mask_prob=0.0)),
     C(objectives.train_tiny_lm, "progress", T, lambda: A.train_tiny_lm(tt(), tt_ids(), "causal", progress="yes")),
     C(objectives.train_tiny_lm, "model", T, lambda: A.train_tiny_lm(None, tt_ids(), "causal")),
+    C(objectives.train_tiny_lm, "ids", V, lambda: A.train_tiny_lm(tt(), torch.tensor([[1, 2, 99]]), "causal"), "id past vocab"),
+    C(objectives.lm_loss, "ids", V, lambda: A.lm_loss(tt(), torch.tensor([[1, -2, 3]]), "causal"), "negative id"),
     C(objectives.target_logprobs, "model", T, lambda: A.target_logprobs("model", tt_ids())),
     C(objectives.target_logprobs, "ids", V, lambda: A.target_logprobs(tt(), torch.tensor([[1]])), "one token"),
     C(objectives.target_logprobs, "ids", T, lambda: A.target_logprobs(tt(), tt_ids().float())),
@@ -1210,10 +1214,183 @@ RESULT_TYPES |= {
     "MixtureRow",
 }
 
+
 # ---------------------------------------------------------------------------------------------
-# Issue 22 (notebooks 01-04): schedules.compare_schedules, accumulation.make_text_token_batch,
+# llmlab.quantization (notebook 13)
+# ---------------------------------------------------------------------------------------------
+
+from llmlab import quantization as QZ  # noqa: E402
+from llmlab.quantization import blocks as qz_blocks, gguf_file as qz_file, gptq as qz_gptq  # noqa: E402
+from llmlab.quantization import model as qz_model, outliers as qz_out, rtn as qz_rtn, speed as qz_speed  # noqa: E402
+
+W64 = torch.ones(4, 64)
+
+CASES += [
+    C(qz_blocks.quantize_gguf, "x", V, lambda: QZ.quantize_gguf(torch.randn(4, 30), "Q4_0"), "row not a multiple of 32"),
+    C(qz_blocks.quantize_gguf, "x", V, lambda: QZ.quantize_gguf(torch.tensor(1.0), "Q4_0"), "0-d"),
+    C(qz_blocks.quantize_gguf, "x", T, lambda: QZ.quantize_gguf([1.0] * 32, "Q4_0"), "a list"),
+    C(qz_blocks.quantize_gguf, "x", T, lambda: QZ.quantize_gguf(np.array(["a"] * 32), "Q4_0"), "strings"),
+    C(qz_blocks.quantize_gguf, "qtype", V, lambda: QZ.quantize_gguf(W64, "Q3_K")),
+    C(qz_blocks.quantize_gguf, "qtype", T, lambda: QZ.quantize_gguf(W64, 5)),
+    C(qz_blocks.dequantize_gguf, "data", V, lambda: QZ.dequantize_gguf(np.zeros(10, dtype=np.uint8), "Q4_0")),
+    C(qz_blocks.dequantize_gguf, "data", T, lambda: QZ.dequantize_gguf(np.zeros(18, dtype=np.float32), "Q4_0")),
+    C(qz_blocks.dequantize_gguf, "data", T, lambda: QZ.dequantize_gguf([0] * 18, "Q4_0")),
+    C(qz_blocks.dequantize_gguf, "qtype", V, lambda: QZ.dequantize_gguf(np.zeros(18, dtype=np.uint8), "F32")),
+    C(qz_blocks.gguf_type_name, "qtype", T, lambda: QZ.gguf_type_name(None)),
+    C(qz_rtn.quantize_rtn, "bits", V, lambda: QZ.quantize_rtn(W64, bits=1)),
+    C(qz_rtn.quantize_rtn, "bits", T, lambda: QZ.quantize_rtn(W64, bits=4.0)),
+    C(qz_rtn.quantize_rtn, "granularity", V, lambda: QZ.quantize_rtn(W64, bits=4, granularity="row")),
+    C(qz_rtn.quantize_rtn, "granularity", V, lambda: QZ.quantize_rtn(W64, bits=4, granularity=0)),
+    C(qz_rtn.quantize_rtn, "symmetric", T, lambda: QZ.quantize_rtn(W64, bits=4, symmetric="yes")),
+    C(qz_rtn.quantize_rtn, "w", T, lambda: QZ.quantize_rtn(torch.ones(4, 4, dtype=torch.long), bits=4)),
+    C(qz_rtn.quantize_rtn, "w", V, lambda: QZ.quantize_rtn(torch.ones(0, 4), bits=4), "empty"),
+    C(qz_rtn.fake_quantize, "bits", V, lambda: QZ.fake_quantize(W64, bits=9)),
+    C(qz_rtn.rtn_bits_per_weight, "granularity", V, lambda: QZ.rtn_bits_per_weight(4, "block", (2, 2))),
+    C(qz_rtn.rtn_bits_per_weight, "bits", V, lambda: QZ.rtn_bits_per_weight(0, 32, (2, 64))),
+    C(qz_rtn.pack_bits, "codes", V, lambda: QZ.pack_bits(torch.tensor([16]), 4), "past 2^bits"),
+    C(qz_rtn.pack_bits, "codes", V, lambda: QZ.pack_bits(torch.tensor([-1]), 4), "negative"),
+    C(qz_rtn.pack_bits, "codes", T, lambda: QZ.pack_bits(torch.tensor([1.0]), 4)),
+    C(qz_rtn.pack_bits, "bits", V, lambda: QZ.pack_bits(torch.tensor([1]), 9)),
+    C(qz_rtn.unpack_bits, "count", V, lambda: QZ.unpack_bits(torch.zeros(2, dtype=torch.uint8), 4, 5)),
+    C(qz_rtn.unpack_bits, "packed", T, lambda: QZ.unpack_bits(torch.zeros(2, dtype=torch.int32), 4, 2)),
+    C(qz_model.block_linears, "model", T, lambda: QZ.block_linears("model")),
+    C(qz_model.apply_scheme, "scheme", V, lambda: QZ.apply_scheme(W64, "int5 g7")),
+    C(qz_model.apply_scheme, "scheme", T, lambda: QZ.apply_scheme(W64, 4)),
+    C(qz_model.apply_scheme, "w", V, lambda: QZ.apply_scheme(torch.ones(4, 30), "Q4_0"), "rows of 30"),
+    C(qz_model.apply_scheme, "w", T, lambda: QZ.apply_scheme("w", "Q4_0")),
+    C(qz_model.scheme_bits_per_weight, "scheme", V, lambda: QZ.scheme_bits_per_weight(tiny(), "Q9")),
+    C(qz_model.scheme_bits_per_weight, "model", T, lambda: QZ.scheme_bits_per_weight(None, "Q4_0")),
+    C(qz_model.requantized, "scheme", V, lambda: QZ.requantized(tiny(), "Q9").__enter__()),
+    C(qz_model.scheme_nlls, "schemes", V, lambda: QZ.scheme_nlls(tiny(), PROMPT, [])),
+    C(qz_model.scheme_nlls, "schemes", T, lambda: QZ.scheme_nlls(tiny(), PROMPT, "Q4_0"), "one string"),
+    C(qz_model.scheme_nlls, "scheme", V, lambda: QZ.scheme_nlls(tiny(), PROMPT, ["Q9"])),
+    C(qz_model.scheme_nlls, "input_ids", V, lambda: QZ.scheme_nlls(tiny(), ids(1, 500, 3), ["Q4_0"]), "id past vocab"),
+    C(qz_model.paired_bootstrap, "nll_a", V, lambda: QZ.paired_bootstrap(torch.ones(5), torch.ones(6))),
+    C(qz_model.paired_bootstrap, "level", V, lambda: QZ.paired_bootstrap(torch.ones(5), torch.ones(5), level=1.5)),
+    C(qz_model.paired_bootstrap, "n_resamples", V, lambda: QZ.paired_bootstrap(torch.ones(5), torch.ones(5), n_resamples=1)),
+    C(qz_file.gguf_tensors, "path", T, lambda: QZ.gguf_tensors(5)),
+    C(qz_file.gguf_tensors, "path", V, lambda: QZ.gguf_tensors("/nonexistent/model.gguf")),
+    C(qz_file.gguf_metadata, "path", T, lambda: QZ.gguf_metadata(path=[1])),
+    C(qz_file.read_gguf_tensor, "name", V, lambda: QZ.read_gguf_tensor("blk.99.attn_q.weight")),
+    C(qz_file.read_gguf_tensor, "name", T, lambda: QZ.read_gguf_tensor(3)),
+    C(qz_file.hf_parameter_name, "gguf_name", V, lambda: QZ.hf_parameter_name("blk.0.ffn_foo.weight")),
+    C(qz_file.unpermute_rows, "n_heads", V, lambda: QZ.unpermute_rows(torch.ones(10, 4), 3)),
+    C(qz_file.unpermute_rows, "w", V, lambda: QZ.unpermute_rows(torch.ones(10), 1)),
+    C(qz_file.gguf_weight, "name", V, lambda: QZ.gguf_weight("nope")),
+    C(qz_gptq.calibration_hessian, "x", T, lambda: QZ.calibration_hessian([[1.0]])),
+    C(qz_gptq.gptq_quantize, "hessian", V, lambda: QZ.gptq_quantize(W64, torch.eye(32), bits=4)),
+    C(qz_gptq.gptq_quantize, "bits", V, lambda: QZ.gptq_quantize(W64, torch.eye(64), bits=1)),
+    C(qz_gptq.gptq_quantize, "damp", V, lambda: QZ.gptq_quantize(W64, torch.eye(64), bits=4, damp=0.0)),
+    C(qz_gptq.gptq_quantize, "group_size", V, lambda: QZ.gptq_quantize(W64, torch.eye(64), bits=4, group_size=0)),
+    C(qz_gptq.gptq_quantize, "w", V, lambda: QZ.gptq_quantize(torch.ones(64), torch.eye(64), bits=4)),
+    C(qz_gptq.layer_output_error, "w_hat", V, lambda: QZ.layer_output_error(W64, torch.ones(4, 32), torch.ones(3, 64))),
+    C(qz_out.linear_inputs, "input_ids", T, lambda: QZ.linear_inputs(tiny(), torch.tensor([[1.5]]))),
+    C(qz_out.linear_inputs, "names", V, lambda: QZ.linear_inputs(tiny(), PROMPT, names=["lm_head"])),
+    C(qz_out.linear_inputs, "model", T, lambda: QZ.linear_inputs("model", PROMPT)),
+    C(qz_out.outlier_features, "inputs", T, lambda: QZ.outlier_features({})),
+    C(qz_out.outlier_features, "threshold", V, lambda: QZ.outlier_features({"a.q_proj": torch.ones(2, 3)}, threshold=0)),
+    C(qz_out.outlier_features, "min_layer_fraction", V, lambda: QZ.outlier_features({"a.q_proj": torch.ones(2, 3)},
+                                                                                     min_layer_fraction=2.0)),
+    C(qz_out.int8_matmul, "x", V, lambda: QZ.int8_matmul(torch.ones(3, 5), torch.ones(2, 4))),
+    C(qz_out.int8_matmul, "threshold", V, lambda: QZ.int8_matmul(torch.ones(3, 4), torch.ones(2, 4), threshold=-1.0)),
+    C(qz_out.int8_matmul, "w", T, lambda: QZ.int8_matmul(torch.ones(3, 4), torch.ones(2, 4, dtype=torch.long))),
+    C(qz_out.smooth_scales, "x_absmax", V, lambda: QZ.smooth_scales(torch.ones(5), torch.ones(2, 4))),
+    C(qz_out.smooth_scales, "alpha", V, lambda: QZ.smooth_scales(torch.ones(4), torch.ones(2, 4), alpha=2.0)),
+    C(qz_speed.int8_dynamic_copy, "model", T, lambda: QZ.int8_dynamic_copy("model")),
+    C(qz_speed.int8_weight_bytes, "model", T, lambda: QZ.int8_weight_bytes(None)),
+    C(qz_speed.time_int8, "n_new", V, lambda: QZ.time_int8(tiny(), PROMPT, n_new=0)),
+    C(qz_speed.time_int8, "prefill_len", V, lambda: QZ.time_int8(tiny(), PROMPT, prefill_len=0)),
+    C(qz_speed.time_int8, "prompt", T, lambda: QZ.time_int8(tiny(), [[1, 2]])),
+]
+NO_ARGUMENTS |= {
+    # The GGUF formats and notebook 13's schemes: constant tables.
+    "GGUF_TYPES", "SCHEMES",
+}
+RESULT_TYPES |= {
+    # What quantize_rtn / gguf_tensors / scheme_nlls / outlier_features / time_int8 return; GGUFType and Scheme
+    # are the records of GGUF_TYPES and SCHEMES (apply_scheme and scheme_bits_per_weight check the names users pass).
+    "QuantizedTensor", "GGUFTensor", "SchemeNLL", "OutlierFeatures", "Int8Timing", "GGUFType", "Scheme",
+}
+# --- attention (notebook 14) --------------------------------------------------------------------
+from llmlab import attention as ATT  # noqa: E402
+
+
+def qkv(n=6, d=4, dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    return tuple(torch.randn(1, 2, n, d, generator=g, dtype=dtype) for _ in range(3))
+
+
+CASES += [
+    C(ATT.flash_attention, "q", T, lambda: ATT.flash_attention(qkv()[0].long(), *qkv()[1:])),
+    C(ATT.flash_attention, "q", T, lambda: ATT.flash_attention([[1.0]], *qkv()[1:]), "a list"),
+    C(ATT.flash_attention, "q", V, lambda: ATT.flash_attention(torch.zeros(4), *qkv()[1:]), "1-D"),
+    C(ATT.flash_attention, "k", T, lambda: ATT.flash_attention(qkv()[0], qkv(dtype=torch.float64)[1], qkv()[2]),
+      "dtype"),
+    C(ATT.flash_attention, "k", V, lambda: ATT.flash_attention(qkv()[0], qkv(d=5)[1], qkv()[2]), "head size"),
+    C(ATT.flash_attention, "v", V, lambda: ATT.flash_attention(*qkv()[:2], qkv(n=7)[2]), "rows"),
+    C(ATT.flash_attention, "q, k and v", V, lambda: ATT.flash_attention(torch.zeros(3, 6, 4), torch.zeros(2, 6, 4),
+                                                                        torch.zeros(2, 6, 4)), "batch dims"),
+    C(ATT.flash_attention, "block_size", V, lambda: ATT.flash_attention(*qkv(), block_size=0)),
+    C(ATT.flash_attention, "block_size", T, lambda: ATT.flash_attention(*qkv(), block_size=16.0)),
+    C(ATT.flash_attention, "causal", T, lambda: ATT.flash_attention(*qkv(), causal=1)),
+    C(ATT.flash_attention, "scale", V, lambda: ATT.flash_attention(*qkv(), scale=NAN)),
+    C(ATT.flash_attention, "scale", T, lambda: ATT.flash_attention(*qkv(), scale="0.5")),
+    C(ATT.flash_attention, "return_lse", T, lambda: ATT.flash_attention(*qkv(), return_lse="yes")),
+    C(ATT.attention_function, "method", V, lambda: ATT.attention_function("fast")),
+    C(ATT.attention_function, "block_size", V, lambda: ATT.attention_function("flash", block_size=-1)),
+    C(ATT.attention_function, "causal", T, lambda: ATT.attention_function("flash", causal=None)),
+    C(ATT.attention_inputs, "n", V, lambda: ATT.attention_inputs(0)),
+    C(ATT.attention_inputs, "n", V, lambda: ATT.attention_inputs(10**7), "huge"),
+    C(ATT.attention_inputs, "d", T, lambda: ATT.attention_inputs(8, d=4.0)),
+    C(ATT.attention_inputs, "heads", V, lambda: ATT.attention_inputs(8, heads=0)),
+    C(ATT.attention_inputs, "dtype", V, lambda: ATT.attention_inputs(8, dtype=torch.int64)),
+    C(ATT.attention_inputs, "seed", V, lambda: ATT.attention_inputs(8, seed=-1)),
+    C(ATT.attention_memory, "method", V, lambda: ATT.attention_memory(8, method="fast")),
+    C(ATT.attention_memory, "n", V, lambda: ATT.attention_memory(0, method="plain")),
+    C(ATT.attention_memory, "device", V, lambda: ATT.attention_memory(8, device="nodevice")),
+    C(ATT.attention_flops, "n", T, lambda: ATT.attention_flops("8")),
+    C(ATT.attention_flops, "method", V, lambda: ATT.attention_flops(8, method="SDPA")),
+    C(ATT.attention_traffic, "n", V, lambda: ATT.attention_traffic(0)),
+    C(ATT.attention_traffic, "block_size", V, lambda: ATT.attention_traffic(64, 64, 0)),
+    C(ATT.attention_traffic, "d", T, lambda: ATT.attention_traffic(64, None)),
+    C(ATT.attention_traffic, "dtype", V, lambda: ATT.attention_traffic(64, dtype="int8")),
+    C(ATT.attention_timings, "methods", T, lambda: ATT.attention_timings(8, methods="flash"), "one string"),
+    C(ATT.attention_timings, "methods", V, lambda: ATT.attention_timings(8, methods=["flash", "fast"])),
+    C(ATT.attention_timings, "methods", V, lambda: ATT.attention_timings(8, methods=[])),
+    C(ATT.attention_timings, "rounds", V, lambda: ATT.attention_timings(8, rounds=0)),
+    C(ATT.attention_timings, "backward", T, lambda: ATT.attention_timings(8, backward="no")),
+    C(ATT.op_profile, "fn", T, lambda: ATT.op_profile(5)),
+    C(ATT.attention_geometry, "config", T, lambda: ATT.attention_geometry({"layers": 2})),
+    C(ATT.attention_geometry, "config", T, lambda: ATT.attention_geometry(nn.Linear(2, 2)), "a module without config"),
+    C(ATT.kv_cache_bytes, "config", T, lambda: ATT.kv_cache_bytes(None, 8)),
+    C(ATT.kv_cache_bytes, "seq_len", V, lambda: ATT.kv_cache_bytes(tiny().config, -1)),
+    C(ATT.kv_cache_bytes, "seq_len", T, lambda: ATT.kv_cache_bytes(tiny().config, 8.5)),
+    C(ATT.kv_cache_bytes, "batch", V, lambda: ATT.kv_cache_bytes(tiny().config, 8, batch=0)),
+    C(ATT.kv_cache_bytes, "dtype", V, lambda: ATT.kv_cache_bytes(tiny().config, 8, dtype="int4")),
+    C(ATT.kv_cache_bytes, "n_kv_heads", V, lambda: ATT.kv_cache_bytes(tiny().config, 8, n_kv_heads=0)),
+    C(ATT.measured_kv_cache_bytes, "model", T, lambda: ATT.measured_kv_cache_bytes("model", torch.ones(1, 4).long())),
+    C(ATT.measured_kv_cache_bytes, "input_ids", V, lambda: ATT.measured_kv_cache_bytes(tiny(), torch.ones(4).long())),
+    C(ATT.measured_kv_cache_bytes, "input_ids", T, lambda: ATT.measured_kv_cache_bytes(tiny(), torch.ones(1, 4))),
+    C(ATT.measured_kv_cache_bytes, "input_ids", V, lambda: ATT.measured_kv_cache_bytes(tiny(), torch.full((1, 4), 500)),
+      "id past vocab"),
+    C(ATT.measured_kv_cache_bytes, "input_ids", V, lambda: ATT.measured_kv_cache_bytes(tiny(), torch.ones(1, 200).long()),
+      "past the context"),
+    C(memory.peak_allocated_bytes, "fn", T, lambda: memory.peak_allocated_bytes(None)),
+    C(memory.peak_allocated_bytes, "device", V, lambda: memory.peak_allocated_bytes(lambda: None, device="meta")),
+]
+NO_ARGUMENTS |= {"ATTENTION_METHODS", "SHARED_MEMORY_PER_BLOCK"}
+RESULT_TYPES |= {"AttentionMemory", "AttentionFlops", "AttentionTraffic", "OpProfile", "AttentionGeometry"}
+CASES += [
+    C(timing.cpu_profile, "fn", T, lambda: timing.cpu_profile("f")),
+    C(timing.cpu_profile, "profile_memory", T, lambda: timing.cpu_profile(lambda: None, profile_memory=1)),
+]
+
+# ---------------------------------------------------------------------------------------------
+# Issue 22 (notebooks 01-04): schedules.compare_schedules, textdata.make_text_token_batch,
 # decoding.count_step_ops, models.gguf_weight_formats
 # ---------------------------------------------------------------------------------------------
+
+from llmlab import textdata  # noqa: E402
 
 CASES += [
     C(schedules.compare_schedules, "schedules", T, lambda: schedules.compare_schedules([0.1])),
@@ -1229,10 +1406,10 @@ CASES += [
     C(schedules.compare_schedules, "device", V, lambda: schedules.compare_schedules({"a": [0.1]}, device="bogus")),
     C(schedules.train_regression, "n_test", V, lambda: schedules.train_regression([0.1], n_test=-1)),
     C(schedules.train_regression, "eval_every", T, lambda: schedules.train_regression([0.1], eval_every=1.5)),
-    C(accumulation.make_text_token_batch, "batch_size", V, lambda: accumulation.make_text_token_batch(None, 0)),
-    C(accumulation.make_text_token_batch, "max_len", V, lambda: accumulation.make_text_token_batch(None, 4, max_len=1)),
-    C(accumulation.make_text_token_batch, "min_len", V, lambda: accumulation.make_text_token_batch(None, 4, max_len=8, min_len=9)),
-    C(accumulation.make_text_token_batch, "seed", T, lambda: accumulation.make_text_token_batch(None, 4, seed="0")),
+    C(textdata.make_text_token_batch, "batch_size", V, lambda: textdata.make_text_token_batch(None, 0)),
+    C(textdata.make_text_token_batch, "max_len", V, lambda: textdata.make_text_token_batch(None, 4, max_len=1)),
+    C(textdata.make_text_token_batch, "min_len", V, lambda: textdata.make_text_token_batch(None, 4, max_len=8, min_len=9)),
+    C(textdata.make_text_token_batch, "seed", T, lambda: textdata.make_text_token_batch(None, 4, seed="0")),
     C(roofline.count_step_ops, "model", T, lambda: roofline.count_step_ops("model", PROMPT)),
     C(roofline.count_step_ops, "input_ids", T, lambda: roofline.count_step_ops(tiny(), [[1, 2]])),
     C(roofline.count_step_ops, "input_ids", V, lambda: roofline.count_step_ops(tiny(), torch.tensor([[1, 500]])), "past vocab"),

@@ -83,6 +83,10 @@ TAGGED = {
         "explorer = data_parallel_widget(ranks=8, params_b=7.0)",
         "# Drive it from code, as a person would: 64 ranks, then a 70B model",
     ],
+    "14_attention_kernels.ipynb": [
+        "explorer = attention_block_widget(n=4096, d=64, block_size=64)",
+        "# Drive it from code, as a person would: blocks of 128, then 256",
+    ],
 }
 
 

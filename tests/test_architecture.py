@@ -26,7 +26,7 @@ INTERNAL_API = ("llmlab._checks", "llmlab._torch")
 #: Third-party packages that may be imported inside a function (slow to import or optional),
 #: each such import carrying a comment that says why.
 OPTIONAL_HEAVY = ("transformers", "peft", "skimage", "tqdm", "nbformat", "nbconvert", "tokenizers", "trl",
-                  "IPython", "scipy", "sklearn")
+                  "IPython", "scipy", "sklearn", "gguf")
 MAX_LINES = 420
 
 

@@ -50,6 +50,8 @@ WIDGET_NOTEBOOKS = {
     "10_tokenization.ipynb": {"slider": "merges", "text": r"tokens per byte = \d\.\d{3}"},
     "11_prompting_alignment.ipynb": {"slider": "beta", "text": r"mean DPO loss \d"},
     "12_data_parallel.ipynb": {"slider": "ranks N", "text": r"GB per rank|ZeRO-3"},
+    "13_quantization.ipynb": {"slider": "group size", "text": r"bits per weight"},
+    "14_attention_kernels.ipynb": {"slider": "block size B", "text": r"HBM traffic"},
 }
 PRESENT = [n for n in WIDGET_NOTEBOOKS if (ROOT / "notebooks" / n).exists()]
 

@@ -88,6 +88,11 @@ def min_p_filter(logits, min_p):
     return logits.masked_fill(probs < min_p * probs.max(), float("-inf"))
 
 
+def merge_states(m_a, l_a, m_b, l_b):
+    m = torch.maximum(m_a, m_b)
+    return m, l_a * torch.exp(m_a - m) + l_b * torch.exp(m_b - m)
+
+
 def right_answer(exercise_id):
     """The solution of each exercise, computed with llmlab (as the solution notebooks do)."""
     from llmlab import svd
@@ -133,15 +138,33 @@ def right_answer(exercise_id):
         return {key: next(n for n in range(1, 1000)
                           if sharded_ledger(p, n, stage, precision="mixed").total <= 60e9)
                 for key, (p, stage) in {"70B zero3": (70 * 10**9, "zero3"), "13B zero2": (13 * 10**9, "zero2")}.items()}
+    if exercise_id == "14.1":
+        from llmlab.decoding import kv_cache_bytes
+        from llmlab.exercises.base import smollm2_skeleton
+        return 2_000_000_000 // kv_cache_bytes(smollm2_skeleton().config, 1, batch=16, dtype="bf16")
     if exercise_id == "09.2":
         d, L, H, H_kv, ff, V = 8192, 80, 64, 8, 28672, 32000
         block = d * d + 2 * d * H_kv * (d // H) + d * d + 3 * d * ff + 2 * d
         return {"total": 2 * V * d + L * block + d, "gqa_saving": 2 * L * d * (H - H_kv) * (d // H)}
+    if exercise_id == "13.2":
+        return 100e9 / (7e9 * 4.5 / 8)
+    if exercise_id == "13.1":
+        from llmlab.quantization import quantize_gguf
+        return lambda x: quantize_gguf(x, "Q4_0")
     return {"01.2": bpb, "02.1": banned, "02.4": min_p_filter, "03.1": linear_decay, "03.3": restart_step, "04.1": accumulate,
-            "07.1": merge, "09.1": prefix_mask, "09.3": rouge2, "10.2": cut, "11.1": dpo}[exercise_id]
+            "07.1": merge, "09.1": prefix_mask, "14.2": merge_states, "09.3": rouge2, "10.2": cut, "11.1": dpo}[exercise_id]
 
 
 # ---------------------------------------------------------------- typical wrong answers and their hints
+
+def q4_0_round_to_even(x):
+    """Q4_0 with torch.round (halves to even) instead of ggml's trunc(v + 8.5): wrong only on exact halves."""
+    import numpy as np
+    d = x[x.abs().argmax()] / -8
+    inv = 0.0 if d == 0 else 1 / d
+    q = (torch.round(x * inv) + 8).clamp(0, 15).to(torch.uint8)
+    return np.concatenate([d.reshape(1).half().numpy().view(np.uint8), (q[:16] | (q[16:] << 4)).numpy()])
+
 
 def wrong_answers():
     """exercise id -> (a typical wrong answer, a phrase its hint must contain)."""
@@ -198,6 +221,10 @@ def wrong_answers():
         "10.2": (shortest_match, "longest"),
         "12.1": (lambda: right_answer("12.1") / 9, "equals"),
         "12.2": (lambda: {**right_answer("12.2"), "13B zero2": right_answer("12.2")["13B zero2"] - 1}, "one GPU short"),
+        "13.1": (q4_0_round_to_even, "halves"),
+        "13.2": (100e9 / (7e9 * 4 / 8), "scales"),
+        "14.1": (lambda: right_answer("14.1") // 3, "9 K/V heads"),
+        "14.2": (lambda m_a, l_a, m_b, l_b: (torch.maximum(m_a, m_b), l_a + l_b), "rescale"),
     }
 
 
@@ -242,7 +269,7 @@ def test_a_crashing_function_is_a_hint_not_an_exception(capsys):
     assert "ZeroDivisionError" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("exercise_id", ["01.1", "02.2", "04.2", "07.2", "10.1", "12.1"])
+@pytest.mark.parametrize("exercise_id", ["01.1", "02.2", "04.2", "07.2", "10.1", "12.1", "13.2", "14.1"])
 def test_the_hint_never_prints_the_solution(exercise_id, capsys):
     truth = right_answer(exercise_id)
     for wrong in (truth * 1.5, truth / 1.5, truth * 1.1):

@@ -353,3 +353,19 @@ def test_memory_ledger_bad_values_raise_value_error(call, match):
 def test_memory_ledger_bad_types_raise_type_error(call, match):
     with pytest.raises(TypeError, match=match):
         call()
+
+
+def test_peak_allocated_bytes_sees_torch_cpu_allocations():
+    from llmlab.memory import peak_allocated_bytes
+
+    def two_then_one():
+        a = torch.ones(1000, 1000)          # 4 MB
+        b = torch.ones(1000, 1000)          # 8 MB held: the peak
+        del a
+        c = torch.ones(500, 1000)           # 6 MB held
+        return b, c
+
+    assert peak_allocated_bytes(two_then_one, device="cpu") == 8_000_000
+    x = torch.ones(2000, 1000)              # allocated before: the zero line
+    assert peak_allocated_bytes(lambda: x.clone(), device="cpu") == 8_000_000
+    assert peak_allocated_bytes(lambda: None, device="cpu") == 0

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from conftest import requires_cuda
+from llmlab.modelinfo import context_size
 from llmlab.perplexity import (
     PerplexityResult,
     bits_per_byte,
-    context_size,
     forward_tokens,
     perplexity,
     sliding_windows,

@@ -28,7 +28,6 @@ __all__ = [
     "check_finite_tensor",
     "check_callable",
     "check_sequence",
-    "check_token_ids",
     "describe_range",
 ]
 
@@ -190,11 +189,3 @@ def check_sequence(name: str, value, *, what: str = "items", non_empty: bool = T
         raise ValueError(f"{name} must be a non-empty list of {what}")
     return list(value)
 
-
-def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int | None) -> torch.Tensor:
-    """Every id of the integer tensor ``ids`` must lie in ``[0, vocab_size)`` (no check when None)."""
-    check_tensor(name, ids, integer=True)
-    if vocab_size is not None and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        raise ValueError(f"{name} must be token ids in [0, {vocab_size - 1}] (the model's vocabulary), got values in "
-                         f"[{int(ids.min())}, {int(ids.max())}]")
-    return ids

@@ -22,19 +22,18 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from pydoc_data.topics import topics  # Python's own documentation: English text installed everywhere
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_bool, check_callable, check_choice, check_float, check_int, check_module, check_tensor
-from ._torch import IGNORE_INDEX, isolated_rng, pad_id, resolve_dtype
+from ._torch import IGNORE_INDEX, isolated_rng, resolve_dtype
+from .modelinfo import check_token_ids
 
 __all__ = [
     "KINDS", "AccumulationResult", "AccumulationRun", "accumulation_pass", "full_batch_grads",
     "accumulated_grads", "relative_difference", "batchnorm_running_stats", "divisors", "make_model",
-    "make_batch", "loss_fn_for", "make_token_model", "make_token_batch", "make_text_token_batch", "micro_batch_token_counts",
+    "make_batch", "loss_fn_for", "make_token_model", "make_token_batch", "micro_batch_token_counts",
     "token_loss_grads", "train_with_accumulation",
 ]
 
@@ -325,40 +324,6 @@ def make_token_batch(batch_size: int = 32, max_len: int = 32, vocab_size: int = 
     return inputs, targets
 
 
-def make_text_token_batch(tokenizer, batch_size: int = 32, max_len: int = 32, seed: int = 0, *,
-                          min_len: int = 2) -> tuple[Tensor, Tensor]:
-    """Like :func:`make_token_batch`, but real English: ``(inputs, targets)`` both (B, max_len − 1).
-
-    Each row is a passage of Python's own documentation (``pydoc_data``, installed with Python):
-    a chapter drawn at random, cut into ``tokenizer``'s tokens at a random paragraph start, to a
-    length uniform in [min_len, max_len]. Rows are right-padded with the tokenizer's pad id (for
-    a causal LM, right padding changes no real token's logits); targets are the inputs shifted
-    by one, ``-100`` at padding. A row's first token has no context, so short rows have a higher
-    mean loss per token than long ones, as in real pre-training data. To group by length, sort
-    the rows: ``order = (targets != -100).sum(1).argsort()``.
-    """
-    batch_size = check_int("batch_size", batch_size, low=1, high=4096)
-    max_len = check_int("max_len", max_len, low=2, high=4096)
-    min_len = check_int("min_len", min_len, low=2)
-    seed = check_int("seed", seed, low=0)
-    if not 2 <= min_len <= max_len:
-        raise ValueError(f"need 2 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
-    pad = pad_id(tokenizer, default=0)
-    g = torch.Generator().manual_seed(seed)
-    chapters = sorted(k for k, v in topics.items() if len(v) > 20 * max_len)
-    lengths = torch.randint(min_len, max_len + 1, (batch_size,), generator=g).tolist()
-    rows = []
-    for length in lengths:
-        text = topics[chapters[int(torch.randint(len(chapters), (1,), generator=g))]]
-        starts = [0] + [i + 2 for i in range(len(text) - 2) if text[i:i + 2] == "\n\n" and text[i + 2:i + 3].strip()]
-        start = starts[int(torch.randint(len(starts), (1,), generator=g))]
-        ids = tokenizer(text[start:start + 20 * max_len], add_special_tokens=False).input_ids
-        rows.append((ids * (max_len // max(len(ids), 1) + 1))[:length])  # a very short paragraph repeats
-    tokens = torch.tensor([row + [pad] * (max_len - len(row)) for row in rows])
-    real = torch.arange(max_len)[None, :] < torch.tensor(lengths)[:, None]
-    return tokens[:, :-1], tokens[:, 1:].masked_fill(~real[:, 1:], IGNORE_INDEX)
-
-
 def micro_batch_token_counts(targets: Tensor, steps: int, *, ignore_index: int = IGNORE_INDEX) -> list[int]:
     """Number of real (non-ignored) target tokens in each of the ``steps`` micro-batches."""
     check_tensor("targets", targets, integer=True, min_numel=1)
@@ -389,9 +354,7 @@ def token_loss_grads(model: nn.Module, inputs: Tensor, targets: Tensor, steps: i
     if inputs.shape != targets.shape:
         raise ValueError(f"inputs and targets must have the same shape, got {tuple(inputs.shape)} "
                          f"and {tuple(targets.shape)}")
-    vocab = next((m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)), None)
-    if vocab is not None and (int(inputs.min()) < 0 or int(inputs.max()) >= vocab):
-        raise ValueError(f"inputs must be token ids in [0, {vocab - 1}], got [{int(inputs.min())}, {int(inputs.max())}]")
+    check_token_ids(model, inputs, name="inputs")
     _check_steps(steps, batch_size)
     check_choice("normalization", normalization, _NORMALIZATIONS)
     n_tokens = micro_batch_token_counts(targets, steps, ignore_index=ignore_index)

@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import (check_bool, check_callable, check_finite_tensor, check_float, check_int, check_module, check_sequence,
-                      check_str, check_tensor, check_token_ids)
+                      check_str, check_tensor)
 from ._torch import IGNORE_INDEX, eval_mode, model_device, pad_id
 from .data import InstructionBatch, collate, epoch_order, greedy_answers
+from .modelinfo import check_token_ids, context_size
 from .timing import Stopwatch
 
 __all__ = [
@@ -151,7 +152,7 @@ def sequence_logps(model, batch) -> torch.Tensor:
     """
     check_module("model", model)
     input_ids, attention_mask, labels = _batch_tensors(batch)
-    check_token_ids("input_ids", input_ids, getattr(getattr(model, "config", None), "vocab_size", None))
+    check_token_ids(model, input_ids)
     scored = labels != IGNORE_INDEX
     if scored[:, 0].any():
         raise ValueError("labels: the first token of a row has no context to predict it from: its label must be -100")
@@ -370,8 +371,7 @@ def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: in
     """Greedy answers to ``prompts`` (through :func:`chat_prompt` when ``chat``), left-padded in one
     batch, each stopping at EOS or after ``max_new_tokens``."""
     check_module("model", model)
-    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    check_int("max_new_tokens", max_new_tokens, low=1, high=positions if isinstance(positions, int) else 1_000_000)
+    check_int("max_new_tokens", max_new_tokens, low=1, high=context_size(model) or 1_000_000)
     prompts = check_sequence("prompts", prompts, what="strings")
     check_bool("chat", chat)
     check_callable("tokenizer", tokenizer, what="a Hugging Face tokenizer")

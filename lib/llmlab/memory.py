@@ -12,6 +12,9 @@
   as the tensor is *alive* (whoever holds it: autograd, or just the next layer). Under
   ``torch.no_grad`` nothing is saved, yet activations do exist for a moment; this tracker sees
   them, so "inference needs O(1) memory in depth" is a measurement rather than a count of zero.
+* :func:`peak_allocated_bytes`: the most bytes torch's allocator held at once while a function
+  ran, above what it held before (every tensor: activations, temporaries, gradients), on the CPU
+  and on a GPU.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_int, check_module, check_tensor
+from ._checks import check_callable, check_choice, check_int, check_module, check_tensor
+from ._torch import resolve_device
+from .timing import cpu_profile
 
 __all__ = [
     "ParamCount",
@@ -37,6 +42,7 @@ __all__ = [
     "SavedTensorTracker",
     "saved_activation_bytes",
     "LiveActivationTracker",
+    "peak_allocated_bytes",
 ]
 
 
@@ -319,3 +325,43 @@ class LiveActivationTracker:
         for h in self._handles:
             h.remove()
         self._handles = []
+
+
+# ---------------------------------------------------------------------------------------------
+# Peak allocation
+# ---------------------------------------------------------------------------------------------
+
+
+def peak_allocated_bytes(fn, *, device=None) -> int:
+    """The most bytes torch's allocator held at once while ``fn()`` ran, above what it held before.
+
+    On CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus the
+    bytes allocated before. On the CPU torch keeps no such counter, and neither ``tracemalloc``
+    (it sees Python's allocator, not torch's) nor the process's resident size (it includes what
+    glibc keeps cached, and Python) measure it; this runs ``fn`` under
+    ``torch.profiler.profile(profile_memory=True)``, which records every allocation and free of
+    torch's CPU allocator with its size, and returns the peak of their running sum. Tensors that
+    existed before ``fn`` are the zero line; the profiler does not know their sizes, so if ``fn``
+    frees one of them the result is an upper bound (torch logs a warning). ``device`` (None: :func:`llmlab.default_device`)
+    says which allocator to watch.
+    """
+    check_callable("fn", fn, what="a callable taking no arguments")
+    device = resolve_device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return max(0, torch.cuda.max_memory_allocated(device) - base)
+    if device.type != "cpu":
+        raise ValueError(f"device must be 'cpu' or 'cuda' (torch reports no allocation peak for {device.type!r})")
+    cpu = torch.autograd.DeviceType.CPU
+    prof = cpu_profile(fn, profile_memory=True)
+    events = sorted((e for e in prof.profiler.kineto_results.events()
+                     if e.name() == "[memory]" and e.device_type() == cpu), key=lambda e: e.start_ns())
+    live = peak = 0
+    for event in events:  # nbytes > 0 for an allocation, < 0 for a free
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak

@@ -21,7 +21,6 @@ weighs the same, and no logit of a window is wasted.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -30,14 +29,13 @@ import torch
 
 from ._checks import check_int, check_module
 from ._torch import model_device
+from .modelinfo import accepts_logits_to_keep, check_token_ids, context_size
 
 __all__ = [
     "PerplexityResult",
     "Window",
     "sliding_windows",
     "forward_tokens",
-    "context_size",
-    "vocab_size",
     "token_nlls",
     "perplexity",
     "bits_per_byte",
@@ -102,22 +100,6 @@ def forward_tokens(seq_len: int, *, max_length: int, stride: int) -> int:
     return sum(w.length for w in sliding_windows(seq_len, max_length=max_length, stride=stride))
 
 
-def _check_model(model) -> None:
-    if not isinstance(model, torch.nn.Module) and not hasattr(model, "config"):
-        raise TypeError(f"model must be a torch.nn.Module (a Hugging Face model), got {type(model).__name__}")
-
-
-def context_size(model) -> int | None:
-    """The longest input the model accepts (``max_position_embeddings`` / ``n_positions``), or None."""
-    _check_model(model)
-    config = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def _as_ids(input_ids) -> torch.Tensor:
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(f"input_ids must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
@@ -130,24 +112,6 @@ def _as_ids(input_ids) -> torch.Tensor:
     if input_ids.numel() < 2:
         raise ValueError(f"input_ids must hold at least 2 tokens (the first one is never scored), got {input_ids.numel()}")
     return input_ids.long()
-
-
-def vocab_size(model) -> int | None:
-    """Number of token ids the model's input embedding accepts (None if it has none to read)."""
-    _check_model(model)
-    embeddings = getattr(model, "get_input_embeddings", lambda: None)()
-    if embeddings is not None and hasattr(embeddings, "num_embeddings"):
-        return int(embeddings.num_embeddings)
-    value = getattr(getattr(model, "config", None), "vocab_size", None)
-    return value if isinstance(value, int) else None
-
-
-def _check_vocab(model, ids: torch.Tensor) -> None:
-    vocab = vocab_size(model)
-    low, high = int(ids.min()), int(ids.max())
-    if low < 0 or (vocab is not None and high >= vocab):
-        bad = low if low < 0 else high
-        raise ValueError(f"input_ids must be token ids in [0, {vocab - 1 if vocab else 'vocab - 1'}] for this model, got {bad}")
 
 
 def _check_window(model, max_length, stride) -> tuple[int, int]:
@@ -164,13 +128,6 @@ def _check_window(model, max_length, stride) -> tuple[int, int]:
     return max_length, stride
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def token_nlls(model, input_ids: torch.Tensor, *, max_length: int, stride: int, batch_size: int = 1) -> torch.Tensor:
     """Negative log-likelihood (nats) of every scored token, in order: tokens 1 .. n-1.
 
@@ -183,11 +140,10 @@ def token_nlls(model, input_ids: torch.Tensor, *, max_length: int, stride: int, 
     """
     max_length, stride = _check_window(model, max_length, stride)
     check_int("batch_size", batch_size, low=1)
-    ids = _as_ids(input_ids)
-    _check_vocab(model, ids)
+    ids = check_token_ids(model, _as_ids(input_ids))
     ids = ids.to(model_device(model))
     windows = sliding_windows(ids.numel(), max_length=max_length, stride=stride)
-    keep_arg = _accepts_logits_to_keep(model)
+    keep_arg = accepts_logits_to_keep(model)
 
     # Consecutive windows of the same shape (all but the first and the last, usually) share a
     # forward pass: no padding, so a batch gives the same numbers as one window at a time.

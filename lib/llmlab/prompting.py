@@ -14,9 +14,7 @@ test set, computing the demonstrations (the prefix every query shares) only once
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import inspect
 import random
 import string
 from collections.abc import Mapping, Sequence
@@ -26,6 +24,7 @@ import torch
 
 from ._checks import check_bool, check_callable, check_int, check_module, check_sequence, check_str
 from ._torch import eval_mode, model_device, pad_id
+from .modelinfo import cache_keyword, output_cache
 
 __all__ = [
     "Template",
@@ -136,12 +135,6 @@ def _ids(tokenizer, text: str, *, special: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
-@functools.lru_cache(maxsize=None)
-def _cache_argument(model_class) -> str:
-    """The name of the key/value-cache argument: ``cache`` in transformers 5.x, ``past_key_values`` before."""
-    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
-
-
 @torch.no_grad()
 def _continuation_logprobs(model, prefix: list[int], items: list[tuple[list[int], list[int]]],
                            pad_token_id: int) -> torch.Tensor:
@@ -165,14 +158,13 @@ def _continuation_logprobs(model, prefix: list[int], items: list[tuple[list[int]
         input_ids[i, : len(row)] = torch.tensor(row)
         mask[i, : len(row)] = 1
     input_ids, mask = input_ids.to(device), mask.to(device)
-    cache_kw = _cache_argument(type(model))
     kwargs = {}
     if prefix:
         out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True)
-        cache = out.past_key_values if getattr(out, "cache", None) is None else out.cache
+        cache = output_cache(out)
         cache.batch_repeat_interleave(len(rows))  # every row continues the same prefix
         mask = torch.cat([torch.ones((len(rows), len(prefix)), dtype=torch.long, device=device), mask], dim=1)
-        kwargs = {cache_kw: cache, "use_cache": True}
+        kwargs = {cache_keyword(model): cache, "use_cache": True}
     first = min(start for _, start, _ in where)
     # Only positions from `first` on predict a label token: the LM head skips the others.
     out = model(input_ids=input_ids, attention_mask=mask, logits_to_keep=length - first, **kwargs)

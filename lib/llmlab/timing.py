@@ -6,6 +6,8 @@
 * :func:`interleaved` times several contenders round by round (A, B, C, A, B, C, ...) so that a
   change in the machine's load hits them all alike: ratios between them then mean something.
 * :class:`Stopwatch` times one block (a training step inside a loop).
+* :func:`cpu_profile` runs a function once under ``torch.profiler`` (CPU activities, optionally
+  every allocation of torch's CPU allocator) and returns the finished profiler.
 
 A GPU runs asynchronously: without ``torch.cuda.synchronize`` a timer measures only the kernel
 launches. Every function here synchronises the device it is given before reading the clock.
@@ -13,17 +15,20 @@ launches. Every function here synchronises the device it is given before reading
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from ._checks import check_callable, check_int
+from ._checks import check_bool, check_callable, check_int
 from ._torch import resolve_device
 
-__all__ = ["Timing", "measure", "timeit", "interleaved", "Stopwatch", "synchronize"]
+__all__ = ["Timing", "measure", "timeit", "interleaved", "Stopwatch", "synchronize", "cpu_profile"]
 
 
 def synchronize(device=None) -> None:
@@ -128,3 +133,36 @@ class Stopwatch:
     def __exit__(self, *exc) -> None:
         synchronize(self.device)
         self.seconds = time.perf_counter() - self._t0
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Send the process's stderr (file descriptor 2) to /dev/null for the block: the profiler's C++
+    side prints a "profiler_start"/"profiler_stop" line there on every start and stop."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def cpu_profile(fn: Callable[[], object], *, profile_memory: bool = False) -> torch.profiler.profile:
+    """Run ``fn()`` once under ``torch.profiler`` (CPU activities) and return the finished profiler
+    (``.events()``, ``.key_averages()``, ``.profiler.kineto_results``). ``profile_memory=True`` also
+    records every allocation and free of torch's CPU allocator. The log lines the profiler prints
+    to stderr when it starts and stops are silenced; ``fn``'s own output is not."""
+    check_callable("fn", fn, what="a callable taking no arguments")
+    profile_memory = check_bool("profile_memory", profile_memory)
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=profile_memory)
+    with _stderr_silenced():
+        prof.start()
+    try:
+        fn()
+    finally:
+        with _stderr_silenced():
+            prof.stop()
+    return prof

@@ -16,7 +16,8 @@ CPU = torch.device("cpu")
 
 
 def test_sections_in_notebook_order():
-    assert list(SECTIONS) == ["svd", "perplexity", "decoding", "checkpointing", "precision", "lora", "tokenization"]
+    assert list(SECTIONS) == ["svd", "perplexity", "decoding", "checkpointing", "precision", "lora", "tokenization",
+                              "quantization", "attention"]
 
 
 @pytest.mark.parametrize("name", list(SECTIONS))
@@ -55,3 +56,15 @@ def test_command_line(tmp_path, capsys):
         bench.main(["--only", "nope"])
     with pytest.raises(SystemExit):
         bench.main(["--size", "huge"])
+
+
+def test_quantization_rows_are_byte_identical():
+    rows = SECTIONS["quantization"](CPU, "tiny")
+    assert [r.note for r in rows if r.metric.startswith("quantize_gguf")] == ["byte-identical; torch on cpu"] * 2
+def test_attention_saved_bytes_are_the_formulas():
+    rows = [r for r in SECTIONS["attention"](CPU, "tiny") if r.metric.startswith("saved for backward")]
+    n, d = 256, 64
+    flash, plain = (4 * n * d + n) * 4, (3 * n * d + n * n) * 4   # q, k, v, out, lse | q, k, v, P
+    by_peer = {r.peer_name.split(" ")[0]: r for r in rows}
+    assert by_peer["plain"].ours == pytest.approx(flash / 2**20) and by_peer["plain"].peer == pytest.approx(plain / 2**20)
+    assert by_peer["torch"].peer == pytest.approx(flash / 2**20)   # SDPA's CPU kernel saves the same tensors

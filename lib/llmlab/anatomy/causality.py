@@ -17,6 +17,7 @@ import torch
 
 from .._checks import check_int, check_module, check_tensor
 from .._torch import model_device
+from ..modelinfo import vocab_size
 from .masks import additive_mask, attention_mask
 
 __all__ = ["logit_changes", "masked_nll", "PrefixLMResult", "prefix_lm_nll"]
@@ -35,8 +36,8 @@ def logit_changes(model, input_ids: torch.Tensor, position: int, new_token: int)
     if ids.shape[0] != 1:
         raise ValueError(f"input_ids must be one sequence (1, seq), got shape {tuple(ids.shape)}")
     position = check_int("position", position, low=0, high=ids.shape[1] - 1)
-    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
-    new_token = check_int("new_token", new_token, low=0, high=vocab_size - 1 if isinstance(vocab_size, int) else None)
+    vocab = vocab_size(model)
+    new_token = check_int("new_token", new_token, low=0, high=vocab - 1 if vocab is not None else None)
     if new_token == int(ids[0, position]):
         raise ValueError(f"new_token must differ from the token at position {position} ({new_token})")
     ids = ids.to(model_device(model))

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from .._checks import (check_bool, check_choice, check_finite_tensor, check_float, check_int, check_module,
                        check_same_length, check_tensor)
 from .._torch import model_device
+from ..modelinfo import cache_keyword, output_cache
 
 __all__ = ["POOLINGS", "hidden_features", "Probe", "train_probe", "accuracy", "label_token_ids", "PromptResult",
            "shared_prefix_length", "prompt_classify"]
@@ -185,12 +185,10 @@ def _last_logits(model, rows: list[list[int]], prefix: int, pad_id: int) -> torc
         logits = model(input_ids=suffix, attention_mask=mask).logits
     else:
         out = model(input_ids=torch.tensor([rows[0][:prefix]], device=device), use_cache=True)
-        cache = getattr(out, "cache", None) or out.past_key_values
+        cache = output_cache(out)
         cache.batch_repeat_interleave(len(rows))
         full_mask = torch.cat([torch.ones(len(rows), prefix, dtype=torch.long, device=device), mask], dim=1)
-        # transformers 5 calls the argument `cache`, 4.x `past_key_values`
-        cache_kw = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
-        logits = model(input_ids=suffix, attention_mask=full_mask, **{cache_kw: cache}).logits
+        logits = model(input_ids=suffix, attention_mask=full_mask, **{cache_keyword(model): cache}).logits
     return logits[torch.arange(len(rows), device=device), lengths - 1]
 
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from .._checks import check_bool, check_choice, check_float, check_int, check_module, check_tensor
 from .._torch import IGNORE_INDEX, isolated_rng, model_device
+from ..modelinfo import check_token_ids
 from .corpus import BOS, EOS, MASK, PAD
 from .masks import attention_mask
 
@@ -41,8 +42,10 @@ OBJECTIVES = ("causal", "masked")
 FILL_METHODS = ("masked", "left", "rescore")
 
 
-def _check_ids(ids) -> torch.Tensor:
-    return check_tensor("ids", ids, dim=2, integer=True, min_numel=1)
+def _check_ids(ids, model=None) -> torch.Tensor:
+    """``ids`` (batch, seq) of integers; with ``model``, ids its vocabulary holds (one host sync)."""
+    check_tensor("ids", ids, dim=2, integer=True, min_numel=1)
+    return ids if model is None else check_token_ids(model, ids, name="ids")
 
 
 def _check_model(model):
@@ -86,12 +89,18 @@ def mask_tokens(ids: torch.Tensor, *, mask_id: int = MASK, vocab_size: int, spec
     vocab_size = check_int("vocab_size", vocab_size, low=1)
     mask_id = check_int("mask_id", mask_id, low=0, high=vocab_size - 1)
     p = check_float("p", p, low=0, high=1)
+    if special_mask is not None:
+        check_tensor("special_mask", special_mask)
+        if special_mask.shape != ids.shape or special_mask.dtype != torch.bool:
+            raise ValueError(f"special_mask must be a bool tensor of shape {tuple(ids.shape)}, got "
+                             f"{special_mask.dtype} {tuple(special_mask.shape)}")
+    return _mask_tokens(ids, mask_id, vocab_size, special_mask, p, generator)
+
+
+def _mask_tokens(ids, mask_id: int, vocab_size: int, special_mask, p: float, generator):
+    """:func:`mask_tokens` without the checks (a training step calls it)."""
     if special_mask is None:
         special_mask = (ids == PAD) | (ids == BOS) | (ids == MASK)
-    check_tensor("special_mask", special_mask)
-    if special_mask.shape != ids.shape or special_mask.dtype != torch.bool:
-        raise ValueError(f"special_mask must be a bool tensor of shape {tuple(ids.shape)}, got "
-                         f"{special_mask.dtype} {tuple(special_mask.shape)}")
     inputs, labels = ids.clone(), ids.clone()
     where = dict(generator=generator)
     probability = torch.full(ids.shape, p).masked_fill_(special_mask.cpu(), 0.0)
@@ -111,13 +120,18 @@ def lm_loss(model, ids: torch.Tensor, objective: str, *, mask_prob: float = 0.15
     objective picks each token with probability ``mask_prob``, :func:`mask_tokens`)."""
     _check_model(model)
     objective = check_choice("objective", objective, OBJECTIVES)
-    ids = _check_ids(ids)
+    ids = _check_ids(ids, model)
     mask_prob = check_float("mask_prob", mask_prob, low=0, high=1)
+    return _lm_loss(model, ids, objective, mask_prob, generator)
+
+
+def _lm_loss(model, ids: torch.Tensor, objective: str, mask_prob: float, generator) -> torch.Tensor:
+    """:func:`lm_loss` without the checks: one training step's loss, no host sync."""
     if objective == "causal":
         inputs, targets = ids[:, :-1], ids[:, 1:].masked_fill(ids[:, 1:] == PAD, IGNORE_INDEX)
         logits = model(inputs, padded_mask("causal", inputs))
     else:
-        inputs, targets = mask_tokens(ids, vocab_size=model.vocab_size, p=mask_prob, generator=generator)
+        inputs, targets = _mask_tokens(ids, MASK, model.vocab_size, None, mask_prob, generator)
         logits = model(inputs, padded_mask("bidirectional", ids))
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
 
@@ -151,9 +165,9 @@ def train_tiny_lm(model, ids: torch.Tensor, objective: str, *, steps: int = 300,
     schedule); batches drawn at random from a generator seeded with ``seed`` (the same run every
     time); ``mask_prob``: the masked objective's masking rate (BERT: 0.15). Returns the per-step
     losses; leaves the model in eval mode."""
-    check_module("model", model)
+    _check_model(model)
     objective = check_choice("objective", objective, OBJECTIVES)
-    ids = _check_ids(ids)
+    ids = _check_ids(ids, model)
     steps = check_int("steps", steps, low=1)
     batch_size = check_int("batch_size", batch_size, low=1)
     lr = check_float("lr", lr, low=0, low_open=True)
@@ -176,12 +190,13 @@ def train_tiny_lm(model, ids: torch.Tensor, objective: str, *, steps: int = 300,
     with isolated_rng(seed), _one_cpu_thread(ids.device):
         for _ in loop:
             rows = torch.randint(ids.shape[0], (min(batch_size, ids.shape[0]),), generator=generator)
-            loss = lm_loss(model, ids[rows.to(ids.device)], objective, mask_prob=mask_prob, generator=generator)
+            loss = _lm_loss(model, ids[rows.to(ids.device)], objective, mask_prob, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            losses.append(loss.item())
+            losses.append(loss.detach())  # read once after the loop: no host sync per step
+        losses = torch.stack(losses).tolist()
     model.eval()
     return TrainLog(tuple(losses), time.perf_counter() - start)
 
@@ -191,7 +206,7 @@ def target_logprobs(model, ids: torch.Tensor) -> torch.Tensor:
     """log p(x_t | x_<t) under the causal mask, (batch, seq - 1): entry t-1 scores token t; 0 where
     token t is padding."""
     _check_model(model)
-    ids = _check_ids(ids)
+    ids = _check_ids(ids, model)
     logits = model(ids[:, :-1], padded_mask("causal", ids[:, :-1]))
     logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
     return logp.masked_fill(ids[:, 1:] == PAD, 0.0)
@@ -205,7 +220,7 @@ def sentence_logprob(model, ids: torch.Tensor) -> torch.Tensor:
 def perplexity(model, ids: torch.Tensor) -> float:
     """exp of the mean causal NLL per scored token (words and ``[EOS]``) over all rows."""
     _check_model(model)
-    ids = _check_ids(ids)
+    ids = _check_ids(ids, model)
     n_scored = _n_scored(ids)
     return math.exp(-target_logprobs(model, ids).sum().item() / n_scored)
 
@@ -216,7 +231,7 @@ def pseudo_logprobs(model, ids: torch.Tensor, *, mask_id: int = MASK) -> torch.T
     by ``mask_id`` (one copy of the row per scored token) and predicted from both sides; 0 on
     padding. Summing these is the pseudo-log-likelihood, which is *not* log p(x)."""
     _check_model(model)
-    ids = _check_ids(ids)
+    ids = _check_ids(ids, model)
     mask_id = check_int("mask_id", mask_id, low=0, high=model.vocab_size - 1)
     batch, n = ids.shape
     copies = ids.repeat_interleave(n - 1, dim=0)  # row b, copy i-1 hides token i
@@ -232,7 +247,7 @@ def pseudo_logprobs(model, ids: torch.Tensor, *, mask_id: int = MASK) -> torch.T
 def pseudo_perplexity(model, ids: torch.Tensor, *, mask_id: int = MASK) -> float:
     """exp of the mean -log p(x_i | x_-i) over the words and ``[EOS]`` of every row."""
     _check_model(model)
-    ids = _check_ids(ids)
+    ids = _check_ids(ids, model)
     n_scored = _n_scored(ids)
     return math.exp(-pseudo_logprobs(model, ids, mask_id=mask_id).sum().item() / n_scored)
 
@@ -272,7 +287,7 @@ def fill_blank(model, ids: torch.Tensor, position: int, *, method: str, candidat
     probable: it uses the right side too, at ``len(candidates)`` times the cost).
     """
     _check_model(model)
-    ids = _check_ids(ids)
+    ids = _check_ids(ids, model)
     method = check_choice("method", method, FILL_METHODS)
     position = check_int("position", position, low=1, high=ids.shape[1] - 1)
     if isinstance(candidates, (str, bytes)) or not hasattr(candidates, "__iter__"):
@@ -313,7 +328,7 @@ def pair_total(model, ids: torch.Tensor, position: int, *, objective: str) -> fl
     if model.vocab_size > _MAX_PAIR_VOCAB:
         raise ValueError(f"pair_total runs all vocab_size² token pairs in one batch: model.vocab_size must be at most "
                          f"{_MAX_PAIR_VOCAB}, got {model.vocab_size}")
-    ids = _check_ids(ids)
+    ids = _check_ids(ids, model)
     if ids.shape[0] != 1:
         raise ValueError(f"ids must hold one sentence, shape (1, seq), got {tuple(ids.shape)}")
     objective = check_choice("objective", objective, OBJECTIVES)

@@ -6,7 +6,8 @@ timings in tests. Options: ``--device cuda``, ``--only svd,decoding``, ``--size 
 ``--out FILE.md``.
 
 One module per section (in notebook order: ``svd``, ``perplexity``, ``decoding``,
-``checkpointing``, ``precision``, ``lora``, ``tokenization``), each registering ``fn(device, size)`` with
+``checkpointing``, ``precision``, ``lora``, ``tokenization``, ``quantization``, ``attention``), each registering
+``fn(device, size)`` with
 ``@section("name")``; ``report`` holds the table. This package is a leaf: nothing in the
 library imports it.
 """
@@ -19,11 +20,12 @@ import sys
 import torch
 
 # Importing the section modules registers them.
-from . import checkpointing, decoding, lora, perplexity, precision, svd, tokenization  # noqa: F401
+from . import attention, checkpointing, decoding, lora, perplexity, precision, quantization, svd, tokenization  # noqa: F401
 from .report import NOISE_LIMIT, SECTIONS, SIZES, Row, format_table, section, timed_row
 
 #: The sections in notebook order (the table's order).
-ORDER = ("svd", "perplexity", "decoding", "checkpointing", "precision", "lora", "tokenization")
+ORDER = ("svd", "perplexity", "decoding", "checkpointing", "precision", "lora", "tokenization", "quantization",
+         "attention")
 for _name in ORDER:  # registration followed the import order: put the registry in notebook order
     SECTIONS[_name] = SECTIONS.pop(_name)
 

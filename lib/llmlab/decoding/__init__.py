@@ -25,8 +25,9 @@ The modules:
 * ``search``: the filters, :func:`greedy`, :func:`sample`, :func:`beam_search`,
   :func:`sequence_logprob`, :func:`next_token_logits`;
 * ``static``: :class:`StaticDecoder`;
-* ``roofline``: :func:`decode_roofline` (bytes and FLOPs of one decoded token), :func:`count_step_ops`,
-  :func:`measure_bandwidth`, :func:`known_gpu_peak`;
+* ``roofline``: :func:`decode_roofline` (bytes and FLOPs of one decoded token),
+  :func:`measure_bandwidth`, :func:`known_gpu_peak`, :func:`kv_cache_bytes` (from a config's
+  :func:`attention_geometry`), :func:`count_step_ops` (operators, so GPU launches, per decode step);
 * ``speed``: :func:`time_decoders` (the decoders timed side by side);
 * ``repetition``: :func:`repeated_ngram_fraction`, and the two repetition controls every decoder
   takes (``repetition_penalty=``, ``no_repeat_ngram_size=``): :func:`repetition_penalty_filter`,
@@ -40,7 +41,8 @@ from .repetition import (
     repeated_ngram_fraction,
     repetition_penalty_filter,
 )
-from .roofline import GPU_PEAKS, DecodeRoofline, count_step_ops, decode_roofline, known_gpu_peak, measure_bandwidth
+from .roofline import (GPU_PEAKS, AttentionGeometry, DecodeRoofline, attention_geometry, count_step_ops, decode_roofline,
+                       known_gpu_peak, kv_cache_bytes, measure_bandwidth)
 from .search import (
     beam_search,
     greedy,
@@ -68,6 +70,9 @@ __all__ = [
     "StaticDecoder",
     "DecodeRoofline",
     "decode_roofline",
+    "AttentionGeometry",
+    "attention_geometry",
+    "kv_cache_bytes",
     "count_step_ops",
     "measure_bandwidth",
     "known_gpu_peak",

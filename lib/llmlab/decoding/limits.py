@@ -1,8 +1,10 @@
-"""What a decoder may be asked for: token ids the model knows, a length its context holds, a bounded beam.
+"""What a decoder may be asked for: a (1, prompt_len) prompt, a length, an EOS id, a bounded beam.
 
 Every decoder (:mod:`llmlab.decoding.search`, :class:`~llmlab.decoding.StaticDecoder`,
 :func:`~llmlab.decoding.time_decoders`) checks its request here before the first forward pass,
-so a bad request fails at once with one ``ValueError`` instead of inside torch, or silently.
+and asks :func:`llmlab.modelinfo.check_fits_model` whether the model knows the ids and its context
+holds the length, so a bad request fails at once with one ``ValueError`` instead of inside torch,
+or silently.
 """
 
 from __future__ import annotations
@@ -10,37 +12,8 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_int, check_tensor
-from ..perplexity import context_size, vocab_size
 
-__all__ = ["check_fits_model", "MAX_NUM_BEAMS", "check_input_ids", "check_max_new_tokens", "check_eos_token_id"]
-
-
-def check_fits_model(model, input_ids: torch.Tensor, max_new_tokens: int = 0, eos_token_id: int | None = None) -> None:
-    """The token ids must exist in ``model``'s vocabulary and ``prompt_len + max_new_tokens`` must fit in its context.
-
-    An embedding lookup with an id outside ``[0, vocab)`` fails deep inside torch (or, on a GPU,
-    with an asynchronous device assert); a sequence longer than the position table silently
-    decodes garbage (RoPE extrapolates) or raises a raw ``IndexError`` (GPT-2's learned
-    positions). The context comes from :func:`llmlab.perplexity.context_size`, as perplexity does.
-    """
-    vocab = vocab_size(model)
-    if input_ids.numel():
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or (vocab is not None and high >= vocab):
-            bad = low if low < 0 else high
-            top = vocab - 1 if vocab is not None else "vocab - 1"
-            raise ValueError(f"input_ids must be token ids in [0, {top}] for this model, got {bad}")
-    if eos_token_id is not None and vocab is not None and eos_token_id >= vocab:
-        raise ValueError(f"eos_token_id must be a token id in [0, {vocab - 1}] for this model, got {eos_token_id}")
-    context = context_size(model)
-    prompt_len = input_ids.shape[-1]
-    if context is not None and prompt_len + max_new_tokens > context:
-        if prompt_len > context:
-            raise ValueError(f"input_ids has {prompt_len} tokens, longer than the model's context of {context} positions")
-        raise ValueError(
-            f"max_new_tokens must be <= {context - prompt_len} here: prompt_len + max_new_tokens = "
-            f"{prompt_len} + {max_new_tokens} exceeds the model's context of {context} positions"
-        )
+__all__ = ["MAX_NUM_BEAMS", "check_input_ids", "check_max_new_tokens", "check_eos_token_id"]
 
 
 #: The most beams :func:`beam_search` runs. Each beam holds its own KV cache (layers x 2 x

@@ -12,6 +12,13 @@ floor is ``bytes_per_token / bandwidth``.
 * :func:`measure_bandwidth` measures the memory bandwidth this process gets with a large copy;
   :func:`known_gpu_peak` looks up a GPU's data-sheet bandwidth and bf16 FLOP/s in
   :data:`GPU_PEAKS`.
+* :func:`kv_cache_bytes`: the KV cache's bytes, 2 (K and V) × layers × kv_heads × head_dim ×
+  tokens × batch × bytes per element, from a config's :func:`attention_geometry`. Multi-head
+  attention (MHA) has one K/V head per query head; grouped-query attention (GQA, Ainslie et al.
+  2023) lets groups of query heads share one (SmolLM2-135M: 9 query heads, 3 K/V heads);
+  multi-query attention (MQA, Shazeer 2019) keeps one. The cache, and the bytes every decode step
+  reads from it, shrink by the sharing factor. Notebook 14 measures the cache a real model builds
+  (:func:`llmlab.attention.measured_kv_cache_bytes`).
 """
 
 from __future__ import annotations
@@ -26,11 +33,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .._checks import check_float, check_int, check_module, check_str
 from .._torch import model_device, resolve_device, resolve_dtype
+from ..modelinfo import cache_keyword, check_fits_model, output_cache
 from ..timing import timeit
-from .limits import check_fits_model, check_input_ids
-from .search import _step
+from .limits import check_input_ids
 
-__all__ = ["GPU_PEAKS", "known_gpu_peak", "measure_bandwidth", "DecodeRoofline", "decode_roofline", "count_step_ops"]
+__all__ = ["GPU_PEAKS", "known_gpu_peak", "measure_bandwidth", "DecodeRoofline", "decode_roofline",
+           "AttentionGeometry", "attention_geometry", "kv_cache_bytes", "count_step_ops"]
 
 # Peak HBM bandwidth (bytes/s) and dense bf16 tensor-core FLOP/s from the vendors' data sheets,
 # matched by substring of torch.cuda.get_device_name() (first match wins: specific names first,
@@ -116,6 +124,74 @@ class DecodeRoofline:
         return 1.0 / max(self.t_memory, self.t_compute or 0.0)
 
 
+# Larger than any real context or batch; catches a typo (an extra zero or three) at once.
+_MAX_TOKENS = 2**40
+
+
+@dataclass(frozen=True)
+class AttentionGeometry:
+    """The attention shape of a transformer: ``n_layers``, query heads ``n_heads``, key/value
+    heads ``n_kv_heads`` (= n_heads for MHA, 1 for MQA) and ``head_dim``."""
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per K/V head (1 = MHA)."""
+        return self.n_heads // self.n_kv_heads
+
+
+def attention_geometry(config) -> AttentionGeometry:
+    """Layers, heads, K/V heads and head size of a Hugging Face model config (or a model).
+
+    Llama-style names (``num_hidden_layers``, ``num_attention_heads``, ``num_key_value_heads``,
+    ``head_dim``, ``hidden_size``) and GPT-2's (``n_layer``, ``n_head``, ``n_embd``); without
+    ``num_key_value_heads`` every query head has its own K/V head, without ``head_dim`` it is
+    hidden size / heads.
+    """
+    if isinstance(config, nn.Module):
+        config = getattr(config, "config", None)
+
+    def first(*names):
+        for name in names:
+            value = getattr(config, name, None)
+            if value is not None:
+                return value
+        return None
+
+    n_layers = first("num_hidden_layers", "n_layer")
+    n_heads = first("num_attention_heads", "n_head")
+    hidden = first("hidden_size", "n_embd")
+    if n_layers is None or n_heads is None:
+        raise TypeError(f"config must be a transformer config with layers and heads (e.g. model.config), "
+                        f"got {type(config).__name__}")
+    n_kv_heads = first("num_key_value_heads") or n_heads
+    head_dim = first("head_dim") or (hidden // n_heads if hidden else None)
+    if head_dim is None:
+        raise TypeError("config must give head_dim or hidden_size (e.g. model.config)")
+    return AttentionGeometry(int(n_layers), int(n_heads), int(n_kv_heads), int(head_dim))
+
+
+def kv_cache_bytes(config, seq_len: int, *, batch: int = 1, dtype=torch.float32,
+                   n_kv_heads: int | None = None) -> int:
+    """Bytes of the KV cache: 2 × layers × kv_heads × head_dim × seq_len × batch × element size.
+
+    ``config``: a Hugging Face config (or model); ``dtype`` the cache's element type (a
+    ``torch.dtype`` or a name such as ``"bf16"``). ``n_kv_heads`` replaces the config's K/V head
+    count, to price the same model as MHA (= its query heads) or MQA (1).
+    """
+    geo = attention_geometry(config)
+    seq_len = check_int("seq_len", seq_len, low=0, high=_MAX_TOKENS)
+    batch = check_int("batch", batch, low=1, high=_MAX_TOKENS)
+    dtype = resolve_dtype(dtype)
+    kv_heads = geo.n_kv_heads if n_kv_heads is None else check_int("n_kv_heads", n_kv_heads, low=1)
+    element = torch.finfo(dtype).bits // 8
+    return 2 * geo.n_layers * kv_heads * geo.head_dim * seq_len * batch * element
+
+
 def _weights_per_token(model: nn.Module) -> tuple[int, int]:
     """(weights read per decoded token, weights that take part in a matrix multiply).
 
@@ -141,7 +217,8 @@ def decode_roofline(model, context_len: int, *, bandwidth: float, peak_flops: fl
     """Roofline of decoding one token at ``context_len`` with batch 1.
 
     Bytes: every weight once (tied embeddings once; one row of an untied lookup table) plus the
-    KV cache, 2 * n_layers * n_kv_heads * head_dim * context_len elements. FLOPs: 2 per weight of
+    KV cache, 2 * n_layers * n_kv_heads * head_dim * context_len elements
+    (:func:`llmlab.attention.kv_cache_bytes`). FLOPs: 2 per weight of
     every matrix multiply (the LM head included) plus 4 * n_layers * n_heads * head_dim *
     context_len for q.k and attention.v. ``bandwidth`` (bytes/s) and ``peak_flops`` (FLOP/s, or
     None to leave the compute roof out) must be > 0. ``dtype`` (e.g. ``torch.bfloat16`` or
@@ -157,17 +234,12 @@ def decode_roofline(model, context_len: int, *, bandwidth: float, peak_flops: fl
         raise ValueError("model has no parameters: there is nothing to decode with")
     elem = params[0].element_size() if dtype is None else torch.finfo(resolve_dtype(dtype)).bits // 8
 
-    config = model.config
-    n_layers = getattr(config, "num_hidden_layers", None) or config.n_layer
-    n_heads = getattr(config, "num_attention_heads", None) or config.n_head
-    n_kv_heads = getattr(config, "num_key_value_heads", None) or n_heads
-    hidden = getattr(config, "hidden_size", None) or config.n_embd
-    head_dim = getattr(config, "head_dim", None) or hidden // n_heads
-
+    geo = attention_geometry(model.config)
     n_read, n_matmul = _weights_per_token(model)
     weight_bytes = n_read * elem
-    kv_bytes = 2 * n_layers * n_kv_heads * head_dim * context_len * elem
-    flops = 2.0 * n_matmul + 4.0 * n_layers * n_heads * head_dim * context_len
+    kv_dtype = dtype if dtype is not None else (params[0].dtype if params[0].is_floating_point() else torch.float32)
+    kv_bytes = kv_cache_bytes(model.config, context_len, dtype=kv_dtype)
+    flops = 2.0 * n_matmul + 4.0 * geo.n_layers * geo.n_heads * geo.head_dim * context_len
     return DecodeRoofline(weight_bytes, kv_bytes, flops, bandwidth, peak_flops)
 
 
@@ -198,10 +270,10 @@ def count_step_ops(model, input_ids: torch.Tensor) -> int:
     check_module("model", model)
     check_input_ids(input_ids)
     check_fits_model(model, input_ids, max_new_tokens=1)
-    input_ids = input_ids.to(model_device(model))
-    logits, cache = _step(model, input_ids, None)
-    next_id = logits.argmax(-1, keepdim=True)
+    cache_kw = cache_keyword(model)
+    out = model(input_ids=input_ids.to(model_device(model)), use_cache=True)         # prefill, not counted
+    next_id = out.logits[:, -1].argmax(-1, keepdim=True)
     counter = _OpCounter()
     with counter:
-        _step(model, next_id, cache)
+        model(input_ids=next_id, use_cache=True, **{cache_kw: output_cache(out)})  # one decode step
     return counter.n_ops

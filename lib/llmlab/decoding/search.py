@@ -13,17 +13,14 @@ ends with ``eos_token_id``).
 
 from __future__ import annotations
 
-import functools
-import inspect
-
 import torch
 import torch.nn.functional as F
 
 from .._checks import check_float, check_int, check_module, check_tensor
 from .._torch import model_device
+from ..modelinfo import accepts_logits_to_keep, cache_keyword, check_fits_model, output_cache, vocab_size
+from .limits import MAX_NUM_BEAMS, check_eos_token_id, check_input_ids, check_max_new_tokens
 from .repetition import apply_repetition_controls
-from ..perplexity import vocab_size
-from .limits import MAX_NUM_BEAMS, check_eos_token_id, check_fits_model, check_input_ids, check_max_new_tokens
 
 __all__ = [
     "greedy",
@@ -35,9 +32,6 @@ __all__ = [
     "warp_logits",
     "sequence_logprob",
     "next_token_logits",
-    "check_input_ids",
-    "check_max_new_tokens",
-    "check_eos_token_id",
 ]
 
 # A "parked" score: low enough never to win, finite so that sums stay ordered (as in HF).
@@ -66,25 +60,13 @@ def _check_logits(logits) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
-def _forward_signature(model_class) -> tuple[str, bool]:
-    """(name of the cache argument, whether ``logits_to_keep`` exists) of a model class's forward."""
-    params = inspect.signature(model_class.forward).parameters
-    cache_kw = "cache" if "cache" in params else "past_key_values"
-    return cache_kw, "logits_to_keep" in params
-
-
 def _step(model, input_ids: torch.Tensor, cache):
     """Run ``input_ids`` (batch, n) after ``cache``; return last-position logits (batch, vocab) float32 and the cache."""
-    cache_kw, keeps_logits = _forward_signature(type(model))
-    kwargs = {cache_kw: cache, "use_cache": True}
-    if keeps_logits:
+    kwargs = {cache_keyword(model): cache, "use_cache": True}
+    if accepts_logits_to_keep(model):
         kwargs["logits_to_keep"] = 1  # as generate does: the LM head only for the last position
     out = model(input_ids=input_ids, **kwargs)
-    new_cache = getattr(out, "cache", None)
-    if new_cache is None:
-        new_cache = getattr(out, "past_key_values", None)
-    return out.logits[:, -1, :].to(dtype=torch.float32), new_cache
+    return out.logits[:, -1, :].to(dtype=torch.float32), output_cache(out)
 
 
 @torch.no_grad()
@@ -204,7 +186,7 @@ def greedy(model, input_ids: torch.Tensor, max_new_tokens: int, *, eos_token_id:
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     eos_token_id = check_eos_token_id(eos_token_id)
     controls = _check_controls(repetition_penalty, no_repeat_ngram_size)
-    check_fits_model(model, input_ids, max_new_tokens, eos_token_id)
+    check_fits_model(model, input_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
     return _decode_loop(model, input_ids, max_new_tokens, eos_token_id,
                         lambda scores: scores.argmax(dim=-1, keepdim=True), controls)
 
@@ -220,7 +202,7 @@ def greedy_without_cache(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     check_input_ids(input_ids)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     eos_token_id = check_eos_token_id(eos_token_id)
-    check_fits_model(model, input_ids, max_new_tokens, eos_token_id)
+    check_fits_model(model, input_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
     sequence = input_ids.to(model_device(model))
     for _ in range(max_new_tokens):
         logits = model(input_ids=sequence, use_cache=False).logits[:, -1, :].float()
@@ -263,7 +245,7 @@ def sample(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     controls = _check_controls(repetition_penalty, no_repeat_ngram_size)
-    check_fits_model(model, input_ids, max_new_tokens, eos_token_id)
+    check_fits_model(model, input_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
 
     def choose(scores):
         probs = F.softmax(warp_logits(scores, temperature=temperature, top_k=top_k, top_p=top_p), dim=-1)
@@ -306,7 +288,7 @@ def beam_search(
     num_beams = check_int("num_beams", num_beams, low=1, high=min(MAX_NUM_BEAMS, vocab or MAX_NUM_BEAMS))
     length_penalty = check_float("length_penalty", length_penalty)
     controls = _check_controls(repetition_penalty, no_repeat_ngram_size)
-    check_fits_model(model, input_ids, max_new_tokens, eos_token_id)
+    check_fits_model(model, input_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
     device = model_device(model)
     if max_new_tokens == 0:
         return input_ids.clone()

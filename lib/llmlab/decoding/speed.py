@@ -15,8 +15,9 @@ import torch
 from .._checks import check_bool, check_choice, check_int, check_module
 from .._torch import model_device
 from ..timing import Timing, interleaved
-from .limits import check_fits_model
-from .search import check_input_ids, greedy, greedy_without_cache
+from ..modelinfo import check_fits_model
+from .limits import check_input_ids
+from .search import greedy, greedy_without_cache
 from .static import StaticDecoder
 
 __all__ = ["DECODERS", "DecoderTiming", "time_decoders"]
@@ -73,7 +74,7 @@ def time_decoders(model, input_ids: torch.Tensor, max_new_tokens: int, *, names=
     check_module("model", model)
     check_input_ids(input_ids)
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=1)
-    check_fits_model(model, input_ids, max_new_tokens)
+    check_fits_model(model, input_ids, max_new_tokens=max_new_tokens)
     names = _check_names(names)
     repeat = check_int("repeat", repeat, low=1)
     warmup = check_bool("warmup", warmup)

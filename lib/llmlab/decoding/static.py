@@ -13,9 +13,8 @@ import torch.nn.functional as F
 
 from .._checks import check_bool, check_int, check_module
 from .._torch import model_device
-from ..perplexity import context_size
-from .limits import check_fits_model
-from .search import check_eos_token_id, check_input_ids, check_max_new_tokens
+from ..modelinfo import check_fits_model, context_size
+from .limits import check_eos_token_id, check_input_ids, check_max_new_tokens
 
 __all__ = ["StaticDecoder"]
 
@@ -235,7 +234,7 @@ class StaticDecoder:
         check_input_ids(input_ids)
         max_new_tokens = check_max_new_tokens(max_new_tokens)
         eos_token_id = check_eos_token_id(eos_token_id)
-        check_fits_model(self.model, input_ids, 0, eos_token_id)
+        check_fits_model(self.model, input_ids, eos_token_id=eos_token_id)
         L = input_ids.shape[1]
         if L > self.max_len:
             raise ValueError(f"input_ids has {L} tokens, longer than this StaticDecoder's max_len={self.max_len}")

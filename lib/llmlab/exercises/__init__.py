@@ -15,12 +15,12 @@ returned bool under the message.) Worked solutions live in ``solutions/``.
 
 One module per group of notebooks registers its exercises in :data:`EXERCISES`:
 ``text`` (01, 02, 10), ``training`` (03, 04, 05, 08), ``matrices`` (06, 07), ``anatomy`` (09),
-``alignment`` (11), ``scale`` (12).
+``alignment`` (11), ``scale`` (12), ``quantization`` (13), ``attention`` (14).
 """
 
 from __future__ import annotations
 
-from . import alignment, anatomy, matrices, scale, text, training  # noqa: F401  (importing registers the exercises)
+from . import alignment, anatomy, attention, matrices, quantization, scale, text, training  # noqa: F401  (importing registers the exercises)
 from .base import EXERCISES, Exercise
 
 __all__ = ["check", "grade", "EXERCISES", "Exercise", "exercise_ids"]

@@ -20,6 +20,7 @@ from torch import nn
 
 from .._checks import check_choice, check_float, check_int, check_module, check_tensor
 from .._torch import IGNORE_INDEX, resolve_dtype
+from ..modelinfo import check_token_ids
 from .mixed import HALF_DTYPES
 
 __all__ = ["GradientSizes", "lm_gradient_sizes", "QuadraticRun", "QUADRATIC_OPTIMIZERS", "train_scaled_quadratic"]
@@ -66,10 +67,7 @@ def lm_gradient_sizes(model: nn.Module, input_ids: torch.Tensor, attention_mask:
         raise TypeError(f"input_ids must be a LongTensor of token ids, got {input_ids.dtype}")
     if input_ids.shape[1] < 2:
         raise ValueError(f"input_ids must hold at least 2 tokens per row (one to predict), got {input_ids.shape[1]}")
-    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
-    if isinstance(vocab_size, int) and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
-        raise ValueError(f"input_ids must hold token ids in [0, {vocab_size - 1}] (the model's vocab_size), got ids "
-                         f"from {int(input_ids.min())} to {int(input_ids.max())}")
+    check_token_ids(model, input_ids)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     check_tensor("attention_mask", attention_mask, dim=2)

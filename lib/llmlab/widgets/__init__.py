@@ -10,6 +10,7 @@ refresh only does the cheap per-step part.
 
 from .accumulation import AccumulationExplorer, accumulation_explorer
 from .anatomy import MaskExplorer, mask_explorer
+from .attention import AttentionBlockWidget, attention_block_widget
 from .base import LabWidget
 from .checkpointing import CheckpointingWidget, checkpointing_widget
 from .decoding import DecodingWidget, decoding_widget
@@ -17,6 +18,7 @@ from .distributed import DataParallelWidget, data_parallel_widget
 from .lora import LoRARankExplorer, lora_rank_explorer
 from .precision import PrecisionWidget, precision_widget
 from .prompting import DPOBetaExplorer, dpo_beta_explorer
+from .quantization import QuantErrorWidget, quant_error_widget
 from .schedules import CosineExplorer, cosine_explorer
 from .svd import SVDExplorer, svd_explorer
 from .tokenization import BPEMergesWidget, bpe_merges_widget
@@ -34,4 +36,6 @@ __all__ = [
     "dpo_beta_explorer", "DPOBetaExplorer",
     "bpe_merges_widget", "BPEMergesWidget",
     "data_parallel_widget", "DataParallelWidget",
+    "quant_error_widget", "QuantErrorWidget",
+    "attention_block_widget", "AttentionBlockWidget",
 ]
