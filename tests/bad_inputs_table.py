@@ -1410,6 +1410,7 @@ CASES += [
     C(textdata.make_text_token_batch, "max_len", V, lambda: textdata.make_text_token_batch(None, 4, max_len=1)),
     C(textdata.make_text_token_batch, "min_len", V, lambda: textdata.make_text_token_batch(None, 4, max_len=8, min_len=9)),
     C(textdata.make_text_token_batch, "seed", T, lambda: textdata.make_text_token_batch(None, 4, seed="0")),
+    C(textdata.make_text_token_batch, "tokenizer", T, lambda: textdata.make_text_token_batch("gpt2", 4)),
     C(roofline.count_step_ops, "model", T, lambda: roofline.count_step_ops("model", PROMPT)),
     C(roofline.count_step_ops, "input_ids", T, lambda: roofline.count_step_ops(tiny(), [[1, 2]])),
     C(roofline.count_step_ops, "input_ids", V, lambda: roofline.count_step_ops(tiny(), torch.tensor([[1, 500]])), "past vocab"),

@@ -40,3 +40,8 @@ def test_text_token_batch_bad_arguments(kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         make_text_token_batch(None, **kwargs)
+
+
+def test_text_token_batch_wants_a_tokenizer():
+    with pytest.raises(TypeError, match="tokenizer"):
+        make_text_token_batch("gpt2", 4)

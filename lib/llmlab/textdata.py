@@ -37,6 +37,8 @@ def make_text_token_batch(tokenizer, batch_size: int = 32, max_len: int = 32, se
     seed = check_int("seed", seed, low=0)
     if not 2 <= min_len <= max_len:
         raise ValueError(f"need 2 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
+    if not callable(tokenizer) or not hasattr(tokenizer, "eos_token_id"):
+        raise TypeError(f"tokenizer must be a Hugging Face tokenizer (callable, with eos_token_id), got {type(tokenizer).__name__}")
     pad = pad_id(tokenizer, default=0)
     g = torch.Generator().manual_seed(seed)
     chapters = sorted(k for k, v in topics.items() if len(v) > 20 * max_len)
