@@ -1,8 +1,9 @@
 # Two commands do everything on a fresh machine (Python 3.10+ with pip):
 #   make lab    create/reuse .venv, install llmlab + the default model, open JupyterLab on notebooks/
 #               (without an NVIDIA GPU, the first run first says how to get PyTorch's CPU build)
-#   make test   the same set-up, then unit tests + every notebook executed (nbval)
-# Other entries: make bench, make gallery, make clean.
+#   make test   the same set-up, then unit tests + every notebook executed (nbval), the browser and
+#               Colab tests: the full suite, what CI runs
+# Other entries: make check (the unit tests alone, for contributors), make bench, make gallery, make clean.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,8 +13,12 @@ STAMP  := $(VENV)/.llmlab-installed
 # so no "get notified about Jupyter news?" toast and no update checks.
 LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 PYTEST_ARGS ?=
+# Test files run in parallel, one worker per CPU (at most 4: each notebook kernel holds a model),
+# each file on one worker as a whole, in the order tests/conftest.py gives (longest first).
+# `make test XDIST=` runs them one after another.
+XDIST ?= -n logical --maxprocesses=4 --dist loadfile --no-loadscope-reorder
 
-.PHONY: setup lab test bench gallery clean cpu-hint
+.PHONY: setup lab test check bench gallery clean cpu-hint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,7 +59,11 @@ lab: setup
 	$(BIN)/jupyter lab $(ROOT_FLAG) notebooks/
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+
+# The unit tests alone: no notebooks, no browser, no Colab replay.
+check: setup
+	$(BIN)/python -m pytest tests -m "not browser and not colab" $(XDIST) $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python -m llmlab.bench

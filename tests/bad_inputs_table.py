@@ -923,6 +923,9 @@ CASES += [
     C(lora.lr_sweep, "lrs", T, lambda: lora.lr_sweep(tiny, [val_batch()], 1e-3, [val_batch()]), "a number, not a list"),
     C(lora.lr_sweep, "val_batches", V, lambda: lora.lr_sweep(lambda: models.random_llama("tiny"), [val_batch()], [1e-3], [])),
     C(lora.lr_sweep, "make_model()", T, lambda: lora.lr_sweep(lambda: "model", [val_batch()], [1e-3], [val_batch()])),
+    C(lora.lr_sweep, "widen", V, lambda: lora.lr_sweep(tiny, [val_batch()], [1e-3], [val_batch()], widen=1), "one rate"),
+    C(lora.lr_sweep, "widen", V, lambda: lora.lr_sweep(tiny, [val_batch()], [1e-3, 1e-2], [val_batch()], widen=-1)),
+    C(lora.lr_sweep, "widen", T, lambda: lora.lr_sweep(tiny, [val_batch()], [1e-3, 1e-2], [val_batch()], widen=1.5)),
     C(lora.lr_sweep, "progress", T, lambda: lora.lr_sweep(tiny, [val_batch()], [1e-3], [val_batch()], progress="yes")),
     # --- memory.LiveActivationTracker -----------------------------------------------------------
     C(memory.LiveActivationTracker, "model", T, lambda: memory.LiveActivationTracker("model")),
@@ -1214,6 +1217,103 @@ RESULT_TYPES |= {
     "MixtureRow",
 }
 
+# --- stats (issue 22): the Wilson interval of an accuracy -------------------------------------------
+from llmlab import stats  # noqa: E402
+
+CASES += [
+    C(stats.wilson_interval, "successes", V, lambda: stats.wilson_interval(9, 8), "more than n"),
+    C(stats.wilson_interval, "successes", T, lambda: stats.wilson_interval(1.5, 2)),
+    C(stats.wilson_interval, "n", V, lambda: stats.wilson_interval(0, 0)),
+    C(stats.wilson_interval, "confidence", V, lambda: stats.wilson_interval(1, 2, confidence=1.0)),
+    C(stats.wilson_interval, "confidence", T, lambda: stats.wilson_interval(1, 2, confidence="95%")),
+    C(stats.sign_test, "wins", V, lambda: stats.sign_test(5, 4)),
+    C(stats.sign_test, "n", V, lambda: stats.sign_test(0, 0)),
+    C(stats.sign_test, "alternative", V, lambda: stats.sign_test(1, 4, alternative="less")),
+]
+
+# --- precision.activations (issue 22): saved bytes in fp32, under autocast, in bf16 -----------------
+from llmlab.precision import activations as prec_act  # noqa: E402
+
+CASES += [
+    C(prec_act.saved_bytes_curve, "model", T, lambda: prec_act.saved_bytes_curve(nn.Linear(2, 2), [64, 128])),
+    C(prec_act.saved_bytes_curve, "model", V, lambda: prec_act.saved_bytes_curve(models.random_llama("tiny", dtype=torch.bfloat16), [64, 128]),
+      "not fp32"),
+    C(prec_act.SavedBytesCurve.line, "tokens", V, lambda: prec_act.SavedBytesCurve((2, 2), {"fp32": (1, 1)}).line("fp32"),
+      "one count"),
+    C(prec_act.saved_bytes_curve, "tokens", V, lambda: prec_act.saved_bytes_curve(tiny(), [63, 128]), "not a multiple"),
+    C(prec_act.saved_bytes_curve, "tokens", T, lambda: prec_act.saved_bytes_curve(tiny(), 128)),
+    C(prec_act.saved_bytes_curve, "modes", V, lambda: prec_act.saved_bytes_curve(tiny(), [64, 128], modes=["fp16"])),
+    C(prec_act.saved_bytes_curve, "batch", V, lambda: prec_act.saved_bytes_curve(tiny(), [64, 128], batch=0)),
+    C(prec_act.SavedBytesCurve.line, "mode", V, lambda: prec_act.SavedBytesCurve((1, 2), {"fp32": (1, 2)}).line("bf16")),
+]
+NO_ARGUMENTS |= {"SAVED_BYTES_MODES"}  # a constant: the three modes
+RESULT_TYPES |= {"SavedBytesCurve"}    # what saved_bytes_curve returns
+
+# --- data.response_scores (issue 22): one teacher-forced pass per batch -----------------------------
+CASES += [
+    C(data.response_scores, "model", T, lambda: data.response_scores("model", [])),
+    C(data.response_scores, "batches", T, lambda: data.response_scores(tiny(), val_batch())),
+    C(data.response_scores, "batches", T, lambda: data.response_scores(tiny(), [{"input_ids": None}])),
+    C(data.response_scores, "batches", V, lambda: data.response_scores(
+        tiny(), [data.collate([{"input_ids": [5, 6], "labels": [-100, -100]}], pad_token_id=0)]), "no response token"),
+]
+RESULT_TYPES |= {"ResponseScores"}  # what response_scores returns
+# ---------------------------------------------------------------------------------------------
+# llmlab.distributed.tokens (issue 22: token-level losses under DDP, notebook 12)
+# ---------------------------------------------------------------------------------------------
+
+from llmlab.distributed import tokens as dist_tokens  # noqa: E402
+
+_token_model = functools.partial(accumulation.make_token_model)
+_ids = torch.zeros(4, 6, dtype=torch.long)
+CASES += [
+    C(dist_tokens.ddp_token_losses, "world_size", V, lambda: dist_tokens.ddp_token_losses(_token_model, _ids, _ids, 0)),
+    C(dist_tokens.ddp_token_losses, "x", V, lambda: dist_tokens.ddp_token_losses(_token_model, _ids[:3], _ids[:3], 2), "not divisible"),
+    C(dist_tokens.ddp_token_losses, "y", V, lambda: dist_tokens.ddp_token_losses(_token_model, _ids, _ids[:, :5], 2)),
+    C(dist_tokens.ddp_token_losses, "x", T, lambda: dist_tokens.ddp_token_losses(_token_model, _ids.float(), _ids, 2)),
+    C(dist_tokens.ddp_token_losses, "normalizations", V,
+      lambda: dist_tokens.ddp_token_losses(_token_model, _ids, _ids, 2, normalizations=("mean",))),
+    C(dist_tokens.ddp_token_losses, "normalizations", T,
+      lambda: dist_tokens.ddp_token_losses(_token_model, _ids, _ids, 2, normalizations="rank_mean")),
+    C(dist_tokens.ddp_token_losses, "y", V,
+      lambda: dist_tokens.ddp_token_losses(_token_model, _ids, torch.full((4, 6), -100), 2), "a rank without tokens"),
+    C(dist_tokens.ddp_token_losses, "model_fn", V, lambda: dist_tokens.ddp_token_losses(lambda: None, _ids, _ids, 2)),
+    C(dist_tokens.ddp_token_losses, "timeout", V, lambda: dist_tokens.ddp_token_losses(_token_model, _ids, _ids, 2, timeout=0)),
+    C(dist_tokens.token_loss_rank_pass, "rank", V,
+      lambda: dist_tokens.token_loss_rank_pass(2, 2, _token_model, _ids, _ids)),
+]
+CASES += [
+    C(classify.next_token_logprobs, "batch_size", V, lambda: A.next_token_logprobs(tiny(), tokenizer(), ["a"], batch_size=0)),
+    C(classify.next_token_logprobs, "share_prefix", T,
+      lambda: A.next_token_logprobs(tiny(), tokenizer(), ["a"], share_prefix="yes")),
+    C(classify.next_token_logprobs, "prompts", V, lambda: A.next_token_logprobs(tiny(), tokenizer(), [])),
+    C(classify.next_token_logprobs, "model", T, lambda: A.next_token_logprobs("model", tokenizer(), ["a"])),
+]
+NO_ARGUMENTS |= {"TOKEN_NORMALIZATIONS"}
+RESULT_TYPES |= {"TokenLossPass", "DDPTokenLoss"}
+
+# --- stats.paired_test (issue 22, notebooks 09 and 11): the exact McNemar test ----------------------
+CASES += [
+    C(stats.paired_test, "first_correct", V, lambda: stats.paired_test([1, 0], [1]), "unequal lengths"),
+    C(stats.paired_test, "first_correct", V, lambda: stats.paired_test([], []), "empty"),
+    C(stats.paired_test, "first_correct", T, lambda: stats.paired_test("10", "01"), "strings"),
+]
+RESULT_TYPES |= {"PairedTest"}  # what paired_test returns
+
+# --- alignment.optimal_policy (issue 22, notebook 11's β explorer) -------------------------------------
+CASES += [
+    C(alignment.optimal_policy, "beta", V, lambda: alignment.optimal_policy(torch.zeros(2), torch.zeros(2), beta=0.0)),
+    C(alignment.optimal_policy, "rewards", V, lambda: alignment.optimal_policy(torch.zeros(2), torch.zeros(3), beta=0.1),
+      "shape"),
+    C(alignment.optimal_policy, "reference_logps", T, lambda: alignment.optimal_policy([0.0, 1.0], torch.zeros(2), beta=0.1)),
+    C(alignment.optimal_policy, "rewards", V,
+      lambda: alignment.optimal_policy(torch.zeros(2), torch.tensor([0.0, NAN]), beta=0.1), "NaN"),
+]
+RESULT_TYPES |= {"OptimalPolicy"}  # what optimal_policy returns
+NO_ARGUMENTS |= {"LLAMA_I_MMLU", "PRETRAINING_DATA"}  # published numbers (the models' papers)
+CASES += [
+    C(ddp.same_on_every_rank, "passes", V, lambda: ddp.same_on_every_rank([])),
+]
 
 # ---------------------------------------------------------------------------------------------
 # llmlab.quantization (notebook 13)

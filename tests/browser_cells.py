@@ -53,31 +53,32 @@ TAGGED = {
     "07_lora.ipynb": [
         "model, tokenizer = load_model(device=DEVICE)",
         'train, heldout = data.load_instructions("train"), data.load_instructions("heldout")',
-        'evalset = heldout[:CFG["n_eval"]]',
+        'testset, valset = heldout[:CFG["n_test"]], heldout[-CFG["n_val"]:]',
         'batches = data.make_batches(train, tokenizer, batch_size=CFG["batch_size"], steps=CFG["steps"]',
-        'acc = {"base": before}',
+        'for kind in ("full FT", "LoRA"):',
         "explorer = lora_rank_explorer(delta_W, shapes, r=R)",
         "first = explorer.readout.value",
     ],
     "08_mixed_precision.ipynb": [
         "from llmlab.widgets import precision_widget",
     ],
+    # The mask explorer runs the trained masked LM: the corpus and both training runs feed it.
     "09_llm_anatomy.ipynb": [
-        'tokens = "the big dog barks near the old barn .".split()',
-        'explorer = mask_explorer(tokens, kind="prefix", n_prefix=4, query=2)',
-        "first = explorer.readout_text",
+        "sentences = A.load_corpus()",
+        'sentence = ["[BOS]", "the", "dog", "barks", "loudly", ".", "[EOS]"]',
+        "seen = {}",
     ],
     "10_tokenization.ipynb": [
         "start = time.perf_counter()",
         'held_out = samples["English prose"]',
         "before = dict(widget.last)",
     ],
-    # The β explorer reads the implicit rewards of the DPO run on held-out pairs.
+    # The β explorer reads P(stop) on the held-out questions before and after the DPO run.
     "11_prompting_alignment.ipynb": [
         "BETA = 0.1",
-        "reference = copy.deepcopy(model).eval()",
+        'questions = [p["prompt"] for p in pref_heldout[:CFG["n_answers"]]]',
         "from llmlab.widgets import dpo_beta_explorer",
-        "first = explorer.readout.value",
+        "at_train = explorer.last",
     ],
     "12_data_parallel.ipynb": [
         "explorer = data_parallel_widget(ranks=8, params_b=7.0)",

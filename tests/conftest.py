@@ -1,14 +1,45 @@
 """Shared test fixtures. Tests run on the CPU unless a test asks for CUDA explicitly."""
 
+import importlib
 import os
+import traceback
 
 import pytest
 import torch
+import torch.distributed as dist
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+# Parallel runs (pytest-xdist: `make test`, `make check`): the workers share the cores, so each
+# worker, and every kernel and process it starts, gets its share of torch threads. Two workers of
+# two threads on two cores would make PyTorch's OpenMP threads wait for each other.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+    torch.set_num_threads(THREADS)
+
+#: Test files in the order a parallel run hands them to the workers, longest first (with the
+#: Makefile's --dist loadfile --no-loadscope-reorder each file goes to one worker as a whole): the
+#: browser test, the Colab replay, the notebooks, the distributed tests, the solutions, then the
+#: other unit tests, so that short files fill in at the end and the workers finish together.
+FIRST = ("tests/test_browser.py", "tests/test_colab.py", "notebooks/", "tests/test_distributed_", "solutions/")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    if not hasattr(config, "workerinput"):  # only in pytest-xdist's workers; a serial run keeps its order
+        return
+    root = config.rootpath
+
+    def rank(item):
+        rel = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else str(item.path)
+        return next((i for i, prefix in enumerate(FIRST) if rel.startswith(prefix)), len(FIRST))
+
+    items.sort(key=rank)  # stable: each file's items stay together and in order
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +140,59 @@ def one_step(model, opt, dtype=torch.float32) -> None:
     model(x).float().pow(2).mean().backward()
     opt.step()
 
+
+
+# Distributed tests (test_distributed_*.py) share this helper and a process group.
+
+def model_step_with_zero_grad(model) -> None:
+    """PyTorch's ``_model_step_with_zero_grad`` (its DDP tests): param += grad, then zero the gradient."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p += p.grad
+                p.grad.zero_()
+
+
+# Their test-only cases, ported from PyTorch's own tests, run on one shared process group: one launch of
+# 3 gloo ranks instead of one per test (each rank is a new Python process that imports torch: seconds
+# each). Tests of llmlab's launcher itself, and llmlab functions that start their own ranks, launch their own.
+
+#: case -> "module:function" called as function(rank, world_size) on every rank of the shared group.
+SHARED_GROUP_CASES = {
+    "ddp_parity": "test_distributed_ddp:pytorch_ddp_cases",
+    "syncbn": "test_distributed_batchnorm:syncbn_cases",
+    "sharding": "test_distributed_sharding:sharding_ports",
+}
+SHARED_GROUP_SIZE = 3
+
+
+def run_shared_cases(rank, world_size, cases):
+    """One rank of the shared group: every case in turn; (True, its result) or (False, its traceback)."""
+    out = {}
+    for name, target in cases.items():
+        module, function = target.split(":")
+        try:
+            out[name] = (True, getattr(importlib.import_module(module), function)(rank, world_size))
+        except Exception:
+            out[name] = (False, traceback.format_exc())
+        dist.barrier()  # every rank ends a case before any rank starts the next
+    return out
+
+
+@pytest.fixture(scope="session")
+def shared_group():
+    """``shared_group(case)``: the per-rank results of a case of :data:`SHARED_GROUP_CASES`, all run in
+    one launch of :data:`SHARED_GROUP_SIZE` gloo ranks on first use; a case that raised on a rank fails
+    the test that asks for it, with that rank's traceback."""
+    from llmlab.distributed import run
+
+    per_rank = run(run_shared_cases, SHARED_GROUP_SIZE, SHARED_GROUP_CASES, timeout=300)
+
+    def case(name):
+        for rank, results in enumerate(per_rank):
+            ok, value = results[name]
+            if not ok:
+                pytest.fail(f"case {name!r} failed on rank {rank}:\n{value}")
+        return [results[name][1] for results in per_rank]
+
+    return case

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmlab.anatomy import (accuracy, hidden_features, label_token_ids, load_task, prompt_classify,
+from llmlab.anatomy import (accuracy, hidden_features, label_token_ids, load_task, next_token_logprobs, prompt_classify,
                             shared_prefix_length, task_labels, train_probe)
 
 
@@ -112,8 +112,10 @@ def test_features_and_prompt_logits_equal_unbatched_forward_passes(default_lm):
     for i, prompt in enumerate(prompts):
         with torch.no_grad():
             last = model(tokenizer(prompt, return_tensors="pt").input_ids).logits[0, -1]
-        expected = last[[ids["positive"], ids["negative"]]]
+        expected = torch.log_softmax(last, dim=-1)[[ids["positive"], ids["negative"]]]
         torch.testing.assert_close(result.logits[i], expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(next_token_logprobs(model, tokenizer, prompts, batch_size=1)[i],
+                                   torch.log_softmax(last, dim=-1), rtol=1e-4, atol=1e-4)
         assert result.predictions[i] == ("positive" if expected[0] > expected[1] else "negative")
     assert result.labels == ("positive", "negative")
 

@@ -224,11 +224,16 @@ def test_touched_but_identical_weights_are_rehashed_once(cache, monkeypatch):
 
 
 @pytest.mark.slow
-def test_random_bytes_in_the_weights_are_detected_and_rebuilt_from_the_gguf(cache):
+def test_random_bytes_in_the_weights_are_detected_and_rebuilt_from_the_gguf(cache, pristine_cache, monkeypatch):
     """The issue's case: 4 KiB of random bytes in the middle of model.safetensors (same size). Before,
-    every logit came out NaN; now the folder is rebuilt by a real conversion (~20 s) and loads clean."""
+    every logit came out NaN; now the folder is rebuilt and loads clean. The rebuild's conversion
+    writes a pristine copy (0600, as safetensors writes its file): the real GGUF conversion, ~20 s,
+    is test_models' test_conversion_from_gguf_offline_with_sockets_blocked."""
     _overwrite_middle(cache / "model.safetensors")
+    calls = []
+    monkeypatch.setattr(models, "_convert_gguf", _fake_conversion_from(pristine_cache, calls))
     model, tokenizer = models.load_model(device="cpu")
+    assert len(calls) == 1
     logits = model(**tokenizer("The capital of France is", return_tensors="pt")).logits
     assert torch.isfinite(logits).all()
     assert models._verify(cache) is None

@@ -249,6 +249,51 @@ def test_without_replayed_rng_dropout_gradients_would_differ():
     assert max_relative_grad_error(a.grads, b.grads) > 0.1
 
 
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_checkpoint_rng_cpu_ported(strategy):
+    """PyTorch's TestCheckpoint.test_checkpoint_rng_cpu (test/test_utils.py), on llmlab's strategies:
+    five times, from wherever the global generator happens to be, a Dropout *before* the recomputed
+    layers and Dropouts inside them; the gradients must equal a plain run from the same state."""
+    model = _dropout_chain(4)
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(0)
+    for _ in range(5):
+        state = torch.get_rng_state()
+        stats = measure(model, x, strategy, segments=2 if strategy in ("sqrt", "torch") else None)
+        after_checkpointed = torch.get_rng_state()
+        torch.set_rng_state(state)
+        plain = measure(model, x, "store_all")
+        assert max_relative_grad_error(stats.grads, plain.grads) < 1e-6
+        assert torch.equal(after_checkpointed, torch.get_rng_state())  # the caller's stream moved on as without checkpointing
+        torch.rand(7)                                                 # a new starting state for the next round
+
+
+@pytest.mark.parametrize("strategy", ["recompute_all", "sqrt", "torch"])
+def test_the_next_step_draws_fresh_masks(strategy):
+    """After backward the generator is where the forward pass left it (torch.utils.checkpoint forks it for
+    the replay): two steps in a row draw the masks two store_all steps draw, never the same ones twice.
+    A bare set_rng_state in the replay would leave it where a segment began and repeat masks."""
+    model = _dropout_chain(9)
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(2))
+    masks = {}
+    for s in ("store_all", strategy):
+        drawn = []
+        hooks = [block[1].register_forward_hook(lambda m, a, out: drawn.append(out == 0)) for block in model]
+        torch.manual_seed(11)
+        per_step = []
+        for _ in range(2):
+            start = len(drawn)
+            measure(model, x, s)
+            per_step.append(drawn[start:start + len(model)])  # the forward pass draws first; replays come later
+        for h in hooks:
+            h.remove()
+        masks[s] = per_step
+    for step in range(2):
+        assert all(torch.equal(a, b) for a, b in zip(masks[strategy][step], masks["store_all"][step]))
+    first, second = masks[strategy]
+    assert not any(torch.equal(m, f) for m in second for f in first)
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_run_strategy_gives_measure_gradients_without_hooks(strategy):
     model, x = _chain_and_input(9)

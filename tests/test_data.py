@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from llmlab.data import (IGNORE_INDEX, collate, exact_match, format_prompt, greedy_answers, left_pad, load_instructions,
-                         make_batches, make_date_instructions, tokenize_example, write_instructions)
+                         make_batches, make_date_instructions, response_scores, tokenize_example, write_instructions)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -181,4 +181,73 @@ def test_exact_match_scores_the_true_answers(default_lm):
     with pytest.raises(ValueError, match="max_new_tokens"):
         exact_match(model, tokenizer, heldout, max_new_tokens=0)
     assert len(result.predictions) == 4 and result.targets == [ex["output"] for ex in heldout]
-    assert result.accuracy == sum(p == t for p, t in zip(result.predictions, result.targets)) / 4
+    assert len(result.stopped) == 4
+    assert result.accuracy == sum(p == t and s for p, t, s in zip(result.predictions, result.targets, result.stopped)) / 4
+
+
+def test_response_scores_per_example_nll_and_exact(tiny_llama):
+    feats = [{"input_ids": [5, 6, 7, 9, 2], "labels": [-100, -100, 7, 9, 2]}, {"input_ids": [8, 4, 2], "labels": [-100, 4, 2]}]
+    b = collate(feats, pad_token_id=0)
+    with torch.no_grad():
+        logp = tiny_llama(input_ids=b.input_ids, attention_mask=b.attention_mask).logits.log_softmax(-1)
+    scores = response_scores(tiny_llama, [b])
+    want = torch.stack([-(logp[0, 1, 7] + logp[0, 2, 9] + logp[0, 3, 2]) / 3, -(logp[1, 0, 4] + logp[1, 1, 2]) / 2])
+    torch.testing.assert_close(scores.nll, want)
+    top = logp.argmax(-1)
+    assert scores.exact.tolist() == [bool(top[0, 1] == 7 and top[0, 2] == 9 and top[0, 3] == 2),
+                                     bool(top[1, 0] == 4 and top[1, 1] == 2)]
+    # the token-weighted mean of the per-example losses is the masked loss
+    weights = torch.tensor([3.0, 2.0])
+    torch.testing.assert_close((scores.nll * weights).sum() / weights.sum(), tiny_llama(**b.as_kwargs()).loss.detach())
+
+
+def test_response_scores_exact_is_greedy_exact_match(tiny_llama, char_tokenizer):
+    """Teach the tiny model one answer by heart: the teacher-forced check and generating agree, example by
+    example (the memorised one right, the other wrong)."""
+    tok = char_tokenizer
+    examples = make_date_instructions(2, 1, seed=3)[0]
+    model = copy.deepcopy(tiny_llama)
+    batch = make_batches(examples[:1], tok, batch_size=1, steps=1)[0]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(60):
+        model(**batch.as_kwargs()).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    scores = response_scores(model, make_batches(examples, tok, batch_size=2, steps=1))
+    generated = exact_match(model, tok, examples)
+    assert scores.exact.tolist() == [p == t and s for p, t, s in zip(generated.predictions, generated.targets,
+                                                                         generated.stopped)] == [True, False]
+    assert generated.accuracy == 0.5
+    assert scores.nll[0] < 0.05 < scores.nll[1]
+
+
+def test_response_scores_refuses_bad_batches(tiny_llama):
+    empty = collate([{"input_ids": [5, 6], "labels": [-100, -100]}], pad_token_id=0)
+    with pytest.raises(ValueError, match="batches"):
+        response_scores(tiny_llama, [empty])
+    with pytest.raises(TypeError, match="batches"):
+        response_scores(tiny_llama, [{"input_ids": torch.ones(1, 2, dtype=torch.long)}])
+
+
+def test_exact_match_needs_the_model_to_stop(tiny_llama, char_tokenizer):
+    """The right answer followed by more text is wrong, even when the token budget cuts the rest off and
+    stripping would hide it: taught an answer without its end-of-text, the tiny model writes it and goes on."""
+    tok = char_tokenizer
+    example = make_date_instructions(1, 1, seed=4)[0][0]
+    features = tokenize_example(example, tok)
+    features = {k: v[:-1] + [tok(" ", add_special_tokens=False)["input_ids"][0]] * 3 for k, v in features.items()}
+    batch = collate([features], pad_token_id=0)   # the answer, then three spaces instead of the end-of-text
+    model = copy.deepcopy(tiny_llama)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(60):
+        model(**batch.as_kwargs()).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    n = len(tok(example["output"], add_special_tokens=False)["input_ids"])
+    cut = exact_match(model, tok, [example], max_new_tokens=n + 3)   # the answer and the spaces, nothing more
+    assert cut.predictions == [example["output"]] and cut.stopped == [False] and cut.accuracy == 0.0
+    assert not bool(response_scores(model, make_batches([example], tok, batch_size=1, steps=1)).exact[0])

@@ -116,6 +116,10 @@ def right_answer(exercise_id):
         return sum(counts) / (4 * min(counts))
     if exercise_id == "05.1":
         return {s: (theory_saved_activations(100, "sqrt", s), theory_forward_calls(100, "sqrt", s)) for s in (5, 10, 20)}
+    if exercise_id == "05.6":
+        fits = [s for s in range(1, 101) if theory_saved_activations(100, "sqrt", s) <= 25]
+        s = min(fits, key=lambda s: theory_forward_calls(100, "sqrt", s))
+        return (s, theory_forward_calls(100, "sqrt", s))
     if exercise_id == "06.1":
         camera = svd.demo_images(256)["camera"]
         return tuple(svd.k_for_error(svd.factorize(h), 0.1) for h in (camera[:, :128], camera[:, 128:]))
@@ -138,6 +142,16 @@ def right_answer(exercise_id):
         return {key: next(n for n in range(1, 1000)
                           if sharded_ledger(p, n, stage, precision="mixed").total <= 60e9)
                 for key, (p, stage) in {"70B zero3": (70 * 10**9, "zero3"), "13B zero2": (13 * 10**9, "zero2")}.items()}
+    if exercise_id == "11.2":
+        z, p, n = 1.959963984540054, 20 / 32, 32
+        centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return (centre - half, centre + half)
+    if exercise_id == "11.4":
+        w = 0.2 * math.exp(1 / 0.5)
+        return w / (w + 0.8)
+    if exercise_id == "12.6":
+        n, losses = (120, 40, 200, 80), (2.0, 3.0, 1.5, 2.5)
+        return {"loss": sum(a * b for a, b in zip(n, losses)) / sum(n), "rank1_factor": len(n) / sum(n)}
     if exercise_id == "14.1":
         from llmlab.decoding import kv_cache_bytes
         from llmlab.exercises.base import smollm2_skeleton
@@ -205,6 +219,7 @@ def wrong_answers():
         "04.1": (accumulate_unscaled, "divided by the number of micro-batches"),
         "04.2": (lambda: 1 / right_answer("04.2"), "inverted"),
         "05.1": (lambda: {s: (m, 200) for s, (m, _) in right_answer("05.1").items()}, "not recomputed"),
+        "05.6": ((10, 190), "longest last segment"),
         "06.1": (lambda: tuple(reversed(right_answer("06.1"))), "swapped"),
         "06.2": (lambda: {**right_answer("06.2"), 0: 256}, "rank 2"),
         "07.1": (lambda W0, A, B, alpha, r: W0 + B @ A, "α/r"),
@@ -221,6 +236,10 @@ def wrong_answers():
         "10.2": (shortest_match, "longest"),
         "12.1": (lambda: right_answer("12.1") / 9, "equals"),
         "12.2": (lambda: {**right_answer("12.2"), "13B zero2": right_answer("12.2")["13B zero2"] - 1}, "one GPU short"),
+        "11.2": ((20 / 32 - 1.96 * math.sqrt(20 / 32 * 12 / 32 / 32), 20 / 32 + 1.96 * math.sqrt(20 / 32 * 12 / 32 / 32)),
+                 "textbook"),
+        "11.4": (0.2 * math.exp(1.0 * 0.5) / (0.2 * math.exp(1.0 * 0.5) + 0.8), "divides"),
+        "12.6": ({"loss": 2.25, "rank1_factor": 4 / 440}, "mean of the ranks' means"),
         "13.1": (q4_0_round_to_even, "halves"),
         "13.2": (100e9 / (7e9 * 4 / 8), "scales"),
         "14.1": (lambda: right_answer("14.1") // 3, "9 K/V heads"),

@@ -4,6 +4,8 @@
 import base64
 import io
 import re
+import urllib.parse
+from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
@@ -18,10 +20,73 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def web_loads(page: str) -> list[str]:
-    """What the page itself fetches from the web (scripts, pictures, style sheets, widget renderers)."""
-    return re.findall(r'<(?:script|img|link|iframe)\b[^>]*\b(?:src|href)="(https?://[^"]+)"', page) + \
-        re.findall(r"https?://unpkg\.com[^'\"]*", page)
+class _Loads(HTMLParser):
+    """Every resource a page loads by itself: the src/href of each script, link, img, iframe, ... tag,
+    and what the text of its <script> and <style> elements imports or fetches."""
+
+    ATTRS = {"script": ("src",), "link": ("href",), "img": ("src", "srcset"), "iframe": ("src",),
+             "source": ("src", "srcset"), "video": ("src", "poster"), "audio": ("src",), "embed": ("src",),
+             "object": ("data",), "track": ("src",), "input": ("src",)}
+
+    def __init__(self):
+        super().__init__()
+        self.urls, self.inline, self._in = [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if name in self.ATTRS.get(tag, ()) and value:
+                self.urls.append(value)
+        self._in = tag if tag in ("script", "style") else None
+
+    def handle_endtag(self, tag):
+        self._in = None
+
+    def handle_data(self, data):
+        if self._in:
+            self.inline.append(data)
+
+
+#: URLs inside <script> and <style> text: CSS url(...) and @import, JavaScript import(...) and `from "..."`.
+INLINE_URL = re.compile(r"""url\(\s*['"]?([^'")\s]+)|@import\s+['"]([^'"]+)|\bimport\s*\(\s*['"]([^'"]+)"""
+                        r"""|\bfrom\s+['"]([^'"]+)['"]""")
+
+
+def web_loads(page: str, folder: Path | None = None) -> list[str]:
+    """What ``page`` would load from anywhere but itself and the files next to it: every src/href of every
+    script/link/img/... tag, and every URL its <script> and <style> text imports, must be a ``data:`` URL
+    or a relative path (to a file in ``folder``, when given); and no script or style text names an
+    http(s) URL outside a comment (a fetch, a dynamic import built from a string, ...)."""
+    parser = _Loads()
+    parser.feed(page)
+    urls = list(parser.urls)
+    bad = []
+    for text in parser.inline:
+        code = re.sub(r"/\*.*?\*/", "", text, flags=re.S)  # block comments (licence headers cite URLs)
+        urls += [next(u for u in m.groups() if u) for m in INLINE_URL.finditer(code)]
+        bad += re.findall(r"""https?://[^\s"'<>)]+""", code)
+    for url in urls:
+        if url.startswith("data:"):
+            continue
+        target = urllib.parse.urlsplit(url)
+        if target.scheme or target.netloc or url.startswith("/"):
+            bad.append(url)  # http(s), protocol-relative, file: or absolute: not next to the page
+        elif folder is not None and not (folder / urllib.parse.unquote(target.path)).is_file():
+            bad.append(f"{url} (no such file next to the page)")
+    return sorted(set(bad))
+
+
+def test_web_loads_catches_every_way_a_page_fetches():
+    ok = ('<script src="mathjax/MathJax.js?config=x"></script><link href="style.css" rel="stylesheet">'
+          '<img src="data:image/png;base64,AAAA"><style>/* see https://example.org */ p { color: red }</style>'
+          '<style>.x { background: url("data:image/svg+xml;utf8,<svg/>") }</style>')
+    assert web_loads(ok) == []
+    for bad in ('<script src="https://cdn.example/x.js"></script>', '<link rel="stylesheet" href="//cdn.example/a.css">',
+                '<img src="/etc/x.png">', '<iframe src="file:///tmp/x.html"></iframe>',
+                '<script type="module">const m = (await import("https://cdn.example/m.mjs")).default;</script>',
+                "<script type=\"module\">import mermaid from 'https://cdn.example/m.mjs';</script>",
+                '<style>@import url("https://fonts.example/f.css");</style>',
+                '<style>body { background: url(https://x.example/a.png) }</style>'):
+        assert web_loads(bad), bad
 
 
 def test_describe_every_notebook():
@@ -55,7 +120,8 @@ def test_page_loads_mathjax_from_the_gallery_folder(tmp_path):
     nb = ROOT / "notebooks" / "01_perplexity.ipynb"
     page = gallery.render(nb, tmp_path, execute=False).read_text()
     assert f'<script src="{gallery.MATHJAX_URL}">' in page
-    assert not web_loads(page), f"the page loads {web_loads(page)} from the web"
+    assert not web_loads(page, tmp_path), f"the page loads {web_loads(page, tmp_path)} from elsewhere"
+    assert "mermaid" not in page and "require.js" not in page
     assert f"<title>{gallery.describe(nb)[0]}</title>" in page
     assert (tmp_path / "mathjax" / "MathJax.js").is_file()
 
@@ -147,7 +213,7 @@ def test_gallery_shows_a_driven_widget_as_it_was_last(tmp_path):
     assert picture and Image.open(io.BytesIO(base64.b64decode(picture.group(1)))).size[0] > 100
     # tqdm's last state (nbconvert re-serialises the HTML: attributes in any order)
     assert re.search(r'<progress (?=[^>]*value="3.0")(?=[^>]*max="3.0")', page) and "3/3" in page
-    assert gallery.WIDGET_VIEW not in page and not web_loads(page)
+    assert gallery.WIDGET_VIEW not in page and not web_loads(page, tmp_path / "out")
 
 
 def test_gallery_renders_one_notebook_with_figures(tmp_path):
@@ -164,6 +230,23 @@ def test_gallery_renders_one_notebook_with_figures(tmp_path):
     # Its widget is there as a picture of its last state, and nothing comes from a CDN.
     widget = page[page.index('class="llmlab-static-widget '):]
     assert re.search(r'<img [^>]*src="data:image/(png|bmp);base64,', widget)
-    assert gallery.WIDGET_VIEW not in page and f'src="{gallery.MATHJAX_URL}"' in page and not web_loads(page)
+    assert gallery.WIDGET_VIEW not in page and f'src="{gallery.MATHJAX_URL}"' in page and not web_loads(page, tmp_path)
     listing = index.read_text()
     assert f'href="{nb.stem}.html"' in listing and gallery.describe(nb)[0] in listing
+
+
+def test_pages_load_no_mermaid_or_require_js_even_with_such_outputs(tmp_path):
+    """nbconvert's template would fetch mermaid (+ ELK) for a diagram and require.js for JavaScript outputs."""
+    nb = new_notebook(cells=[new_markdown_cell("# Diagrams\n\nA page with a diagram and a script output."),
+                             new_code_cell("show()")])
+    nb.cells[1].outputs = [
+        nbformat.from_dict({"output_type": "display_data", "metadata": {},
+                            "data": {"text/vnd.mermaid": "graph TD; A-->B", "text/plain": "<diagram>"}}),
+        nbformat.from_dict({"output_type": "display_data", "metadata": {},
+                            "data": {"application/javascript": "console.log(1)", "text/plain": "<script>"}}),
+    ]
+    path = tmp_path / "diagram.ipynb"
+    nbformat.write(nb, path)
+    page = gallery.render(path, tmp_path / "out", execute=False).read_text()
+    assert "graph TD; A--&gt;B" in page or "graph TD; A-->B" in page  # the diagram's source, as text
+    assert not web_loads(page, tmp_path / "out"), web_loads(page, tmp_path / "out")

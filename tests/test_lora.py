@@ -416,6 +416,8 @@ def test_train_steps_lowers_the_loss_on_a_repeated_batch(tiny_llama):
     assert isinstance(result, TrainResult) and isinstance(result.state, StateLedger)
     assert len(result.losses) == len(result.step_times) == 8
     assert all(t > 0 for t in result.step_times)
+    assert len(result.phase_times) == 8 and all(len(p) == 3 and min(p) > 0 for p in result.phase_times)
+    assert all(abs(sum(p) - t) < 1e-12 for p, t in zip(result.phase_times, result.step_times))  # fwd + bwd + update
     assert result.losses[-1] < result.losses[0] - 0.1
     assert result.peak_bytes == result.state.total > 0
     trainable, _ = count_parameters(model)
@@ -432,7 +434,7 @@ def test_train_steps_takes_instruction_batches_and_no_batches(tiny_llama):
     result = train_steps(model, [collate(feats, pad_token_id=0)] * 2, opt)
     assert len(result.losses) == 2 and result.state is not None
     empty = train_steps(model, [], opt)
-    assert (empty.losses, empty.step_times, empty.peak_bytes, empty.state) == ((), (), 0, None)
+    assert (empty.losses, empty.step_times, empty.peak_bytes, empty.state, empty.phase_times) == ((), (), 0, None, ())
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -505,6 +507,26 @@ def test_lr_sweep_trains_fresh_models_and_keeps_the_best(tiny_llama, kind):
     trainable, total = count_parameters(best)
     assert (trainable < total) == (kind == "lora")
 
+
+
+def test_lr_sweep_widens_the_grid_until_the_winner_is_inside(tiny_llama):
+    train = _instruction_batches(4, seed=1)
+    val = train[:2]
+    make = lambda: copy.deepcopy(tiny_llama)
+    # 1e-5 and 1e-4 are both too small: the larger wins at the edge, so the sweep tries 1e-3, 1e-2, ...
+    runs, best = lr_sweep(make, train, [1e-5, 1e-4], val, widen=3)
+    lrs = [r.lr for r in runs]
+    assert lrs[:2] == [1e-5, 1e-4] and all(b / a == pytest.approx(10) for a, b in zip(lrs[1:], lrs[2:]))
+    winner = min(runs, key=lambda r: r.val_loss if math.isfinite(r.val_loss) else math.inf)
+    assert winner.lr > 1e-4 and validation_loss(best, val) == pytest.approx(winner.val_loss)
+    if len(runs) < 5:  # it stopped early: the winner is inside the grid it tried
+        assert min(lrs) < winner.lr < max(lrs)
+    # a winner already inside the grid adds nothing; widen=0 never widens
+    inside, _ = lr_sweep(make, train, [1e-5, 1e-2, 50.0], val, widen=2)
+    assert [r.lr for r in inside] == [1e-5, 1e-2, 50.0]
+    assert [r.lr for r in lr_sweep(make, train, [1e-5, 1e-4], val)[0]] == [1e-5, 1e-4]
+    with pytest.raises(ValueError, match="widen"):
+        lr_sweep(make, train, [1e-3], val, widen=1)
 
 def test_lr_sweep_fused_adamw_matches_the_reference_adamw(tiny_llama):
     # lr_sweep uses PyTorch's fused AdamW on CPU for speed: the same run as the default AdamW, to rounding

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import types
 
 import pytest
@@ -166,6 +168,31 @@ def test_conversion_race_keeps_the_first_finished_folder(tmp_path, monkeypatch):
     assert default_model_dir() == target
     assert json.loads((target / "config.json").read_text()) == {"winner": "other"}
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_processes_that_find_the_cache_empty_convert_once(tmp_path, monkeypatch):
+    """Two loads at once on an empty cache (parallel tests, two notebooks): the second waits for the
+    first's conversion and uses it. Threads stand in for processes: each takes the lock on its own
+    open file description, as a second process would."""
+    monkeypatch.setenv("LLMLAB_CACHE", str(tmp_path))
+    calls, started = [], threading.Event()
+
+    def slow_conversion(gguf, out):
+        calls.append(out)
+        started.set()
+        time.sleep(0.5)  # the other thread arrives meanwhile and must wait
+        (out / "config.json").write_text("{}")
+
+    monkeypatch.setattr(models, "_convert_gguf", slow_conversion)
+    monkeypatch.setattr(models, "_verify", lambda folder: None)  # the stand-in files carry no record to check
+    results = []
+    first = threading.Thread(target=lambda: results.append(default_model_dir()))
+    first.start()
+    assert started.wait(30)
+    results.append(default_model_dir())  # blocks until the first thread's conversion is in place
+    first.join()
+    assert len(calls) == 1 and results[0] == results[1] and (results[0] / "config.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [results[0].name]  # no lock file, no leftovers
 
 
 def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):

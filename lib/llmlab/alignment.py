@@ -10,6 +10,9 @@ and trains on the pairs directly:
 where log π(y|x) is the *summed* log-probability of the response tokens (:func:`sequence_logps`)
 and r̂(x, y) = β (log π(y|x) − log π_ref(y|x)) is the implicit reward. :func:`dpo_loss` matches
 the paper's formula and TRL's ``loss_type="sigmoid"``; ``tests/test_alignment.py`` checks both.
+
+β prices the departure from the reference: max E[r] − β KL(π ‖ π_ref) is reached by π* ∝ π_ref
+exp(r / β) (:func:`optimal_policy`); a DPO policy trained with β is that optimum for its implicit reward.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ __all__ = [
     "token_kl",
     "stop_probabilities",
     "generate_answers",
+    "OptimalPolicy",
+    "optimal_policy",
 ]
 
 
@@ -237,9 +242,17 @@ def make_preference_batches(examples: list[Mapping], tokenizer, *, batch_size: i
     return [batch.to(device) for batch in batches] if device is not None else batches
 
 
+def _half(batch: InstructionBatch, rows: slice) -> InstructionBatch:
+    """Rows ``rows`` of a right-padded batch, cut after their own longest row (no all-padding columns)."""
+    mask = batch.attention_mask[rows]
+    width = int(mask.sum(dim=1).max())
+    return InstructionBatch(batch.input_ids[rows, :width], mask[:, :width], batch.labels[rows, :width])
+
+
 def _pair_logps(model, batch: InstructionBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    chosen, rejected = sequence_logps(model, batch).chunk(2)
-    return chosen, rejected
+    """Summed response log-probs of the chosen rows (first half) and the rejected ones, each half unpadded."""
+    n = batch.input_ids.shape[0] // 2
+    return sequence_logps(model, _half(batch, slice(0, n))), sequence_logps(model, _half(batch, slice(n, 2 * n)))
 
 
 @torch.no_grad()
@@ -379,3 +392,29 @@ def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: in
     texts = [chat_prompt(tokenizer, p) if chat else p for p in prompts]
     ids = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     return greedy_answers(model, tokenizer, ids, max_new_tokens=max_new_tokens)
+
+
+@dataclass(frozen=True)
+class OptimalPolicy:
+    """π* and π_ref over K candidates (``probs``, ``reference_probs``), KL(π* ‖ π_ref) in nats, E_π*[r]."""
+    probs: torch.Tensor
+    reference_probs: torch.Tensor
+    kl: torch.Tensor
+    expected_reward: torch.Tensor
+
+
+def optimal_policy(reference_logps: torch.Tensor, rewards: torch.Tensor, *, beta: float) -> OptimalPolicy:
+    """The maximiser of E_π[r] − β KL(π ‖ π_ref) over ``K`` candidates (last dimension): π* =
+    softmax(log π_ref + r / β), the closed form DPO rests on (Rafailov et al., 2023, eq. 4), with π_ref
+    renormalised over the candidates. ``reference_logps``, ``rewards``: (..., K). With DPO's implicit
+    reward β_train (log π − log π_ref) and ``beta = β_train``, π* is the trained policy; β → ∞ gives π_ref."""
+    beta = check_float("beta", beta, low=0, low_open=True)
+    for name, t in (("reference_logps", reference_logps), ("rewards", rewards)):
+        check_finite_tensor(name, check_tensor(name, t, floating=True, min_numel=1))
+    if reference_logps.shape != rewards.shape:
+        raise ValueError(f"rewards {tuple(rewards.shape)} must have the shape of reference_logps "
+                         f"{tuple(reference_logps.shape)}: (..., K), one entry per candidate")
+    log_ref = torch.log_softmax(reference_logps.double(), dim=-1)
+    log_pi = torch.log_softmax(log_ref + rewards.double() / beta, dim=-1)
+    probs = log_pi.exp()
+    return OptimalPolicy(probs, log_ref.exp(), (probs * (log_pi - log_ref)).sum(-1), (probs * rewards.double()).sum(-1))

@@ -45,6 +45,8 @@ __all__ = [
     "greedy_answers",
     "ExactMatch",
     "exact_match",
+    "ResponseScores",
+    "response_scores",
 ]
 
 # Alpaca's template (Taori et al., 2023) without its one-sentence preamble, which would double
@@ -274,11 +276,13 @@ def epoch_order(n: int, *, batch_size: int, steps: int, seed: int) -> list[list[
 
 @dataclass(frozen=True)
 class ExactMatch:
-    """Held-out exact-match result: ``accuracy`` in [0, 1] and the model's answers."""
+    """Held-out exact-match result: ``accuracy`` in [0, 1], the model's answers (stripped) and, per answer,
+    whether the model ended its turn (EOS) within the token budget. An answer counts only if both hold."""
 
     accuracy: float
     predictions: list[str]
     targets: list[str]
+    stopped: list[bool] = ()
 
 
 def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -297,13 +301,8 @@ def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 @torch.no_grad()
-def greedy_answers(model, tokenizer, prompt_ids: list[list[int]], *, max_new_tokens: int) -> list[str]:
-    """Greedy ``model.generate`` from every prompt (token ids) in one left-padded batch, in eval mode.
-    Each answer stops at EOS or after ``max_new_tokens`` and comes back decoded without special
-    tokens, stripped."""
-    check_module("model", model)
-    check_int("max_new_tokens", max_new_tokens, low=1)
-    prompt_ids = check_sequence("prompt_ids", prompt_ids, what="token id lists")
+def _greedy_ids(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int) -> list[torch.Tensor]:
+    """The token ids greedy ``model.generate`` adds to every prompt (one left-padded batch, eval mode)."""
     pad = pad_id(tokenizer)
     input_ids, attention_mask = left_pad(prompt_ids, pad)
     device = model_device(model)
@@ -311,7 +310,18 @@ def greedy_answers(model, tokenizer, prompt_ids: list[list[int]], *, max_new_tok
         out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                              do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad,
                              eos_token_id=tokenizer.eos_token_id, temperature=None, top_p=None, top_k=None)
-    return [tokenizer.decode(row[input_ids.shape[1]:], skip_special_tokens=True).strip() for row in out]
+    return [row[input_ids.shape[1]:].cpu() for row in out]
+
+
+def greedy_answers(model, tokenizer, prompt_ids: list[list[int]], *, max_new_tokens: int) -> list[str]:
+    """Greedy ``model.generate`` from every prompt (token ids) in one left-padded batch, in eval mode.
+    Each answer stops at EOS or after ``max_new_tokens`` and comes back decoded without special
+    tokens, stripped."""
+    check_module("model", model)
+    check_int("max_new_tokens", max_new_tokens, low=1)
+    prompt_ids = check_sequence("prompt_ids", prompt_ids, what="token id lists")
+    return [tokenizer.decode(row, skip_special_tokens=True).strip()
+            for row in _greedy_ids(model, tokenizer, prompt_ids, max_new_tokens)]
 
 
 def exact_match(model, tokenizer, examples: list[dict], *, max_new_tokens: int = 12,
@@ -319,18 +329,64 @@ def exact_match(model, tokenizer, examples: list[dict], *, max_new_tokens: int =
     """Greedy-decode an answer to every prompt and compare it, stripped, with ``output``.
 
     Prompts are left-padded in batches so they all end where generation starts; decoding stops
-    at EOS or after ``max_new_tokens``.
+    at EOS or after ``max_new_tokens``. An answer counts only if the model also ended its turn
+    (EOS) within ``max_new_tokens``: a model that writes the right date and goes on
+    (``'2021-03-05\\n\\n### Output'``) is not right, even where the cut at ``max_new_tokens`` falls
+    just after the date and stripping would hide the rest. :func:`response_scores` finds the
+    same from one forward pass.
     """
     if not examples:
         raise ValueError("examples must be a non-empty list")
     check_module("model", model)
     check_int("max_new_tokens", max_new_tokens, low=1)
     check_int("batch_size", batch_size, low=1, high=4096)
-    predictions = []
+    predictions, stopped = [], []
     for start in range(0, len(examples), batch_size):
         prompts = [tokenizer(format_prompt(ex["instruction"], ex["input"]), add_special_tokens=False)["input_ids"]
                    for ex in examples[start:start + batch_size]]
-        predictions += greedy_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+        for row in _greedy_ids(model, tokenizer, prompts, max_new_tokens):
+            predictions.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+            stopped.append(bool((row == tokenizer.eos_token_id).any()))
     targets = [ex["output"] for ex in examples]
-    accuracy = sum(p == t for p, t in zip(predictions, targets)) / len(targets)
-    return ExactMatch(accuracy, predictions, targets)
+    accuracy = sum(p == t and s for p, t, s in zip(predictions, targets, stopped)) / len(targets)
+    return ExactMatch(accuracy, predictions, targets, stopped)
+
+
+@dataclass(frozen=True)
+class ResponseScores:
+    """Per example, from one teacher-forced pass: ``nll`` (n,) the mean negative log-likelihood of its
+    response tokens (end-of-text included), ``exact`` (n,) whether every one of them is the model's
+    most likely next token. Float and bool CPU tensors, examples in batch order."""
+
+    nll: torch.Tensor
+    exact: torch.Tensor
+
+
+@torch.no_grad()
+def response_scores(model, batches) -> ResponseScores:
+    """Score every example's response with one forward pass each batch (teacher forcing, eval mode).
+
+    ``batches``: :class:`InstructionBatch` es (:func:`make_batches`), labels -100 outside the
+    response. ``exact`` is greedy exact match at the token level: greedy decoding writes the response
+    and then stops iff, at every response position, the model's top next token is the right one —
+    so one forward pass tells what :func:`exact_match` finds by generating (they differ only for an
+    answer that ends with whitespace before its end-of-text, which ``exact_match`` strips). ``nll`` gives
+    the per-example held-out loss, for an interval over examples.
+    """
+    check_module("model", model)
+    if isinstance(batches, InstructionBatch) or not hasattr(batches, "__iter__"):
+        raise TypeError(f"batches must be a list of InstructionBatch (see make_batches), got {type(batches).__name__}")
+    nll, exact = [], []
+    with eval_mode(model):
+        for i, batch in enumerate(batches):
+            if not isinstance(batch, InstructionBatch):
+                raise TypeError(f"batches[{i}] must be an InstructionBatch (see make_batches), got {type(batch).__name__}")
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
+            labels = batch.labels[:, 1:]
+            scored = labels != IGNORE_INDEX
+            if not bool(scored.any(dim=1).all()):
+                raise ValueError(f"batches[{i}] has an example without a response token (every label is -100)")
+            token_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels.clamp_min(0), reduction="none")
+            nll.append(((token_nll * scored).sum(1) / scored.sum(1)).cpu())
+            exact.append(((logits.argmax(-1) == labels) | ~scored).all(1).cpu())
+    return ResponseScores(nll=torch.cat(nll), exact=torch.cat(exact))

@@ -10,6 +10,10 @@ each, so a reader can browse the results without a kernel — and without a netw
   from a CDN. Each widget output is replaced by static HTML of the widget's *last* state, read
   from the state the execution saved: the sliders' values, the readout, the picture; progress
   bars as a bar and their final text. A caption says how to get the live widget (``make lab``).
+* **No other script.** nbconvert's template also loads require.js (for JavaScript outputs and widget
+  renderers) and mermaid with its ELK layout (for ``text/vnd.mermaid`` diagrams) from a CDN. The
+  pages leave both out (:data:`TEMPLATE`): widgets are static HTML here and the notebooks have no
+  JavaScript outputs and no diagrams; a mermaid output would show as its source text.
 
 ``gallery/`` is gitignored. ``--no-execute`` renders notebooks that are already executed.
 """
@@ -24,6 +28,8 @@ import os
 import shutil
 import sys
 from pathlib import Path
+
+import jinja2  # nbconvert's templates are jinja2's (torch requires it too)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,6 +47,13 @@ MathJax.Ajax.loadComplete("[MathJax]/config/llmlab.js");
 #: no SVG output) and the accessibility explorer (only switched on from MathJax's menu, and 3.7 MB).
 MATHJAX_SKIP = ("jax/output/SVG", "extensions/a11y")
 MATHJAX_PACKAGE = "jupyter_server_mathjax"
+
+#: nbconvert's "lab" page without the two scripts it loads from a CDN: require.js and mermaid (+ ELK).
+TEMPLATE = "llmlab_gallery.html.j2"
+TEMPLATE_SOURCE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -235,11 +248,9 @@ def render(notebook: Path, out_dir: Path, *, execute: bool = True, timeout: int 
                 os.environ["MPLBACKEND"] = saved
     static_widgets(nb)
     title = describe(notebook)[0]
-    exporter = HTMLExporter(mathjax_url=MATHJAX_URL)
+    exporter = HTMLExporter(mathjax_url=MATHJAX_URL, template_file=TEMPLATE,
+                            extra_loaders=[jinja2.DictLoader({TEMPLATE: TEMPLATE_SOURCE})])
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
-    if not any("application/javascript" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])):
-        # require.js (from a CDN) only serves JavaScript outputs and widget renderers: none left here.
-        body = body.replace(f'<script src="{exporter.require_js_url}"></script>', "", 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     copy_mathjax(out_dir)
     target = out_dir / f"{notebook.stem}.html"

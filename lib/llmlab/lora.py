@@ -258,16 +258,19 @@ def truncation_error(delta_W: torch.Tensor, ranks) -> torch.Tensor:
 class TrainResult:
     """Per-step losses and wall times of :func:`train_steps`, and the memory it measured.
 
-    ``state``: the :class:`llmlab.memory.StateLedger` of the model and optimizer after the last
-    step, gradients still alive (weights + grads + optimizer states + Adam's step counters), or
-    None without batches. ``peak_bytes``: ``torch.cuda.max_memory_allocated`` on CUDA; on other
-    devices ``state.total`` (0 without batches).
+    ``step_times``: seconds of each step; ``phase_times``: the same step split into
+    ``(forward, backward, optimizer)`` seconds (each CUDA-synchronised), which says where a
+    step's time goes. ``state``: the :class:`llmlab.memory.StateLedger` of the model and optimizer
+    after the last step, gradients still alive (weights + grads + optimizer states + Adam's step
+    counters), or None without batches. ``peak_bytes``: ``torch.cuda.max_memory_allocated`` on
+    CUDA; on other devices ``state.total`` (0 without batches).
     """
 
     losses: tuple[float, ...]
     step_times: tuple[float, ...]
     peak_bytes: int
     state: StateLedger | None
+    phase_times: tuple[tuple[float, float, float], ...] = ()
 
 
 def _model_kwargs(batch) -> Mapping:
@@ -286,8 +289,8 @@ def train_steps(model: nn.Module, batches, optimizer, *, progress: bool = False,
     ``batches``: an iterable of :class:`llmlab.data.InstructionBatch` (see
     :func:`llmlab.data.collate`) or of keyword dicts, already on the model's device.
     ``optimizer``: a ``torch.optim.Optimizer`` (or anything with ``step`` and ``zero_grad`` that
-    :func:`llmlab.memory.measured_ledger` accepts). Each step is timed with a CUDA-synchronised
-    :class:`llmlab.timing.Stopwatch` (forward, backward and optimizer step).
+    :func:`llmlab.memory.measured_ledger` accepts). Each phase of a step (forward, backward,
+    optimizer step) is timed with a CUDA-synchronised :class:`llmlab.timing.Stopwatch`.
     """
     check_module("model", model)
     if not (callable(getattr(optimizer, "step", None)) and callable(getattr(optimizer, "zero_grad", None))):
@@ -298,7 +301,7 @@ def train_steps(model: nn.Module, batches, optimizer, *, progress: bool = False,
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    losses, step_times, state = [], [], None
+    losses, step_times, phase_times, state = [], [], [], None
     model.train()
     iterator = batches
     if progress:
@@ -307,17 +310,21 @@ def train_steps(model: nn.Module, batches, optimizer, *, progress: bool = False,
         iterator = tqdm(batches, desc=desc, leave=False)
     for batch in iterator:
         kwargs = _model_kwargs(batch)
-        with Stopwatch(device) as watch:
+        with Stopwatch(device) as forward:
             loss = model(**kwargs).loss
+        with Stopwatch(device) as backward:
             loss.backward()
+        with Stopwatch(device) as update:
             optimizer.step()
-        step_times.append(watch.seconds)
+        phase_times.append((forward.seconds, backward.seconds, update.seconds))
+        step_times.append(sum(phase_times[-1]))
         losses.append(loss.item())
         state = measured_ledger(model, optimizer)  # while the gradients are alive
         optimizer.zero_grad(set_to_none=True)
     model.eval()
     peak = torch.cuda.max_memory_allocated(device) if cuda else (state.total if state is not None else 0)
-    return TrainResult(losses=tuple(losses), step_times=tuple(step_times), peak_bytes=peak, state=state)
+    return TrainResult(losses=tuple(losses), step_times=tuple(step_times), peak_bytes=peak, state=state,
+                       phase_times=tuple(phase_times))
 
 
 @torch.no_grad()
@@ -353,16 +360,19 @@ class SweepRun:
     val_loss: float
 
 
-def lr_sweep(make_model: Callable[[], nn.Module], batches, lrs, val_batches, *, progress: bool = False,
-             desc: str = "") -> tuple[tuple[SweepRun, ...], nn.Module]:
+def lr_sweep(make_model: Callable[[], nn.Module], batches, lrs, val_batches, *, widen: int = 0,
+             progress: bool = False, desc: str = "") -> tuple[tuple[SweepRun, ...], nn.Module]:
     """Fine-tune a fresh ``make_model()`` with AdamW (no weight decay; PyTorch's fused implementation
-    on CPU and CUDA) at each learning rate in ``lrs`` on the same ``batches``; return every run and
-    the trained model with the lowest validation loss.
+    on CPU and CUDA) at each learning rate in ``lrs`` on the same ``batches``; return every run (in
+    the order tried) and the trained model with the lowest validation loss.
 
     ``make_model``: builds the model to train (e.g. a deep copy of the base model, with adapters
     for LoRA); its trainable parameters are the ones AdamW updates. ``val_batches``: held-out
     batches for :func:`validation_loss`, which picks the winner (not the reported test set).
-    Only the current model and the best so far are alive at any time.
+    ``widen``: while the winner is the smallest or the largest rate tried, try up to ``widen`` more
+    rates beyond it, each one grid step further (the ratio of the two rates at that end), so that a
+    winner at an edge of the grid does not go unnoticed. Only the current model and the best so far
+    are alive at any time.
     """
     if not callable(make_model) or isinstance(make_model, nn.Module):
         raise TypeError(f"make_model must be a callable returning a model (e.g. lambda: copy.deepcopy(base)), "
@@ -372,25 +382,35 @@ def lr_sweep(make_model: Callable[[], nn.Module], batches, lrs, val_batches, *, 
     lrs = [check_float(f"lrs[{i}]", lr, low=0, low_open=True) for i, lr in enumerate(lrs)]
     if not lrs:
         raise ValueError("lrs must hold at least one learning rate")
+    widen = check_int("widen", widen, low=0)
+    if widen and len(set(lrs)) < 2:
+        raise ValueError("widen needs at least two different learning rates in lrs (their ratio is the step)")
     batches, val_batches = list(batches), list(val_batches)
     if not val_batches:
         raise ValueError("val_batches must hold at least one batch (the validation loss picks the winner)")
-    runs, best, best_loss = [], None, math.inf
-    for lr in lrs:
+    runs, best = [], [None, math.inf]
+
+    def run(lr: float) -> None:
         model = make_model()
         check_module("make_model()", model)
         params = [p for p in model.parameters() if p.requires_grad]
-        # PyTorch's fused AdamW (CPU and CUDA) updates p, m and v in one pass instead of several:
-        # on a CPU that is about a third of a full fine-tuning step of SmolLM2-135M.
-        fused = model_device(model).type in ("cpu", "cuda") or None
+        fused = model_device(model).type in ("cpu", "cuda") or None  # one pass over p, m and v per step
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=fused)
         result = train_steps(model, batches, optimizer, progress=progress, desc=f"{desc} lr={lr:g}".strip())
         del optimizer  # its states (8 bytes per trainable parameter) go before the next run starts
         loss = validation_loss(model, val_batches)
         runs.append(SweepRun(lr=lr, train=result, val_loss=loss))
-        if loss < best_loss:  # a diverged run (NaN loss) never wins
-            best, best_loss = model, loss
-        del model
-    if best is None:
+        if loss < best[1]:  # a diverged run (NaN loss) never wins
+            best[:] = [model, loss]
+
+    for lr in lrs:
+        run(lr)
+    for _ in range(widen):
+        tried = sorted({r.lr for r in runs})
+        winner = min(runs, key=lambda r: r.val_loss if math.isfinite(r.val_loss) else math.inf).lr
+        if winner not in (tried[0], tried[-1]):
+            break
+        run(tried[0] ** 2 / tried[1] if winner == tried[0] else tried[-1] ** 2 / tried[-2])
+    if best[0] is None:
         raise ValueError(f"every learning rate in lrs={lrs} diverged (validation loss not finite)")
-    return tuple(runs), best
+    return tuple(runs), best[0]

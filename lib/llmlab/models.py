@@ -10,6 +10,7 @@ second. Any Hugging Face model id or local folder can be used instead, through `
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -18,6 +19,11 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+
+try:
+    import fcntl  # POSIX: one process converts, the others wait for it (see default_model_dir)
+except ImportError:  # Windows: no lock; the atomic rename still keeps the cache whole
+    fcntl = None
 
 import torch
 
@@ -103,7 +109,8 @@ def default_model_dir() -> Path:
     """Folder holding the default model as safetensors; converted from the GGUF file on first use.
 
     The conversion writes to a temporary folder next to the target and renames it at the end,
-    so an interrupted conversion leaves nothing half-written behind. It records each file's
+    so an interrupted conversion leaves nothing half-written behind; processes that find the cache
+    empty at the same time take turns (a file lock), so the model is converted once. It records each file's
     size, modification time and SHA-256 (:data:`INTEGRITY_FILE`); a later call re-hashes a file
     only when its size or time differs from the record (a normal load stays a few ``stat``
     calls), and a damaged cache (bytes overwritten, truncated, header broken) is rebuilt from the
@@ -113,6 +120,33 @@ def default_model_dir() -> Path:
     gguf = default_gguf_path()
     key = f"{gguf.stem}-{gguf.stat().st_size}"
     target = cache_dir() / key
+    if (target / "config.json").exists() and _verify(target) is None:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Several processes may start at once on an empty cache (notebooks opened together, parallel
+    # tests): the first converts, the others wait here and then find the model converted.
+    with _exclusive(target.parent):
+        return _convert_once(gguf, target)
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path):
+    """Hold an exclusive lock on ``folder`` itself (no lock file left behind; released when the process
+    dies, however it dies)."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _convert_once(gguf: Path, target: Path) -> Path:
+    """Convert ``gguf`` into ``target`` unless a whole copy is there (another process may have made it)."""
+    key = target.name
     if (target / "config.json").exists():
         problem = _verify(target)
         if problem is None:
@@ -120,7 +154,6 @@ def default_model_dir() -> Path:
         _discard(target, problem)
     elif target.exists() and any(target.iterdir()):
         _discard(target, "it is an incomplete model folder (no config.json)")
-    target.parent.mkdir(parents=True, exist_ok=True)
     # A conversion killed hard (kernel restart) skips the `finally` below: clear its leftovers.
     for stale in target.parent.glob(f".{key}-*"):
         if time.time() - stale.stat().st_mtime > 3600:

@@ -5,9 +5,10 @@
   words labelled with the arbitrary letters A (an animal) and B (a tool), a mapping nothing but
   the demonstrations can teach.
 * A preference set (:func:`make_preferences`): questions with a concise answer (chosen) and a
-  rambling one (rejected): the same answer followed by filler.
+  rambling one (rejected): the same answer followed by a filler sentence.
 * LLaMA's pre-training mixture and token counts (Touvron et al., 2023, arXiv:2302.13971,
-  Tables 1 and 2), as :data:`LLAMA_MIXTURE` and :data:`LLAMA_TOKENS`.
+  Tables 1 and 2), as :data:`LLAMA_MIXTURE` and :data:`LLAMA_TOKENS`, and the MMLU scores of
+  LLaMA-65B before and after instruction tuning (Tables 9 and 10) as :data:`LLAMA_I_MMLU`.
 
 The sets are generated from a seed; ``data/make_prompt_data.py`` writes them to
 ``data/prompting/`` and :func:`load_task` / :func:`load_preferences` read them back (or
@@ -36,6 +37,7 @@ __all__ = [
     "MixtureRow",
     "LLAMA_MIXTURE",
     "LLAMA_TOKENS",
+    "LLAMA_I_MMLU",
 ]
 
 _POSITIVE = ["wonderful", "brilliant", "delightful", "moving", "gripping", "charming", "superb", "beautiful",
@@ -143,17 +145,11 @@ _FILLERS = [
     "It is a well-known fact, but it is still fascinating to think about how people found it out.",
     "Many people find this surprising when they first hear it, so it is worth remembering.",
 ]
-_CLOSERS = [
-    "I hope this helps, and please let me know if you have any other questions!",
-    "Feel free to ask me anything else that you would like to know about it!",
-    "Let me know if you would like me to explain any part of this in more detail!",
-]
 
 
 def make_preferences(n_train: int = 24, n_heldout: int = 8, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """``(train, heldout)`` pairs ``{"prompt", "chosen", "rejected"}``: a question, its concise
-    answer, and the same answer followed by a filler sentence and a closing offer (drawn with
-    ``seed``). Both answers start alike and part where the concise one stops, so the preference
+    answer, and the same answer followed by a filler sentence (drawn with ``seed``). Both answers start alike and part where the concise one stops, so the preference
     is "stop after the answer". The splits share no question; at most 32 pairs in all."""
     n_train = check_int("n_train", n_train, low=1)
     n_heldout = check_int("n_heldout", n_heldout, low=1)
@@ -162,8 +158,7 @@ def make_preferences(n_train: int = 24, n_heldout: int = 8, seed: int = 0) -> tu
         raise ValueError(f"n_train + n_heldout must be <= {len(_QA)} (distinct questions), got {n_train + n_heldout}")
     rng = random.Random(seed)
     qa = rng.sample(_QA, n_train + n_heldout)
-    pairs = [{"prompt": q, "chosen": a, "rejected": f"{a} {rng.choice(_FILLERS)} {rng.choice(_CLOSERS)}"}
-             for q, a in qa]
+    pairs = [{"prompt": q, "chosen": a, "rejected": f"{a} {rng.choice(_FILLERS)}"} for q, a in qa]
     return pairs[:n_train], pairs[n_train:]
 
 
@@ -252,3 +247,8 @@ LLAMA_MIXTURE = (
 
 #: Training tokens per LLaMA model (Touvron et al., 2023, Table 2): parameters (billions) -> tokens.
 LLAMA_TOKENS = {6.7: 1.0e12, 13.0: 1.0e12, 32.5: 1.4e12, 65.2: 1.4e12}
+
+
+#: MMLU (5-shot) accuracy in % (Touvron et al., 2023, Tables 9 and 10): LLaMA-65B, and LLaMA-I, the same
+#: model after a short instruction fine-tune that follows the protocol and data of Chung et al. (2022).
+LLAMA_I_MMLU = {"LLaMA-65B": 63.4, "LLaMA-I (65B)": 68.9}

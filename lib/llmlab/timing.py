@@ -28,7 +28,11 @@ import torch
 from ._checks import check_bool, check_callable, check_int
 from ._torch import resolve_device
 
-__all__ = ["Timing", "measure", "timeit", "interleaved", "Stopwatch", "synchronize", "cpu_profile"]
+__all__ = ["Timing", "NOISE_LIMIT", "measure", "timeit", "interleaved", "Stopwatch", "synchronize", "cpu_profile"]
+
+#: A timing whose median/min spread exceeds this was too noisy to support a ratio: the bench withholds
+#: its ratio, and a notebook prints "too noisy" instead of one.
+NOISE_LIMIT = 1.25
 
 
 def synchronize(device=None) -> None:

@@ -38,6 +38,12 @@ def test_checkpointing_saved_bytes_equal_the_formula():
         assert row.ours == pytest.approx(row.peer)
 
 
+def test_lora_training_memory_is_below_full_fine_tuning():
+    rows = {r.metric: r for r in SECTIONS["lora"](CPU, "tiny")}
+    row = rows["training memory, LoRA vs full fine-tuning"]
+    assert row.ours < row.peer and "train step, LoRA vs full fine-tuning" in rows
+
+
 def test_naive_bpe_contender_learns_the_same_merges():
     from llmlab.bench.tokenization import naive_bpe_merges
     from llmlab.tokenization import load_corpus, train_bpe

@@ -64,3 +64,40 @@ def test_draw_mask_draws_rows_and_columns():
 def test_bad_arguments(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         mask_explorer(*args, **kwargs)
+
+
+def _tiny_masked_lm():
+    from llmlab.anatomy import TinyTransformer, WordVocab
+
+    vocab = WordVocab.from_sentences(["the dog barks .", "the cat meows .", "a big dog barks loudly ."])
+    torch.manual_seed(0)
+    return TinyTransformer(len(vocab), d_model=16, n_layers=2, n_heads=2, max_len=16).eval(), vocab
+
+
+def test_with_a_masked_lm_it_predicts_only_from_what_the_mask_shows():
+    model, vocab = _tiny_masked_lm()
+    words = ["[BOS]", "the", "dog", "barks", ".", "[EOS]"]
+    w = mask_explorer(words, kind="bidirectional", query=2, model=model, vocab=vocab)
+    x = w.last
+    assert x["hidden"] == "dog" and len(x["guesses"]) == len(vocab.word_ids)
+    assert abs(sum(p for _, p in x["guesses"]) - 1) < 1e-5 and x["guesses"][0][0] == x["top"]
+    assert dict(x["guesses"])["dog"] == pytest.approx(x["p_true"])
+    assert "masked LM, <code>dog</code> hidden behind [MASK]" in w.readout_text
+    w.kind.value = "causal"
+    causal = w.last["guesses"]
+    # under the causal mask position 2 cannot see positions 3.., so changing them changes nothing
+    other = mask_explorer(["[BOS]", "the", "dog", "meows", "loudly", "[EOS]"], kind="causal", query=2, model=model,
+                          vocab=vocab)
+    assert [p for _, p in other.last["guesses"]] == pytest.approx([p for _, p in causal], abs=1e-6)
+    w.kind.value = "bidirectional"
+    assert [p for _, p in w.last["guesses"]] != pytest.approx([p for _, p in causal], abs=1e-6)
+
+
+def test_model_mode_bad_arguments():
+    model, vocab = _tiny_masked_lm()
+    with pytest.raises(TypeError, match="vocab must be"):
+        mask_explorer(["the", "dog"], model=model, vocab={"the": 4})
+    with pytest.raises(ValueError, match="not in it: \\['zebra'\\]"):
+        mask_explorer(["the", "zebra"], model=model, vocab=vocab)
+    with pytest.raises(TypeError, match="model"):
+        mask_explorer(["the", "dog"], model="m", vocab=vocab)

@@ -32,8 +32,10 @@ def test_refresh_follows_every_control():
     assert w.readout_text != text and w.plot.value != png
     assert w.last["ledgers"]["zero3"].weights == math.ceil(2 * 7e9 / 64)
     assert w.last["step"].bytes_sent == pytest.approx(2 * 63 / 64 * 14e9)
+    assert "ZeRO paper" in w.readout_text and "bf16 gradient all-reduce" in w.readout_text
     w.precision.value = "fp32"
     assert w.last["ledgers"]["ddp"].weights == 4 * 7_000_000_000 and w.last["step"].grad_bytes == 28e9
+    assert "torch.autocast" in w.readout_text and "fp32 gradient all-reduce" in w.readout_text
     w.params_b.value = 70.0
     assert w.last["params"] == 70_000_000_000 and not w.last["fits"]["zero1"]
     before = w.last["step"].comm_seconds

@@ -22,8 +22,8 @@ into an LLM with scale. The modules:
 """
 
 from .causality import PrefixLMResult, logit_changes, masked_nll, prefix_lm_nll
-from .classify import (POOLINGS, Probe, PromptResult, accuracy, hidden_features, label_token_ids, prompt_classify,
-                       shared_prefix_length, train_probe)
+from .classify import (POOLINGS, Probe, PromptResult, accuracy, hidden_features, label_token_ids, next_token_logprobs,
+                       prompt_classify, shared_prefix_length, train_probe)
 from .corpus import (ADJECTIVES, ADVERBS, ANIMAL_SOUNDS, BOS, DETERMINERS, EOS, MASK, PAD, PLACES, SPECIALS, WordVocab,
                      encode_batch, is_grammatical, make_animal_corpus)
 from .datasets import (TASKS, LabelledText, anatomy_dir, load_corpus, load_documents, load_task, task_labels,
@@ -32,8 +32,8 @@ from .masks import MASK_KINDS, EncoderDecoderMasks, additive_mask, attention_mas
 from .objectives import (FILL_METHODS, OBJECTIVES, TrainLog, fill_blank, lm_loss, mask_tokens, padded_mask, pair_total,
                          perplexity, pseudo_logprobs, pseudo_perplexity, sample_sentences, sentence_logprob,
                          target_logprobs, train_tiny_lm)
-from .params import (FAMILIES, LLM_THRESHOLD, PAPER_CONFIGS, ParamBreakdown, built_param_count, paper_config,
-                     param_breakdown, param_count)
+from .params import (FAMILIES, LLM_THRESHOLD, PAPER_CONFIGS, PRETRAINING_DATA, ParamBreakdown, built_param_count,
+                     paper_config, param_breakdown, param_count)
 from .summarize import (SUMMARY_INSTRUCTION, RougeScore, lead_sentences, rouge1, rouge_n, rouge_tokens, summarize,
                         summary_prompt)
 from .tiny import TinyTransformer, attention
@@ -49,9 +49,9 @@ __all__ = [
     "fill_blank", "pair_total",
     "logit_changes", "masked_nll", "PrefixLMResult", "prefix_lm_nll",
     "FAMILIES", "LLM_THRESHOLD", "ParamBreakdown", "param_breakdown", "param_count", "built_param_count",
-    "PAPER_CONFIGS", "paper_config",
+    "PAPER_CONFIGS", "paper_config", "PRETRAINING_DATA",
     "POOLINGS", "hidden_features", "Probe", "train_probe", "accuracy", "label_token_ids", "PromptResult",
-    "shared_prefix_length", "prompt_classify",
+    "shared_prefix_length", "next_token_logprobs", "prompt_classify",
     "rouge_tokens", "RougeScore", "rouge_n", "rouge1", "lead_sentences", "SUMMARY_INSTRUCTION", "summary_prompt",
     "summarize",
 ]

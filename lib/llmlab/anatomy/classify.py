@@ -1,6 +1,7 @@
 """Text classification with a pretrained LM, two ways: a new head per task, or no head at all.
 
-* **Linear probe** (the BERT recipe, with the body frozen): run the frozen model, average its
+* **Linear probe** (a new head on frozen features: the feature-based variant of BERT's recipe, which
+  fine-tunes the whole encoder together with the head): run the frozen model, average its
   hidden states over the tokens of the text (:func:`hidden_features`, (N, d)), and train a new
   linear layer on top (:func:`train_probe`): multinomial logistic regression with an L2 penalty,
 
@@ -9,8 +10,9 @@
   solved to convergence with L-BFGS. Each task needs labelled data and its own head; the same
   objective as scikit-learn's ``LogisticRegression(C=1/(λN))`` (tests hold the two together).
 * **Prompting** (the GPT recipe): no head, no training. Write the task into the text and read the
-  next-token logits of one *label word* per class (" positive", " negative") at the end of the
-  prompt (:func:`prompt_classify`). One model serves every task, and a task costs only a prompt.
+  next-token logits of one *label word* per class ("positive", "negative") at the end of the
+  prompt (:func:`prompt_classify`; :func:`next_token_logprobs` gives the whole next-token
+  distribution, to compare label words). One model serves every task, and a task costs only a prompt.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from .._torch import model_device
 from ..modelinfo import cache_keyword, output_cache
 
 __all__ = ["POOLINGS", "hidden_features", "Probe", "train_probe", "accuracy", "label_token_ids", "PromptResult",
-           "shared_prefix_length", "prompt_classify"]
+           "shared_prefix_length", "next_token_logprobs", "prompt_classify"]
 
 POOLINGS = ("mean", "last")
 
@@ -150,8 +152,9 @@ def label_token_ids(tokenizer, words: dict[str, str]) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class PromptResult:
-    """``predictions``: the label of the largest label-word logit per prompt; ``logits`` (N,
-    n_classes): those next-token logits, columns in the order of ``labels``."""
+    """``predictions``: the label of the largest label-word score per prompt; ``logits`` (N,
+    n_classes): the next-token log-probabilities of the label words, columns in the order of
+    ``labels`` (log-softmax over the whole vocabulary: their ``exp`` sums to the mass on the labels)."""
 
     predictions: list[str]
     logits: torch.Tensor
@@ -193,26 +196,38 @@ def _last_logits(model, rows: list[list[int]], prefix: int, pad_id: int) -> torc
 
 
 @torch.no_grad()
-def prompt_classify(model, tokenizer, prompts: list[str], words: dict[str, str], *, batch_size: int = 16,
-                    share_prefix: bool = True) -> PromptResult:
-    """Classify with no head: run each prompt (a string ending where the answer word goes) and
-    compare the next-token logits of the label words ``words`` (label -> one-token word).
+def next_token_logprobs(model, tokenizer, prompts: list[str], *, batch_size: int = 16,
+                        share_prefix: bool = True) -> torch.Tensor:
+    """log p(next token | prompt) over the whole vocabulary for every prompt: (N, vocab), float32, CPU.
 
     Prompts built from one template share their first tokens (system prompt, instruction). With
     ``share_prefix`` those run once per batch and their KV cache serves every prompt (prompt
-    caching): the same logits, a fraction of the compute.
+    caching): the same numbers, a fraction of the compute.
     """
     check_module("model", model)
     batch_size = check_int("batch_size", batch_size, low=1)
     check_bool("share_prefix", share_prefix)
-    ids = label_token_ids(tokenizer, words)
-    labels, columns = tuple(ids), torch.tensor(list(ids.values()))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = []
     for chunk in _batches(prompts, batch_size, "prompts"):
         rows = tokenizer(chunk)["input_ids"]
         prefix = shared_prefix_length(rows) if share_prefix else 0
-        last = _last_logits(model, rows, prefix, pad_id)
-        out.append(last[:, columns.to(last.device)].float().cpu())
-    scores = torch.cat(out)
+        out.append(torch.log_softmax(_last_logits(model, rows, prefix, pad_id).float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def prompt_classify(model, tokenizer, prompts: list[str], words: dict[str, str], *, batch_size: int = 16,
+                    share_prefix: bool = True) -> PromptResult:
+    """Classify with no head: run each prompt (a string ending where the answer word goes) and
+    compare the next-token log-probabilities of the label words ``words`` (label -> one-token word;
+    after a chat template's assistant turn the answer starts a line: no leading space).
+
+    ``logits`` holds those log-probabilities (the same order as the logits, and comparable across
+    label-word choices: ``logits.exp().sum(1)`` is the probability mass on the label words).
+    """
+    check_module("model", model)
+    ids = label_token_ids(tokenizer, words)
+    labels, columns = tuple(ids), list(ids.values())
+    scores = next_token_logprobs(model, tokenizer, prompts, batch_size=batch_size, share_prefix=share_prefix)[:, columns]
     return PromptResult([labels[i] for i in scores.argmax(dim=1).tolist()], scores, labels)

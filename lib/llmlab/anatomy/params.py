@@ -26,14 +26,24 @@ import torch
 from .._checks import check_choice
 
 __all__ = ["FAMILIES", "LLM_THRESHOLD", "ParamBreakdown", "param_breakdown", "param_count", "built_param_count",
-           "PAPER_CONFIGS", "paper_config"]
+           "PAPER_CONFIGS", "paper_config", "PRETRAINING_DATA"]
 
 #: model_type -> the transformers class whose parameters :func:`param_count` counts.
 FAMILIES = {"llama": "AutoModelForCausalLM", "gpt2": "AutoModelForCausalLM", "bert": "AutoModel",
             "t5": "AutoModelForSeq2SeqLM"}
 #: The survey's boundary: "LLMs ... containing tens or hundreds of billions of parameters";
-#: its statistics table lists models of 10B parameters and more.
+#: its statistics table lists models of 10B parameters and more. A convention of that survey, not a
+#: law: LLaMA-7B (6.7B) falls below it yet was trained and is used like its larger siblings.
 LLM_THRESHOLD = 10e9
+
+#: The pre-training corpus of some models as their papers report it: (amount, unit, what).
+PRETRAINING_DATA = {
+    "BERT-base": (3.3e9, "words", "BooksCorpus (800M words) + English Wikipedia (2,500M words); Devlin et al., 2019"),
+    "GPT-2 XL": (40e9, "bytes", "WebText, 40 GB of text from 8M web pages; Radford et al., 2019"),
+    "GPT-3 175B": (300e9, "tokens", "CommonCrawl (filtered), WebText2, Books1/2, Wikipedia; Brown et al., 2020"),
+    "LLaMA-7B": (1.0e12, "tokens", "public data only; Touvron et al., 2023, Table 2"),
+    "LLaMA-65B": (1.4e12, "tokens", "public data only; Touvron et al., 2023, Table 2"),
+}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Bench section ``lora`` (topic 7): llmlab's LoRA against PEFT, and merged against unmerged."""
+"""Bench section ``lora`` (topic 7): llmlab's LoRA against PEFT and against full fine-tuning, and merged
+against unmerged."""
 
 from __future__ import annotations
 
@@ -77,6 +78,18 @@ def bench_lora(device: torch.device, size: str = "full") -> list[Row]:
     rows = [
         timed_row("lora", "train step (fwd+bwd+AdamW)", t["ours"], t["peft"], peer_name="PEFT LoRA", note=cfg),
         Row("lora", "peak training memory", m_ours / 2**20, m_peft / 2**20, "MiB", peer_name="PEFT LoRA", note=mem_note),
+    ]
+
+    # LoRA against full fine-tuning, the same step on the same batch (notebook 07 prints this ratio, never asserts it)
+    full = copy.deepcopy(base)
+    step_full, m_full = _peak_memory(full, kwargs, device)
+    t = interleaved({"ours": step_ours, "full": step_full}, rounds=rounds, device=device)
+    del full
+    rows += [
+        timed_row("lora", "train step, LoRA vs full fine-tuning", t["ours"], t["full"], peer_name="full fine-tuning",
+                  note=f"{cfg}; notebook 07 splits it into forward / backward / optimizer"),
+        Row("lora", "training memory, LoRA vs full fine-tuning", m_ours / 2**20, m_full / 2**20, "MiB",
+            peer_name="full fine-tuning", note=mem_note),
     ]
 
     ours.eval()

@@ -8,6 +8,8 @@
   over the global batch from ``all_reduce`` of per-rank sums and sums of squares.
 * :mod:`~llmlab.distributed.comm`: the ring all-reduce's bytes (2 (N − 1) / N × G), measured gloo
   times and a paper model of communication against compute.
+* :mod:`~llmlab.distributed.tokens`: :func:`ddp_token_losses`, a token-level loss under DDP: each rank's
+  mean (the trap when ranks hold different token counts) vs the all-reduced token count (the fix).
 * :mod:`~llmlab.distributed.ledger`: :func:`sharded_ledger`, the model-state bytes per rank of DDP
   and ZeRO-1/2/3 from the formulas.
 * :mod:`~llmlab.distributed.sharding` (import it explicitly: it loads FSDP and ZeRO, about a second
@@ -22,6 +24,7 @@ from .comm import (AllReduceTiming, RingResult, StepEstimate, crossover_tokens, 
 from .ddp import (BatchNormComparison, RankPass, batchnorm_under_ddp, ddp_gradients, ddp_rank_pass, rank_shard)
 from .launch import BACKENDS, MAX_WORLD_SIZE, WorkerError, check_importable, run
 from .ledger import STAGE_LABELS, STAGES, sharded_ledger
+from .tokens import TOKEN_NORMALIZATIONS, DDPTokenLoss, TokenLossPass, ddp_token_losses, token_loss_rank_pass
 
 __all__ = [
     "run", "WorkerError", "BACKENDS", "MAX_WORLD_SIZE", "check_importable",
@@ -30,4 +33,5 @@ __all__ = [
     "ring_allreduce_bytes", "simulate_ring_all_reduce", "RingResult", "measure_all_reduce", "AllReduceTiming",
     "step_estimate", "StepEstimate", "crossover_tokens",
     "sharded_ledger", "STAGES", "STAGE_LABELS",
+    "ddp_token_losses", "token_loss_rank_pass", "DDPTokenLoss", "TokenLossPass", "TOKEN_NORMALIZATIONS",
 ]

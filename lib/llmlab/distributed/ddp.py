@@ -32,7 +32,7 @@ from .._checks import check_bool, check_float, check_int, check_module, check_te
 from .batchnorm import convert_sync_batchnorm
 from .launch import MAX_WORLD_SIZE, check_importable, run
 
-__all__ = ["RankPass", "BatchNormComparison", "rank_shard", "ddp_rank_pass", "ddp_gradients",
+__all__ = ["RankPass", "BatchNormComparison", "rank_shard", "ddp_rank_pass", "ddp_gradients", "same_on_every_rank",
            "batchnorm_rank_passes", "batchnorm_under_ddp"]
 
 
@@ -117,8 +117,12 @@ def ddp_rank_pass(rank: int, world_size: int, model_fn: Callable[[], nn.Module],
     return RankPass(grads=grads, running_stats=_running_stats(model), loss=sum(losses) / len(losses))
 
 
-def _same_on_every_rank(passes: list[RankPass]) -> dict[str, Tensor]:
-    """DDP leaves identical gradients on every rank; anything else is a bug worth an error."""
+def same_on_every_rank(passes) -> dict[str, Tensor]:
+    """The gradients of rank 0 after checking every rank holds the same (``passes``: per-rank results
+    with a ``grads`` dict, e.g. :class:`RankPass`): DDP leaves identical gradients on every rank, so
+    anything else is a bug worth an error."""
+    if not isinstance(passes, (list, tuple)) or not passes:
+        raise ValueError("passes must be a non-empty list of per-rank results (one per rank)")
     first = passes[0].grads
     for rank, p in enumerate(passes[1:], start=1):
         for name, g in p.grads.items():
@@ -148,7 +152,7 @@ def ddp_gradients(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, loss_
     check_float("timeout", timeout, low=0, low_open=True)
     passes = run(ddp_rank_pass, world_size, model_fn, x, y, loss_fn, accumulation_steps, sync_batchnorm,
                  timeout=timeout)
-    return _same_on_every_rank(passes)
+    return same_on_every_rank(passes)
 
 
 @dataclass(frozen=True)
@@ -186,5 +190,5 @@ def batchnorm_under_ddp(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor,
     check_float("timeout", timeout, low=0, low_open=True)
     pairs = run(batchnorm_rank_passes, world_size, model_fn, x, y, loss_fn, timeout=timeout)
     plain, synced = [p for p, _ in pairs], [s for _, s in pairs]
-    return BatchNormComparison(per_rank_grads=_same_on_every_rank(plain), synchronised_grads=_same_on_every_rank(synced),
+    return BatchNormComparison(per_rank_grads=same_on_every_rank(plain), synchronised_grads=same_on_every_rank(synced),
                                per_rank_stats=plain[0].running_stats, synchronised_stats=synced[0].running_stats)

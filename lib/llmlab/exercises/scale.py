@@ -61,3 +61,28 @@ def _fewest(answer):
         return False, (f"{key}: {direction(got, truth)}: per rank, the sharded components are divided by N, the others "
                        f"not; find the smallest N that fits {BUDGET_GB} GB (1 GB = 1e9 bytes).")
     return True, "ZeRO-2 keeps the 2 B/param weights on every rank: that floor is why it stops scaling, ZeRO-3 does not."
+
+
+TOKENS_PER_RANK = (120, 40, 200, 80)
+RANK_MEAN_LOSSES = (2.0, 3.0, 1.5, 2.5)
+
+
+@exercise("12.6", "the batch's loss from the ranks' token counts", 'a dict {"loss": number, "rank1_factor": number}',
+          dict_of(("loss", "rank1_factor"), is_number))
+def _token_counts(answer):
+    n, world = sum(TOKENS_PER_RANK), len(TOKENS_PER_RANK)
+    loss = sum(c * m for c, m in zip(TOKENS_PER_RANK, RANK_MEAN_LOSSES)) / n
+    factor = world / n
+    got_loss, got_factor = float(answer["loss"]), float(answer["rank1_factor"])
+    if not close(got_loss, loss, 1e-6):
+        if close(got_loss, sum(RANK_MEAN_LOSSES) / world, 1e-6):
+            return False, "loss: that is the mean of the ranks' means; weigh each rank's mean by its share of the tokens."
+        return False, f"loss is {direction(got_loss, loss)}: the batch's loss is the summed token loss over all tokens."
+    if not close(got_factor, factor, 1e-6):
+        if close(got_factor, 1 / n, 1e-6):
+            return False, "rank1_factor: DDP divides the summed gradients by the number of ranks; undo that division."
+        if close(got_factor, 1 / TOKENS_PER_RANK[1], 1e-6):
+            return False, "rank1_factor: 1/n_1 gives rank 1's own mean, the trap; divide by the batch's tokens instead."
+        return False, f"rank1_factor is {direction(got_factor, factor)}: (summed loss) × factor, then DDP's average, must give ∇L."
+    return True, (f"the batch's loss is {loss:.4f}, not the {sum(RANK_MEAN_LOSSES) / world:.2f} a log of the ranks' means "
+                  f"shows; every rank multiplies its summed loss by N / n = {world}/{n}.")

@@ -168,6 +168,30 @@ def _sqrt_checkpointing(answer):
     return True, f"memory is smallest at s = {best} = √n, where s + n/s is smallest; forwards stay below 2n."
 
 
+BUDGET = 25  # 05.6: saved activations allowed for the 100-layer chain
+
+
+@exercise("05.6", "the fewest forwards within a memory budget", "a pair (segments, forwards) of ints", pair_of(is_int))
+def _memory_budget(answer):
+    segments, forwards = (int(v) for v in answer)
+    fits = {s: theory_forward_calls(CHAIN, "sqrt", s) for s in range(1, CHAIN + 1)
+            if theory_saved_activations(CHAIN, "sqrt", s) <= BUDGET}
+    best = min(fits, key=lambda s: (fits[s], s))
+    if not 1 <= segments <= CHAIN:
+        return False, f"segments must lie in 1..{CHAIN}."
+    memory = theory_saved_activations(CHAIN, "sqrt", segments)
+    if memory > BUDGET:
+        return False, (f"s = {segments} keeps {memory} activations at its peak (the checkpoints plus the last segment "
+                       f"kept whole), over the budget of {BUDGET}.")
+    if forwards != theory_forward_calls(CHAIN, "sqrt", segments):
+        return False, (f"s = {segments} fits, but your forward count is "
+                       f"{direction(forwards, theory_forward_calls(CHAIN, 'sqrt', segments))}: 2n minus the last segment.")
+    if segments != best:
+        return False, (f"s = {segments} fits with {forwards} forwards, but another segment count that fits needs fewer: "
+                       "a longer last segment is recomputed less. Which s has the longest last segment within the budget?")
+    return True, (f"{forwards} forwards: the longest last segment that fits. At the budget's edge s + L_last = {BUDGET}; "
+                  "s = √n minimises the memory, not the forwards.")
+
 # --- 08 mixed precision ------------------------------------------------------------------------
 
 SEVEN_B = 7_000_000_000

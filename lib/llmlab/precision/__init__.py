@@ -13,7 +13,10 @@ Three facts this package lets a notebook (08) *measure* rather than state:
 3. **The model states do not shrink.** Mixed-precision AdamW keeps 2 + 2 + 4 + 4 + 4 = 16 bytes
    per parameter, the same as fp32 AdamW: :func:`memory_ledger` (formula) and
    :func:`measured_ledger` (real tensors) live in :mod:`llmlab.memory` and are re-exported here,
-   as is :func:`saved_activation_bytes` (where the saving really is: the activations).
+   as is :func:`saved_activation_bytes`. Where the saving really is depends on the setup
+   (:mod:`.activations`): a half model with an fp32 master copy halves the activations, while
+   ``torch.autocast`` keeps fp32 weights and saves a half copy of each matmul weight, so it saves
+   memory only past a number of tokens per step (:func:`saved_bytes_curve`).
 
 :mod:`.gradients` measures how small an LLM's gradients are (most per-token gradients would
 flush to zero in fp16) and how unevenly sized across parameters (why Adam's per-parameter step
@@ -22,6 +25,7 @@ tf32 and bf16 autocast.
 """
 
 from ..memory import OPTIMIZER_STATES, measured_ledger, memory_ledger, saved_activation_bytes
+from .activations import SAVED_BYTES_MODES, SavedBytesCurve, saved_bytes_curve
 from .formats import FloatFormat, float_format, smallest_surviving_update, update_survives
 from .gradients import (QUADRATIC_OPTIMIZERS, GradientSizes, QuadraticRun, lm_gradient_sizes,
                         train_scaled_quadratic)
@@ -45,6 +49,9 @@ __all__ = [
     "toy_problem",
     "train_toy",
     "saved_activation_bytes",
+    "SAVED_BYTES_MODES",
+    "SavedBytesCurve",
+    "saved_bytes_curve",
     "adam_vs_adamw_step",
     "GradientSizes",
     "lm_gradient_sizes",

@@ -30,7 +30,8 @@ class ToyRun:
     ``underflow`` and ``scales`` one per step.
 
     ``dtype``: the precision of the model's weights (float32 for mode "fp32").
-    ``losses``: mean squared error of the weights the model holds, evaluated in fp32.
+    ``losses``: the training loss of the weights the model holds (mean squared error of the
+    predictions X w against y, evaluated in fp32).
     ``underflow``: per step, the fraction of the gradient w.r.t. the model output that was
     non-zero in fp32 but flushed to zero when stored in the low-precision dtype.
     ``scales``: loss scale used at each step (1.0 without scaling); ``skipped``: steps skipped

@@ -18,6 +18,11 @@ __all__ = ["DataParallelWidget", "data_parallel_widget", "RANK_OPTIONS"]
 RANK_OPTIONS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _GB = 1e9
 _STAGE_NAMES = {"ddp": "DDP", "zero1": "ZeRO-1", "zero2": "ZeRO-2", "zero3": "ZeRO-3 / FSDP"}
+#: What each precision means for the model states and for the gradients the all-reduce sends.
+_LAYOUTS = {"mixed": "bf16 weights and gradients, fp32 master weights and Adam states, as in the ZeRO paper; "
+                     "a bf16 gradient all-reduce",
+            "fp32": "fp32 weights, gradients and Adam states, as in plain fp32 or torch.autocast training; "
+                    "an fp32 gradient all-reduce"}
 
 
 class DataParallelWidget(LabWidget):
@@ -25,7 +30,8 @@ class DataParallelWidget(LabWidget):
     three ZeRO stages, and what the gradient all-reduce costs.
 
     ``.ranks`` (SelectionSlider over :data:`RANK_OPTIONS`), ``.params_b`` (billions of parameters),
-    ``.precision`` (``"mixed"`` or ``"fp32"``, AdamW) and ``.link_gbit_s`` (each rank's link, Gbit/s)
+    ``.precision`` (``"mixed"``: bf16 weights and gradients with fp32 master weights, the ZeRO paper's layout;
+    ``"fp32"``: fp32 weights and gradients, which is also what ``torch.autocast`` keeps; AdamW either way) and ``.link_gbit_s`` (each rank's link, Gbit/s)
     are the controls. ``.readout`` (HTML) shows the per-rank ledger of
     :func:`llmlab.distributed.sharding.sharded_ledger` against ``device_gb`` and the ring all-reduce of
     :func:`llmlab.distributed.step_estimate`; ``.plot`` draws the per-rank bytes per stage (bars) and
@@ -81,9 +87,10 @@ class DataParallelWidget(LabWidget):
                 f"{self.tokens_per_rank} tokens per rank: {step.compute_seconds:.3g} s at "
                 f"{self.flops_per_s / 1e12:.0f} TFLOP/s. Communication exceeds compute below "
                 f"<b>{t_star:,.0f} tokens per rank</b> per step.")
+        layout = _LAYOUTS[prec]
         self.readout.value = (
-            f"<b>{params / 1e9:.3g} B parameters, AdamW, {prec} precision, N = {n} ranks</b>: model states per rank "
-            f"(GB), device memory {self.device_gb:.0f} GB"
+            f"<b>{params / 1e9:.3g} B parameters, AdamW, {prec} precision, N = {n} ranks</b> ({layout}): model states "
+            f"per rank (GB), device memory {self.device_gb:.0f} GB"
             + html_table(["", "weights", "grads", "optimizer (+ master)", "total", "B/param", "fits"], rows)
             + comm)
         self._draw()
