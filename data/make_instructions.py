@@ -1,4 +1,4 @@
-"""Regenerate data/instructions/{train,heldout}.jsonl, the instruction set of notebook 07.
+"""Regenerate lib/llmlab/datafiles/instructions/{train,heldout}.jsonl, the instruction set of notebook 07.
 
     python data/make_instructions.py          # 512 train + 64 held-out examples, seed 0
 
@@ -16,7 +16,7 @@ if __name__ == "__main__":
     parser.add_argument("--n-train", type=int, default=512)
     parser.add_argument("--n-heldout", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "instructions"))
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "lib" / "llmlab" / "datafiles" / "instructions"))
     args = parser.parse_args()
-    for path in write_instructions(args.out, args.n_train, args.n_heldout, args.seed):
+    for path in write_instructions(args.out, args.n_train, args.n_heldout, seed=args.seed):
         print("wrote", path)

@@ -88,6 +88,10 @@ TAGGED = {
         "explorer = attention_block_widget(n=4096, d=64, block_size=64)",
         "# Drive it from code, as a person would: blocks of 128, then 256",
     ],
+    "16_model_parallel.ipynb": [
+        'timeline = pipeline_timeline_widget(stages=STAGES, micro_batches=MICRO_BATCHES, kind="1f1b")',
+        "# Drive them from code, as a person would: more micro-batches, then 4,096 GPUs.",
+    ],
 }
 
 

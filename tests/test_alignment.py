@@ -106,7 +106,7 @@ def test_dpo_loss_refuses_beta_out_of_range(beta):
 
 def test_dpo_loss_refuses_mismatched_or_malformed_inputs():
     a, b = torch.zeros(3), torch.zeros(2)
-    with pytest.raises(ValueError, match="same length.*reference_rejected_logps \\(2,\\)"):
+    with pytest.raises(ValueError, match="same length.*reference_rejected_logps has 2"):
         dpo_loss(a, a, a, b)
     with pytest.raises(ValueError, match="policy_chosen_logps must be 1-D"):
         dpo_loss(torch.zeros(2, 2), a, a, a)
@@ -134,12 +134,6 @@ def test_collate_preferences_layout_is_trls():
     torch.testing.assert_close(batch.input_ids, expected_input_ids)
     torch.testing.assert_close(batch.attention_mask, expected_attention_mask)
     torch.testing.assert_close(batch.labels, expected_input_ids.masked_fill(expected_completion_mask == 0, IGNORE_INDEX))
-    with pytest.raises(ValueError, match="non-empty"):
-        collate_preferences([], 0)
-    with pytest.raises(ValueError, match="non-empty prompt"):
-        collate_preferences([{"prompt_ids": [], "chosen_ids": [1], "rejected_ids": [2]}], 0)
-    with pytest.raises(TypeError, match=r"features\[0\]"):
-        collate_preferences([{"prompt_ids": [1]}], 0)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])

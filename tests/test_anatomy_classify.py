@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmlab.anatomy import (accuracy, hidden_features, label_token_ids, load_task, next_token_logprobs, prompt_classify,
+from llmlab.anatomy import (accuracy, hidden_features, label_token_ids, load_classification_task, next_token_logprobs, prompt_classify,
                             shared_prefix_length, task_labels, train_probe)
 
 
@@ -76,7 +76,7 @@ def test_shared_prefix_length():
 
 def test_tasks_are_balanced_and_disjoint():
     for name in ("sentiment", "topic"):
-        train, test = load_task(name, "train"), load_task(name, "test")
+        train, test = load_classification_task(name, "train"), load_classification_task(name, "test")
         assert len(train) == len(test) == 32
         labels = task_labels(train)
         assert set(labels) == set(task_labels(test)) and len(labels) in (2, 4)
@@ -84,9 +84,9 @@ def test_tasks_are_balanced_and_disjoint():
             assert all(sum(e.label == lab for e in split) == 32 // len(labels) for lab in labels)
         assert not {e.text for e in train} & {e.text for e in test}
     with pytest.raises(ValueError, match=r"name must be one of \['sentiment', 'topic'\]"):
-        load_task("spam", "train")
+        load_classification_task("spam", "train")
     with pytest.raises(ValueError, match=r"split must be one of \['train', 'test'\]"):
-        load_task("topic", "dev")
+        load_classification_task("topic", "dev")
 
 
 @pytest.mark.slow

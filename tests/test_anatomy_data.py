@@ -9,19 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmlab.anatomy import (ANIMAL_SOUNDS, BOS, EOS, PAD, SPECIALS, WordVocab, anatomy_dir, encode_batch,
-                            is_grammatical, load_corpus, load_documents, make_animal_corpus, write_corpus)
+from llmlab.anatomy import (ANIMAL_SOUNDS, BOS, EOS, PAD, SPECIALS, WordVocab, encode_batch,
+                            is_grammatical, load_animal_corpus, load_documents, make_animal_corpus, write_corpus)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_shipped_corpus_is_the_generated_one(tmp_path):
-    assert anatomy_dir() == ROOT / "data" / "anatomy"
-    shipped = (ROOT / "data" / "anatomy" / "animals.txt").read_bytes()
+    shipped = (ROOT / "lib" / "llmlab" / "datafiles" / "anatomy" / "animals.txt").read_bytes()
     subprocess.run([sys.executable, str(ROOT / "data" / "make_anatomy_corpus.py"), "--out", str(tmp_path)],
                    check=True, capture_output=True, env={"PYTHONPATH": str(ROOT / "lib")})
     assert (tmp_path / "animals.txt").read_bytes() == shipped
-    assert load_corpus() == make_animal_corpus() == load_corpus(tmp_path)
+    assert load_animal_corpus() == make_animal_corpus() == load_animal_corpus(folder=tmp_path)
     assert write_corpus(tmp_path / "other", 10, seed=3).read_text().splitlines() == make_animal_corpus(10, seed=3)
 
 
@@ -60,5 +59,5 @@ def test_documents_have_reference_summaries():
     for doc in docs:
         assert set(doc) == {"title", "document", "summary"}
         assert len(doc["summary"].split()) < len(doc["document"].split()) / 3
-    with pytest.raises(FileNotFoundError, match="data/anatomy not found"):
-        load_documents(ROOT / "no-such-folder")
+    with pytest.raises(FileNotFoundError, match="summaries.jsonl not found"):
+        load_documents(folder=ROOT / "no-such-folder")

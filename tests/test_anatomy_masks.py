@@ -74,7 +74,7 @@ def test_additive_mask_and_visible_keys():
     add = additive_mask(mask)
     assert add.dtype == torch.float32 and torch.equal(add == 0, mask)
     assert bool((add[~mask] == torch.finfo(torch.float32).min).all())
-    assert additive_mask(mask, "bf16").dtype == torch.bfloat16
+    assert additive_mask(mask, dtype="bf16").dtype == torch.bfloat16
     scores = torch.randn(4, 4)
     torch.testing.assert_close(torch.softmax(scores + add, -1), torch.softmax(scores.masked_fill(~mask, -torch.inf), -1))
     assert visible_keys(mask, 0) == [0, 1] and visible_keys(mask, 2) == [0, 1, 2]

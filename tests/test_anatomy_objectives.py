@@ -9,19 +9,19 @@ import pytest
 import torch
 
 from llmlab.anatomy import (ANIMAL_SOUNDS, BOS, EOS, MASK, PAD, TinyTransformer, WordVocab, attention_mask,
-                            encode_batch, fill_blank, is_grammatical, lm_loss, load_corpus, mask_tokens, padded_mask,
-                            pair_total, perplexity, pseudo_logprobs, pseudo_perplexity, sample_sentences,
+                            encode_batch, fill_blank, is_grammatical, lm_loss, load_animal_corpus, mask_tokens, padded_mask,
+                            pair_total, causal_perplexity, pseudo_logprobs, pseudo_perplexity, sample_sentences,
                             sentence_logprob, target_logprobs, train_tiny_lm)
 
 
 @pytest.fixture(scope="module")
 def vocab():
-    return WordVocab.from_sentences(load_corpus())
+    return WordVocab.from_sentences(load_animal_corpus())
 
 
 @pytest.fixture(scope="module")
 def sentences():
-    return load_corpus()[:64]
+    return load_animal_corpus()[:64]
 
 
 def random_model(vocab_size, seed=0, **kwargs):
@@ -57,7 +57,7 @@ def test_mask_tokens_equals_hugging_face_collator(vocab, sentences, seed):
 
 
 def test_mask_tokens_rates_and_labels(vocab):
-    ids = encode_batch(load_corpus()[:2000], vocab)
+    ids = encode_batch(load_animal_corpus()[:2000], vocab)
     inputs, labels = mask_tokens(ids, vocab_size=len(vocab), generator=torch.Generator().manual_seed(0))
     picked = labels != -100
     eligible = (ids != PAD) & (ids != BOS) & (ids != MASK)
@@ -85,7 +85,7 @@ def test_causal_loss_and_log_probabilities_by_hand(vocab, sentences):
     with torch.no_grad():
         loss = lm_loss(model, ids, "causal")
     torch.testing.assert_close(loss, -logp[real].mean(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(torch.tensor(perplexity(model, ids)), torch.exp(-logp[real].mean()), rtol=1e-5, atol=0)
+    torch.testing.assert_close(torch.tensor(causal_perplexity(model, ids)), torch.exp(-logp[real].mean()), rtol=1e-5, atol=0)
 
 
 def test_padding_does_not_change_a_sentence_score(vocab):
@@ -156,13 +156,13 @@ def test_sampling_is_seeded_and_stops_at_eos(vocab):
 def test_training_teaches_each_model_what_its_mask_allows(vocab):
     """A few hundred steps: the causal model writes grammatical sentences; only the masked model (or the
     causal one re-scoring every candidate) fills an animal from the sound to its right."""
-    ids = encode_batch(load_corpus(), vocab)
+    ids = encode_batch(load_animal_corpus(), vocab)
     causal, masked = (random_model(len(vocab), d_model=64, n_heads=4) for _ in range(2))
-    before = perplexity(causal, ids[:200])
+    before = causal_perplexity(causal, ids[:200])
     log = train_tiny_lm(causal, ids, "causal", steps=150, lr=1e-2, batch_size=128, seed=0)  # notebook 09's recipe
     train_tiny_lm(masked, ids, "masked", steps=300, lr=5e-3, batch_size=128, seed=0)
     assert not causal.training and len(log.losses) == 150 and log.losses[-1] < log.losses[0]
-    assert perplexity(causal, ids[:200]) < before / 5
+    assert causal_perplexity(causal, ids[:200]) < before / 5
     samples = sample_sentences(causal, 20, generator=torch.Generator().manual_seed(0))
     assert sum(is_grammatical(vocab.decode(s)) for s in samples) >= 18
     test = encode_batch(["the dog barks .", "a cow moos again .", "my owl hoots .", "every frog croaks ."], vocab)

@@ -113,7 +113,6 @@ def test_output_layer_is_tied_and_dropout_only_in_training():
     (dict(vocab_size=0), ValueError, "vocab_size must be an int >= 1"),
     (dict(vocab_size=10, d_model=30, n_heads=4), ValueError, "d_model must be divisible by n_heads"),
     (dict(vocab_size=10, dropout=1.0), ValueError, r"dropout must be a number in \[0, 1\)"),
-    (dict(vocab_size=10, use_sdpa=1), TypeError, "use_sdpa must be True or False"),
     (dict(vocab_size=10, n_layers=2.5), TypeError, "n_layers must be an int"),
 ])
 def test_bad_constructor_arguments(kwargs, error, match):

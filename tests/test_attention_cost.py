@@ -13,8 +13,9 @@ import math
 import pytest
 import torch
 
-from llmlab.attention import (ATTENTION_METHODS, attention_flops, attention_function, attention_inputs,
+from llmlab.attention import (ATTENTION_METHODS, L2_CACHE_BYTES, attention_flops, attention_function, attention_inputs,
                               attention_memory, attention_timings, attention_traffic, op_profile)
+from llmlab.attention import cost
 from llmlab.timing import Timing
 
 
@@ -75,14 +76,27 @@ def test_traffic_model():
     assert attention_traffic(4096, 64, 128).kv_read_bytes * 2 == attention_traffic(4096, 64, 64).kv_read_bytes
     # a ragged last block still reads all of K and V once more
     assert attention_traffic(100, 8, 64, dtype=torch.float32).kv_read_bytes == 4 * 2 * 100 * 8 * math.ceil(100 / 64)
+    # one head's K and V, the bytes to hold against a GPU's L2 cache: 1 MiB at n = 4,096, d = 64, bf16
+    assert t.kv_bytes == e * 2 * n * d == 2**20 < min(L2_CACHE_BYTES.values())
+    # the ratio is about 2B/d once n is much larger than B and d, and does not move with n
+    ratios = [attention_traffic(n, 64, 64).ratio for n in (1024, 8192, 131072)]
+    assert max(ratios) / min(ratios) < 1.01 and ratios[-1] == pytest.approx(2 * 64 / 64, rel=0.01)
 
 
-def test_timings_and_op_profile():
+def test_timings_and_op_profile(monkeypatch):
     t = attention_timings(128, methods=("flash", "sdpa"), d=16, rounds=1)
     assert set(t) == {"flash", "sdpa"} and all(isinstance(x, Timing) and len(x.times) == 1 for x in t.values())
+    before, seen = torch.get_num_threads(), []
+    monkeypatch.setattr(cost, "interleaved", lambda fns, **kw: seen.append(torch.get_num_threads()) or
+                        {m: Timing((1.0,)) for m in fns})
+    attention_timings(64, methods=("plain",), d=8, rounds=1, threads=1)
+    assert seen == [1] and torch.get_num_threads() == before          # timed on one thread, then restored
+    monkeypatch.undo()
     q, k, v, d_out = attention_inputs(128, d=16)
     flash = op_profile(lambda: attention_function("flash", block_size=64)(q, k, v).backward(d_out))
     sdpa = op_profile(lambda: attention_function("sdpa")(q, k, v).backward(d_out))
     assert flash.n_ops > 2 * 2 * 8 > sdpa.n_ops              # 2 key blocks, several ops each, forward and backward
     assert flash.matmul_seconds > 0 and 0 < flash.matmul_share < 1
     assert flash.seconds >= flash.matmul_seconds + flash.other_seconds - 1e-3 and flash.outside_seconds >= 0
+    # SDPA's CPU kernel calls BLAS itself: no matrix-product operator for the profiler to see
+    assert sdpa.matmul_seconds == 0 and sdpa.other_seconds > 0

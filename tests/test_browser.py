@@ -61,6 +61,8 @@ WIDGET_NOTEBOOKS = {
     "12_data_parallel.ipynb": {"slider": "ranks N", "text": r"GB per rank|ZeRO-3"},
     "13_quantization.ipynb": {"slider": "group size", "text": r"bits per weight"},
     "14_attention_kernels.ipynb": {"slider": "block size B", "text": r"HBM traffic"},
+    "15_serving.ipynb": {"slider": "max batch", "text": r"tok/s"},
+    "16_model_parallel.ipynb": {"slider": "GPUs", "text": r"Speed-up over \d+ GPUs"},
 }
 PRESENT = [n for n in WIDGET_NOTEBOOKS if (ROOT / "notebooks" / n).exists()]
 

@@ -383,3 +383,22 @@ def test_default_model_repetition_controls(default_lm):
         reference = hf_generate(model, ids, 12, eos, do_sample=True, top_k=50, top_p=0.9, **controls)
         torch.manual_seed(4)
         assert torch.equal(sample(model, ids, 12, top_k=50, top_p=0.9, eos_token_id=eos, **controls), reference)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling at a temperature that underflows: the T -> 0 limit (greedy), never NaN
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_tiny_temperature_is_the_greedy_limit_not_nan(tiny_llama):
+    logits = torch.tensor([[3.0, 1.0, -2.0, 3.5]])
+    for t in (1e-45, 1e-38, 1e-30):
+        probs = warp_logits(logits, temperature=t).softmax(-1)
+        assert torch.isfinite(probs).all() and torch.equal(probs, torch.tensor([[0.0, 0.0, 0.0, 1.0]]))
+    # Ties at the maximum share the mass (the limit of softmax(logits / T)).
+    tied = warp_logits(torch.tensor([2.0, 2.0, -1.0]), temperature=1e-40).softmax(-1)
+    torch.testing.assert_close(tied, torch.tensor([0.5, 0.5, 0.0]))
+    # An ordinary temperature is untouched by the safe path (bit-identical to logits / T).
+    assert torch.equal(warp_logits(logits, temperature=0.7), logits / 0.7)
+    ids = torch.tensor([[1, 5, 7, 9]])
+    assert torch.equal(sample(tiny_llama, ids, 8, temperature=1e-45), greedy(tiny_llama, ids, 8))

@@ -56,7 +56,6 @@ def test_given_static_decoder_and_short_runs(tiny_llama):
     (dict(names=("greedy", "greedy")), ValueError, "names"),
     (dict(repeat=0), ValueError, "repeat"),
     (dict(repeat=1.0), TypeError, "repeat"),
-    (dict(warmup=1), TypeError, "warmup"),
     (dict(static_decoder="static"), TypeError, "static_decoder"),
 ])
 def test_bad_arguments(tiny_llama, kwargs, error, match):

@@ -163,7 +163,7 @@ def test_sync_batch_norm_without_a_process_group_is_batch_norm():
 
 
 def test_convert_sync_batchnorm_keeps_parameters_and_mode():
-    model = make_model("cnn_bn", 0)
+    model = make_model("cnn_bn", seed=0)
     weight = model[1].weight
     converted = convert_sync_batchnorm(model)
     assert converted is model and isinstance(model[1], SyncBatchNorm) and isinstance(model[4], SyncBatchNorm)
@@ -196,7 +196,7 @@ def test_sync_batch_norm_over_ranks_equals_batch_norm_over_the_global_batch(shar
 def test_batchnorm_under_ddp_plain_is_accumulation_synchronised_is_the_big_batch():
     loss_fn = loss_fn_for("cnn_bn")
     x, y = make_batch("cnn_bn", 32)
-    model_fn = functools.partial(make_model, "cnn_bn", 0)
+    model_fn = functools.partial(make_model, "cnn_bn", seed=0)
     big = accumulation_pass(model_fn(), loss_fn, x, y, 1)
     acc = accumulated_grads(model_fn(), loss_fn, x, y, 4)
     result = batchnorm_under_ddp(model_fn, x, y, loss_fn, 4)

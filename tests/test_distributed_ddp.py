@@ -107,7 +107,7 @@ def test_pytorch_ddp_parity_cases(shared_group):
 def test_ddp_gradients_equal_the_full_batch_gradient():
     loss_fn = loss_fn_for("cnn_gn")
     x, y = make_batch("cnn_gn", 32)
-    model_fn = functools.partial(make_model, "cnn_gn", 0)
+    model_fn = functools.partial(make_model, "cnn_gn", seed=0)
     g_big = full_batch_grads(model_fn(), loss_fn, x, y)
     g_ddp = ddp_gradients(model_fn, x, y, loss_fn, 4)
     assert set(g_ddp) == set(g_big)
@@ -118,7 +118,7 @@ def test_ddp_gradients_equal_the_full_batch_gradient():
 
 def test_ddp_gradients_with_no_sync_accumulation():
     x, y = make_batch("linear", 24, dtype=torch.float64)
-    model_fn = functools.partial(make_model, "linear", 0, dtype=torch.float64)
+    model_fn = functools.partial(make_model, "linear", seed=0, dtype=torch.float64)
     g_big = full_batch_grads(model_fn(), F.mse_loss, x, y)
     g_ddp = ddp_gradients(model_fn, x, y, F.mse_loss, 3, accumulation_steps=4)
     assert relative_difference(g_ddp, g_big) < 1e-12  # float64: only the order of the sums differs
@@ -126,7 +126,7 @@ def test_ddp_gradients_with_no_sync_accumulation():
 
 def test_ddp_gradients_rejects_bad_splits():
     x, y = make_batch("linear", 10)
-    model_fn = functools.partial(make_model, "linear", 0)
+    model_fn = functools.partial(make_model, "linear", seed=0)
     with pytest.raises(ValueError, match="world_size × accumulation_steps"):
         ddp_gradients(model_fn, x, y, F.mse_loss, 4)
     with pytest.raises(ValueError, match="world_size × accumulation_steps"):
@@ -135,10 +135,8 @@ def test_ddp_gradients_rejects_bad_splits():
         ddp_gradients(model_fn, x, y[:5], F.mse_loss, 2)
     with pytest.raises(ValueError, match="world_size"):
         ddp_gradients(model_fn, x, y, F.mse_loss, 0)
-    with pytest.raises(TypeError, match="sync_batchnorm"):
-        ddp_gradients(model_fn, x, y, F.mse_loss, 2, sync_batchnorm=1)
     with pytest.raises(ValueError, match="model_fn=.*lambda"):
-        ddp_gradients(lambda: make_model("linear", 0), x, y, F.mse_loss, 2)
+        ddp_gradients(lambda: make_model("linear", seed=0), x, y, F.mse_loss, 2)
     with pytest.raises(ValueError, match="loss_fn=.*cannot be imported"):
         ddp_gradients(model_fn, x, y, _LocalLoss(), 2)
     with pytest.raises(TypeError, match="model_fn must be callable"):

@@ -141,7 +141,7 @@ def test_run_rejects_bad_arguments_before_starting_anything(monkeypatch):
     def inner(rank, world_size):
         return rank
 
-    with pytest.raises(ValueError, match="define it at the top level"):
+    with pytest.raises(ValueError, match="define it in a .py module"):
         run(inner, 2)
     with pytest.raises(TypeError, match="picklable"):
         run(hello, 2, threading.Lock())

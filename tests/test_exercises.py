@@ -156,6 +156,15 @@ def right_answer(exercise_id):
         from llmlab.decoding import kv_cache_bytes
         from llmlab.exercises.base import smollm2_skeleton
         return 2_000_000_000 // kv_cache_bytes(smollm2_skeleton().config, 1, batch=16, dtype="bf16")
+    if exercise_id == "16.1":
+        return next(m for m in range(1, 10**4) if 7 / (m + 7) < 0.05)
+    if exercise_id == "16.2":
+        return 2 * (2 * 3 / 4) * (8 * 2048 * 4096 * 2)
+    if exercise_id == "16.3":
+        from llmlab.distributed import MODEL_PRESETS, ClusterConfig, plan_parallelism
+        return next(g for g in (8, 16, 32, 64, 128, 256, 512) if any(
+            e.fits for e in plan_parallelism(MODEL_PRESETS["GPT 1T (Megatron 2021)"], ClusterConfig("h100", gpus=g),
+                                             micro_batches=(1, 2))))
     if exercise_id == "09.2":
         d, L, H, H_kv, ff, V = 8192, 80, 64, 8, 28672, 32000
         block = d * d + 2 * d * H_kv * (d // H) + d * d + 3 * d * ff + 2 * d
@@ -165,6 +174,14 @@ def right_answer(exercise_id):
     if exercise_id == "13.1":
         from llmlab.quantization import quantize_gguf
         return lambda x: quantize_gguf(x, "Q4_0")
+    if exercise_id == "15.1":
+        return (1 - 0.8 ** 5) / (1 - 0.8)
+    if exercise_id == "15.2":
+        lengths = (37, 16, 90, 5)
+        blocks = sum(math.ceil(n / 16) for n in lengths)
+        return {"blocks": blocks, "paged_waste": 16 * blocks - sum(lengths), "reserved_waste": 4 * 512 - sum(lengths)}
+    if exercise_id == "15.3":
+        return max(range(1, 100), key=lambda g: (1 - 0.7 ** (g + 1)) / (0.3 * (1 + 0.1 * g)))
     return {"01.2": bpb, "02.1": banned, "02.4": min_p_filter, "03.1": linear_decay, "03.3": restart_step, "04.1": accumulate,
             "07.1": merge, "09.1": prefix_mask, "14.2": merge_states, "09.3": rouge2, "10.2": cut, "11.1": dpo}[exercise_id]
 
@@ -244,6 +261,12 @@ def wrong_answers():
         "13.2": (100e9 / (7e9 * 4 / 8), "scales"),
         "14.1": (lambda: right_answer("14.1") // 3, "9 K/V heads"),
         "14.2": (lambda m_a, l_a, m_b, l_b: (torch.maximum(m_a, m_b), l_a + l_b), "rescale"),
+        "15.1": ((1 - 0.8 ** 4) / (1 - 0.8), "γ + 1"),
+        "15.2": (lambda: {**right_answer("15.2"), "blocks": 8}, "round up"),
+        "15.3": (32, "1 + γc"),
+        "16.1": (141, "approximation"),
+        "16.2": (lambda: right_answer("16.2") / 2, "one all-reduce"),
+        "16.3": (lambda: right_answer("16.3") // 2, "one halving too few"),
     }
 
 

@@ -106,7 +106,6 @@ def test_lora_linear_dropout_only_on_the_adapter_path():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"r": 0, "alpha": 1}, "r must"), ({"r": -2, "alpha": 1}, "r must"),
-    ({"r": 5, "alpha": 1}, r"r must be an int in \[1, min\(in_features, out_features\)\] = \[1, 4\]"),
     ({"r": 2, "alpha": 0}, "alpha must"), ({"r": 2, "alpha": -1.0}, "alpha must"),
     ({"r": 2, "alpha": float("nan")}, "alpha must"),
     ({"r": 2, "alpha": 1, "dropout": 1.0}, "dropout must"), ({"r": 2, "alpha": 1, "dropout": -0.1}, "dropout must"),
@@ -133,7 +132,7 @@ def test_lora_linear_full_rank_is_allowed_and_delta_weight_is_scaled_ba():
     delta = layer.delta_weight()
     assert delta.shape == layer.base.weight.shape == (4, 6)
     torch.testing.assert_close(delta, 0.5 * layer.B.weight @ layer.A.weight)
-    assert layer.delta_weight(torch.float64).dtype == torch.float64
+    assert layer.delta_weight(dtype=torch.float64).dtype == torch.float64
     x = torch.randn(3, 6)
     torch.testing.assert_close(layer(x), layer.base(x) + x @ delta.T)
 
@@ -169,7 +168,6 @@ def test_add_lora_parameter_count_matches_the_formula(tiny_llama):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"r": 0}, "r must"), ({"alpha": 0}, "alpha must"), ({"alpha": -3}, "alpha must"),
-    ({"r": 17}, r"r must .* = \[1, 16\] .*'model.layers.0.self_attn.v_proj'"),  # v_proj is 16x32
     ({"target_modules": ("q_proj", "nothing_here")}, r"nothing_here"), ({"target_modules": ()}, "target_modules"),
     ({"dropout": 1.5}, "dropout must"),
 ])
@@ -178,10 +176,10 @@ def test_add_lora_rejects_bad_arguments(tiny_llama, kwargs, match):
         add_lora(copy.deepcopy(tiny_llama), **kwargs)
 
 
-def test_add_lora_with_a_too_large_rank_leaves_the_model_untouched(tiny_llama):
+def test_add_lora_with_a_bad_target_leaves_the_model_untouched(tiny_llama):
     model = copy.deepcopy(tiny_llama)
-    with pytest.raises(ValueError, match="r must"):
-        add_lora(model, ("q_proj", "k_proj"), r=20, alpha=8)  # fits q (32x32), not k (16x32)
+    with pytest.raises(ValueError, match="nothing_here"):
+        add_lora(model, ("q_proj", "nothing_here"), r=4, alpha=8)  # q_proj matches, the second does not
     assert not any(isinstance(m, LoRALinear) for m in model.modules())
     assert count_parameters(model) == count_parameters(tiny_llama)  # nothing frozen either
     with pytest.raises(TypeError, match="r must"):
@@ -440,7 +438,6 @@ def test_train_steps_takes_instruction_batches_and_no_batches(tiny_llama):
 @pytest.mark.parametrize("kwargs, match", [
     ({"batches": [torch.ones(2, 3, dtype=torch.long)]}, "batches must yield dicts"),
     ({"optimizer": "adamw"}, "optimizer must"),
-    ({"progress": 1}, "progress must"),
 ])
 def test_train_steps_rejects_bad_input_with_a_short_message(tiny_llama, kwargs, match):
     model = add_lora(copy.deepcopy(tiny_llama), ("q_proj",), r=2, alpha=4)
@@ -552,3 +549,95 @@ def test_lr_sweep_rejects_bad_input(tiny_llama):
         lr_sweep(lambda: "not a model", batches, [1e-3], batches)
     with pytest.raises(ValueError, match="diverged"):
         lr_sweep(make, batches, [1e9], batches)
+
+
+# ----------------------------------------------------------------------------- PEFT's own custom-model cases
+#
+# Ported from huggingface/peft, tests/test_custom_models.py: its `MLP` (lin0 10->20, ReLU,
+# Dropout(0.5), lin1 20->2, LogSoftmax; input `torch.arange(90).view(9, 10)`) and the LoRA rows of
+# its TEST_CASES ("Vanilla MLP 1/3/4/6 LoRA"; 2 is 1 as a list, 5 needs `modules_to_save`, which
+# llmlab has not). LoraConfig's default r = 8 is larger than min(20, 2) = 2 for lin1: PEFT accepts
+# it, so llmlab must too (issue 23). Each row runs the checks of PEFT's
+# TestPeftCustomModel.test_forward_output_finite, test_only_params_are_updated, test_merge_layers
+# and test_forward_bfloat16 (merge and unload in bf16), plus the same init and outputs as PEFT.
+
+class PeftMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin0 = nn.Linear(10, 20)
+        self.relu = nn.ReLU()
+        self.drop = nn.Dropout(0.5)
+        self.lin1 = nn.Linear(20, 2)
+        self.sm = nn.LogSoftmax(dim=-1)
+        self.dtype = torch.float  # PEFT's test sets it to run the model in half precision
+
+    def forward(self, X):
+        return self.sm(self.lin1(self.drop(self.relu(self.lin0(X.to(self.dtype))))))
+
+
+PEFT_MLP_CASES = [
+    ("Vanilla MLP 1 LoRA", {"target_modules": ("lin0",)}),
+    ("Vanilla MLP 3 LoRA", {"target_modules": ("lin1",)}),  # r = 8 on the 2x20 weight
+    ("Vanilla MLP 4 LoRA", {"target_modules": ("lin0", "lin1")}),
+    ("Vanilla MLP 6 LoRA", {"target_modules": ("lin0",), "lora_alpha": 4, "lora_dropout": 0.1}),
+    ("Vanilla MLP 3 LoRA r=32", {"target_modules": ("lin1",), "r": 32}),  # far past min(in, out) = 2
+]
+
+
+def _peft_mlp_pair(kwargs):
+    from peft import LoraConfig, get_peft_model
+
+    r, alpha, dropout = kwargs.get("r", 8), kwargs.get("lora_alpha", 8), kwargs.get("lora_dropout", 0.0)
+    torch.manual_seed(0)
+    base = PeftMLP().eval()
+    torch.manual_seed(1)
+    ours = add_lora(copy.deepcopy(base), kwargs["target_modules"], r=r, alpha=alpha, dropout=dropout)
+    torch.manual_seed(1)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(kwargs["target_modules"]))
+    theirs = get_peft_model(copy.deepcopy(base), config)
+    return base, ours, theirs
+
+
+@pytest.mark.parametrize("name, kwargs", PEFT_MLP_CASES, ids=[c[0] for c in PEFT_MLP_CASES])
+def test_peft_custom_mlp_cases(name, kwargs):
+    base, ours, theirs = _peft_mlp_pair(kwargs)
+    X = torch.arange(90).view(9, 10)
+    trainable, total = count_parameters(ours)
+    assert (trainable, total) == tuple(theirs.get_nb_trainable_parameters())
+    for mine, peft_layer in lora_pairs(ours, theirs):
+        torch.testing.assert_close(mine.A.weight, peft_layer.lora_A["default"].weight)  # the same init
+        assert mine.scaling == peft_layer.scaling["default"]
+    ours.eval(), theirs.eval()
+    with torch.no_grad():  # test_forward_output_finite; B = 0, so both equal the base model
+        out = ours(X)
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out, theirs(X))
+        torch.testing.assert_close(out, base(X))
+        g = torch.Generator().manual_seed(2)
+        for mine, peft_layer in lora_pairs(ours, theirs):  # a trained-looking adapter, copied to PEFT
+            mine.B.weight.copy_(torch.randn(mine.B.weight.shape, generator=g))
+            peft_layer.lora_B["default"].weight.copy_(mine.B.weight)
+        adapted = ours(X)
+        torch.testing.assert_close(adapted, theirs(X))
+        assert not torch.allclose(adapted, base(X))
+
+    # test_only_params_are_updated: one optimizer step moves A and B, nothing else.
+    ours.train()
+    before = {n: p.detach().clone() for n, p in ours.named_parameters()}
+    opt = torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=0.5)
+    ours(X).sum().backward()
+    opt.step()
+    moved = {n for n, p in ours.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and all(n.endswith((".A.weight", ".B.weight")) for n in moved), moved
+    ours.eval()
+
+    # test_merge_layers: the merged model computes what the adapted one does.
+    with torch.no_grad():
+        adapted = ours(X)
+        merged = merge_lora(copy.deepcopy(ours))
+        torch.testing.assert_close(merged(X), adapted, rtol=1e-4, atol=1e-4)  # as PEFT: logits in the thousands
+        # test_forward_bfloat16: the same in bf16, adapted then merged, runs and stays finite
+        half = copy.deepcopy(ours).to(torch.bfloat16)
+        half.dtype = torch.bfloat16
+        assert torch.isfinite(half(X)).all()
+        assert torch.isfinite(merge_lora(half)(X)).all()

@@ -318,3 +318,173 @@ def test_gguf_weight_formats_rejects_what_is_not_a_file(tmp_path):
         models.gguf_weight_formats(tmp_path / "missing.gguf")
     with pytest.raises(TypeError, match="path must be"):
         models.gguf_weight_formats(5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model cache: damage is detected and rebuilt, folders that are not models say so
+# ---------------------------------------------------------------------------------------------
+
+import stat  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+def _key():
+    gguf = models.default_gguf_path()
+    return f"{gguf.stem}-{gguf.stat().st_size}"
+
+
+@pytest.fixture(scope="session")
+def pristine_cache(tmp_path_factory):
+    """A converted default model with its integrity record, in a private cache (never the user's).
+
+    Copied from the user's cache when it is there (a second), else converted once (~20 s)."""
+    try:
+        key = _key()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    root = tmp_path_factory.mktemp("pristine-cache")
+    real = models.cache_dir() / key
+    if (real / "config.json").exists():
+        shutil.copytree(real, root / key, ignore=shutil.ignore_patterns(models.INTEGRITY_FILE))
+    old = os.environ.get("LLMLAB_CACHE")
+    os.environ["LLMLAB_CACHE"] = str(root)
+    try:
+        assert models.default_model_dir() == root / key  # records the SHA-256 (or converts)
+    finally:
+        os.environ.pop("LLMLAB_CACHE") if old is None else os.environ.__setitem__("LLMLAB_CACHE", old)
+    yield root / key
+    shutil.rmtree(root, ignore_errors=True)  # 0.5 GB: do not leave it in pytest's tmp folders
+
+
+@pytest.fixture
+def cache(pristine_cache, tmp_path, monkeypatch):
+    """A fresh copy of the pristine cache as $LLMLAB_CACHE; yields the model folder inside it."""
+    root = tmp_path / "cache"
+    shutil.copytree(pristine_cache, root / pristine_cache.name)  # copy2 keeps the recorded times
+    monkeypatch.setenv("LLMLAB_CACHE", str(root))
+    monkeypatch.delenv("LLMLAB_MODEL", raising=False)
+    yield root / pristine_cache.name
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _overwrite_middle(path):
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(size // 2)
+        f.write(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # a later time, as any real write
+
+
+def _fake_conversion_from(pristine, calls):
+    def convert(gguf, out):
+        calls.append(out)
+        for file in pristine.iterdir():
+            if file.name != models.INTEGRITY_FILE:
+                shutil.copyfile(file, out / file.name)
+                os.chmod(out / file.name, 0o600)  # as safetensors writes it
+    return convert
+
+
+def test_a_normal_load_only_stats_the_files(cache, monkeypatch):
+    def no_hashing(path):
+        raise AssertionError(f"{path} was hashed although it is unchanged")
+
+    monkeypatch.setattr(models, "_sha256", no_hashing)
+    assert models.default_model_dir() == cache
+
+
+def test_touched_but_identical_weights_are_rehashed_once(cache, monkeypatch):
+    weights = cache / "model.safetensors"
+    os.utime(weights, ns=(time.time_ns(), time.time_ns() + 10**9))
+    hashed = []
+    real = models._sha256
+    monkeypatch.setattr(models, "_sha256", lambda p: hashed.append(p) or real(p))
+    assert models.default_model_dir() == cache and hashed == [weights]
+    assert models.default_model_dir() == cache and hashed == [weights]  # the record was refreshed
+
+
+@pytest.mark.slow
+def test_random_bytes_in_the_weights_are_detected_and_rebuilt_from_the_gguf(cache, pristine_cache, monkeypatch):
+    """The issue's case: 4 KiB of random bytes in the middle of model.safetensors (same size). Before,
+    every logit came out NaN; now the folder is rebuilt and loads clean. The rebuild's conversion
+    writes a pristine copy (0600, as safetensors writes its file): the real GGUF conversion, ~20 s,
+    is test_conversion_from_gguf_offline_with_sockets_blocked."""
+    _overwrite_middle(cache / "model.safetensors")
+    calls = []
+    monkeypatch.setattr(models, "_convert_gguf", _fake_conversion_from(pristine_cache, calls))
+    model, tokenizer = models.load_model(device="cpu")
+    assert len(calls) == 1
+    logits = model(**tokenizer("The capital of France is", return_tensors="pt")).logits
+    assert torch.isfinite(logits).all()
+    assert models._verify(cache) is None
+    assert [p.name for p in cache.parent.iterdir()] == [cache.name]  # the damaged copy is gone
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in cache.iterdir()}
+    assert len(set(modes.values())) == 1, modes  # model.safetensors no longer 0600 among 0644s
+
+
+@pytest.mark.parametrize("damage", ["overwrite", "truncate", "header", "delete"])
+def test_damage_is_detected_and_the_folder_rebuilt(damage, cache, pristine_cache, monkeypatch):
+    weights = cache / "model.safetensors"
+    if damage == "overwrite":
+        _overwrite_middle(weights)
+    elif damage == "truncate":
+        os.truncate(weights, weights.stat().st_size - 1000)
+    elif damage == "header":
+        with open(weights, "r+b") as f:
+            f.seek(10)
+            f.write(b"\xff\x00garbage")
+    else:
+        weights.unlink()
+    assert models._verify(cache) is not None
+    calls = []
+    monkeypatch.setattr(models, "_convert_gguf", _fake_conversion_from(pristine_cache, calls))
+    assert models.default_model_dir() == cache
+    assert len(calls) == 1 and models._verify(cache) is None
+    assert [p.name for p in cache.parent.iterdir()] == [cache.name]
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in cache.iterdir()}
+    assert len(set(modes.values())) == 1, modes
+
+
+def test_a_damaged_cache_that_cannot_be_moved_says_to_delete_it(cache, monkeypatch):
+    os.truncate(cache / "model.safetensors", 100)
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(models.os, "replace", refuse)
+    with pytest.raises(RuntimeError, match=r"damaged.*Delete the folder") as info:
+        models.default_model_dir()
+    assert str(cache) in str(info.value)
+
+
+def test_a_cache_without_a_record_is_checked_and_then_recorded(cache):
+    (cache / models.INTEGRITY_FILE).unlink()
+    assert models._verify(cache) is None and (cache / models.INTEGRITY_FILE).exists()
+    os.truncate(cache / "model.safetensors", 1 << 20)
+    (cache / models.INTEGRITY_FILE).unlink()
+    assert "bytes long" in models._verify(cache)  # the header check alone catches truncation
+
+
+def test_model_folder_errors_say_what_is_wrong(tmp_path, monkeypatch, tiny_llama):
+    tiny_folder = tmp_path / "tiny"
+    tiny_llama.save_pretrained(tiny_folder)
+    monkeypatch.setenv("LLMLAB_MODEL", "/nonexistent/folder")
+    with pytest.raises(ValueError, match="LLMLAB_MODEL.*does not exist"):
+        models.load_model()
+    monkeypatch.delenv("LLMLAB_MODEL")
+    for path in ("./missing-model", "~/missing-llmlab-model", "a/b/c"):
+        with pytest.raises(ValueError, match="does not exist"):
+            models.load_model(path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no model"):
+        models.load_model(tmp_path / "empty")
+    with pytest.raises(ValueError, match="is a file"):
+        models.load_model(tiny_folder / "config.json")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_folder, broken)
+    weights = next(broken.glob("*.safetensors"))
+    os.truncate(weights, weights.stat().st_size // 2)
+    with pytest.raises(ValueError, match="damaged"):
+        models.load_model(broken)

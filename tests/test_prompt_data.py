@@ -61,25 +61,25 @@ def test_preferences_wrap_the_same_fact_in_filler():
 def test_committed_files_are_what_the_script_writes(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "data" / "make_prompt_data.py"), "--out", str(tmp_path)],
                    check=True, capture_output=True)
-    committed = sorted((ROOT / "data" / "prompting").glob("*.jsonl"))
+    committed = sorted((ROOT / "lib" / "llmlab" / "datafiles" / "prompting").glob("*.jsonl"))
     assert [p.name for p in committed] == sorted(p.name for p in tmp_path.glob("*.jsonl"))
     for path in committed:
         assert (tmp_path / path.name).read_bytes() == path.read_bytes()
     for name in TASKS:  # the files and the fallback without files agree
         assert (load_task(name, "pool"), load_task(name, "test")) == make_task(name)
     assert (load_preferences("train"), load_preferences("heldout")) == make_preferences()
-    assert json.loads((ROOT / "data" / "prompting" / "preferences_train.jsonl").read_text().splitlines()[0]) \
+    assert json.loads((ROOT / "lib" / "llmlab" / "datafiles" / "prompting" / "preferences_train.jsonl").read_text().splitlines()[0]) \
         == load_preferences("train")[0]
 
 
 def test_write_and_load_roundtrip(tmp_path):
     write_prompt_data(tmp_path, seed=2)
-    assert load_task("sentiment", "test", tmp_path) == make_task("sentiment", seed=2)[1]
-    assert load_preferences("heldout", tmp_path) == make_preferences(seed=2)[1]
+    assert load_task("sentiment", "test", folder=tmp_path) == make_task("sentiment", seed=2)[1]
+    assert load_preferences("heldout", folder=tmp_path) == make_preferences(seed=2)[1]
     with pytest.raises(ValueError, match="split"):
-        load_task("sentiment", "train", tmp_path)
+        load_task("sentiment", "train", folder=tmp_path)
     with pytest.raises(FileNotFoundError, match="make_prompt_data"):
-        load_preferences("train", tmp_path / "missing")
+        load_preferences("train", folder=tmp_path / "missing")
 
 
 def test_llama_tables_are_the_papers():

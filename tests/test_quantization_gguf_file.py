@@ -59,3 +59,25 @@ def test_every_decoded_tensor_is_the_loaded_model():
     model, _ = load_model(device="cpu")
     for t in gguf_tensors():
         assert torch.equal(gguf_weight(t.name), model.get_parameter(hf_parameter_name(t.name)).detach()), t.name
+
+
+@pytest.mark.slow
+def test_our_header_parser_agrees_with_gguf_reader(tmp_path):
+    """The peer: the gguf package's GGUFReader (slow on a 49k-token vocabulary, hence our own parser)."""
+    from gguf import GGUFReader
+
+    from llmlab.models import default_gguf_path
+
+    reader = GGUFReader(str(default_gguf_path()))
+    assert [(t.name, t.qtype, t.shape, t.n_bytes) for t in gguf_tensors()] == [
+        (t.name, t.tensor_type.name, tuple(int(d) for d in reversed(t.shape)), int(t.n_bytes)) for t in reader.tensors]
+    for t in reader.tensors[:12] + reader.tensors[-3:]:  # F32 norms, Q8_0 embedding, Q4_1 matrices
+        raw, qtype = read_gguf_tensor(t.name)
+        assert qtype == t.tensor_type.name and raw.dtype == t.data.dtype and np.array_equal(raw, t.data), t.name
+    skipped = ("tokens", "scores", "token_type", "merges")
+    assert gguf_metadata() == {k: f.contents() for k, f in reader.fields.items()
+                               if not (k.startswith("tokenizer.ggml.") and k.split(".")[-1] in skipped)}
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGML" + bytes(60))
+    with pytest.raises(ValueError, match="not a GGUF file"):
+        gguf_tensors(junk)

@@ -73,8 +73,6 @@ def test_static_decoder_bad_input(tiny_llama, tiny_gpt2):
 @pytest.mark.parametrize("call,match", [
     (lambda m: StaticDecoder(m, max_len=8.0), "max_len"),
     (lambda m: StaticDecoder(m, max_len=True), "max_len"),
-    (lambda m: StaticDecoder(m, max_len=8, compile="yes"), "compile"),
-    (lambda m: StaticDecoder(m, max_len=8, use_cuda_graph=1), "use_cuda_graph"),
     (lambda m: StaticDecoder("llama", max_len=8), "model"),
     (lambda m: StaticDecoder(m, max_len=8).greedy(random_prompt(0), 1.5), "max_new_tokens"),
     (lambda m: StaticDecoder(m, max_len=8).greedy(random_prompt(0), 2, eos_token_id=2.0), "eos_token_id"),

@@ -9,7 +9,7 @@ import torch
 
 import llmlab.timing as timing
 from conftest import requires_cuda
-from llmlab.timing import Stopwatch, Timing, interleaved, measure, synchronize, timeit
+from llmlab.timing import Stopwatch, Timing, cpu_threads, interleaved, synchronize, time_calls, timeit, verdict
 
 
 class FakeClock:
@@ -40,7 +40,7 @@ def clock(monkeypatch):
 def test_measure_times_repeat_calls_after_untimed_warmup(clock):
     calls = []
     # The two warmup calls "take" 100 s each: none of that may show up in the timings.
-    result = measure(clock.work([100.0, 100.0, 1.0, 3.0, 2.0], calls, "f"), repeat=3, warmup=2)
+    result = time_calls(clock.work([100.0, 100.0, 1.0, 3.0, 2.0], calls, "f"), repeat=3, warmup=2)
     assert len(calls) == 5
     assert result == Timing((1.0, 3.0, 2.0))
     assert (result.min, result.median, result.max, result.spread) == (1.0, 2.0, 3.0, 2.0)
@@ -48,7 +48,7 @@ def test_measure_times_repeat_calls_after_untimed_warmup(clock):
 
 def test_measure_without_warmup_and_timeit_is_the_median(clock):
     calls = []
-    assert measure(clock.work([5.0], calls, "f"), repeat=1, warmup=0).times == (5.0,)
+    assert time_calls(clock.work([5.0], calls, "f"), repeat=1, warmup=0).times == (5.0,)
     assert timeit(clock.work([9.0, 1.0, 2.0, 4.0, 8.0, 3.0]), repeat=5, warmup=1) == 3.0
     assert len(calls) == 1
 
@@ -93,7 +93,7 @@ def test_timing_properties_and_frozen():
 
 def test_real_clock_on_real_work():
     x = torch.randn(64, 64)
-    t = measure(lambda: x @ x, repeat=3, warmup=1, device="cpu")
+    t = time_calls(lambda: x @ x, repeat=3, warmup=1, device="cpu")
     assert len(t.times) == 3 and all(s > 0 for s in t.times) and t.spread >= 1.0
     synchronize(None)
     synchronize("cpu")  # no-ops off CUDA
@@ -108,10 +108,41 @@ def test_cuda_is_synchronised():
     assert watch.seconds > 0
 
 
+def test_cpu_threads_sets_and_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):          # restored on an exception too
+        with cpu_threads(1):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    with cpu_threads(None):                    # None, or a device that is not the CPU: nothing changes
+        assert torch.get_num_threads() == before
+    with cpu_threads(1, device="meta"):
+        assert torch.get_num_threads() == before
+    with cpu_threads(1, device="cpu"):
+        assert torch.get_num_threads() == 1
+
+
+def test_verdict_calls_a_winner_only_when_every_run_beats_every_run():
+    fast, slow = Timing((1.0, 1.1, 1.2)), Timing((1.3, 2.2, 3.0))
+    assert verdict(fast, slow, names=("x", "y")) == "x faster than y in every run (2.0x by the medians)"
+    assert verdict(slow, fast, names=("x", "y")) == "y faster than x in every run (2.0x by the medians)"
+    overlap = Timing((1.15, 2.0, 2.2))          # its fastest run beats fast's slowest: no verdict
+    assert verdict(fast, overlap, names=("x", "y")) == "x vs y: inconclusive, their ranges overlap (medians 1.8x apart)"
+    assert "inconclusive" in verdict(fast, fast)  # a tie is never a winner
+
+
 @pytest.mark.parametrize("call, error, match", [
-    (lambda: measure(lambda: None, repeat=0), ValueError, "repeat"),
-    (lambda: measure(lambda: None, repeat=1.5), TypeError, "repeat"),
-    (lambda: measure(lambda: None, warmup=-1), ValueError, "warmup"),
+    (lambda: cpu_threads(0), ValueError, "threads"),
+    (lambda: cpu_threads(1.5), TypeError, "threads"),
+    (lambda: cpu_threads(1, device="bogus"), ValueError, "device"),
+    (lambda: verdict(1.0, Timing((1.0,))), TypeError, "a and b"),
+    (lambda: verdict(Timing((1.0,)), Timing((1.0,)), names=["a", "b"]), TypeError, "names"),
+    (lambda: time_calls(lambda: None, repeat=0), ValueError, "repeat"),
+    (lambda: time_calls(lambda: None, repeat=1.5), TypeError, "repeat"),
+    (lambda: time_calls(lambda: None, warmup=-1), ValueError, "warmup"),
     (lambda: timeit(lambda: None, repeat=True), TypeError, "repeat"),
     (lambda: interleaved({}), TypeError, "fns"),
     (lambda: interleaved([lambda: None]), TypeError, "fns"),

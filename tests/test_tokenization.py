@@ -384,3 +384,14 @@ def test_unicode_tables_are_the_only_disagreement():
         if pretokenize(text) != [p for p, _ in BYTE_LEVEL.pre_tokenize_str(text)]:
             differing.append(cp)
     assert all(unicodedata.category(chr(cp)) == "Cn" for cp in differing)
+
+
+def test_a_tokenizer_cannot_be_changed_after_it_is_built():
+    tok = train_bpe(["low lower lowest", "new newer newest"], 262)
+    ids = tok.encode("lowest newer")
+    with pytest.raises(AttributeError):
+        tok.merges = []
+    tok.merges.append(("x", "y"))  # a copy: the tokenizer's own merges are untouched
+    with pytest.raises(TypeError):
+        tok.vocab["x"] = 10**6  # a read-only view
+    assert tok.n_merges == 6 and ("x", "y") not in tok.merges and tok.encode("lowest newer") == ids

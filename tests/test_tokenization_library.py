@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from llmlab.tokenization import (BYTE_TOKENS, TokenCount, data_folder, encode_ids, load_corpus, load_parallel,
+from llmlab.tokenization import (BYTE_TOKENS, TokenCount, encode_ids, load_corpus, load_parallel,
                                  load_samples, segmentations, token_counts, token_strings, train_bpe,
                                  train_llama_style, train_unigram, train_wordpiece, unigram_scores, unigram_viterbi,
                                  wordpiece_greedy)
@@ -52,7 +52,6 @@ def llama(corpus):
 # -- the texts we ship -------------------------------------------------------------------------------
 
 def test_the_texts_are_there():
-    assert (data_folder() / "corpus.txt").is_file()
     corpus = load_corpus()
     assert len(corpus) > 50 and all(p.strip() for p in corpus)
     assert 20_000 < sum(len(p.encode("utf-8")) for p in corpus) < 60_000

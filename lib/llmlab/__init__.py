@@ -7,7 +7,7 @@ The folder tells the architecture; imports point one way, from the ground floor 
   ``fitting`` (scaling-law fits);
 * one module (or subpackage) per topic: ``models``, ``data``, ``perplexity``, ``decoding``,
   ``schedules``, ``accumulation``, ``checkpointing``, ``svd``, ``lora``, ``precision``,
-  ``anatomy``, ``tokenization``, ``distributed``, ``quantization``, ``attention``;
+  ``anatomy``, ``tokenization``, ``distributed``, ``quantization``, ``attention``, ``serving``;
 * rendering and front ends: ``display``, ``plotting``, ``widgets``;
 * leaves that nothing in the library imports: ``bench`` (``python -m llmlab.bench``),
   ``exercises`` (``check("06.2", answer)``), ``gallery``, ``colab``.

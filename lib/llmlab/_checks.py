@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
@@ -28,6 +29,8 @@ __all__ = [
     "check_finite_tensor",
     "check_callable",
     "check_sequence",
+    "check_path",
+    "check_optimizer",
     "describe_range",
 ]
 
@@ -189,3 +192,17 @@ def check_sequence(name: str, value, *, what: str = "items", non_empty: bool = T
         raise ValueError(f"{name} must be a non-empty list of {what}")
     return list(value)
 
+
+def check_path(name: str, value):
+    """``value`` must be a path: a ``str`` or an ``os.PathLike`` (e.g. ``pathlib.Path``)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or a pathlib.Path, got {value!r:.60} ({_type_name(value)})")
+    return value
+
+
+def check_optimizer(name: str, value):
+    """``value`` must work as an optimizer: a ``torch.optim.Optimizer`` or anything with ``step`` and
+    ``zero_grad`` (a wrapper such as llmlab's master-weights optimizer)."""
+    if not (callable(getattr(value, "step", None)) and callable(getattr(value, "zero_grad", None))):
+        raise TypeError(f"{name} must be a torch.optim.Optimizer (with step and zero_grad), got {_type_name(value)}")
+    return value

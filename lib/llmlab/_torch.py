@@ -10,6 +10,8 @@
 * :data:`IGNORE_INDEX` = -100, the label PyTorch's cross-entropy (and Hugging Face) ignores.
 * :func:`eval_mode` runs a block with a model in eval mode and gives it back its mode;
   :func:`pad_id` is the id a tokenizer pads with (its pad token, else its EOS token).
+* :func:`read_floats` reads the losses a training loop collected as tensors, in one host sync;
+  :func:`grads_by_name` copies a model's gradients out (accumulation and DDP compare them).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import check_int, check_module
+from ._checks import check_int
 
 __all__ = [
     "IGNORE_INDEX",
@@ -38,6 +40,8 @@ __all__ = [
     "replayed_rng",
     "eval_mode",
     "pad_id",
+    "read_floats",
+    "grads_by_name",
 ]
 
 #: The label of a position that gets no loss (PyTorch's ``cross_entropy(ignore_index=-100)``).
@@ -87,8 +91,7 @@ def resolve_device(device=None, *, name: str = "device") -> torch.device:
     if device is None:
         return default_device()
     if isinstance(device, bool) or not isinstance(device, (torch.device, str, int)):
-        raise TypeError(f"{name} must be a torch.device, a string such as 'cpu' or 'cuda', or None; "
-                        f"got {type(device).__name__}")
+        raise TypeError(f"{name} must be a torch.device, a string such as 'cpu' or 'cuda', or None; got {device!r:.30}")
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError) as e:
@@ -128,9 +131,7 @@ def resolve_dtype(dtype, *, name: str = "dtype", default: torch.dtype | None = N
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """Where ``model`` lives: the device of its first parameter (or buffer); the CPU if it has none."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    """Where ``model`` (an ``nn.Module``) lives: the device of its first parameter (or buffer); the CPU if it has none."""
     for tensor in model.parameters():
         return tensor.device
     for tensor in model.buffers():
@@ -193,7 +194,6 @@ def replayed_rng(state: RNGState):
 def eval_mode(model: nn.Module):
     """Run a block with ``model.eval()`` (Dropout off), then give ``model`` back the mode it had,
     also when the block raises."""
-    check_module("model", model)
     was_training = model.training
     model.eval()
     try:
@@ -202,7 +202,7 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
-def pad_id(tokenizer, default: int | None = None) -> int | None:
+def pad_id(tokenizer, *, default: int | None = None) -> int | None:
     """The id ``tokenizer`` pads with: its pad token, else its EOS token (Llama-style tokenizers
     have no pad token; the attention mask hides the padding anyway), else ``default``."""
     if not (hasattr(tokenizer, "pad_token_id") and hasattr(tokenizer, "eos_token_id")):
@@ -213,3 +213,15 @@ def pad_id(tokenizer, default: int | None = None) -> int | None:
         if token_id is not None:
             return token_id
     return default
+
+
+def read_floats(values: list[torch.Tensor]) -> tuple[float, ...]:
+    """0-d tensors a loop collected (``losses.append(loss.detach())``) as Python floats, read in one
+    host sync after the loop instead of one ``.item()`` per step (which stalls a GPU every step)."""
+    return tuple(torch.stack(values).tolist()) if values else ()
+
+
+def grads_by_name(model: nn.Module) -> dict[str, torch.Tensor]:
+    """name -> a detached copy of each trainable parameter's gradient (zeros where the loss did not reach)."""
+    return {name: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+            for name, p in model.named_parameters() if p.requires_grad}

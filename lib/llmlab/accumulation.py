@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_bool, check_callable, check_choice, check_float, check_int, check_module, check_tensor
-from ._torch import IGNORE_INDEX, isolated_rng, resolve_dtype
+from ._checks import check_callable, check_choice, check_float, check_int, check_module, check_tensor
+from ._torch import IGNORE_INDEX, grads_by_name, isolated_rng, read_floats, resolve_dtype
 from .modelinfo import check_token_ids
 
 __all__ = [
@@ -55,10 +55,7 @@ def divisors(n: int) -> list[int]:
 def _check_steps(steps, batch_size: int) -> None:
     check_int("steps", steps, low=1)
     if batch_size % steps != 0:
-        raise ValueError(
-            f"steps must divide the batch size {batch_size} into equal micro-batches; "
-            f"got steps={steps}, allowed: {divisors(batch_size)}"
-        )
+        raise ValueError(f"steps must divide the batch size {batch_size} into equal parts, one of {divisors(batch_size)}")
 
 
 def _check_batch(x, y) -> int:
@@ -78,15 +75,6 @@ def _fresh_copy(model: nn.Module) -> nn.Module:
     return model_copy
 
 
-def _grads(model: nn.Module) -> dict[str, Tensor]:
-    """name -> gradient (zeros for a trainable parameter the loss did not reach), detached copies."""
-    return {
-        name: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
-        for name, p in model.named_parameters()
-        if p.requires_grad
-    }
-
-
 # ---- Accumulation on a deep copy ------------------------------------------------------------------
 
 
@@ -102,23 +90,24 @@ class AccumulationResult:
 
     grads: dict[str, Tensor]
     running_stats: dict[str, Tensor]
-    micro_losses: list[float]
+    micro_losses: tuple[float, ...]
     loss: float
     steps: int
     scale_loss: bool
 
 
 def _accumulate_into(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, steps: int,
-                     scale_loss: bool) -> list[float]:
-    """Run K forward/backward passes on ``model`` itself, summing into ``.grad``; return the L_j."""
+                     scale_loss: bool) -> tuple[float, ...]:
+    """Run K forward/backward passes on ``model`` itself, summing into ``.grad``; return the L_j
+    (read after the K passes: no host sync between them)."""
     micro_losses = []
     for x_j, y_j in zip(x.chunk(steps), y.chunk(steps)):
         loss_j = loss_fn(model(x_j), y_j)
         if loss_j.dim() != 0:
             raise ValueError(f"loss_fn must return a scalar (0-d) loss, got shape {tuple(loss_j.shape)}")
         (loss_j / steps if scale_loss else loss_j).backward()
-        micro_losses.append(float(loss_j.detach()))
-    return micro_losses
+        micro_losses.append(loss_j.detach())
+    return read_floats(micro_losses)
 
 
 def accumulation_pass(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, steps: int, *,
@@ -135,11 +124,10 @@ def accumulation_pass(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, s
     batch_size = _check_batch(x, y)
     _check_steps(steps, batch_size)
     model_copy = _fresh_copy(model)
-    check_bool("scale_loss", scale_loss)
     micro_losses = _accumulate_into(model_copy, loss_fn, x, y, steps, scale_loss)
     total = sum(micro_losses) / steps if scale_loss else sum(micro_losses)
     return AccumulationResult(
-        grads=_grads(model_copy),
+        grads=grads_by_name(model_copy),
         running_stats=batchnorm_running_stats(model_copy),
         micro_losses=micro_losses,
         loss=total,
@@ -171,8 +159,7 @@ def relative_difference(grads_a: dict[str, Tensor], grads_b: dict[str, Tensor]) 
     if not isinstance(grads_a, dict) or not isinstance(grads_b, dict):
         raise TypeError("grads_a and grads_b must be dicts name -> tensor")
     if set(grads_a) != set(grads_b) or not grads_a:
-        raise ValueError(f"grads_a and grads_b must have the same names (at least one); differ in "
-                         f"{sorted(set(grads_a) ^ set(grads_b))}")
+        raise ValueError(f"grads_a and grads_b must have the same names; differ in {set(grads_a) ^ set(grads_b)}")
     diff_sq = 0.0
     ref_sq = 0.0
     for name, b in grads_b.items():
@@ -218,7 +205,7 @@ def _cnn(norm: Callable[[int], nn.Module]) -> nn.Sequential:
     )
 
 
-def make_model(kind: str, seed: int = 0, *, dtype: torch.dtype = torch.float32) -> nn.Module:
+def make_model(kind: str, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Module:
     """A small model in training mode, initialised from ``seed``.
 
     ``"linear"``: ``nn.Linear(16, 4)`` (pair with MSE). ``"cnn_bn"`` / ``"cnn_gn"``: two 3×3
@@ -249,7 +236,7 @@ def _class_patterns(dtype: torch.dtype) -> Tensor:
     return patterns
 
 
-def make_batch(kind: str, batch_size: int = 32, seed: int = 0, *,
+def make_batch(kind: str, batch_size: int = 32, *, seed: int = 0,
                dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
     """A deterministic synthetic batch ``(x, y)`` for ``kind`` (same seed -> same tensors).
 
@@ -285,19 +272,17 @@ def loss_fn_for(kind: str) -> LossFn:
 
 # ---- The token-level trap -------------------------------------------------------------------------
 
-def make_token_model(vocab_size: int = 50, dim: int = 16, seed: int = 0) -> nn.Module:
+def make_token_model(*, vocab_size: int = 50, dim: int = 16, seed: int = 0) -> nn.Module:
     """A bigram language model ``Embedding(vocab, dim) -> Linear(dim, vocab)``: (B, T) ids -> (B, T, vocab) logits."""
     vocab_size = check_int("vocab_size", vocab_size, low=2, high=2**20)
     dim = check_int("dim", dim, low=1, high=2**14)
-    if vocab_size * dim > 2**27:  # two (vocab, dim) matrices past 1 GiB of float32
-        raise ValueError(f"vocab_size * dim must be <= 2**27, got {vocab_size} * {dim}")
     with isolated_rng(seed):  # seeded init; the caller's random stream is left alone
         model = nn.Sequential(nn.Embedding(vocab_size, dim), nn.Linear(dim, vocab_size))
     return model
 
 
-def make_token_batch(batch_size: int = 32, max_len: int = 32, vocab_size: int = 50, seed: int = 0, *,
-                     min_len: int = 2, group_by_length: bool = False) -> tuple[Tensor, Tensor]:
+def make_token_batch(batch_size: int = 32, *, max_len: int = 32, vocab_size: int = 50, seed: int = 0, min_len: int = 2,
+                     group_by_length: bool = False) -> tuple[Tensor, Tensor]:
     """Variable-length sequences, right-padded: ``(inputs, targets)`` both (B, max_len − 1).
 
     Lengths are uniform in [min_len, max_len]; targets are the inputs shifted by one, with
@@ -352,8 +337,7 @@ def token_loss_grads(model: nn.Module, inputs: Tensor, targets: Tensor, steps: i
     check_module("model", model)
     batch_size = _check_batch(inputs, targets)
     if inputs.shape != targets.shape:
-        raise ValueError(f"inputs and targets must have the same shape, got {tuple(inputs.shape)} "
-                         f"and {tuple(targets.shape)}")
+        raise ValueError(f"inputs and targets must have the same shape, got {tuple(inputs.shape)}, {tuple(targets.shape)}")
     check_token_ids(model, inputs, name="inputs")
     _check_steps(steps, batch_size)
     check_choice("normalization", normalization, _NORMALIZATIONS)
@@ -364,17 +348,16 @@ def token_loss_grads(model: nn.Module, inputs: Tensor, targets: Tensor, steps: i
     if n_total == 0:
         raise ValueError("targets hold no real tokens (all are ignore_index)")
     model_copy = _fresh_copy(model)
-    for x_j, y_j in zip(inputs.chunk(steps), targets.chunk(steps)):
+    for x_j, y_j, n_j in zip(inputs.chunk(steps), targets.chunk(steps), n_tokens):
         logits = model_copy(x_j)
         token_loss_sum = F.cross_entropy(logits.flatten(0, -2), y_j.flatten(), ignore_index=ignore_index,
                                          reduction="sum")
         if normalization == "micro_batch_mean":
-            n_j = int((y_j != ignore_index).sum())
             loss_j = token_loss_sum / n_j / steps
         else:
             loss_j = token_loss_sum / n_total
         loss_j.backward()
-    return _grads(model_copy)
+    return grads_by_name(model_copy)
 
 
 # ---- A short training run: big batch vs accumulation ----------------------------------------------
@@ -382,11 +365,11 @@ def token_loss_grads(model: nn.Module, inputs: Tensor, targets: Tensor, steps: i
 
 @dataclass(frozen=True)
 class AccumulationRun:
-    """One SGD run. ``losses``: (n_updates,) backpropagated loss per update (Σ_j L_j / K);
+    """One SGD run. ``losses``: the backpropagated loss of each update (Σ_j L_j / K);
     ``params``: (n_updates + 1, P) all parameters flattened, before and after each update;
     ``running_stats``: BatchNorm running statistics at the end; ``model``: the trained copy."""
 
-    losses: Tensor
+    losses: tuple[float, ...]
     params: Tensor
     running_stats: dict[str, Tensor]
     model: nn.Module
@@ -401,7 +384,6 @@ def train_with_accumulation(model: nn.Module, loss_fn: LossFn, batches: list[tup
         raise ValueError("batches must hold at least one (x, y) batch")
     lr = check_float("lr", lr, low=0, low_open=True)
     momentum = check_float("momentum", momentum, low=0, high=1, high_open=True)
-    check_bool("scale_loss", scale_loss)
     for x, y in batches:
         _check_steps(steps, _check_batch(x, y))
     model_copy = _fresh_copy(model)
@@ -414,5 +396,5 @@ def train_with_accumulation(model: nn.Module, loss_fn: LossFn, batches: list[tup
         optimizer.step()
         losses.append(sum(micro_losses) / steps if scale_loss else sum(micro_losses))
         params.append(nn.utils.parameters_to_vector(model_copy.parameters()).detach().clone())
-    return AccumulationRun(losses=torch.tensor(losses), params=torch.stack(params),
+    return AccumulationRun(losses=tuple(losses), params=torch.stack(params),
                            running_stats=batchnorm_running_stats(model_copy), model=model_copy)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ._checks import (check_bool, check_callable, check_finite_tensor, check_float, check_int, check_module, check_sequence,
-                      check_str, check_tensor)
-from ._torch import IGNORE_INDEX, eval_mode, model_device, pad_id
+from ._checks import (check_finite_tensor, check_float, check_int, check_module, check_optimizer, check_same_length,
+                      check_sequence, check_str, check_tensor)
+from ._torch import IGNORE_INDEX, eval_mode, model_device, pad_id, read_floats
 from .data import InstructionBatch, collate, epoch_order, greedy_answers
 from .modelinfo import check_token_ids, context_size
 from .timing import Stopwatch
@@ -112,39 +112,46 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     and the frozen reference π_ref. ``beta`` > 0: the strength of the KL constraint (a small β
     lets π move further from π_ref). Returns ``(losses, chosen_rewards, rejected_rewards)``, each
     ``(pairs,)``: losses = −log σ(β[(π_w − ref_w) − (π_l − ref_l)]) (computed as softplus, finite for
-    any margin), rewards = β(π − ref), detached as in TRL (they are metrics, not loss terms).
+    any margin), rewards = β(π − ref), detached as in TRL (they are metrics, not loss terms). A NaN
+    log-probability gives NaN out for its pair (as in TRL).
     """
     beta = check_float("beta", beta, low=0, low_open=True)
     named = {"policy_chosen_logps": policy_chosen_logps, "policy_rejected_logps": policy_rejected_logps,
              "reference_chosen_logps": reference_chosen_logps, "reference_rejected_logps": reference_rejected_logps}
     for name, t in named.items():
         check_tensor(name, t, dim=1, floating=True, min_numel=1)
-        check_finite_tensor(name, t)
-    shapes = {name: tuple(t.shape) for name, t in named.items()}
-    if len(set(shapes.values())) > 1:
-        raise ValueError("the four log-probability tensors must have the same length (one entry per pair), got "
-                         + ", ".join(f"{n} {s}" for n, s in shapes.items()))
+    check_same_length(**named)
+    return _dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta)
+
+
+def _dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
+    """:func:`dpo_loss` as the training and evaluation loops call it: inputs already checked."""
     chosen_logratios = policy_chosen_logps - reference_chosen_logps  # log π(y_w|x)/π_ref(y_w|x)
     rejected_logratios = policy_rejected_logps - reference_rejected_logps
     losses = -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
 
 
-def _batch_tensors(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask, labels)`` of ``batch``, checked: 2-D token ids, all three the same shape."""
+def _batch_tensors(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """``(input_ids, attention_mask, labels, first)`` of ``batch``, checked: 2-D token ids, all three the
+    same shape, every row with a response whose first label is not the row's first token; ``first`` is
+    the earliest scored position over the batch (read once here, so scoring the batch needs no host sync)."""
     if isinstance(batch, InstructionBatch):
         input_ids, attention_mask, labels = batch.input_ids, batch.attention_mask, batch.labels
     elif isinstance(batch, Mapping) and {"input_ids", "labels"} <= set(batch):
         input_ids, labels = batch["input_ids"], batch["labels"]
         attention_mask = batch.get("attention_mask", torch.ones_like(input_ids))
     else:
-        raise TypeError("batch must be an llmlab.data.InstructionBatch or a dict with input_ids, attention_mask "
-                        f"and labels, got {type(batch).__name__}")
+        raise TypeError(f"batch must be an InstructionBatch or a dict with input_ids and labels, got {batch!r:.40}")
     check_tensor("input_ids", input_ids, dim=2, integer=True, min_numel=1)
     if labels.shape != input_ids.shape or attention_mask.shape != input_ids.shape:
-        raise ValueError(f"labels {tuple(labels.shape)} and attention_mask {tuple(attention_mask.shape)} must have "
-                         f"the shape of input_ids {tuple(input_ids.shape)}")
-    return input_ids, attention_mask, labels
+        raise ValueError(f"labels and attention_mask must have the shape of input_ids {tuple(input_ids.shape)}")
+    scored = labels != IGNORE_INDEX
+    if scored[:, 0].any():
+        raise ValueError("labels: the first token of a row has no context to predict it from: its label must be -100")
+    if not scored.any(dim=1).all():
+        raise ValueError("labels: every row needs at least one response token (a label other than -100)")
+    return input_ids, attention_mask, labels, int(scored.float().argmax(dim=1).min())
 
 
 def sequence_logps(model, batch) -> torch.Tensor:
@@ -156,14 +163,13 @@ def sequence_logps(model, batch) -> torch.Tensor:
     Only positions from the first response token on go through the LM head.
     """
     check_module("model", model)
-    input_ids, attention_mask, labels = _batch_tensors(batch)
-    check_token_ids(model, input_ids)
-    scored = labels != IGNORE_INDEX
-    if scored[:, 0].any():
-        raise ValueError("labels: the first token of a row has no context to predict it from: its label must be -100")
-    if not scored.any(dim=1).all():
-        raise ValueError("labels: every row needs at least one response token (a label other than -100)")
-    first = int(scored.float().argmax(dim=1).min())  # earliest scored position over the batch
+    prepared = _batch_tensors(batch)
+    check_token_ids(model, prepared[0])
+    return _sequence_logps(model, *prepared)
+
+
+def _sequence_logps(model, input_ids, attention_mask, labels, first: int) -> torch.Tensor:
+    """:func:`sequence_logps` of a batch :func:`_batch_tensors` checked; ``first``: the earliest scored position."""
     keep = input_ids.shape[1] - first + 1  # logits from position first - 1 on
     logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits[:, :-1].float()
     targets = labels[:, first:]
@@ -199,8 +205,6 @@ def tokenize_preference(example: Mapping, tokenizer, *, chat: bool = True) -> di
         if key not in example:
             raise ValueError(f"example must have the keys prompt, chosen and rejected; missing {key!r}")
         check_str(key, example[key])
-    check_bool("chat", chat)
-    check_callable("tokenizer", tokenizer, what="a Hugging Face tokenizer")
     if getattr(tokenizer, "eos_token_id", None) is None:
         raise ValueError("tokenizer must define eos_token_id (each answer ends with it)")
     prompt = chat_prompt(tokenizer, example["prompt"]) if chat else example["prompt"]
@@ -212,16 +216,11 @@ def tokenize_preference(example: Mapping, tokenizer, *, chat: bool = True) -> di
 
 def collate_preferences(features: list[dict[str, list[int]]], pad_token_id: int) -> InstructionBatch:
     """One right-padded batch of 2·pairs rows: all chosen answers first, then all rejected ones
-    (TRL's layout, so one forward pass scores both); labels are −100 on prompts and padding."""
-    if not features:
-        raise ValueError("features must be a non-empty list of tokenised pairs")
+    (TRL's layout, so one forward pass scores both); labels are −100 on prompts and padding.
+    ``features``: what :func:`tokenize_preference` returns (non-empty prompts and answers)."""
     rows = []
     for key in ("chosen_ids", "rejected_ids"):
-        for i, f in enumerate(features):
-            if not isinstance(f, Mapping) or not {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(f):
-                raise TypeError(f"features[{i}] must be a dict with prompt_ids, chosen_ids and rejected_ids")
-            if not f["prompt_ids"] or not f[key]:
-                raise ValueError(f"features[{i}] needs a non-empty prompt and non-empty answers")
+        for f in features:
             rows.append({"input_ids": f["prompt_ids"] + f[key],
                          "labels": [IGNORE_INDEX] * len(f["prompt_ids"]) + f[key]})
     return collate(rows, pad_token_id)
@@ -233,7 +232,6 @@ def make_preference_batches(examples: list[Mapping], tokenizer, *, batch_size: i
     check_int("batch_size", batch_size, low=1, high=4096)
     check_int("steps", steps, low=1, high=1_000_000)
     check_int("seed", seed, low=0)
-    check_bool("chat", chat)
     examples = check_sequence("examples", examples, what="preference pairs")
     pad = pad_id(tokenizer)
     features = [tokenize_preference(ex, tokenizer, chat=chat) for ex in examples]
@@ -242,17 +240,32 @@ def make_preference_batches(examples: list[Mapping], tokenizer, *, batch_size: i
     return [batch.to(device) for batch in batches] if device is not None else batches
 
 
-def _half(batch: InstructionBatch, rows: slice) -> InstructionBatch:
-    """Rows ``rows`` of a right-padded batch, cut after their own longest row (no all-padding columns)."""
-    mask = batch.attention_mask[rows]
+def _half(batch: tuple, rows: slice) -> InstructionBatch:
+    """Rows ``rows`` of a right-padded batch ``(input_ids, attention_mask, labels, first)``, cut after their
+    own longest row (no all-padding columns)."""
+    input_ids, attention_mask, labels, _ = batch
+    mask = attention_mask[rows]
     width = int(mask.sum(dim=1).max())
-    return InstructionBatch(batch.input_ids[rows, :width], mask[:, :width], batch.labels[rows, :width])
+    return InstructionBatch(input_ids[rows, :width], mask[:, :width], labels[rows, :width])
 
 
-def _pair_logps(model, batch: InstructionBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed response log-probs of the chosen rows (first half) and the rejected ones, each half unpadded."""
-    n = batch.input_ids.shape[0] // 2
-    return sequence_logps(model, _half(batch, slice(0, n))), sequence_logps(model, _half(batch, slice(n, 2 * n)))
+def _pair_logps(model, prepared) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) summed response log-probs of a preference batch prepared by :func:`_prepare_pairs`
+    (each half scored unpadded)."""
+    chosen, rejected = prepared
+    return _sequence_logps(model, *chosen), _sequence_logps(model, *rejected)
+
+
+def _prepare_pairs(model, batches) -> list[tuple]:
+    """Every preference batch checked once, before any forward pass (the loops then never sync)."""
+    batches = check_sequence("batches", batches, what="preference batches")
+    prepared = []
+    for b in batches:
+        full = _batch_tensors(b)
+        check_token_ids(model, full[0])
+        n = full[0].shape[0] // 2
+        prepared.append((_batch_tensors(_half(full, slice(0, n))), _batch_tensors(_half(full, slice(n, 2 * n)))))
+    return prepared
 
 
 @torch.no_grad()
@@ -261,9 +274,9 @@ def reference_logps(model, batches) -> list[tuple[torch.Tensor, torch.Tensor]]:
     and without gradients: run before training, while the policy still is the reference
     (TRL's ``precompute_ref_log_probs``)."""
     check_module("model", model)
-    batches = check_sequence("batches", batches, what="preference batches")
+    prepared = _prepare_pairs(model, batches)
     with eval_mode(model):
-        return [_pair_logps(model, b) for b in batches]
+        return [_pair_logps(model, p) for p in prepared]
 
 
 @dataclass(frozen=True)
@@ -284,14 +297,12 @@ def evaluate_preferences(model, batches, reference, *, beta: float = 0.1) -> Pre
     (:func:`reference_logps` of the same batches) with :func:`dpo_loss`."""
     check_module("model", model)
     beta = check_float("beta", beta, low=0, low_open=True)
-    batches = check_sequence("batches", batches, what="preference batches")
-    reference = check_sequence("reference", reference, what="(chosen, rejected) log-probabilities")
-    if len(batches) != len(reference) or not batches:
-        raise ValueError(f"batches and reference must have the same non-zero length, got {len(batches)} and {len(reference)}")
+    prepared = _prepare_pairs(model, batches)
+    check_same_length(batches=prepared, reference=check_sequence("reference", reference, what="log-probabilities"))
     with eval_mode(model):
         losses, chosen, rejected = [], [], []
-        for batch, (ref_c, ref_r) in zip(batches, reference):
-            loss, c, r = dpo_loss(*_pair_logps(model, batch), ref_c, ref_r, beta=beta)
+        for batch, (ref_c, ref_r) in zip(prepared, reference):
+            loss, c, r = _dpo_loss(*_pair_logps(model, batch), ref_c, ref_r, beta)
             losses.append(loss), chosen.append(c), rejected.append(r)
     chosen, rejected = torch.cat(chosen), torch.cat(rejected)
     return PreferenceEval(chosen, rejected, margin=(chosen - rejected).mean().item(),
@@ -313,15 +324,11 @@ def train_dpo(model, batches, optimizer, *, reference, beta: float = 0.1, progre
     (:func:`reference_logps` of the same batches), backward, optimizer step, zero_grad."""
     check_module("model", model)
     beta = check_float("beta", beta, low=0, low_open=True)
-    if not (callable(getattr(optimizer, "step", None)) and callable(getattr(optimizer, "zero_grad", None))):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    batches = check_sequence("batches", batches, what="preference batches")
-    reference = check_sequence("reference", reference, what="(chosen, rejected) log-probabilities")
-    if len(batches) != len(reference):
-        raise ValueError(f"batches and reference must have the same length, got {len(batches)} and {len(reference)}")
-    check_bool("progress", progress)
+    check_optimizer("optimizer", optimizer)
+    prepared = _prepare_pairs(model, batches)
+    check_same_length(batches=prepared, reference=check_sequence("reference", reference, what="log-probabilities"))
     device = model_device(model)
-    steps = list(zip(batches, reference))
+    steps = list(zip(prepared, reference))
     if progress:
         from tqdm.auto import tqdm  # heavy import (probes IPython/ipywidgets): only when a bar is asked for
 
@@ -330,16 +337,17 @@ def train_dpo(model, batches, optimizer, *, reference, beta: float = 0.1, progre
     model.train()
     for batch, (ref_c, ref_r) in steps:
         with Stopwatch(device) as watch:
-            loss, chosen, rejected = dpo_loss(*_pair_logps(model, batch), ref_c, ref_r, beta=beta)
+            loss, chosen, rejected = _dpo_loss(*_pair_logps(model, batch), ref_c, ref_r, beta)
             loss.mean().backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         times.append(watch.seconds)
-        losses.append(loss.mean().item())
-        margins.append((chosen - rejected).mean().item())
-        accuracies.append((chosen > rejected).float().mean().item())
+        # Read after the loop: no extra host sync per step.
+        losses.append(loss.detach().mean())
+        margins.append((chosen - rejected).detach().mean())
+        accuracies.append((chosen > rejected).float().mean())
     model.eval()
-    return DPOResult(tuple(losses), tuple(margins), tuple(accuracies), tuple(times))
+    return DPOResult(read_floats(losses), read_floats(margins), read_floats(accuracies), tuple(times))
 
 
 @torch.no_grad()
@@ -351,7 +359,7 @@ def token_kl(model, reference_model, batch) -> float:
     """
     check_module("model", model)
     check_module("reference_model", reference_model)
-    input_ids, attention_mask, labels = _batch_tensors(batch)
+    input_ids, attention_mask, labels, _ = _batch_tensors(batch)
     predicts = labels[:, 1:] != IGNORE_INDEX  # position t predicts label t + 1
     if not predicts.any():
         raise ValueError("labels: the batch needs at least one response token (a label other than -100)")
@@ -363,12 +371,11 @@ def token_kl(model, reference_model, batch) -> float:
 
 @torch.no_grad()
 def stop_probabilities(model, tokenizer, examples, *, chat: bool = True) -> torch.Tensor:
-    """P(EOS | prompt, chosen answer) for each pair of ``examples`` (see :func:`tokenize_preference`):
+    """P(EOS | prompt, chosen answer) for each pair of ``examples`` (``{"prompt", "chosen", "rejected"}``):
     how likely the model ends its turn right after the (concise) chosen answer. One batched forward
     pass; shape ``(pairs,)``, float32, on the model's device."""
     check_module("model", model)
     examples = check_sequence("examples", examples, what="preference pairs")
-    check_bool("chat", chat)
     rows = []
     for ex in examples:
         ids = tokenize_preference(ex, tokenizer, chat=chat)
@@ -377,7 +384,7 @@ def stop_probabilities(model, tokenizer, examples, *, chat: bool = True) -> torc
     pad = pad_id(tokenizer)
     batch = collate(rows, pad).to(model_device(model))
     with eval_mode(model):
-        return sequence_logps(model, batch).exp()
+        return _sequence_logps(model, *_batch_tensors(batch)).exp()
 
 
 def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 48, chat: bool = True) -> list[str]:
@@ -385,10 +392,7 @@ def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: in
     batch, each stopping at EOS or after ``max_new_tokens``."""
     check_module("model", model)
     check_int("max_new_tokens", max_new_tokens, low=1, high=context_size(model) or 1_000_000)
-    prompts = check_sequence("prompts", prompts, what="strings")
-    check_bool("chat", chat)
-    check_callable("tokenizer", tokenizer, what="a Hugging Face tokenizer")
-    prompts = [check_str(f"prompts[{i}]", p) for i, p in enumerate(prompts)]
+    prompts = [check_str(f"prompts[{i}]", p) for i, p in enumerate(check_sequence("prompts", prompts, what="strings"))]
     texts = [chat_prompt(tokenizer, p) if chat else p for p in prompts]
     ids = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     return greedy_answers(model, tokenizer, ids, max_new_tokens=max_new_tokens)

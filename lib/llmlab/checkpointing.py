@@ -276,7 +276,7 @@ class CheckpointStats:
     schedule: tuple[LayerCall, ...] = ()
 
 
-def measure(model: nn.Sequential, x: torch.Tensor, strategy: str, segments: int | None = None) -> CheckpointStats:
+def measure(model: nn.Sequential, x: torch.Tensor, strategy: str, *, segments: int | None = None) -> CheckpointStats:
     """Run ``loss = model(x).sum()`` forward and backward under ``strategy`` and measure it.
 
     ``model`` is an ``nn.Sequential`` of blocks (one block = one "layer"), e.g. from
@@ -334,7 +334,7 @@ def measure(model: nn.Sequential, x: torch.Tensor, strategy: str, segments: int 
     )
 
 
-def run_strategy(model: nn.Sequential, x: torch.Tensor, strategy: str, segments: int | None = None) -> torch.Tensor:
+def run_strategy(model: nn.Sequential, x: torch.Tensor, strategy: str, *, segments: int | None = None) -> torch.Tensor:
     """The forward pass of ``model(x)`` under ``strategy``, nothing measured: returns the output,
     whose graph recomputes as the strategy says when backward runs (``.sum().backward()``).
 

@@ -2,10 +2,10 @@
 
 The examples are written by us, not downloaded: :func:`make_date_instructions` generates them
 from a seed (rewrite a date such as "March 5, 2021" as "2021-03-05"), ``data/make_instructions.py``
-writes them to ``data/instructions/{train,heldout}.jsonl`` and :func:`load_instructions` reads
-those files back (or regenerates the same examples when the files are not at hand, e.g. after
-``pip install`` on Colab). Each example follows the Alpaca format: ``instruction``, ``input``,
-``output`` and ``text``, the full prompt template the model is trained on.
+writes them to ``llmlab/datafiles/instructions/{train,heldout}.jsonl`` (shipped with the package,
+:mod:`llmlab.paths`) and :func:`load_instructions` reads those files back. Each example follows the
+Alpaca format: ``instruction``, ``input``, ``output`` and ``text``, the full prompt template the
+model is trained on.
 
 Instruction tuning is supervised next-token prediction on the *response* only:
 :func:`tokenize_example` sets the label of every prompt token to ``-100`` (the index PyTorch's
@@ -18,15 +18,15 @@ from __future__ import annotations
 import calendar
 import datetime as _dt
 import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ._checks import check_int, check_module, check_sequence, check_str
+from ._checks import check_int, check_module, check_path, check_sequence, check_str
 from ._torch import IGNORE_INDEX, eval_mode, model_device, pad_id
+from .paths import data_path
 
 __all__ = [
     "IGNORE_INDEX",
@@ -35,7 +35,6 @@ __all__ = [
     "make_date_instructions",
     "write_instructions",
     "load_instructions",
-    "data_dir",
     "tokenize_example",
     "collate",
     "InstructionBatch",
@@ -88,7 +87,7 @@ def format_prompt(instruction: str, input: str = "") -> str:
     return PROMPT_TEMPLATE.format(instruction=instruction, input=input)
 
 
-def make_date_instructions(n_train: int = 512, n_heldout: int = 64, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def make_date_instructions(n_train: int = 512, n_heldout: int = 64, *, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """Generate ``(train, heldout)`` Alpaca-style examples: a date in words -> ``YYYY-MM-DD``.
 
     Dates are drawn uniformly from 1950-01-01 .. 2049-12-31 with ``random.Random(seed)``, without
@@ -120,50 +119,34 @@ def make_date_instructions(n_train: int = 512, n_heldout: int = 64, seed: int = 
     return examples[:n_train], examples[n_train:]
 
 
-def data_dir() -> Path | None:
-    """The repository's ``data/instructions`` folder, or None when llmlab runs without the repo."""
-    folder = Path(__file__).resolve().parents[2] / "data" / "instructions"
-    return folder if folder.is_dir() else None
-
-
-def write_instructions(folder: str | Path, n_train: int = 512, n_heldout: int = 64, seed: int = 0) -> list[Path]:
+def write_instructions(folder: str | Path, n_train: int = 512, n_heldout: int = 64, *, seed: int = 0) -> list[Path]:
     """Write ``train.jsonl`` and ``heldout.jsonl`` (one JSON object a line) into ``folder``."""
-    if not isinstance(folder, (str, os.PathLike)):
-        raise TypeError(f"folder must be a str or a Path, got {type(folder).__name__}")
-    folder = Path(folder)
+    folder = Path(check_path("folder", folder))
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for split, rows in zip(("train", "heldout"), make_date_instructions(n_train, n_heldout, seed)):
+    for split, rows in zip(("train", "heldout"), make_date_instructions(n_train, n_heldout, seed=seed)):
         path = folder / f"{split}.jsonl"
         path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         paths.append(path)
     return paths
 
 
-def load_instructions(split: str = "train", folder: str | Path | None = None) -> list[dict]:
+def load_instructions(split: str = "train", *, folder: str | Path | None = None) -> list[dict]:
     """The ``split`` ("train" or "heldout") of the instruction set as a list of dicts.
 
-    Reads ``folder/{split}.jsonl`` (default: the repository's ``data/instructions``); when no
-    folder is found it regenerates the identical examples with :func:`make_date_instructions`.
+    Reads ``folder/{split}.jsonl`` (default: the copy shipped in the package, ``llmlab/datafiles/instructions``).
     """
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-    if folder is not None:
-        if not isinstance(folder, (str, os.PathLike)):
-            raise TypeError(f"folder must be a str, a Path or None, got {type(folder).__name__}")
-        if not Path(folder).is_dir():
-            raise ValueError(f"folder={str(folder)!r} does not exist (write one with write_instructions)")
-    folder = Path(folder) if folder is not None else data_dir()
-    if folder is None:
-        train, heldout = make_date_instructions()
-        return train if split == "train" else heldout
-    path = folder / f"{split}.jsonl"
+    if folder is not None and not Path(check_path("folder", folder)).is_dir():
+        raise ValueError(f"folder={str(folder)!r} does not exist (write one with write_instructions)")
+    path = Path(folder) / f"{split}.jsonl" if folder is not None else data_path("instructions", f"{split}.jsonl")
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `python data/make_instructions.py`")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def tokenize_example(example: dict, tokenizer, max_length: int | None = None) -> dict[str, list[int]]:
+def tokenize_example(example: dict, tokenizer, *, max_length: int | None = None) -> dict[str, list[int]]:
     """Token ids and labels for one example, with the loss masked to the response.
 
     Returns ``input_ids`` = prompt tokens + response tokens + EOS and ``labels`` of the same
@@ -173,17 +156,12 @@ def tokenize_example(example: dict, tokenizer, max_length: int | None = None) ->
     at least one response token (a prompt of ``max_length`` tokens or more would leave every
     label at -100, and the loss would be NaN), so such an example is refused with ValueError.
     """
-    if not isinstance(example, dict):
-        raise TypeError(f"example must be a dict with the keys instruction/input/output, got {type(example).__name__}")
-    for key in ("instruction", "input", "output"):
-        if key not in example:
-            raise ValueError(f"example must have the Alpaca keys instruction/input/output; missing {key!r}")
+    if not isinstance(example, dict) or not {"instruction", "input", "output"} <= set(example):
+        raise TypeError(f"example must be a dict with the Alpaca keys instruction/input/output, got {example!r:.80}")
     check_str("output", example["output"], allow_empty=True)
     if max_length is not None:
         check_int("max_length", max_length, low=1)
-    if not callable(tokenizer) or not hasattr(tokenizer, "eos_token_id"):
-        raise TypeError(f"tokenizer must be a Hugging Face tokenizer, got {type(tokenizer).__name__}")
-    if tokenizer.eos_token_id is None:
+    if getattr(tokenizer, "eos_token_id", None) is None:
         raise ValueError("tokenizer must define eos_token_id (the response ends with it)")
     prompt_ids = tokenizer(format_prompt(example["instruction"], example["input"]), add_special_tokens=False)["input_ids"]
     response_ids = tokenizer(example["output"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -191,8 +169,7 @@ def tokenize_example(example: dict, tokenizer, max_length: int | None = None) ->
     labels = [IGNORE_INDEX] * len(prompt_ids) + list(response_ids)
     if max_length is not None:
         if len(prompt_ids) >= max_length:
-            raise ValueError(f"max_length={max_length} leaves no response token: the prompt alone has "
-                             f"{len(prompt_ids)} tokens (every label would be -100 and the loss NaN)")
+            raise ValueError(f"max_length={max_length} leaves no response token after a prompt of {len(prompt_ids)} tokens")
         input_ids, labels = input_ids[:max_length], labels[:max_length]
     return {"input_ids": input_ids, "labels": labels}
 
@@ -214,21 +191,13 @@ class InstructionBatch:
 
 
 def collate(features: list[dict[str, list[int]]], pad_token_id: int) -> InstructionBatch:
-    """Right-pad tokenised examples to the longest one; padding gets mask 0 and label -100."""
-    if not features:
-        raise ValueError("features must be a non-empty list of tokenised examples")
+    """Right-pad tokenised examples (:func:`tokenize_example`'s dicts of ``input_ids`` and ``labels``, of
+    equal lengths) to the longest one; padding gets mask 0 and label -100."""
+    check_sequence("features", features, what="tokenised examples")
     check_int("pad_token_id", pad_token_id, low=0)
     for i, f in enumerate(features):
-        if not isinstance(f, dict) or "input_ids" not in f or "labels" not in f:
-            raise TypeError(f"features[{i}] must be a dict with input_ids and labels (see tokenize_example)")
-        if len(f["input_ids"]) != len(f["labels"]):
-            raise ValueError(f"features[{i}] has {len(f['input_ids'])} input_ids but {len(f['labels'])} labels: "
-                             "they must have the same length")
-        if not f["input_ids"]:
-            raise ValueError(f"features[{i}] is empty")
-        for key in ("input_ids", "labels"):
-            if not all(isinstance(t, int) and not isinstance(t, bool) for t in f[key]):
-                raise TypeError(f"features[{i}][{key!r}] must hold ints (token ids)")
+        if not isinstance(f, dict) or not f.get("input_ids") or len(f["input_ids"]) != len(f.get("labels", ())):
+            raise ValueError(f"features[{i}] must be a dict of non-empty input_ids and labels of the same length")
     length = max(len(f["input_ids"]) for f in features)
     input_ids = torch.full((len(features), length), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(features), length), dtype=torch.long)
@@ -258,11 +227,8 @@ def make_batches(examples: list[dict], tokenizer, *, batch_size: int, steps: int
 
 def epoch_order(n: int, *, batch_size: int, steps: int, seed: int) -> list[list[int]]:
     """The example indices of ``steps`` batches of ``batch_size``: epoch after epoch, each epoch a fresh
-    permutation of ``range(n)`` drawn from a generator seeded with ``seed`` (a batch may span two epochs)."""
-    check_int("n", n, low=1)
-    check_int("batch_size", batch_size, low=1, high=4096)
-    check_int("steps", steps, low=1, high=1_000_000)
-    check_int("seed", seed, low=0)
+    permutation of ``range(n)`` drawn from a generator seeded with ``seed`` (a batch may span two epochs).
+    The batch makers call it with arguments they have checked."""
     g = torch.Generator().manual_seed(seed)
     order: list[int] = []
     batches = []
@@ -288,9 +254,6 @@ class ExactMatch:
 def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token id lists as one batch padded on the left with ``pad``, so that every row ends where
     generation starts: ``(input_ids, attention_mask)``, both long tensors of shape (rows, longest)."""
-    rows = [check_sequence(f"rows[{i}]", r, what="token ids", non_empty=False)
-            for i, r in enumerate(check_sequence("rows", rows, what="token id lists"))]
-    check_int("pad", pad, low=0)
     length = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), length), dtype=torch.long)

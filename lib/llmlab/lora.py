@@ -23,9 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import (check_bool, check_finite_tensor, check_float, check_int, check_module, check_str,
-                      check_tensor)
-from ._torch import IGNORE_INDEX, eval_mode, model_device
+from ._checks import check_finite_tensor, check_float, check_int, check_module, check_optimizer, check_tensor
+from ._torch import IGNORE_INDEX, eval_mode, model_device, read_floats
 from .data import InstructionBatch
 from .memory import StateLedger, count_parameters, measured_ledger
 from .timing import Stopwatch
@@ -53,32 +52,22 @@ def _check_alpha_dropout(alpha, dropout) -> tuple[float, float]:
     return alpha, dropout
 
 
-def _check_rank(r, layer: nn.Linear, name: str = "") -> int:
-    """r must be an int in [1, min(m, n)]: BA (m×n) has rank at most min(m, n), a larger r only adds parameters."""
-    r = check_int("r", r, low=1)
-    full_rank = min(layer.in_features, layer.out_features)
-    if r > full_rank:
-        where = f" of layer {name!r}" if name else ""
-        raise ValueError(f"r must be an int in [1, min(in_features, out_features)] = [1, {full_rank}] for the "
-                         f"{layer.out_features}x{layer.in_features} weight{where}, got {r}")
-    return r
-
-
 class LoRALinear(nn.Module):
     """A frozen ``nn.Linear`` plus a trainable rank-``r`` update: y = base(x) + (α/r)·B(A(dropout(x))).
 
     ``base``: the layer to adapt (its parameters are frozen in place). ``A``: ``nn.Linear(n, r)``
     initialised like PEFT (``kaiming_uniform_(a=√5)``), ``B``: ``nn.Linear(r, m)`` initialised to
     zeros, both without bias, on the base weight's device and dtype. Input ``(..., n)``, output
-    ``(..., m)``. ``r`` must lie in [1, min(m, n)], ``alpha`` > 0, ``dropout`` in [0, 1).
+    ``(..., m)``. ``r`` >= 1, ``alpha`` > 0, ``dropout`` in [0, 1). As in PEFT, r may exceed
+    min(m, n): BA then still has rank at most min(m, n), the extra rank only adds parameters.
     """
 
-    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
+    def __init__(self, base: nn.Linear, r: int, alpha: float, *, dropout: float = 0.0):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise TypeError(f"base must be an nn.Linear, got {type(base).__name__}")
         alpha, dropout = _check_alpha_dropout(alpha, dropout)
-        r = _check_rank(r, base)
+        r = check_int("r", r, low=1)
         self.base = base
         for p in self.base.parameters():
             p.requires_grad_(False)
@@ -104,7 +93,7 @@ class LoRALinear(nn.Module):
     def out_features(self) -> int:
         return self.base.out_features
 
-    def delta_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+    def delta_weight(self, *, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The update (α/r)·BA, shape ``(m, n)`` like the base weight; computed in ``dtype``
         (default: the adapter's own dtype; :func:`merge_lora` asks for float32)."""
         B, A = self.B.weight, self.A.weight
@@ -124,14 +113,15 @@ def _matches(name: str, target: str) -> bool:
     return name == target or name.endswith("." + target)
 
 
-def add_lora(model: nn.Module, target_modules=("q_proj", "v_proj"), r: int = 8, alpha: float = 16,
+def add_lora(model: nn.Module, target_modules=("q_proj", "v_proj"), *, r: int = 8, alpha: float = 16,
              dropout: float = 0.0) -> nn.Module:
     """Wrap every ``nn.Linear`` whose name ends with a target in a :class:`LoRALinear`, in place.
 
     Every other parameter of ``model`` is frozen, so only the A and B matrices train. A target
     matches a module named ``target`` or ``"...." + target`` (PEFT's rule). Returns ``model``.
-    Raises ``ValueError`` for r outside [1, min(m, n)] of a matched layer, alpha <= 0, dropout
-    outside [0, 1), or a target that matches no ``nn.Linear``; the model is left untouched then.
+    Raises ``ValueError`` for r < 1, alpha <= 0, dropout outside [0, 1), or a target that matches
+    no ``nn.Linear``; the model is left untouched then. r past min(m, n) of a layer is accepted,
+    as PEFT accepts it (it only adds parameters).
     """
     check_module("model", model)
     if isinstance(target_modules, str):
@@ -152,20 +142,16 @@ def add_lora(model: nn.Module, target_modules=("q_proj", "v_proj"), r: int = 8, 
                 found[t].append(name)
     missing = [t for t, names in found.items() if not names]
     if missing:
-        raise ValueError(f"target_modules {missing} match no nn.Linear in the model "
-                         f"(already adapted layers do not count)")
+        raise ValueError(f"target_modules {missing} match no nn.Linear in the model (adapted layers do not count)")
     matched = {n for names in found.values() for n in names}
     # Module order (as PEFT wraps), so the same seed draws the same A matrices.
     ordered = [n for n, _ in model.named_modules() if n in matched]
-    for name in ordered:  # every layer is checked before the model is changed
-        _check_rank(r, model.get_submodule(name), name)
-
     for p in model.parameters():
         p.requires_grad_(False)
     for name in ordered:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha, dropout))
+        setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha, dropout=dropout))
     return model
 
 
@@ -191,7 +177,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
         base = lora.base
         merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
                            device=base.weight.device, dtype=base.weight.dtype)
-        W = base.weight.float() + lora.delta_weight(torch.float32)
+        W = base.weight.float() + lora.delta_weight(dtype=torch.float32)
         merged.weight.copy_(W.to(base.weight.dtype))
         if base.bias is not None:
             merged.bias.copy_(base.bias)
@@ -219,7 +205,7 @@ def break_even_rank(m: int, n: int) -> float:
     return m * n / (m + n)
 
 
-def lora_model_param_count(model: nn.Module, target_modules=("q_proj", "v_proj"), r: int = 8) -> int:
+def lora_model_param_count(model: nn.Module, target_modules=("q_proj", "v_proj"), *, r: int = 8) -> int:
     """Trainable parameters :func:`add_lora` would create, Σ r(m+n) over the matched layers."""
     check_module("model", model)
     if isinstance(target_modules, str):
@@ -279,8 +265,7 @@ def _model_kwargs(batch) -> Mapping:
         return batch.as_kwargs()
     if isinstance(batch, Mapping):
         return batch
-    raise TypeError(f"batches must yield dicts of model keyword arguments or InstructionBatch objects "
-                    f"(llmlab.data.collate), got {type(batch).__name__}")
+    raise TypeError(f"batches must yield dicts of model arguments or InstructionBatch objects, got {batch!r:.40}")
 
 
 def train_steps(model: nn.Module, batches, optimizer, *, progress: bool = False, desc: str = "train") -> TrainResult:
@@ -293,10 +278,7 @@ def train_steps(model: nn.Module, batches, optimizer, *, progress: bool = False,
     optimizer step) is timed with a CUDA-synchronised :class:`llmlab.timing.Stopwatch`.
     """
     check_module("model", model)
-    if not (callable(getattr(optimizer, "step", None)) and callable(getattr(optimizer, "zero_grad", None))):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    check_bool("progress", progress)
-    check_str("desc", desc, allow_empty=True)
+    check_optimizer("optimizer", optimizer)
     device = model_device(model)
     cuda = device.type == "cuda"
     if cuda:
@@ -318,12 +300,12 @@ def train_steps(model: nn.Module, batches, optimizer, *, progress: bool = False,
             optimizer.step()
         phase_times.append((forward.seconds, backward.seconds, update.seconds))
         step_times.append(sum(phase_times[-1]))
-        losses.append(loss.item())
+        losses.append(loss.detach())  # read after the loop: no extra host sync per step
         state = measured_ledger(model, optimizer)  # while the gradients are alive
         optimizer.zero_grad(set_to_none=True)
     model.eval()
     peak = torch.cuda.max_memory_allocated(device) if cuda else (state.total if state is not None else 0)
-    return TrainResult(losses=tuple(losses), step_times=tuple(step_times), peak_bytes=peak, state=state,
+    return TrainResult(losses=read_floats(losses), step_times=tuple(step_times), peak_bytes=peak, state=state,
                        phase_times=tuple(phase_times))
 
 
@@ -335,8 +317,7 @@ def validation_loss(model: nn.Module, batches) -> float:
     """
     check_module("model", model)
     if isinstance(batches, (str, bytes, Mapping, InstructionBatch)) or not hasattr(batches, "__iter__"):
-        raise TypeError(f"batches must be an iterable of batches (dicts or InstructionBatch), "
-                        f"got {type(batches).__name__}")
+        raise TypeError(f"batches must be an iterable of batches (dicts or InstructionBatch), got {batches!r:.40}")
     total, count = 0.0, 0
     with eval_mode(model):
         for batch in batches:
@@ -375,8 +356,7 @@ def lr_sweep(make_model: Callable[[], nn.Module], batches, lrs, val_batches, *, 
     are alive at any time.
     """
     if not callable(make_model) or isinstance(make_model, nn.Module):
-        raise TypeError(f"make_model must be a callable returning a model (e.g. lambda: copy.deepcopy(base)), "
-                        f"got {type(make_model).__name__}")
+        raise TypeError(f"make_model must be a callable returning a model, got {make_model!r:.40}")
     if isinstance(lrs, (str, bytes)) or not hasattr(lrs, "__iter__"):
         raise TypeError(f"lrs must be a list of learning rates, got {type(lrs).__name__}")
     lrs = [check_float(f"lrs[{i}]", lr, low=0, low_open=True) for i, lr in enumerate(lrs)]

@@ -150,8 +150,7 @@ def measured_ledger(model: nn.Module, optimizer=None) -> StateLedger:
     master = getattr(optimizer, "master_params", None)
     inner = getattr(optimizer, "optimizer", optimizer) if master is not None else optimizer
     if inner is not None and not isinstance(inner, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, a MasterWeightsOptimizer or None, "
-                        f"got {type(optimizer).__name__}")
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, a MasterWeightsOptimizer or None, got {inner!r:.40}")
     if inner is not None:
         keeps_state = isinstance(inner, (torch.optim.Adam, torch.optim.AdamW)) or any(
             group.get("momentum", 0) for group in inner.param_groups)

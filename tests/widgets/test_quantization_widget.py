@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
@@ -56,3 +57,17 @@ def test_bad_arguments(kwargs, error, match):
 def test_bad_weights():
     with pytest.raises(ValueError, match="weights"):
         quant_error_widget(torch.randn(10))
+
+
+def test_a_zero_error_stays_on_the_plot():
+    """Weights already on the asymmetric 4-bit grid of groups of 32 (like the model's Q4_1 weights): error 0 there,
+    drawn on a scale linear near 0 (a log axis would drop the point and the 'chosen' marker)."""
+    w = quantize_rtn(weights(), bits=4, granularity=32, symmetric=False).dequantize()
+    x = quant_error_widget(w, bits=4, group=32, symmetric=False)
+    assert x.last["rel_error"] == 0.0 and x.last["curve"][16] > 0 and x.plot.value
+    with pytest.MonkeyPatch.context() as mp:
+        scales = []
+        orig = plt.Axes.set_yscale
+        mp.setattr(plt.Axes, "set_yscale", lambda self, v, **kw: (scales.append(v), orig(self, v, **kw))[1])
+        x.refresh()
+    assert scales == ["symlog"]

@@ -26,11 +26,11 @@ from .classify import (POOLINGS, Probe, PromptResult, accuracy, hidden_features,
                        prompt_classify, shared_prefix_length, train_probe)
 from .corpus import (ADJECTIVES, ADVERBS, ANIMAL_SOUNDS, BOS, DETERMINERS, EOS, MASK, PAD, PLACES, SPECIALS, WordVocab,
                      encode_batch, is_grammatical, make_animal_corpus)
-from .datasets import (TASKS, LabelledText, anatomy_dir, load_corpus, load_documents, load_task, task_labels,
-                       write_corpus)
+from .datasets import (CLASSIFICATION_TASKS, LabelledText, load_animal_corpus, load_classification_task, load_documents,
+                       task_labels, write_corpus)
 from .masks import MASK_KINDS, EncoderDecoderMasks, additive_mask, attention_mask, encoder_decoder_masks, visible_keys
-from .objectives import (FILL_METHODS, OBJECTIVES, TrainLog, fill_blank, lm_loss, mask_tokens, padded_mask, pair_total,
-                         perplexity, pseudo_logprobs, pseudo_perplexity, sample_sentences, sentence_logprob,
+from .objectives import (FILL_METHODS, OBJECTIVES, TrainLog, causal_perplexity, fill_blank, lm_loss, mask_tokens,
+                         padded_mask, pair_total, pseudo_logprobs, pseudo_perplexity, sample_sentences, sentence_logprob,
                          target_logprobs, train_tiny_lm)
 from .params import (FAMILIES, LLM_THRESHOLD, PAPER_CONFIGS, PRETRAINING_DATA, ParamBreakdown, built_param_count,
                      paper_config, param_breakdown, param_count)
@@ -43,9 +43,10 @@ __all__ = [
     "attention", "TinyTransformer",
     "ANIMAL_SOUNDS", "DETERMINERS", "ADJECTIVES", "ADVERBS", "PLACES", "SPECIALS", "PAD", "BOS", "EOS", "MASK",
     "make_animal_corpus", "is_grammatical", "WordVocab", "encode_batch",
-    "TASKS", "anatomy_dir", "write_corpus", "load_corpus", "LabelledText", "load_task", "task_labels", "load_documents",
+    "CLASSIFICATION_TASKS", "write_corpus", "load_animal_corpus", "LabelledText",
+    "load_classification_task", "task_labels", "load_documents",
     "OBJECTIVES", "FILL_METHODS", "padded_mask", "mask_tokens", "lm_loss", "TrainLog", "train_tiny_lm",
-    "target_logprobs", "sentence_logprob", "perplexity", "pseudo_logprobs", "pseudo_perplexity", "sample_sentences",
+    "target_logprobs", "sentence_logprob", "causal_perplexity", "pseudo_logprobs", "pseudo_perplexity", "sample_sentences",
     "fill_blank", "pair_total",
     "logit_changes", "masked_nll", "PrefixLMResult", "prefix_lm_nll",
     "FAMILIES", "LLM_THRESHOLD", "ParamBreakdown", "param_breakdown", "param_count", "built_param_count",

@@ -60,7 +60,7 @@ def masked_nll(model, input_ids: torch.Tensor, mask: torch.Tensor, *, first_targ
         raise ValueError(f"mask must have shape ({n}, {n}) for input_ids of {n} positions, got {tuple(mask.shape)}")
     first_target = check_int("first_target", first_target, low=1, high=n - 1)
     dtype = next(model.parameters()).dtype
-    custom = additive_mask(mask.to(ids.device), dtype)[None, None].expand(ids.shape[0], 1, n, n)
+    custom = additive_mask(mask.to(ids.device), dtype=dtype)[None, None].expand(ids.shape[0], 1, n, n)
     logits = model(input_ids=ids, attention_mask=custom).logits[:, first_target - 1:-1].float()
     targets = ids[:, first_target:]
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()).item()

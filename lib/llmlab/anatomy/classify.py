@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .._checks import (check_bool, check_choice, check_finite_tensor, check_float, check_int, check_module,
+from .._checks import (check_choice, check_finite_tensor, check_float, check_int, check_module,
                        check_same_length, check_tensor)
 from .._torch import model_device
 from ..modelinfo import cache_keyword, output_cache
@@ -85,8 +85,7 @@ class Probe:
         """(N, n_classes) for ``features`` (N, d)."""
         check_tensor("features", features, dim=2, floating=True)
         if features.shape[1] != self.mean.numel():
-            raise ValueError(f"features must have {self.mean.numel()} columns (the probe's training features), "
-                             f"got shape {tuple(features.shape)}")
+            raise ValueError(f"features must have the probe's {self.mean.numel()} columns, got {tuple(features.shape)}")
         return ((features.float() - self.mean) / self.std) @ self.weight.T + self.bias
 
     def predict(self, features: torch.Tensor) -> list[str]:
@@ -144,8 +143,7 @@ def label_token_ids(tokenizer, words: dict[str, str]) -> dict[str, int]:
     for label, word in words.items():
         encoded = tokenizer.encode(word, add_special_tokens=False)
         if len(encoded) != 1:
-            raise ValueError(f"words: label word {word!r} for {label!r} is {len(encoded)} tokens {encoded}; "
-                             "pick a word that is one token (try it with and without a leading space)")
+            raise ValueError(f"words: label word {word!r} for {label!r} is {len(encoded)} tokens; pick a one-token word")
         ids[label] = encoded[0]
     return ids
 
@@ -206,7 +204,6 @@ def next_token_logprobs(model, tokenizer, prompts: list[str], *, batch_size: int
     """
     check_module("model", model)
     batch_size = check_int("batch_size", batch_size, low=1)
-    check_bool("share_prefix", share_prefix)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = []
     for chunk in _batches(prompts, batch_size, "prompts"):

@@ -40,7 +40,7 @@ SPECIALS = ("[PAD]", "[BOS]", "[EOS]", "[MASK]")
 PAD, BOS, EOS, MASK = range(4)
 
 
-def make_animal_corpus(n_sentences: int = 4000, seed: int = 0) -> list[str]:
+def make_animal_corpus(n_sentences: int = 4000, *, seed: int = 0) -> list[str]:
     """``n_sentences`` sentences of the grammar above, drawn with Python's ``random.Random(seed)``
     (the same list for the same arguments on every machine)."""
     n_sentences = check_int("n_sentences", n_sentences, low=1, high=10**6)  # a million: seconds, ~40 MB
@@ -89,8 +89,7 @@ class WordVocab:
         if not isinstance(self.tokens, tuple) or not all(isinstance(t, str) for t in self.tokens):
             raise TypeError(f"tokens must be a tuple of str, got {type(self.tokens).__name__}")
         if self.tokens[:len(SPECIALS)] != SPECIALS:
-            raise ValueError(f"tokens must start with the specials {SPECIALS}, got {self.tokens[:len(SPECIALS)]} "
-                             "(build a vocabulary with WordVocab.from_sentences)")
+            raise ValueError(f"tokens must start with the specials {SPECIALS} (use WordVocab.from_sentences)")
 
     @classmethod
     def from_sentences(cls, sentences: list[str]) -> "WordVocab":

@@ -89,7 +89,7 @@ def encoder_decoder_masks(n_source: int, n_target: int, *, device=None) -> Encod
     )
 
 
-def additive_mask(mask: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+def additive_mask(mask: torch.Tensor, *, dtype=torch.float32) -> torch.Tensor:
     """A boolean mask (any shape) as the float mask added to attention scores: 0.0 where True,
     the most negative finite number of ``dtype`` where False (finite, so a fully masked row gives
     no NaN in models that add it before their softmax)."""

@@ -28,14 +28,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_bool, check_choice, check_float, check_int, check_module, check_tensor
-from .._torch import IGNORE_INDEX, isolated_rng, model_device
+from .._checks import check_choice, check_float, check_int, check_module, check_tensor
+from .._torch import IGNORE_INDEX, isolated_rng, model_device, read_floats
 from ..modelinfo import check_token_ids
 from .corpus import BOS, EOS, MASK, PAD
 from .masks import attention_mask
 
 __all__ = ["OBJECTIVES", "padded_mask", "mask_tokens", "lm_loss", "TrainLog", "train_tiny_lm", "target_logprobs",
-           "sentence_logprob", "perplexity", "pseudo_logprobs", "pseudo_perplexity", "sample_sentences",
+           "sentence_logprob", "causal_perplexity", "pseudo_logprobs", "pseudo_perplexity", "sample_sentences",
            "FILL_METHODS", "fill_blank", "pair_total"]
 
 OBJECTIVES = ("causal", "masked")
@@ -92,8 +92,7 @@ def mask_tokens(ids: torch.Tensor, *, mask_id: int = MASK, vocab_size: int, spec
     if special_mask is not None:
         check_tensor("special_mask", special_mask)
         if special_mask.shape != ids.shape or special_mask.dtype != torch.bool:
-            raise ValueError(f"special_mask must be a bool tensor of shape {tuple(ids.shape)}, got "
-                             f"{special_mask.dtype} {tuple(special_mask.shape)}")
+            raise ValueError(f"special_mask must be a bool tensor of shape {tuple(ids.shape)}, got {special_mask.dtype}")
     return _mask_tokens(ids, mask_id, vocab_size, special_mask, p, generator)
 
 
@@ -172,7 +171,6 @@ def train_tiny_lm(model, ids: torch.Tensor, objective: str, *, steps: int = 300,
     batch_size = check_int("batch_size", batch_size, low=1)
     lr = check_float("lr", lr, low=0, low_open=True)
     mask_prob = check_float("mask_prob", mask_prob, low=0, high=1, low_open=True)
-    check_bool("progress", progress)
     generator = torch.Generator().manual_seed(check_int("seed", seed, low=0))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warmup = max(1, steps // 10)
@@ -196,9 +194,9 @@ def train_tiny_lm(model, ids: torch.Tensor, objective: str, *, steps: int = 300,
             optimizer.step()
             schedule.step()
             losses.append(loss.detach())  # read once after the loop: no host sync per step
-        losses = torch.stack(losses).tolist()
+        losses = read_floats(losses)
     model.eval()
-    return TrainLog(tuple(losses), time.perf_counter() - start)
+    return TrainLog(losses, time.perf_counter() - start)
 
 
 @torch.no_grad()
@@ -217,12 +215,10 @@ def sentence_logprob(model, ids: torch.Tensor) -> torch.Tensor:
     return target_logprobs(model, ids).sum(dim=1)
 
 
-def perplexity(model, ids: torch.Tensor) -> float:
+def causal_perplexity(model, ids: torch.Tensor) -> float:
     """exp of the mean causal NLL per scored token (words and ``[EOS]``) over all rows."""
-    _check_model(model)
-    ids = _check_ids(ids, model)
-    n_scored = _n_scored(ids)
-    return math.exp(-target_logprobs(model, ids).sum().item() / n_scored)
+    total = target_logprobs(model, ids).sum().item()  # which checks model and ids
+    return math.exp(-total / _n_scored(ids))
 
 
 @torch.no_grad()
@@ -246,10 +242,8 @@ def pseudo_logprobs(model, ids: torch.Tensor, *, mask_id: int = MASK) -> torch.T
 
 def pseudo_perplexity(model, ids: torch.Tensor, *, mask_id: int = MASK) -> float:
     """exp of the mean -log p(x_i | x_-i) over the words and ``[EOS]`` of every row."""
-    _check_model(model)
-    ids = _check_ids(ids, model)
-    n_scored = _n_scored(ids)
-    return math.exp(-pseudo_logprobs(model, ids, mask_id=mask_id).sum().item() / n_scored)
+    total = pseudo_logprobs(model, ids, mask_id=mask_id).sum().item()  # which checks model and ids
+    return math.exp(-total / _n_scored(ids))
 
 
 _MAX_SAMPLES = 100_000  # sequences sampled in one batch by sample_sentences
@@ -326,8 +320,7 @@ def pair_total(model, ids: torch.Tensor, position: int, *, objective: str) -> fl
     """
     _check_model(model)
     if model.vocab_size > _MAX_PAIR_VOCAB:
-        raise ValueError(f"pair_total runs all vocab_size² token pairs in one batch: model.vocab_size must be at most "
-                         f"{_MAX_PAIR_VOCAB}, got {model.vocab_size}")
+        raise ValueError(f"model.vocab_size must be at most {_MAX_PAIR_VOCAB} (pair_total), got {model.vocab_size}")
     ids = _check_ids(ids, model)
     if ids.shape[0] != 1:
         raise ValueError(f"ids must hold one sentence, shape (1, seq), got {tuple(ids.shape)}")

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_bool, check_float, check_int, check_tensor
+from .._checks import check_float, check_int, check_tensor
 
 __all__ = ["attention", "TinyTransformer"]
 
@@ -45,20 +45,25 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
         raise ValueError(f"k must have q's head size {q.shape[-1]} in its last dimension, got shape {tuple(k.shape)}")
     if v.shape[-2] != k.shape[-2]:
         raise ValueError(f"v must have one row per key ({k.shape[-2]}, as k), got shape {tuple(v.shape)}")
-    d = q.shape[-1]
-    scores = q @ k.transpose(-2, -1) / math.sqrt(d)
+    if mask is not None:
+        check_tensor("mask", mask)
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}")
+        try:  # the scores' shape is (..., n_q, n_k), the batch dimensions of q and k broadcast
+            shape = (*torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]), q.shape[-2], k.shape[-2])
+            fits = torch.broadcast_shapes(mask.shape, shape) == shape
+        except RuntimeError:
+            shape, fits = (*q.shape[:-1], k.shape[-2]), False
+        if not fits:
+            raise ValueError(f"mask must broadcast to the scores' shape {shape} (..., n_q, n_k), got {tuple(mask.shape)}")
+    return _attention(q, k, v, mask)
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """:func:`attention` as the model runs it in every layer: shapes already right, no checks."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if mask is None:
         return torch.softmax(scores, dim=-1) @ v
-    check_tensor("mask", mask)
-    if mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}")
-    try:
-        fits = torch.broadcast_shapes(mask.shape, scores.shape) == scores.shape
-    except RuntimeError:
-        fits = False
-    if not fits:
-        raise ValueError(f"mask must broadcast to the scores' shape {tuple(scores.shape)} (..., n_q, n_k), "
-                         f"got {tuple(mask.shape)}")
     # A row with no visible key would be all -inf, and softmax would give NaN (and NaN gradients).
     # Such rows get a finite dummy row instead and are zeroed after the softmax, as SDPA does.
     has_key = mask.any(dim=-1, keepdim=True)
@@ -82,7 +87,7 @@ class _SelfAttention(nn.Module):
         if use_sdpa:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
-            y = attention(q, k, v, mask)
+            y = _attention(q, k, v, mask)
         return self.out(y.transpose(1, 2).reshape(batch, n, d))
 
 
@@ -97,9 +102,6 @@ class _Block(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, use_sdpa: bool) -> torch.Tensor:
         x = x + self.drop(self.attn(self.ln1(x), mask, use_sdpa))
         return x + self.drop(self.mlp(self.ln2(x)))
-
-
-_MAX_PARAMETERS = 2**28
 
 
 class TinyTransformer(nn.Module):
@@ -122,12 +124,7 @@ class TinyTransformer(nn.Module):
             raise ValueError(f"d_model must be divisible by n_heads, got d_model={d_model}, n_heads={n_heads}")
         self.max_len = check_int("max_len", max_len, low=1)
         dropout = check_float("dropout", dropout, low=0, high=1, high_open=True)
-        self.use_sdpa = check_bool("use_sdpa", use_sdpa)
-        n_params = (vocab_size + max_len) * d_model + n_layers * (12 * d_model**2 + 13 * d_model) + 2 * d_model
-        if n_params > _MAX_PARAMETERS:
-            raise ValueError(f"vocab_size={vocab_size}, d_model={d_model}, n_layers={n_layers} and max_len={max_len} "
-                             f"make {n_params:,} parameters; a TinyTransformer holds at most {_MAX_PARAMETERS:,} "
-                             "(1 GiB in float32)")
+        self.use_sdpa = bool(use_sdpa)
         self.tok = nn.Embedding(vocab_size, d_model)
         self.pos = nn.Embedding(max_len, d_model)
         self.blocks = nn.ModuleList(_Block(d_model, n_heads, dropout) for _ in range(n_layers))
@@ -152,8 +149,7 @@ class TinyTransformer(nn.Module):
             if mask.dtype != torch.bool:
                 raise TypeError(f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}")
             if mask.shape[-2:] != (n, n) or (mask.dim() == 3 and mask.shape[0] not in (1, batch)):
-                raise ValueError(f"mask must have shape ({n}, {n}) or ({batch}, {n}, {n}) for input_ids of shape "
-                                 f"{tuple(input_ids.shape)}, got {tuple(mask.shape)}")
+                raise ValueError(f"mask must have shape ({n}, {n}) or ({batch}, {n}, {n}), got {tuple(mask.shape)}")
             mask = mask.to(input_ids.device)
         positions = torch.arange(n, device=input_ids.device)
         x = self.drop(self.tok(input_ids) + self.pos(positions))

@@ -38,10 +38,10 @@ from .._torch import isolated_rng, resolve_device, resolve_dtype
 from ..anatomy.masks import attention_mask
 from ..anatomy.tiny import attention
 from ..memory import SavedTensorTracker, peak_allocated_bytes
-from ..timing import Timing, cpu_profile, interleaved
+from ..timing import Timing, cpu_profile, cpu_threads, interleaved
 from .flash import flash_attention
 
-__all__ = ["ATTENTION_METHODS", "SHARED_MEMORY_PER_BLOCK", "attention_function", "attention_inputs", "AttentionMemory", "attention_memory",
+__all__ = ["ATTENTION_METHODS", "SHARED_MEMORY_PER_BLOCK", "L2_CACHE_BYTES", "attention_function", "attention_inputs", "AttentionMemory", "attention_memory",
            "AttentionFlops", "attention_flops", "AttentionTraffic", "attention_traffic", "attention_timings",
            "OpProfile", "op_profile"]
 
@@ -56,6 +56,11 @@ ATTENTION_METHODS = {
 #: The most shared memory one CUDA thread block may use (opt-in maximum, bytes; CUDA C++
 #: Programming Guide, compute capability 8.0 and 9.0): the on-chip room a FlashAttention block gets.
 SHARED_MEMORY_PER_BLOCK = {"A100": 166_912, "H100": 232_448}
+
+#: The L2 cache between the SMs and HBM (bytes; NVIDIA's A100 and H100 SXM tuning guides: 40 MB and
+#: 50 MB). K and V blocks re-read by thread blocks that run at the same time are mostly served from
+#: here: :func:`attention_traffic` counts every re-read as HBM traffic, an upper bound.
+L2_CACHE_BYTES = {"A100": 40 * 2**20, "H100": 50 * 2**20}
 
 # Sequence lengths past this would need tens of GiB for the plain method's n×n matrices.
 _MAX_N = 2**16
@@ -121,10 +126,14 @@ def attention_memory(n: int, *, method: str = "flash", d: int = 64, causal: bool
     tracker = SavedTensorTracker()
 
     def step():
+        q.grad = k.grad = v.grad = None     # each pass allocates its gradients afresh
         with tracker:
             out = fn(q, k, v)
         out.backward(d_out)
 
+    if device.type == "cuda":   # first call: cuBLAS workspace and lazy kernel state, not attention's bytes
+        step()
+        tracker = SavedTensorTracker()
     peak = peak_allocated_bytes(step, device=device)
     return AttentionMemory(method, n, d, tracker.peak_bytes, peak)
 
@@ -163,6 +172,10 @@ def attention_flops(n: int, *, method: str = "flash", d: int = 64, causal: bool 
 class AttentionTraffic:
     """Modelled slow-memory (HBM) bytes of one attention forward pass of one head on a GPU.
 
+    A model, forward only, with no cache: every K/V re-read is counted as HBM traffic, although on
+    a real GPU most of them hit the L2 cache (:data:`L2_CACHE_BYTES`; one head's K and V at
+    n = 4,096 in bf16 is 1 MiB), and plain attention's n×n matrices may partly stay there too.
+
     ``plain_bytes``: write S, read S, write P, read P (4n² elements) plus read Q, K, V and write
     O (4nd). ``flash_bytes``: every query block of ``block_size`` rows reads its Q block once,
     streams all of K and V (``kv_read_bytes`` in total, 2nd per query block) and writes its
@@ -182,8 +195,14 @@ class AttentionTraffic:
 
     @property
     def ratio(self) -> float:
-        """How many times fewer bytes FlashAttention moves than plain attention."""
+        """How many times fewer bytes FlashAttention moves than plain attention: about 2B/d for
+        n much larger than B and d, whatever n is."""
         return self.plain_bytes / self.flash_bytes
+
+    @property
+    def kv_bytes(self) -> int:
+        """Bytes of this head's K and V (read once per query block)."""
+        return self.element_bytes * 2 * self.n * self.d
 
 
 def attention_traffic(n: int, d: int = 64, block_size: int = 64, *, dtype=torch.bfloat16) -> AttentionTraffic:
@@ -204,9 +223,11 @@ def attention_traffic(n: int, d: int = 64, block_size: int = 64, *, dtype=torch.
 
 
 def attention_timings(n: int, *, methods=("flash", "sdpa"), d: int = 64, causal: bool = False, block_size: int = 64,
-                      backward: bool = True, rounds: int = 3, device=None, seed: int = 0) -> dict[str, Timing]:
+                      backward: bool = True, rounds: int = 3, threads: int | None = None, device=None,
+                      seed: int = 0) -> dict[str, Timing]:
     """Wall time of one forward (+ backward) pass of one head per method, interleaved round by
-    round (:func:`llmlab.timing.interleaved`, one warm-up each): method -> :class:`Timing`."""
+    round (:func:`llmlab.timing.interleaved`, one warm-up each): method -> :class:`Timing`.
+    ``threads``: CPU threads to time with (:func:`llmlab.timing.cpu_threads`; None: as set)."""
     methods = [check_choice("methods", m, ATTENTION_METHODS)
                for m in check_sequence("methods", methods, what="method names")]
     fns = {m: attention_function(m, causal=causal, block_size=block_size) for m in methods}
@@ -225,14 +246,17 @@ def attention_timings(n: int, *, methods=("flash", "sdpa"), d: int = 64, causal:
                     fn(q, k, v)
         return step
 
-    return interleaved({m: run(fn) for m, fn in fns.items()}, rounds=rounds, device=device)
+    with cpu_threads(threads, device=device):
+        return interleaved({m: run(fn) for m, fn in fns.items()}, rounds=rounds, device=device)
 
 
 @dataclass(frozen=True)
 class OpProfile:
     """Where a CPU call spends its time, as the profiler sees it: ``n_ops`` torch operators
     launched from Python (views included), the seconds inside matrix multiplies, inside the other
-    operators, and ``seconds`` in all (wall time of the call; the rest is Python and dispatch)."""
+    operators, and ``seconds`` in all (wall time of the call, the profiler's start and stop left
+    out). A fused operator's own matrix products (SDPA's CPU kernel calls BLAS directly) are not
+    operators: the profiler counts them in ``other_seconds``."""
 
     n_ops: int
     matmul_seconds: float
@@ -246,7 +270,8 @@ class OpProfile:
 
     @property
     def outside_seconds(self) -> float:
-        """Wall time not inside any torch operator: Python, argument handling, dispatch."""
+        """Wall time not inside any torch operator: Python, argument handling, dispatch, and the
+        profiler's own bookkeeping per operator."""
         return max(0.0, self.seconds - self.matmul_seconds - self.other_seconds)
 
 
@@ -256,9 +281,15 @@ _MATMULS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
 def op_profile(fn: Callable[[], object]) -> OpProfile:
     """Run ``fn()`` once under ``torch.profiler`` (CPU) and split its operator time: see :class:`OpProfile`."""
     check_callable("fn", fn, what="a callable taking no arguments")
-    t0 = time.perf_counter()
-    prof = cpu_profile(fn)
-    seconds = time.perf_counter() - t0
+    wall = []
+
+    def timed():
+        t0 = time.perf_counter()
+        fn()
+        wall.append(time.perf_counter() - t0)
+
+    prof = cpu_profile(timed)
+    seconds = wall[0]
     events = [e for e in prof.events() if e.name.startswith("aten::")]
     top = [e for e in events if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")]
     matmul = sum(e.self_cpu_time_total for e in events if e.name in _MATMULS) / 1e6

@@ -6,7 +6,7 @@ timings in tests. Options: ``--device cuda``, ``--only svd,decoding``, ``--size 
 ``--out FILE.md``.
 
 One module per section (in notebook order: ``svd``, ``perplexity``, ``decoding``,
-``checkpointing``, ``precision``, ``lora``, ``tokenization``, ``quantization``, ``attention``), each registering
+``checkpointing``, ``precision``, ``lora``, ``tokenization``, ``quantization``, ``attention``, ``serving``), each registering
 ``fn(device, size)`` with
 ``@section("name")``; ``report`` holds the table. This package is a leaf: nothing in the
 library imports it.
@@ -20,19 +20,20 @@ import sys
 import torch
 
 # Importing the section modules registers them.
-from . import attention, checkpointing, decoding, lora, perplexity, precision, quantization, svd, tokenization  # noqa: F401
+from . import attention, checkpointing, decoding, lora, perplexity, precision, quantization, serving, svd  # noqa: F401
+from . import tokenization  # noqa: F401
 from .report import NOISE_LIMIT, SECTIONS, SIZES, Row, format_table, section, timed_row
 
 #: The sections in notebook order (the table's order).
 ORDER = ("svd", "perplexity", "decoding", "checkpointing", "precision", "lora", "tokenization", "quantization",
-         "attention")
+         "attention", "serving")
 for _name in ORDER:  # registration followed the import order: put the registry in notebook order
     SECTIONS[_name] = SECTIONS.pop(_name)
 
-__all__ = ["Row", "NOISE_LIMIT", "SECTIONS", "SIZES", "section", "timed_row", "format_table", "run", "main"]
+__all__ = ["Row", "NOISE_LIMIT", "SECTIONS", "SIZES", "section", "timed_row", "format_table", "run_sections", "main"]
 
 
-def run(names=None, *, device, size: str = "full", progress=None) -> list[Row]:
+def run_sections(names=None, *, device, size: str = "full", progress=None) -> list[Row]:
     """Run the sections ``names`` (default: all, in order) on ``device``; return their rows."""
     rows: list[Row] = []
     for name in names or list(SECTIONS):
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         parser.error(f"--only: unknown section(s) {unknown}; choose from {list(SECTIONS)}")
-    rows = run(names, device=device, size=args.size,
+    rows = run_sections(names, device=device, size=args.size,
                progress=lambda name: print(f"[bench] {name} ...", file=sys.stderr, flush=True))
     table = format_table(rows, device)
     print(table)

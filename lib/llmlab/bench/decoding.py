@@ -1,4 +1,4 @@
-"""Bench section ``decoding`` (topic 2): HF generate vs llmlab's greedy, the KV cache, StaticDecoder."""
+"""Bench section ``decoding`` (topic 2): HF generate vs llmlab's greedy and sampling, the KV cache, StaticDecoder."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 from .. import decoding as D
 from ..models import load_model, random_llama
+from ..timing import interleaved
 from .report import Row, section, timed_row
 
 __all__ = ["bench_decoding", "decoding_model"]
@@ -27,7 +28,8 @@ def decoding_model(device: torch.device, dtype: torch.dtype, size: str = "full")
 
 @section("decoding")
 def bench_decoding(device: torch.device, size: str = "full") -> list[Row]:
-    """Greedy tok/s: HF generate, llmlab greedy (with/without KV cache), StaticDecoder; fraction of the floor.
+    """Greedy tok/s: HF generate, llmlab greedy (with/without KV cache), StaticDecoder; fraction of the floor;
+    sampling tok/s (temperature + top-k + top-p, 64 new tokens) against generate with the same settings.
 
     CPU: float32, 32 new tokens, bandwidth measured with a 256 MB copy. CUDA: bfloat16, 128 new
     tokens, bandwidth from the data-sheet table (measured if the GPU is not in it), CUDA graph;
@@ -75,6 +77,7 @@ def bench_decoding(device: torch.device, size: str = "full") -> list[Row]:
             timing.tokens_per_s["static"] / floor, timing.tokens_per_s["generate"] / floor, "fraction", "higher",
             "HF generate", floor_note),
     ]
+    rows.append(_sampling_row(model, prompt.to(device), 64 if size == "full" else 8, rounds, device, where))
     if on_cuda and os.environ.get("LLMLAB_BENCH_COMPILE") == "1":
         compiled = D.StaticDecoder(model, max_len=prompt.shape[1] + n_new, compile=True)
         tc = D.time_decoders(model, prompt, n_new, names=("static",), repeat=rounds, static_decoder=compiled)
@@ -83,3 +86,32 @@ def bench_decoding(device: torch.device, size: str = "full") -> list[Row]:
                         timing.tokens_per_s["generate"], "tok/s", "higher", "HF generate(do_sample=False)",
                         f"{tc.tokens_per_s['static'] / floor:.1%} of floor; {'identical' if ok else 'TOKENS DIFFER'}"))
     return rows
+
+
+#: The sampling settings of the sampling row: all three warpers on, as a chat model is often run.
+SAMPLING = {"temperature": 0.8, "top_k": 50, "top_p": 0.9}
+
+
+def _sampling_row(model, prompt: torch.Tensor, n_new: int, rounds: int, device: torch.device, where: str) -> Row:
+    """llmlab ``sample`` vs HF ``generate(do_sample=True)`` with :data:`SAMPLING`, each run from
+    ``torch.manual_seed(0)`` (so they draw the same tokens), interleaved: the per-token path
+    (warpers, repetition controls, the step) without its old checks and host syncs."""
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    eos = eos[0] if isinstance(eos, (list, tuple)) else eos
+    pad = getattr(model.generation_config, "pad_token_id", None)
+    out: dict[str, torch.Tensor] = {}
+
+    def ours():
+        torch.manual_seed(0)
+        out["ours"] = D.sample(model, prompt, n_new, eos_token_id=eos, **SAMPLING)
+
+    def peer():
+        torch.manual_seed(0)
+        out["peer"] = model.generate(prompt, do_sample=True, max_new_tokens=n_new, eos_token_id=eos,
+                                     pad_token_id=eos if pad is None else pad, **SAMPLING)
+
+    t = interleaved({"ours": ours, "peer": peer}, rounds=rounds, warmup=1, device=device)
+    same = "identical tokens" if torch.equal(out["ours"], out["peer"]) else "TOKENS DIFFER"
+    return timed_row("decoding", "sampling tok/s (T 0.8, top-k 50, top-p 0.9), llmlab sample vs generate",
+                     t["ours"], t["peer"], unit="tok/s", per_second=out["ours"].shape[1] - prompt.shape[1],
+                     peer_name="HF generate(do_sample=True)", note=f"{where.split(',')[0]}, {n_new} new tokens; {same}")

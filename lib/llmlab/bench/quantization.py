@@ -1,4 +1,5 @@
-"""Bench section ``quantization`` (topic 14, notebook 13): GGUF blocks against the ``gguf`` package, and
+"""Bench section ``quantization`` (topic 14, notebook 13): low-bit kernels on one matrix-vector product against
+float32, GGUF blocks against the ``gguf`` package, and
 PyTorch's int8 kernels against float32 on a decode step and a prefill, beside the roofline's prediction."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize as ref_dequantize, quantize as ref_quantize  # the peer (the library never calls it)
 
 from ..models import load_model, random_llama
-from ..quantization import dequantize_gguf, gguf_weight, quantize_gguf, time_int8
+from ..quantization import dequantize_gguf, gguf_weight, quantize_gguf, time_int8, time_matvec
 from ..timing import interleaved
 from .report import Row, section, timed_row
 
@@ -18,7 +19,8 @@ __all__ = ["bench_quantization"]
 
 @section("quantization")
 def bench_quantization(device: torch.device, size: str = "full") -> list[Row]:
-    """quantize_gguf / dequantize_gguf vs gguf.quants on the model's largest matrix (the 49152 x 576 embedding);
+    """One W x with the int8 / int4 / bf16 kernels vs float32 (llmlab.quantization.time_matvec), and
+    quantize_gguf / dequantize_gguf vs gguf.quants, on the model's largest matrix (the 49152 x 576 embedding);
     the dynamic-int8 model vs float32: 32 greedy tokens and a 256-token prefill (CPU kernels; runs on the CPU)."""
     full = size == "full"
     rounds = 5 if full else 2
@@ -32,6 +34,13 @@ def bench_quantization(device: torch.device, size: str = "full") -> list[Row]:
     matrix = matrix.to(device)
     host = matrix.cpu().numpy()
     rows = []
+    mv = time_matvec(matrix.cpu(), rounds=rounds, repeat=2 if full else 20)
+    for kernel in [k for k in ("int8", "int4", "bf16") if k in mv.times]:
+        rows.append(timed_row("quantization", f"y = W x, batch 1, {kernel} kernel vs float32 F.linear, {where}",
+                              mv.times[kernel], mv.times["fp32"], peer_name="float32 F.linear (same run)",
+                              note=f"CPU; bytes ratio {mv.bytes_ratio(kernel):.2f}x; {mv.bandwidth(kernel) / 1e9:.1f} GB/s "
+                                   f"of weights vs fp32 {mv.bandwidth('fp32') / 1e9:.1f}; output error "
+                                   f"{mv.rel_error[kernel]:.3f}"))
     for name in ("Q8_0", "Q4_1"):
         qtype = GGMLQuantizationType[name]
         raw = ref_quantize(host, qtype)

@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from ..timing import NOISE_LIMIT, Timing  # noqa: F401  (NOISE_LIMIT: re-exported)
+from ..timing import NOISE_LIMIT, Timing
 
 __all__ = ["Row", "NOISE_LIMIT", "SECTIONS", "SIZES", "section", "timed_row", "format_table"]
 

@@ -25,6 +25,8 @@ The modules:
 * ``search``: the filters, :func:`greedy`, :func:`sample`, :func:`beam_search`,
   :func:`sequence_logprob`, :func:`next_token_logits`;
 * ``static``: :class:`StaticDecoder`;
+* ``llama``: :class:`~llmlab.decoding.llama.LlamaWeights`, the Llama layer written out from a model's weights
+  (shared by :class:`StaticDecoder` and :mod:`llmlab.serving`);
 * ``roofline``: :func:`decode_roofline` (bytes and FLOPs of one decoded token),
   :func:`measure_bandwidth`, :func:`known_gpu_peak`, :func:`kv_cache_bytes` (from a config's
   :func:`attention_geometry`), :func:`count_step_ops` (operators, so GPU launches, per decode step);

@@ -2,7 +2,7 @@
 
 Every decoder (:mod:`llmlab.decoding.search`, :class:`~llmlab.decoding.StaticDecoder`,
 :func:`~llmlab.decoding.time_decoders`) checks its request here before the first forward pass,
-and asks :func:`llmlab.modelinfo.check_fits_model` whether the model knows the ids and its context
+in one call, and asks :func:`llmlab.modelinfo.check_fits_model` whether the model knows the ids and its context
 holds the length, so a bad request fails at once with one ``ValueError`` instead of inside torch,
 or silently.
 """
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_int, check_tensor
+from .._checks import check_int, check_module, check_tensor
+from ..modelinfo import check_fits_model
 
-__all__ = ["MAX_NUM_BEAMS", "check_input_ids", "check_max_new_tokens", "check_eos_token_id"]
+__all__ = ["MAX_NUM_BEAMS"]
 
 
 #: The most beams :func:`beam_search` runs. Each beam holds its own KV cache (layers x 2 x
@@ -23,23 +24,20 @@ __all__ = ["MAX_NUM_BEAMS", "check_input_ids", "check_max_new_tokens", "check_eo
 MAX_NUM_BEAMS = 128
 
 
-# Argument checks shared by every decoder (search.py, StaticDecoder and time_decoders)
-
-def check_input_ids(input_ids) -> torch.Tensor:
-    """``input_ids`` must be a ``(1, prompt_len)`` tensor of token ids (int64 or int32), prompt_len >= 1."""
+def _check_request(model, input_ids, max_new_tokens=0, eos_token_id=None, *, min_new_tokens: int = 0,
+                   fits: bool = True) -> tuple[int, int | None]:
+    """Every decoder's door: ``model`` a module, ``input_ids`` a ``(1, prompt_len)`` tensor of token ids
+    (int64 or int32, prompt_len >= 1), ``max_new_tokens`` an int >= ``min_new_tokens``, ``eos_token_id``
+    None or an id >= 0, and (with ``fits``) all of it within the model's vocabulary and context.
+    Returns ``(max_new_tokens, eos_token_id)`` as ints."""
+    check_module("model", model)
     check_tensor("input_ids", input_ids, integer=True, dim=2)
     if input_ids.dtype not in (torch.int64, torch.int32):  # what an embedding lookup accepts
         raise TypeError(f"input_ids must hold token ids as torch.long (or int32), got dtype {input_ids.dtype}")
     if input_ids.shape[0] != 1 or input_ids.shape[1] < 1:
         raise ValueError(f"input_ids must have shape (1, prompt_len) with prompt_len >= 1, got {tuple(input_ids.shape)}")
-    return input_ids
-
-
-def check_max_new_tokens(max_new_tokens) -> int:
-    """``max_new_tokens`` as an int >= 0."""
-    return check_int("max_new_tokens", max_new_tokens, low=0)
-
-
-def check_eos_token_id(eos_token_id) -> int | None:
-    """``eos_token_id``: None (never stop early) or a token id, an int >= 0."""
-    return None if eos_token_id is None else check_int("eos_token_id", eos_token_id, low=0)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=min_new_tokens)
+    eos_token_id = None if eos_token_id is None else check_int("eos_token_id", eos_token_id, low=0)
+    if fits:
+        check_fits_model(model, input_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
+    return max_new_tokens, eos_token_id

@@ -21,8 +21,6 @@ Both are identical to transformers' ``RepetitionPenaltyLogitsProcessor`` and
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
 from .._checks import check_float, check_int, check_tensor
@@ -45,11 +43,7 @@ def _token_list(token_ids) -> list[int]:
         return token_ids.flatten().tolist()
     if isinstance(token_ids, (str, bytes)) or not hasattr(token_ids, "__iter__"):
         raise TypeError(f"token_ids must be a 1-D tensor or a sequence of ints, got {type(token_ids).__name__}")
-    ids = list(token_ids)
-    for t in ids:
-        if isinstance(t, bool) or not isinstance(t, numbers.Integral):
-            raise TypeError(f"token_ids must hold ints (token ids), got {t!r} ({type(t).__name__})")
-    return [int(t) for t in ids]
+    return [check_int("token_ids", t) for t in token_ids]
 
 
 def repeated_ngram_fraction(token_ids, n: int = 4) -> float:
@@ -77,12 +71,10 @@ def _check_scores_and_ids(scores, token_ids) -> tuple[torch.Tensor, torch.Tensor
     check_tensor("scores", scores, floating=True, dim=(1, 2), min_numel=1)
     check_tensor("token_ids", token_ids, integer=True, dim=(1, 2))
     if scores.dim() != token_ids.dim():
-        raise ValueError(f"scores and token_ids must both be 1-D or both 2-D, got shapes "
-                         f"{tuple(scores.shape)} and {tuple(token_ids.shape)}")
+        raise ValueError(f"scores and token_ids must both be 1-D or 2-D, got {tuple(scores.shape)}, {tuple(token_ids.shape)}")
     scores2, ids2 = (scores[None], token_ids[None]) if scores.dim() == 1 else (scores, token_ids)
     if scores2.shape[0] != ids2.shape[0]:
-        raise ValueError(f"scores and token_ids must hold the same number of sequences, got "
-                         f"{scores2.shape[0]} and {ids2.shape[0]}")
+        raise ValueError(f"scores and token_ids must hold the same number of sequences, got {scores2.shape[0]}, {ids2.shape[0]}")
     if ids2.numel() and int(ids2.min()) < 0:
         raise ValueError(f"token_ids must be token ids >= 0, got {int(ids2.min())}")
     return scores2, ids2.long()
@@ -98,13 +90,7 @@ def repetition_penalty_filter(scores: torch.Tensor, token_ids: torch.Tensor, pen
     """
     penalty = check_float("penalty", penalty, low=0.0, low_open=True)
     scores2, ids = _check_scores_and_ids(scores, token_ids)
-    vocab = scores2.shape[-1]
-    # One spare column absorbs out-of-vocabulary ids, then is cut off.
-    seen = torch.zeros((scores2.shape[0], vocab + 1), dtype=torch.bool, device=scores2.device)
-    seen.scatter_(1, ids.to(scores2.device).clamp(max=vocab), True)
-    penalised = torch.where(scores2 < 0, scores2 * penalty, scores2 / penalty)
-    out = torch.where(seen[:, :vocab], penalised, scores2)
-    return out.reshape(scores.shape)
+    return _penalise_repeats(scores2, ids, penalty).reshape(scores.shape)
 
 
 def no_repeat_ngram_filter(scores: torch.Tensor, token_ids: torch.Tensor, n: int) -> torch.Tensor:
@@ -117,9 +103,25 @@ def no_repeat_ngram_filter(scores: torch.Tensor, token_ids: torch.Tensor, n: int
     """
     n = check_int("n", n, low=1)
     scores2, ids = _check_scores_and_ids(scores, token_ids)
+    return _ban_repeated_ngrams(scores2, ids, n).reshape(scores.shape)
+
+
+# The filters as the decoders call them on every step: ``scores`` (batch, vocab), ``ids`` (batch,
+# seq) long; no checks, no host sync.
+
+def _penalise_repeats(scores2: torch.Tensor, ids: torch.Tensor, penalty: float) -> torch.Tensor:
+    vocab = scores2.shape[-1]
+    # One spare column absorbs out-of-vocabulary ids, then is cut off.
+    seen = torch.zeros((scores2.shape[0], vocab + 1), dtype=torch.bool, device=scores2.device)
+    seen.scatter_(1, ids.to(scores2.device).clamp(max=vocab), True)
+    penalised = torch.where(scores2 < 0, scores2 * penalty, scores2 / penalty)
+    return torch.where(seen[:, :vocab], penalised, scores2)
+
+
+def _ban_repeated_ngrams(scores2: torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
     vocab, seq = scores2.shape[-1], ids.shape[-1]
     if seq < n:
-        return scores.clone()
+        return scores2.clone()
     ids = ids.to(scores2.device)
     windows = ids.unfold(1, n, 1)                          # (batch, seq - n + 1, n): every n-gram so far
     prefix = ids[:, seq - (n - 1):]                        # (batch, n - 1): what the next token would extend
@@ -128,7 +130,7 @@ def no_repeat_ngram_filter(scores: torch.Tensor, token_ids: torch.Tensor, n: int
     targets = torch.where(starts_like_prefix, windows[..., -1].clamp(max=vocab), vocab)
     banned = torch.zeros((scores2.shape[0], vocab + 1), dtype=torch.bool, device=scores2.device)
     banned.scatter_(1, targets, True)
-    return scores2.masked_fill(banned[:, :vocab], float("-inf")).reshape(scores.shape)
+    return scores2.masked_fill(banned[:, :vocab], float("-inf"))
 
 
 def banned_ngram_tokens(token_ids, n: int) -> list[int]:
@@ -155,13 +157,17 @@ def apply_repetition_controls(scores: torch.Tensor, token_ids: torch.Tensor, *, 
     """
     repetition_penalty = check_float("repetition_penalty", repetition_penalty, low=0.0, low_open=True)
     no_repeat_ngram_size = check_int("no_repeat_ngram_size", no_repeat_ngram_size, low=0)
-    if repetition_penalty == 1.0 and no_repeat_ngram_size == 0:
-        # Both off: the same tensor back, after the cheap checks (no device sync on every decoding step).
-        check_tensor("scores", scores, floating=True, dim=(1, 2), min_numel=1)
-        check_tensor("token_ids", token_ids, integer=True, dim=(1, 2))
-        return scores
+    scores2, ids = _check_scores_and_ids(scores, token_ids)
+    out = _repetition_controls(scores2, ids, repetition_penalty, no_repeat_ngram_size)
+    return scores if out is scores2 else out.reshape(scores.shape)
+
+
+def _repetition_controls(scores: torch.Tensor, token_ids: torch.Tensor, repetition_penalty: float,
+                         no_repeat_ngram_size: int) -> torch.Tensor:
+    """:func:`apply_repetition_controls` for the decoders' steps: (batch, vocab) scores, (batch, seq)
+    long ids, settings already checked; ``scores`` itself when both controls are off."""
     if repetition_penalty != 1.0:
-        scores = repetition_penalty_filter(scores, token_ids, repetition_penalty)
+        scores = _penalise_repeats(scores, token_ids, repetition_penalty)
     if no_repeat_ngram_size > 0:
-        scores = no_repeat_ngram_filter(scores, token_ids, no_repeat_ngram_size)
+        scores = _ban_repeated_ngrams(scores, token_ids, no_repeat_ngram_size)
     return scores

@@ -33,9 +33,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .._checks import check_float, check_int, check_module, check_str
 from .._torch import model_device, resolve_device, resolve_dtype
-from ..modelinfo import cache_keyword, check_fits_model, output_cache
+from ..modelinfo import cache_keyword, output_cache
 from ..timing import timeit
-from .limits import check_input_ids
+from .limits import _check_request
 
 __all__ = ["GPU_PEAKS", "known_gpu_peak", "measure_bandwidth", "DecodeRoofline", "decode_roofline",
            "AttentionGeometry", "attention_geometry", "kv_cache_bytes", "count_step_ops"]
@@ -267,9 +267,7 @@ def count_step_ops(model, input_ids: torch.Tensor) -> int:
     times the per-launch overhead is a floor on the step time that no bandwidth removes (a CUDA
     graph replays the whole step with one launch).
     """
-    check_module("model", model)
-    check_input_ids(input_ids)
-    check_fits_model(model, input_ids, max_new_tokens=1)
+    _check_request(model, input_ids, 1)     # the decoders' door: a (1, prompt_len) id tensor that fits the model
     cache_kw = cache_keyword(model)
     out = model(input_ids=input_ids.to(model_device(model)), use_cache=True)         # prefill, not counted
     next_id = out.logits[:, -1].argmax(-1, keepdim=True)

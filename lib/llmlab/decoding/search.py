@@ -16,11 +16,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_float, check_int, check_module, check_tensor
+from .._checks import check_float, check_int, check_tensor
 from .._torch import model_device
-from ..modelinfo import accepts_logits_to_keep, cache_keyword, check_fits_model, output_cache, vocab_size
-from .limits import MAX_NUM_BEAMS, check_eos_token_id, check_input_ids, check_max_new_tokens
-from .repetition import apply_repetition_controls
+from ..modelinfo import accepts_logits_to_keep, cache_keyword, output_cache, vocab_size
+from .limits import MAX_NUM_BEAMS, _check_request
+from .repetition import _repetition_controls
 
 __all__ = [
     "greedy",
@@ -38,20 +38,10 @@ __all__ = [
 _PARKED = -1.0e9
 
 
-def _check_top_k(name: str, k) -> int:
-    return check_int(name, k, low=0)  # 0 keeps every token
-
-
-def _check_top_p(name: str, p) -> float:
-    return check_float(name, p, low=0.0, high=1.0, low_open=True)
-
-
 def _check_logits(logits) -> torch.Tensor:
     check_tensor("logits", logits, floating=True, min_numel=1)
     if logits.dim() < 1:
         raise ValueError("logits must have a vocabulary axis, shape (..., vocab), got a 0-d tensor")
-    if bool(torch.isnan(logits).any()):  # -inf is a filtered token; NaN is a bug upstream
-        raise ValueError("logits must not contain NaN (-inf marks a removed token; NaN has no meaning)")
     return logits
 
 
@@ -72,9 +62,7 @@ def _step(model, input_ids: torch.Tensor, cache):
 @torch.no_grad()
 def next_token_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
     """Logits for the token after ``input_ids`` (1, prompt_len): float32, shape (vocab,), on ``input_ids``' device."""
-    check_module("model", model)
-    check_input_ids(input_ids)
-    check_fits_model(model, input_ids)
+    _check_request(model, input_ids)
     logits, _ = _step(model, input_ids.to(model_device(model)), None)
     return logits[0].to(input_ids.device)
 
@@ -88,15 +76,9 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     """Keep the ``k`` largest logits along the last axis, set the rest to -inf (ties with the k-th kept).
 
     ``logits``: (..., vocab). ``k = 0`` keeps everything; ``k > vocab`` is clamped. Same as
-    transformers' ``TopKLogitsWarper(k)``.
+    transformers' ``TopKLogitsWarper(k)``. NaN logits give NaN out (as in transformers).
     """
-    _check_logits(logits)
-    k = _check_top_k("k", k)
-    if k == 0:
-        return logits
-    k = min(k, logits.shape[-1])
-    kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth_largest, float("-inf"))
+    return _top_k(_check_logits(logits), check_int("k", k, low=0))
 
 
 def top_p_filter(logits: torch.Tensor, p: float, *, min_tokens_to_keep: int = 1) -> torch.Tensor:
@@ -105,11 +87,44 @@ def top_p_filter(logits: torch.Tensor, p: float, *, min_tokens_to_keep: int = 1)
     Sort the probabilities ascending and accumulate; a token is removed when the cumulative mass up
     to and including it is <= 1 - p (the unlikely tail), the ``min_tokens_to_keep`` most likely are
     always kept. ``logits``: (..., vocab); removed entries become -inf. Same as transformers'
-    ``TopPLogitsWarper(p)``; ``p = 1`` returns the logits unchanged.
+    ``TopPLogitsWarper(p)``; ``p = 1`` returns the logits unchanged. NaN logits give NaN out.
     """
-    _check_logits(logits)
-    p = _check_top_p("p", p)
-    min_tokens_to_keep = check_int("min_tokens_to_keep", min_tokens_to_keep, low=1)
+    return _top_p(_check_logits(logits), check_float("p", p, low=0.0, high=1.0, low_open=True),
+                  check_int("min_tokens_to_keep", min_tokens_to_keep, low=1))
+
+
+def warp_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """The sampling distribution's logits: ``top_p_filter(top_k_filter(logits / temperature, top_k), top_p)``.
+
+    The order (temperature, then top-k, then top-p) is the one ``generate`` uses; softmax of the
+    result is the distribution :func:`sample` draws from. A temperature so small that
+    ``logits / temperature`` overflows gives the T -> 0 limit (greedy), never NaN.
+    """
+    return _warp(_check_logits(logits), _check_temperature(temperature), _check_top_k(top_k), _check_top_p(top_p))
+
+
+def _check_temperature(temperature) -> float:
+    return check_float("temperature", temperature, low=0.0, low_open=True)
+
+
+def _check_top_k(top_k) -> int:
+    return check_int("top_k", top_k, low=0)  # 0 keeps every token
+
+
+def _check_top_p(top_p) -> float:
+    return check_float("top_p", top_p, low=0.0, high=1.0, low_open=True)
+
+
+# The filters as the decoders call them on every token: no checks, no host sync.
+
+def _top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    if k == 0:
+        return logits
+    kth_largest = torch.topk(logits, min(k, logits.shape[-1]), dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth_largest, float("-inf"))
+
+
+def _top_p(logits: torch.Tensor, p: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
     if p == 1.0:
         return logits
     sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=False)
@@ -120,23 +135,18 @@ def top_p_filter(logits: torch.Tensor, p: float, *, min_tokens_to_keep: int = 1)
     return logits.masked_fill(remove, float("-inf"))
 
 
-def warp_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """The sampling distribution's logits: ``top_p_filter(top_k_filter(logits / temperature, top_k), top_p)``.
-
-    The order (temperature, then top-k, then top-p) is the one ``generate`` uses; softmax of the
-    result is the distribution :func:`sample` draws from.
-    """
-    _check_logits(logits)
-    temperature = check_float("temperature", temperature, low=0.0, low_open=True)
-    top_k = _check_top_k("top_k", top_k)
-    top_p = _check_top_p("top_p", top_p)
-    scores = logits / temperature if temperature != 1.0 else logits
-    if temperature < 1.0 and not bool(torch.isfinite(scores).eq(torch.isfinite(logits)).all()):
-        # A tiny temperature overflows logits / T to +-inf (softmax then gives NaN). Shift first:
-        # (logits - max) / T has the same softmax, is 0 at the maximum and finite or -inf elsewhere,
-        # which is the T -> 0 limit (greedy) instead of NaN.
-        scores = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
-    return top_p_filter(top_k_filter(scores, top_k), top_p)
+def _warp(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    scores = logits
+    if temperature != 1.0:
+        scores = logits / temperature
+    if temperature < 1.0:
+        # A tiny temperature overflows logits / T to +-inf (softmax then gives NaN). Rows where that
+        # happens use (logits - max) / T instead: the same softmax, 0 at the maximum and finite or
+        # -inf elsewhere, which is the T -> 0 limit (greedy). Chosen on the device: no host sync.
+        overflow = (torch.isfinite(scores) != torch.isfinite(logits)).any(dim=-1, keepdim=True)
+        shifted = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+        scores = torch.where(overflow, shifted, scores)
+    return _top_p(_top_k(scores, top_k), top_p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,10 +154,10 @@ def warp_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_controls(repetition_penalty, no_repeat_ngram_size) -> dict:
-    """The repetition controls as keyword arguments of :func:`apply_repetition_controls`, checked."""
-    return {"repetition_penalty": check_float("repetition_penalty", repetition_penalty, low=0.0, low_open=True),
-            "no_repeat_ngram_size": check_int("no_repeat_ngram_size", no_repeat_ngram_size, low=0)}
+def _check_controls(repetition_penalty, no_repeat_ngram_size) -> tuple[float, int]:
+    """The repetition controls (penalty, n-gram size), checked once for every step's ``_repetition_controls``."""
+    return (check_float("repetition_penalty", repetition_penalty, low=0.0, low_open=True),
+            check_int("no_repeat_ngram_size", no_repeat_ngram_size, low=0))
 
 
 def _decode_loop(model, input_ids, max_new_tokens, eos_token_id, choose, controls) -> torch.Tensor:
@@ -156,14 +166,14 @@ def _decode_loop(model, input_ids, max_new_tokens, eos_token_id, choose, control
     ``controls`` (repetition penalty, n-gram ban) rewrite each step's logits from the whole
     sequence so far, prompt included, before ``choose`` sees them (as ``generate`` does).
     """
-    sequence = input_ids.to(model_device(model))
+    sequence = input_ids.to(model_device(model), torch.long)
     if max_new_tokens == 0:
         return input_ids.clone()
     logits, cache = _step(model, sequence, None)
     for t in range(max_new_tokens):
-        next_token = choose(apply_repetition_controls(logits, sequence, **controls))  # (1, 1)
+        next_token = choose(_repetition_controls(logits, sequence, *controls))  # (1, 1)
         sequence = torch.cat([sequence, next_token], dim=1)
-        if eos_token_id is not None and int(next_token) == eos_token_id:
+        if eos_token_id is not None and int(next_token) == eos_token_id:  # host sync: stop at EOS, as generate does
             break
         if t + 1 < max_new_tokens:
             logits, cache = _step(model, next_token, cache)
@@ -181,12 +191,8 @@ def greedy(model, input_ids: torch.Tensor, max_new_tokens: int, *, eos_token_id:
     ``model.generate(input_ids, do_sample=False, max_new_tokens=..., eos_token_id=...,
     repetition_penalty=..., no_repeat_ngram_size=...)``.
     """
-    check_module("model", model)
-    check_input_ids(input_ids)
-    max_new_tokens = check_max_new_tokens(max_new_tokens)
-    eos_token_id = check_eos_token_id(eos_token_id)
+    max_new_tokens, eos_token_id = _check_request(model, input_ids, max_new_tokens, eos_token_id)
     controls = _check_controls(repetition_penalty, no_repeat_ngram_size)
-    check_fits_model(model, input_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
     return _decode_loop(model, input_ids, max_new_tokens, eos_token_id,
                         lambda scores: scores.argmax(dim=-1, keepdim=True), controls)
 
@@ -198,17 +204,13 @@ def greedy_without_cache(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     Step t costs a forward over prompt_len + t tokens, so n new tokens cost O(n * (prompt_len + n))
     token-forwards instead of O(prompt_len + n) with a cache. Same tokens as :func:`greedy`.
     """
-    check_module("model", model)
-    check_input_ids(input_ids)
-    max_new_tokens = check_max_new_tokens(max_new_tokens)
-    eos_token_id = check_eos_token_id(eos_token_id)
-    check_fits_model(model, input_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
+    max_new_tokens, eos_token_id = _check_request(model, input_ids, max_new_tokens, eos_token_id)
     sequence = input_ids.to(model_device(model))
     for _ in range(max_new_tokens):
         logits = model(input_ids=sequence, use_cache=False).logits[:, -1, :].float()
         next_token = logits.argmax(dim=-1, keepdim=True)
         sequence = torch.cat([sequence, next_token], dim=1)
-        if eos_token_id is not None and int(next_token) == eos_token_id:
+        if eos_token_id is not None and int(next_token) == eos_token_id:  # host sync: stop at EOS
             break
     return sequence.to(input_ids.device)
 
@@ -235,20 +237,14 @@ def sample(
     top_k=..., top_p=..., repetition_penalty=..., no_repeat_ngram_size=...)``. ``top_k=0`` and
     ``top_p=1`` disable those filters; the repetition controls (off by default) act before them.
     """
-    check_module("model", model)
-    check_input_ids(input_ids)
-    max_new_tokens = check_max_new_tokens(max_new_tokens)
-    eos_token_id = check_eos_token_id(eos_token_id)
-    temperature = check_float("temperature", temperature, low=0.0, low_open=True)
-    top_k = _check_top_k("top_k", top_k)
-    top_p = _check_top_p("top_p", top_p)
+    max_new_tokens, eos_token_id = _check_request(model, input_ids, max_new_tokens, eos_token_id)
+    temperature, top_k, top_p = _check_temperature(temperature), _check_top_k(top_k), _check_top_p(top_p)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     controls = _check_controls(repetition_penalty, no_repeat_ngram_size)
-    check_fits_model(model, input_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
 
     def choose(scores):
-        probs = F.softmax(warp_logits(scores, temperature=temperature, top_k=top_k, top_p=top_p), dim=-1)
+        probs = F.softmax(_warp(scores, temperature, top_k, top_p), dim=-1)
         return torch.multinomial(probs, num_samples=1, generator=generator)
 
     return _decode_loop(model, input_ids, max_new_tokens, eos_token_id, choose, controls)
@@ -280,19 +276,15 @@ def beam_search(
     ``model.generate(num_beams=..., do_sample=False, length_penalty=..., early_stopping=True,
     repetition_penalty=..., no_repeat_ngram_size=...)``.
     """
-    check_module("model", model)
-    check_input_ids(input_ids)
-    max_new_tokens = check_max_new_tokens(max_new_tokens)
-    eos_token_id = check_eos_token_id(eos_token_id)
+    max_new_tokens, eos_token_id = _check_request(model, input_ids, max_new_tokens, eos_token_id)
     vocab = vocab_size(model)
     num_beams = check_int("num_beams", num_beams, low=1, high=min(MAX_NUM_BEAMS, vocab or MAX_NUM_BEAMS))
     length_penalty = check_float("length_penalty", length_penalty)
     controls = _check_controls(repetition_penalty, no_repeat_ngram_size)
-    check_fits_model(model, input_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
     device = model_device(model)
     if max_new_tokens == 0:
         return input_ids.clone()
-    prompt = input_ids.to(device)
+    prompt = input_ids.to(device, torch.long)
 
     B, prompt_len = num_beams, prompt.shape[1]
     n_keep = 2 * B  # candidates kept per step
@@ -308,14 +300,14 @@ def beam_search(
     finished_scores = torch.full((B,), _PARKED, device=device)
     finished_len = torch.zeros((B,), dtype=torch.long, device=device)
     is_finished = torch.zeros((B,), dtype=torch.bool, device=device)
-    can_improve = True  # can a running beam still beat the worst finished hypothesis?
+    can_improve = torch.ones((), dtype=torch.bool, device=device)  # can a running beam still beat the worst finished?
 
     # The prompt is run once per beam, as a batch of identical rows (as generate does).
     logits, cache = _step(model, running, None)
     for t in range(max_new_tokens):
         vocab = logits.shape[-1]
         # Summed log-probabilities of every (beam, token) continuation, flattened to (B * vocab,).
-        log_probs = apply_repetition_controls(F.log_softmax(logits, dim=-1), running, **controls)
+        log_probs = _repetition_controls(F.log_softmax(logits, dim=-1), running, *controls)
         total = (log_probs + running_scores[:, None]).reshape(-1)
         cand_scores, cand_idx = torch.topk(total, k=n_keep)
         cand_beam, cand_token = cand_idx // vocab, cand_idx % vocab
@@ -332,8 +324,8 @@ def beam_search(
         # Finished hypotheses: ended candidates among the top B, length-normalised, merged with the old.
         just_finished = ends & is_top_b
         hyp_scores = cand_scores / ((t + 1) ** length_penalty)
-        hyp_scores += bool(is_finished.all()) * _PARKED  # early stopping: the set is already full
-        hyp_scores += (not can_improve) * _PARKED
+        hyp_scores += is_finished.all() * _PARKED  # early stopping: the set is already full
+        hyp_scores += (~can_improve) * _PARKED
         hyp_scores += (~just_finished) * _PARKED
         padded = torch.zeros((n_keep, total_len), dtype=torch.long, device=device)
         padded[:, : candidates.shape[1]] = candidates
@@ -347,8 +339,8 @@ def beam_search(
         # Stop when B hypotheses are finished, when no running beam can beat the worst one, or at the limit.
         best_possible = running_scores[0] / ((t + 1) ** length_penalty)
         worst_finished = torch.where(is_finished, finished_scores.min(), torch.tensor(_PARKED, device=device))
-        can_improve = can_improve and bool((best_possible > worst_finished).any())
-        if not can_improve or bool(is_finished.all()) or bool(ends.all()):
+        can_improve = can_improve & (best_possible > worst_finished).any()
+        if bool(~can_improve | is_finished.all() | ends.all()):  # host sync: the search decides to stop
             break
         cache.reorder_cache(beam_source)
         logits, cache = _step(model, running[:, -1:], cache)
@@ -364,13 +356,11 @@ def sequence_logprob(model, input_ids: torch.Tensor, prompt_len: int) -> float:
     ``input_ids``: (1, total_len), the prompt followed by the continuation; ``1 <= prompt_len <
     total_len``. One forward pass; the sum is taken in float64.
     """
-    check_module("model", model)
-    check_input_ids(input_ids)
+    _check_request(model, input_ids)
     total_len = input_ids.shape[1]
     if total_len < 2:
         raise ValueError(f"input_ids must hold a prompt and at least one continuation token, got shape {tuple(input_ids.shape)}")
     prompt_len = check_int("prompt_len", prompt_len, low=1, high=total_len - 1)
-    check_fits_model(model, input_ids)
     ids = input_ids.to(model_device(model))
     logits = model(input_ids=ids, use_cache=False).logits[0, prompt_len - 1 : -1].float()  # predicts x_prompt_len..
     log_probs = F.log_softmax(logits, dim=-1)

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_bool, check_choice, check_int, check_module
+from .._checks import check_choice, check_int
 from .._torch import model_device
 from ..timing import Timing, interleaved
-from ..modelinfo import check_fits_model
-from .limits import check_input_ids
+from .limits import _check_request
 from .search import greedy, greedy_without_cache
 from .static import StaticDecoder
 
@@ -71,13 +70,9 @@ def time_decoders(model, input_ids: torch.Tensor, max_new_tokens: int, *, names=
     them alike; each time is the median of its runs. ``warmup`` runs each decoder once on 2
     tokens first (which also captures the CUDA graph of a StaticDecoder). ``input_ids``: (1, prompt_len).
     """
-    check_module("model", model)
-    check_input_ids(input_ids)
-    max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=1)
-    check_fits_model(model, input_ids, max_new_tokens=max_new_tokens)
+    max_new_tokens, _ = _check_request(model, input_ids, max_new_tokens, min_new_tokens=1)
     names = _check_names(names)
     repeat = check_int("repeat", repeat, low=1)
-    warmup = check_bool("warmup", warmup)
     if static_decoder is not None:
         if not isinstance(static_decoder, StaticDecoder):
             raise TypeError(f"static_decoder must be a StaticDecoder or None, got {type(static_decoder).__name__}")

@@ -11,29 +11,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_bool, check_int, check_module
-from .._torch import model_device
+from .._checks import check_int, check_module
 from ..modelinfo import check_fits_model, context_size
-from .limits import check_eos_token_id, check_input_ids, check_max_new_tokens
+from .limits import _check_request
+from .llama import LlamaWeights
 
 __all__ = ["StaticDecoder"]
-
-
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm in float32, as Llama does: w * x / sqrt(mean(x^2) + eps)."""
-    x32 = x.to(torch.float32)
-    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x32.to(x.dtype)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding: x * cos + rotate_half(x) * sin (cos, sin broadcast over heads)."""
-    return x * cos + _rotate_half(x) * sin
 
 
 class StaticDecoder:
@@ -58,62 +41,22 @@ class StaticDecoder:
     above that floor because of per-kernel launch and Python overhead, which the graph removes.
     """
 
-    SUPPORTED = ("llama",)
+    SUPPORTED = LlamaWeights.SUPPORTED
 
     def __init__(self, model, max_len: int, *, compile: bool = False, use_cuda_graph: bool | None = None):
         check_module("model", model)
-        config = getattr(model, "config", None)
-        model_type = getattr(config, "model_type", None)
-        if model_type not in self.SUPPORTED:
-            raise ValueError(
-                f"StaticDecoder supports the Llama family (model_type in {self.SUPPORTED}, e.g. SmolLM2), "
-                f"got model_type={model_type!r}; use llmlab.decoding.greedy for other models"
-            )
-        rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-        rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
-        if rope_type != "default":
-            raise ValueError(f"StaticDecoder supports plain RoPE only, got rope_type={rope_type!r}; use greedy")
-        if getattr(config, "hidden_act", "silu") != "silu":
-            raise ValueError(f"StaticDecoder supports the SiLU MLP only, got hidden_act={config.hidden_act!r}")
+        weights = LlamaWeights(model, who="StaticDecoder")
         # The RoPE tables below would extrapolate past the model's trained positions: refuse.
         max_len = check_int("max_len", max_len, low=2, high=context_size(model))
-        compile = check_bool("compile", compile)
-        if use_cuda_graph is not None:
-            use_cuda_graph = check_bool("use_cuda_graph", use_cuda_graph)
 
         self.model = model
         self.max_len = max_len
-        inner = model.model
-        self.embed = inner.embed_tokens.weight  # (vocab, d_model)
-        self.lm_head = model.get_output_embeddings().weight  # (vocab, d_model), tied to embed in SmolLM2
-        self.final_norm = inner.norm.weight
-        self.eps = float(config.rms_norm_eps)
-        self.n_heads = config.num_attention_heads
-        self.n_kv_heads = getattr(config, "num_key_value_heads", None) or self.n_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
-        # Per layer: the two RMSNorm weights and (weight, bias) of the seven projections.
-        wb = lambda linear: (linear.weight, linear.bias)  # noqa: E731
-        self.layers = [
-            dict(
-                ln1=layer.input_layernorm.weight, ln2=layer.post_attention_layernorm.weight,
-                q=wb(layer.self_attn.q_proj), k=wb(layer.self_attn.k_proj), v=wb(layer.self_attn.v_proj),
-                o=wb(layer.self_attn.o_proj), gate=wb(layer.mlp.gate_proj), up=wb(layer.mlp.up_proj),
-                down=wb(layer.mlp.down_proj),
-            )
-            for layer in inner.layers
-        ]
-        self.device = model_device(model)
-        self.dtype = self.embed.dtype
-
-        # RoPE tables for every position, computed as Llama does: angle = pos * inv_freq, in float32.
-        rotary = inner.rotary_emb
-        inv_freq = rotary.inv_freq.to(device=self.device, dtype=torch.float32)
-        positions = torch.arange(max_len, device=self.device, dtype=torch.float32)
-        angles = positions[:, None] * inv_freq[None, :]
-        emb = torch.cat((angles, angles), dim=-1)
-        scaling = float(getattr(rotary, "attention_scaling", 1.0))
-        self.cos = (emb.cos() * scaling).to(self.dtype)  # (max_len, head_dim)
-        self.sin = (emb.sin() * scaling).to(self.dtype)
+        self.weights = weights
+        self.n_heads, self.n_kv_heads, self.head_dim = weights.n_heads, weights.n_kv_heads, weights.head_dim
+        self.layers, self.embed = weights.layers, weights.embed
+        self.device, self.dtype = weights.device, weights.dtype
+        # RoPE tables for every position (angle = pos * inv_freq in float32, as Llama computes it).
+        self.cos, self.sin = weights.rope_tables(torch.arange(max_len, device=self.device))  # (max_len, head_dim)
 
         # Static state: the KV cache, the current input token and its position, the output tokens.
         shape = (1, self.n_kv_heads, max_len, self.head_dim)
@@ -138,20 +81,11 @@ class StaticDecoder:
     # -- the model, written out -----------------------------------------------------------------
 
     def _attention_block(self, layer, x, cos, sin, attend):
-        """x (1, n, d) at positions given by cos/sin (n, head_dim); ``attend(i, q, k, v)`` does the attention."""
-        n = x.shape[1]
-        h = _rms_norm(x, layer["ln1"], self.eps)
-        q = F.linear(h, *layer["q"]).view(1, n, self.n_heads, self.head_dim).transpose(1, 2)
-        k = F.linear(h, *layer["k"]).view(1, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = F.linear(h, *layer["v"]).view(1, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
-        a = attend(q, k, v)  # (1, n_heads, n, head_dim)
-        x = x + F.linear(a.transpose(1, 2).reshape(1, n, self.n_heads * self.head_dim), *layer["o"])
-        h = _rms_norm(x, layer["ln2"], self.eps)  # SwiGLU MLP: down(silu(gate h) * up h)
-        return x + F.linear(F.silu(F.linear(h, *layer["gate"])) * F.linear(h, *layer["up"]), *layer["down"])
+        """x (1, n, d) at positions given by cos/sin (n, head_dim); ``attend(q, k, v)`` does the attention."""
+        return self.weights.block(layer, x, cos, sin, attend)
 
     def _logits(self, x_last: torch.Tensor) -> torch.Tensor:
-        return F.linear(_rms_norm(x_last, self.final_norm, self.eps), self.lm_head).float()
+        return self.weights.logits(x_last).float()  # argmax in float32, as greedy and generate take it
 
     @torch.no_grad()
     def _prefill(self, prompt: torch.Tensor) -> None:
@@ -231,18 +165,13 @@ class StaticDecoder:
         ``prompt_len + max_new_tokens`` must fit in ``max_len``. The cache is reused across calls:
         a call overwrites positions 0..pos before reading them and masks everything after pos.
         """
-        check_input_ids(input_ids)
-        max_new_tokens = check_max_new_tokens(max_new_tokens)
-        eos_token_id = check_eos_token_id(eos_token_id)
+        # The model's context bounds max_len; prompt_len + max_new_tokens is held to max_len below.
+        max_new_tokens, eos_token_id = _check_request(self.model, input_ids, max_new_tokens, eos_token_id, fits=False)
         check_fits_model(self.model, input_ids, eos_token_id=eos_token_id)
         L = input_ids.shape[1]
-        if L > self.max_len:
-            raise ValueError(f"input_ids has {L} tokens, longer than this StaticDecoder's max_len={self.max_len}")
         if L + max_new_tokens > self.max_len:
-            raise ValueError(
-                f"prompt_len + max_new_tokens = {L} + {max_new_tokens} exceeds max_len={self.max_len}; "
-                f"build StaticDecoder(model, max_len>={L + max_new_tokens})"
-            )
+            raise ValueError(f"prompt_len + max_new_tokens = {L} + {max_new_tokens} exceeds max_len={self.max_len}; "
+                             f"build StaticDecoder(model, max_len>={L + max_new_tokens})")
         prompt = input_ids.to(self.device)
         if max_new_tokens == 0:
             return prompt.clone().to(input_ids.device)
@@ -254,7 +183,7 @@ class StaticDecoder:
         # chunks so the GPU runs ahead of the host instead of synchronising after every token.
         chunk = 16 if self.device.type == "cuda" else 1
         while n_new < max_new_tokens:
-            if eos_token_id is not None and bool((self.out[L : L + n_new] == eos_token_id).any()):
+            if eos_token_id is not None and bool((self.out[L : L + n_new] == eos_token_id).any()):  # host sync: EOS
                 break
             for _ in range(min(chunk, max_new_tokens - n_new)):
                 self._run_step()

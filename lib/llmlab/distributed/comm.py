@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .._checks import check_float, check_int
 from ..fitting import ScalingFit, fit_scaling
-from ..timing import measure
+from ..timing import time_calls
 from .launch import MAX_WORLD_SIZE, run
 
 __all__ = ["ring_allreduce_bytes", "simulate_ring_all_reduce", "RingResult", "allreduce_rank_timings",
@@ -80,16 +80,13 @@ def simulate_ring_all_reduce(buffers: list[Tensor]) -> RingResult:
 def allreduce_rank_timings(rank: int, world_size: int, sizes: tuple[int, ...], repeat: int = 5,
                            warmup: int = 2) -> list[tuple[float, ...]]:
     """What each rank runs: for each size (float32 elements), the seconds of ``repeat`` ``all_reduce``
-    calls (after ``warmup`` untimed ones), timed with :func:`llmlab.timing.measure`."""
-    world_size = check_int("world_size", world_size, low=1)
-    check_int("rank", rank, low=0, high=world_size - 1)
-    check_int("repeat", repeat, low=1, high=10_000)
-    check_int("warmup", warmup, low=0, high=1000)
+    calls (after ``warmup`` untimed ones), timed with :func:`llmlab.timing.time_calls`. Called by
+    :func:`measure_all_reduce`, which checks the arguments."""
     times = []
     for numel in sizes:
         buffer = torch.ones(numel)
         dist.barrier()  # start every size together
-        times.append(measure(lambda: dist.all_reduce(buffer), repeat=repeat, warmup=warmup).times)
+        times.append(time_calls(lambda: dist.all_reduce(buffer), repeat=repeat, warmup=warmup).times)
     return times
 
 

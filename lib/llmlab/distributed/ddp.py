@@ -28,7 +28,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .._checks import check_bool, check_float, check_int, check_module, check_tensor
+from .._checks import check_float, check_int, check_tensor
+from .._torch import grads_by_name
+from ..accumulation import batchnorm_running_stats
 from .batchnorm import convert_sync_batchnorm
 from .launch import MAX_WORLD_SIZE, check_importable, run
 
@@ -52,37 +54,19 @@ def _check_split(x, y, world_size: int, accumulation_steps: int) -> int:
     check_tensor("x", x, min_numel=1)
     check_tensor("y", y, min_numel=1)
     if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must have the same leading batch size, got shapes {tuple(x.shape)} and "
-                         f"{tuple(y.shape)}")
+        raise ValueError(f"x and y must have the same leading batch size, got {tuple(x.shape)} and {tuple(y.shape)}")
     world_size = check_int("world_size", world_size, low=1, high=MAX_WORLD_SIZE)
     steps = check_int("accumulation_steps", accumulation_steps, low=1)
     batch = int(x.shape[0])
     if batch % (world_size * steps):
-        raise ValueError(f"x's batch size {batch} must split into world_size × accumulation_steps = "
-                         f"{world_size} × {steps} equal parts")
+        raise ValueError(f"x's batch size {batch} must split into world_size × accumulation_steps = {world_size * steps} parts")
     return batch
-
-
-def _check_rank(rank, world_size) -> tuple[int, int]:
-    world_size = check_int("world_size", world_size, low=1, high=MAX_WORLD_SIZE)
-    return check_int("rank", rank, low=0, high=world_size - 1), world_size
 
 
 def rank_shard(t: Tensor, rank: int, world_size: int) -> Tensor:
     """Rank ``rank``'s contiguous shard of the batch ``t`` (B, ...): rows rank·B/R ... (rank+1)·B/R − 1
-    (what a ``DistributedSampler`` without shuffling would hand it, up to the order)."""
-    check_tensor("t", t)
-    rank, world_size = _check_rank(rank, world_size)
-    if t.dim() == 0 or t.shape[0] % world_size:
-        raise ValueError(f"t's batch size ({tuple(t.shape)[:1]}) must split into world_size = {world_size} equal shards")
+    (what a ``DistributedSampler`` without shuffling would hand it, up to the order); B divisible by R."""
     return t.chunk(world_size)[rank]
-
-
-def _running_stats(model: nn.Module) -> dict[str, Tensor]:
-    return {f"{name}.{stat}": getattr(m, stat).detach().clone()
-            for name, m in model.named_modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-            for stat in ("running_mean", "running_var")}
 
 
 def ddp_rank_pass(rank: int, world_size: int, model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor,
@@ -95,11 +79,9 @@ def ddp_rank_pass(rank: int, world_size: int, model_fn: Callable[[], nn.Module],
     ``rank_shard(x, rank, world_size)`` and splits them into ``accumulation_steps`` micro-batches;
     every micro-batch but the last runs under ``no_sync()`` (gradients accumulate locally), the last
     one triggers the all-reduce. Each micro-batch loss is divided by ``accumulation_steps``.
+    Called through :func:`ddp_gradients` / :func:`batchnorm_under_ddp`, which check the arguments.
     """
-    rank, world_size = _check_rank(rank, world_size)
-    _check_split(x, y, world_size, accumulation_steps)
     model = model_fn()
-    check_module("model_fn()", model)
     if sync_batchnorm:
         model = convert_sync_batchnorm(model)
     ddp = DistributedDataParallel(model)
@@ -111,10 +93,9 @@ def ddp_rank_pass(rank: int, world_size: int, model_fn: Callable[[], nn.Module],
         with contextlib.nullcontext() if last else ddp.no_sync():
             loss = loss_fn(ddp(x_j), y_j)
             (loss / accumulation_steps).backward()
-        losses.append(float(loss.detach()))
-    grads = {name: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
-             for name, p in model.named_parameters() if p.requires_grad}
-    return RankPass(grads=grads, running_stats=_running_stats(model), loss=sum(losses) / len(losses))
+        losses.append(loss.detach())
+    return RankPass(grads=grads_by_name(model), running_stats=batchnorm_running_stats(model),
+                    loss=float(torch.stack(losses).double().mean()))
 
 
 def same_on_every_rank(passes) -> dict[str, Tensor]:
@@ -137,7 +118,7 @@ def ddp_gradients(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, loss_
     """The gradients ``DistributedDataParallel`` produces with the batch ``(x, y)`` split over ``world_size`` ranks.
 
     ``model_fn()`` builds the model (it must give the same weights every call, e.g. a seeded
-    builder such as ``functools.partial(llmlab.accumulation.make_model, "cnn_gn", 0)``, so that a
+    builder such as ``functools.partial(llmlab.accumulation.make_model, "cnn_gn", seed=0)``, so that a
     single-process reference can be built too); ``loss_fn(output, target)`` is a mean loss. Both
     must be picklable (module-level functions). ``x`` (B, ...) and ``y`` (B, ...): B divisible
     by ``world_size · accumulation_steps``. Returns name -> gradient (parameter names of the
@@ -148,7 +129,6 @@ def ddp_gradients(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, loss_
     _check_split(x, y, world_size, accumulation_steps)
     check_importable("model_fn", model_fn)
     check_importable("loss_fn", loss_fn)
-    check_bool("sync_batchnorm", sync_batchnorm)
     check_float("timeout", timeout, low=0, low_open=True)
     passes = run(ddp_rank_pass, world_size, model_fn, x, y, loss_fn, accumulation_steps, sync_batchnorm,
                  timeout=timeout)
@@ -169,7 +149,6 @@ class BatchNormComparison:
 
 def batchnorm_rank_passes(rank: int, world_size: int, model_fn, x, y, loss_fn) -> tuple[RankPass, RankPass]:
     """What each rank runs for :func:`batchnorm_under_ddp`: the DDP pass with plain, then synchronised BatchNorm."""
-    _check_rank(rank, world_size)
     plain = ddp_rank_pass(rank, world_size, model_fn, x, y, loss_fn)
     dist.barrier()
     return plain, ddp_rank_pass(rank, world_size, model_fn, x, y, loss_fn, sync_batchnorm=True)

@@ -86,9 +86,8 @@ def check_importable(name: str, value) -> None:
     module, qualname = getattr(target, "__module__", None), getattr(target, "__qualname__", "")
     interactive = module == "__main__" and not getattr(sys.modules.get("__main__"), "__file__", None)
     if interactive or "<locals>" in qualname or "<lambda>" in qualname:
-        raise ValueError(
-            f"{name}={qualname or value!r} cannot be imported by a new process (it lives in a notebook cell, "
-            "inside a function or is a lambda): define it at the top level of a module (a .py file) and import it")
+        where = " (it was defined in a notebook cell)" if interactive else ""
+        raise ValueError(f"{name}={qualname or value!r} cannot be imported by a new process{where}: define it in a .py module")
 
 
 def _pickled(fn, args) -> bytes:
@@ -121,8 +120,7 @@ def run(fn: Callable[..., Any], world_size: int, *args, backend: str = "gloo", t
     check_choice("backend", backend, BACKENDS)
     timeout = check_float("timeout", timeout, low=0, low_open=True)
     if backend == "nccl" and (not torch.cuda.is_available() or torch.cuda.device_count() < world_size):
-        raise ValueError(f"backend='nccl' needs one CUDA GPU per rank: world_size={world_size}, "
-                         f"GPUs here: {torch.cuda.device_count() if torch.cuda.is_available() else 0}")
+        raise ValueError(f"backend='nccl' needs one CUDA GPU per rank: world_size={world_size} is too many here")
     payload = _pickled(fn, args)
     ctx = mp.get_context("spawn")
     results: queue.Queue = ctx.Queue()

@@ -28,12 +28,12 @@ from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from .._checks import check_choice, check_float, check_int
-from .._torch import isolated_rng
+from .._torch import isolated_rng, read_floats
 from ..memory import StateLedger, memory_ledger
 from .ledger import sharded_ledger
 from .launch import MAX_WORLD_SIZE, run
 
-__all__ = ["TINY_TRANSFORMER", "TinyTransformer", "make_transformer", "MEASURED_STAGES", "RankMemory", "ShardingRow",
+__all__ = ["TINY_TRANSFORMER", "CausalTransformer", "make_transformer", "MEASURED_STAGES", "RankMemory", "ShardingRow",
            "shard_and_train", "sharding_table", "storage_bytes"]
 
 #: The small decoder-only transformer of the sharding experiments (about 0.17 M parameters). The
@@ -43,7 +43,7 @@ TINY_TRANSFORMER = dict(vocab_size=509, d_model=64, n_layers=2, n_heads=4, seq_l
 MEASURED_STAGES = ("ddp", "zero1", "zero3")
 
 
-class TinyTransformer(nn.Module):
+class CausalTransformer(nn.Module):
     """A causal language model: token embedding + learned positions, ``n_layers`` pre-norm transformer
     blocks (``nn.TransformerEncoderLayer`` with a causal mask), final LayerNorm and an untied head.
     ``forward(ids)``: (B, T) token ids -> (B, T, vocab) logits."""
@@ -72,28 +72,22 @@ class TinyTransformer(nn.Module):
         return self.head(self.norm(h)).contiguous()  # a fresh tensor: FSDP hooks its output for backward
 
 
-def make_transformer(seed: int = 0, **config) -> TinyTransformer:
-    """:class:`TinyTransformer` with :data:`TINY_TRANSFORMER` overridden by ``config``, initialised from ``seed``."""
+def make_transformer(*, seed: int = 0, **config) -> CausalTransformer:
+    """:class:`CausalTransformer` with :data:`TINY_TRANSFORMER` overridden by ``config``, initialised from ``seed``."""
     unknown = sorted(set(config) - set(TINY_TRANSFORMER))
     if unknown:
         raise ValueError(f"config has unknown keys {unknown}; the allowed ones are {sorted(TINY_TRANSFORMER)}")
-    settings = {**TINY_TRANSFORMER, **config}
-    for name, value in settings.items():
-        check_int(name, value, low=1)
-    if settings["d_model"] % settings["n_heads"]:
-        raise ValueError(f"d_model ({settings['d_model']}) must be divisible by n_heads ({settings['n_heads']})")
     with isolated_rng(check_int("seed", seed, low=0)):
-        return TinyTransformer(**settings)
+        return CausalTransformer(**{**TINY_TRANSFORMER, **config})  # which checks the values
 
 
 def storage_bytes(tensors) -> int:
     """Bytes of the distinct storages behind ``tensors`` (DTensors: this rank's local shard), each counted once.
 
     A storage is what memory holds: FSDP keeps each weight shard padded to an equal piece, and
-    gradients that are views of one communication bucket share that bucket.
+    gradients that are views of one communication bucket share that bucket. ``tensors``: an iterable
+    (None entries are skipped).
     """
-    if isinstance(tensors, torch.Tensor) or not hasattr(tensors, "__iter__"):
-        raise TypeError(f"tensors must be an iterable of tensors, got {type(tensors).__name__}")
     seen: dict[int, int] = {}
     for t in tensors:
         if t is None:
@@ -144,10 +138,7 @@ def shard_and_train(rank: int, world_size: int, stage: str, steps: int = 2, batc
     parameter, or their shard) and other optimizer tensors (Adam's step counters), and the full
     trained weights (FSDP's gathered with ``full_tensor()``), so stages can be checked to train alike.
     """
-    check_choice("stage", stage, MEASURED_STAGES)
-    world_size = check_int("world_size", world_size, low=1)
-    check_int("rank", rank, low=0, high=world_size - 1)
-    model = make_transformer(seed)
+    model = make_transformer(seed=seed)
     with isolated_rng(seed + 1):
         ids = torch.randint(0, TINY_TRANSFORMER["vocab_size"], (batch_size, TINY_TRANSFORMER["seq_len"]))
     shard = ids.chunk(world_size)[rank]
@@ -161,7 +152,7 @@ def shard_and_train(rank: int, world_size: int, stage: str, steps: int = 2, batc
         opt.step()
         global_loss = loss.detach().clone()
         dist.all_reduce(global_loss, group=group)
-        losses.append(global_loss.item() / world_size)
+        losses.append(global_loss / world_size)
     inner = opt.optim if isinstance(opt, ZeroRedundancyOptimizer) else opt  # ZeRO: this rank's own AdamW
     names = {p: n for n, p in model.named_parameters()}
     states, other, state_numel = [], [], {}
@@ -176,7 +167,7 @@ def shard_and_train(rank: int, world_size: int, stage: str, steps: int = 2, batc
     ledger = StateLedger(weights=storage_bytes(params), grads=storage_bytes(p.grad for p in params), master_weights=0,
                          optimizer_states=storage_bytes(states), other=storage_bytes(other))
     full = {n: (p.full_tensor() if isinstance(p, DTensor) else p).detach().clone() for n, p in model.named_parameters()}
-    return RankMemory(ledger=ledger, params=full, losses=tuple(losses), state_numel=state_numel)
+    return RankMemory(ledger=ledger, params=full, losses=read_floats(losses), state_numel=state_numel)
 
 
 def _all_sizes(rank: int, world_size: int, sizes: tuple[int, ...], stages: tuple[str, ...],

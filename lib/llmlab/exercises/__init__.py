@@ -15,12 +15,13 @@ returned bool under the message.) Worked solutions live in ``solutions/``.
 
 One module per group of notebooks registers its exercises in :data:`EXERCISES`:
 ``text`` (01, 02, 10), ``training`` (03, 04, 05, 08), ``matrices`` (06, 07), ``anatomy`` (09),
-``alignment`` (11), ``scale`` (12), ``quantization`` (13), ``attention`` (14).
+``alignment`` (11), ``scale`` (12), ``quantization`` (13), ``attention`` (14), ``serving`` (15), ``parallel`` (16).
 """
 
 from __future__ import annotations
 
-from . import alignment, anatomy, attention, matrices, quantization, scale, text, training  # noqa: F401  (importing registers the exercises)
+from . import (alignment, anatomy, attention, matrices, parallel, quantization, scale, serving, text,  # noqa: F401
+               training)  # (importing registers the exercises)
 from .base import EXERCISES, Exercise
 
 __all__ = ["check", "grade", "EXERCISES", "Exercise", "exercise_ids"]
@@ -46,8 +47,7 @@ def grade(exercise_id: str, answer) -> tuple[bool, str]:
     if answer is None or answer is Ellipsis:
         return False, f"no answer yet: set `answer` to {ex.expects} and run the cell again."
     if not ex.accepts(answer):
-        raise ValueError(f"answer: exercise {exercise_id} ({ex.title}) expects {ex.expects}, "
-                         f"got {type(answer).__name__}: {str(answer)[:80]}")
+        raise ValueError(f"answer: exercise {exercise_id} expects {ex.expects}, got {type(answer).__name__}: {answer!s:.60}")
     return ex.grade(answer)
 
 

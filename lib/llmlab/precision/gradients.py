@@ -62,9 +62,7 @@ def lm_gradient_sizes(model: nn.Module, input_ids: torch.Tensor, attention_mask:
     underflow is counted. The model's ``.grad`` fields are restored afterwards.
     """
     check_module("model", model)
-    check_tensor("input_ids", input_ids, dim=2)
-    if input_ids.dtype != torch.long:
-        raise TypeError(f"input_ids must be a LongTensor of token ids, got {input_ids.dtype}")
+    check_tensor("input_ids", input_ids, dim=2, integer=True)
     if input_ids.shape[1] < 2:
         raise ValueError(f"input_ids must hold at least 2 tokens per row (one to predict), got {input_ids.shape[1]}")
     check_token_ids(model, input_ids)

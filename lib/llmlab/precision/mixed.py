@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_bool, check_choice, check_float, check_int, check_module, check_tensor
+from .._checks import check_choice, check_float, check_int, check_module, check_tensor
 from .._torch import resolve_dtype
 from ..memory import OPTIMIZER_STATES
 
@@ -126,7 +126,7 @@ class DynamicLossScaler:
     after ``growth_interval`` finite steps in a row ``scale *= growth_factor``.
     """
 
-    def __init__(self, init_scale: float = 2.0**16, growth_factor: float = 2.0, backoff_factor: float = 0.5,
+    def __init__(self, *, init_scale: float = 2.0**16, growth_factor: float = 2.0, backoff_factor: float = 0.5,
                  growth_interval: int = 2000):
         self.scale = check_float("init_scale", init_scale, low=0, low_open=True)
         self.growth_factor = check_float("growth_factor", growth_factor, low=1, low_open=True)
@@ -153,7 +153,7 @@ class DynamicLossScaler:
         """Back off after an overflow, grow after ``growth_interval`` good steps in a row.
 
         ``found_inf``: what :meth:`unscale_` returned (a real ``bool``)."""
-        if check_bool("found_inf", found_inf):
+        if found_inf:
             self.scale *= self.backoff_factor
             self._good_steps = 0
         else:

@@ -79,11 +79,9 @@ def block_step_timings(modes=("fp32", "bf16"), *, device=None, rounds: int = 5, 
 
     ``shape``: ``d_model``, ``n_heads``, ``batch``, ``seq``, ``seed`` as in :func:`block_step`.
     """
-    if isinstance(modes, str):
-        raise TypeError(f"modes must be a sequence of modes from {list(STEP_MODES)}, got the string {modes!r}")
-    for mode in modes:
-        check_choice("modes", mode, STEP_MODES)
-    steps = {mode: block_step(mode, device=device, **shape) for mode in modes}
+    if isinstance(modes, str) or not hasattr(modes, "__iter__"):
+        raise TypeError(f"modes must be a list of modes from {list(STEP_MODES)}, got {modes!r:.40}")
+    steps = {mode: block_step(mode, device=device, **shape) for mode in modes}  # which checks each mode
     if not steps:
         raise ValueError(f"modes must hold at least one mode from {list(STEP_MODES)}")
     return interleaved(steps, rounds=rounds, warmup=warmup, device=torch.device("cpu") if device is None else device)

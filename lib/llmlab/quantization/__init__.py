@@ -11,8 +11,10 @@
 * :mod:`~llmlab.quantization.gptq`: GPTQ's error feedback on one layer (Frantar et al. 2023).
 * :mod:`~llmlab.quantization.outliers`: LLM.int8()'s outlier features and mixed-precision
   decomposition (Dettmers et al. 2022), SmoothQuant's migration (Xiao et al. 2023).
-* :mod:`~llmlab.quantization.speed`: PyTorch's own int8 kernels on a decode step against fp32,
-  beside the roofline's prediction.
+* :mod:`~llmlab.quantization.speed`: PyTorch's own int8 (and int4 weight-only) kernels against fp32:
+  one matrix-vector product, a decode step and a prefill, beside the roofline's prediction.
+* :mod:`~llmlab.quantization.int8_quality`: where the dynamic int8 model's quality goes (weights,
+  activations, the first token's massive activations).
 """
 
 from .blocks import GGUF_TYPES, GGUFType, dequantize_gguf, gguf_type_name, quantize_gguf
@@ -23,7 +25,9 @@ from .gguf_file import (GGUFTensor, gguf_metadata, gguf_tensors, gguf_weight, hf
 from .gptq import calibration_hessian, gptq_quantize, layer_output_error
 from .outliers import OutlierFeatures, int8_matmul, linear_inputs, outlier_features, smooth_scales
 from .rtn import QuantizedTensor, fake_quantize, pack_bits, quantize_rtn, rtn_bits_per_weight, unpack_bits
-from .speed import Int8Timing, int8_dynamic_copy, int8_weight_bytes, time_int8
+from .speed import (Int8Timing, MatvecTiming, int4_kernel_available, int8_dynamic_copy, int8_weight_bytes, time_int8,
+                    time_matvec)
+from .int8_quality import first_token_apart_nlls, float_linears, int8_weights_in_float
 
 __all__ = [
     "GGUF_TYPES", "GGUFType", "quantize_gguf", "dequantize_gguf", "gguf_type_name",
@@ -33,5 +37,6 @@ __all__ = [
     "GGUFTensor", "gguf_tensors", "gguf_metadata", "read_gguf_tensor", "hf_parameter_name", "unpermute_rows", "gguf_weight",
     "calibration_hessian", "gptq_quantize", "layer_output_error",
     "OutlierFeatures", "linear_inputs", "outlier_features", "int8_matmul", "smooth_scales",
-    "int8_dynamic_copy", "int8_weight_bytes", "Int8Timing", "time_int8",
+    "int8_dynamic_copy", "int8_weight_bytes", "Int8Timing", "time_int8", "MatvecTiming", "time_matvec",
+    "int4_kernel_available", "int8_weights_in_float", "float_linears", "first_token_apart_nlls",
 ]

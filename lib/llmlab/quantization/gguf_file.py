@@ -1,9 +1,11 @@
 """What a GGUF file holds, and where each of its tensors lives in the Hugging Face model.
 
 A GGUF file (llama.cpp's format) is a header of key-value metadata, a table of tensors (name,
-shape, type, offset) and the tensors' bytes. :func:`gguf_tensors` lists the table (read with the
-``gguf`` package's ``GGUFReader``, which memory-maps the file: nothing is decoded), :func:`read_gguf_tensor`
-returns one tensor's raw bytes, and :func:`gguf_weight` decodes one with
+shape, type, offset) and the tensors' bytes. :func:`gguf_tensors` lists the table and
+:func:`gguf_metadata` the key-value header, both parsed here from the memory-mapped file (a few dozen
+lines of ``struct``: the ``gguf`` package's ``GGUFReader`` builds a NumPy view for every one of the
+~100,000 strings of the tokenizer's vocabulary, seconds of CPU; the tests check both agree), and
+nothing is decoded; :func:`read_gguf_tensor` returns one tensor's raw bytes, and :func:`gguf_weight` decodes one with
 :func:`llmlab.quantization.dequantize_gguf` into the layout of the Hugging Face parameter
 :func:`hf_parameter_name` names. llama.cpp's converter permutes the rows of ``attn_q`` and
 ``attn_k`` (it interleaves the two rotary halves of every head); :func:`unpermute_rows` undoes it,
@@ -15,12 +17,13 @@ from __future__ import annotations
 import functools
 import os
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from gguf import GGUFReader  # only the file reader: the quantizers are llmlab's own (blocks.py)
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType  # the type table only
 
 from .._checks import check_int, check_str, check_tensor
 from ..models import default_gguf_path
@@ -68,46 +71,116 @@ def _path(path) -> Path:
     return p
 
 
+# GGUF value types (ggml's gguf.h): scalar struct formats; 8 = string, 9 = array.
+_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_STRING, _ARRAY = 8, 9
+_PLAIN_ITEMS = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I8": np.int8, "I16": np.int16,
+                "I32": np.int32, "I64": np.int64}
+# Tokenizer tables: tens of thousands of entries each, skipped rather than decoded.
+_SKIPPED = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    metadata: dict
+    tensors: dict  # name -> (qtype name, shape in PyTorch order, n_bytes, absolute offset)
+    mm: np.ndarray
+
+
+class _Cursor:
+    """Little-endian reads from a buffer, advancing an offset."""
+
+    def __init__(self, buf):
+        self.buf, self.off = buf, 0
+
+    def scalar(self, fmt: str):
+        (value,) = struct.unpack_from("<" + fmt, self.buf, self.off)
+        self.off += struct.calcsize(fmt)
+        return value
+
+    def string(self) -> str:
+        n = self.scalar("Q")
+        self.off += n
+        return bytes(self.buf[self.off - n:self.off]).decode("utf-8")
+
+    def value(self, vtype: int, keep: bool = True):
+        """The next value of type ``vtype``; with ``keep`` False it is skipped (None)."""
+        if vtype == _STRING:
+            if keep:
+                return self.string()
+            n = self.scalar("Q")  # read first: ``self.off += self.scalar(...)`` would add to the old offset
+            self.off += n
+            return None
+        if vtype == _ARRAY:
+            item, count = self.scalar("I"), self.scalar("Q")
+            if item in _SCALAR and not keep:
+                self.off += count * struct.calcsize(_SCALAR[item])
+                return None
+            items = [self.value(item, keep) for _ in range(count)]
+            return items if keep else None
+        return self.scalar(_SCALAR[vtype])
+
+
 @functools.lru_cache(maxsize=4)
-def _reader(path: str, mtime_ns: int):
-    return GGUFReader(path)
+def _parse(path: str, mtime_ns: int) -> _Parsed:
+    mm = np.memmap(path, dtype=np.uint8, mode="r")
+    cur = _Cursor(memoryview(mm))
+    if bytes(mm[:4]) != b"GGUF":
+        raise ValueError(f"path={path!r} is not a GGUF file (no 'GGUF' magic)")
+    cur.off = 4
+    version = cur.scalar("I")
+    if version not in (2, 3):
+        raise ValueError(f"path={path!r}: GGUF version {version} (this reader knows little-endian versions 2 and 3)")
+    n_tensors, n_kv = cur.scalar("Q"), cur.scalar("Q")
+    metadata = {"GGUF.version": version, "GGUF.tensor_count": n_tensors, "GGUF.kv_count": n_kv}  # as GGUFReader
+    for _ in range(n_kv):
+        key, vtype = cur.string(), cur.scalar("I")
+        keep = key not in _SKIPPED
+        value = cur.value(vtype, keep)
+        if keep:
+            metadata[key] = value
+    infos = []
+    for _ in range(n_tensors):
+        name, n_dims = cur.string(), cur.scalar("I")
+        dims = [cur.scalar("Q") for _ in range(n_dims)]
+        infos.append((name, GGMLQuantizationType(cur.scalar("I")), dims, cur.scalar("Q")))
+    align = int(metadata.get("general.alignment", 32))
+    start = -(-cur.off // align) * align
+    tensors = {}
+    for name, qtype, dims, offset in infos:
+        block, type_size = GGML_QUANT_SIZES[qtype]
+        n_bytes = int(np.prod(dims)) * type_size // block
+        tensors[name] = (qtype.name, tuple(reversed(dims)), n_bytes, start + offset)
+    return _Parsed(metadata, tensors, mm)
 
 
-def _open(path):
+def _open(path) -> _Parsed:
     p = _path(path)
-    return _reader(str(p), p.stat().st_mtime_ns)
+    return _parse(str(p), p.stat().st_mtime_ns)
 
 
 def gguf_tensors(path=None) -> list[GGUFTensor]:
     """The tensor table of the GGUF file at ``path`` (default: the default model's file), in file order."""
-    return [GGUFTensor(t.name, t.tensor_type.name, tuple(int(d) for d in reversed(t.shape)), int(t.n_bytes))
-            for t in _open(path).tensors]
+    return [GGUFTensor(name, qtype, shape, n_bytes) for name, (qtype, shape, n_bytes, _) in _open(path).tensors.items()]
 
 
 def gguf_metadata(path=None) -> dict:
     """The file's key-value metadata (tokenizer vocabularies left out): e.g. ``"llama.attention.head_count"``."""
-    p = _path(path)
-    return dict(_metadata(str(p), p.stat().st_mtime_ns))
-
-
-@functools.lru_cache(maxsize=4)
-def _metadata(path: str, mtime_ns: int) -> dict:
-    out = {}
-    for key, field in _reader(path, mtime_ns).fields.items():
-        if key.startswith("tokenizer.ggml.") and key.split(".")[-1] in ("tokens", "scores", "token_type", "merges"):
-            continue
-        out[key] = field.contents()
-    return out
+    return dict(_open(path).metadata)
 
 
 def read_gguf_tensor(name: str, path=None) -> tuple[np.ndarray, str]:
     """``(raw, qtype)``: the bytes of tensor ``name``, shape ``(rows, bytes per row)`` (read-only, memory-mapped),
-    and its type name."""
+    and its type name. Unquantized types (F32, F16, ...) come as arrays of that type in PyTorch's shape."""
     check_str("name", name)
-    for t in _open(path).tensors:
-        if t.name == name:
-            return t.data, t.tensor_type.name
-    raise ValueError(f"name must be a tensor of the file, got {name!r} (e.g. 'blk.0.attn_q.weight')")
+    parsed = _open(path)
+    if name not in parsed.tensors:
+        raise ValueError(f"name must be a tensor of the file, got {name!r} (e.g. 'blk.0.attn_q.weight')")
+    qtype, shape, n_bytes, offset = parsed.tensors[name]
+    raw = parsed.mm[offset:offset + n_bytes]
+    if qtype in _PLAIN_ITEMS:
+        return raw.view(_PLAIN_ITEMS[qtype]).reshape(shape), qtype
+    return raw.reshape(*shape[:-1], -1), qtype
 
 
 def hf_parameter_name(gguf_name: str) -> str:

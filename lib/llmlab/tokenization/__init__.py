@@ -13,12 +13,12 @@ from .bpe import (ALPHABET, BYTE_TO_CHAR, CHAR_TO_BYTE, GPT2_PATTERN, BPETokeniz
 from .library import (BYTE_TOKENS, encode_ids, model_json, reference_bpe, segmentations, token_strings,
                       train_llama_style, train_unigram, train_wordpiece, unigram_scores, unigram_viterbi,
                       wordpiece_greedy)
-from .texts import TokenCount, data_folder, load_corpus, load_parallel, load_samples, token_counts
+from .texts import TokenCount, load_corpus, load_parallel, load_samples, token_counts
 
 __all__ = [
     "ALPHABET", "BYTE_TO_CHAR", "CHAR_TO_BYTE", "GPT2_PATTERN", "BPETokenizer", "check_texts", "pretokenize",
     "split_pieces", "train_bpe",
     "BYTE_TOKENS", "encode_ids", "model_json", "reference_bpe", "segmentations", "token_strings", "train_llama_style",
     "train_unigram", "train_wordpiece", "unigram_scores", "unigram_viterbi", "wordpiece_greedy",
-    "TokenCount", "data_folder", "load_corpus", "load_parallel", "load_samples", "token_counts",
+    "TokenCount", "load_corpus", "load_parallel", "load_samples", "token_counts",
 ]

@@ -36,7 +36,7 @@ import heapq
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import regex
 
@@ -117,17 +117,14 @@ def _merge_in_word(symbols: list[int], a: int, b: int, new: int) -> list[tuple[t
 
 def check_texts(texts) -> list[str]:
     """``texts`` (an iterable of str, not one str) as a list; ``ValueError`` if no text holds a character."""
-    if isinstance(texts, str):
-        raise TypeError("texts must be an iterable of str (a list of documents); wrap a single text as [text]")
-    if not isinstance(texts, Iterable):
-        raise TypeError(f"texts must be an iterable of str, got {type(texts).__name__}")
+    if isinstance(texts, str) or not isinstance(texts, Iterable):
+        raise TypeError(f"texts must be an iterable of str (wrap a single text as [text]), got {type(texts).__name__}")
     texts = list(texts)
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"texts must hold only str, got {type(t).__name__} at index {i}")
     if not any(texts):
-        raise ValueError(f"texts must hold at least one non-empty str (an empty corpus has nothing to learn), "
-                         f"got {len(texts)} text(s) with no characters")
+        raise ValueError(f"texts must hold at least one non-empty str, got {len(texts)} empty text(s)")
     return texts
 
 
@@ -194,7 +191,6 @@ def train_bpe(texts: Iterable[str], vocab_size: int, *, min_frequency: int = 0) 
     return BPETokenizer([(tokens[a], tokens[b]) for a, b in ranked], dict(id_of))
 
 
-@dataclass(frozen=True, eq=False)
 class BPETokenizer:
     """A byte-level BPE tokenizer: ``merges`` (pairs of token strings, in rank order) and ``vocab``.
 
@@ -204,20 +200,16 @@ class BPETokenizer:
     decoder — also for a vocabulary that lacks some byte characters (SmolLM2's lacks 21, bytes that
     valid UTF-8 never or rarely uses): like ``tokenizers`` without an unknown token, encoding drops
     such a byte (:attr:`missing_bytes`), so only a full byte alphabet guarantees ``decode(encode(s)) == s``.
+
+    Immutable: ``merges`` is a fresh list on every read and ``vocab`` a read-only view, so the ranks
+    and the encoding cache built here always describe the tokenizer's merges.
     """
 
-    merges: list[tuple[str, str]]
-    vocab: dict[str, int] | None = None
-    _ranks: dict[tuple[int, int], tuple[int, int]] = field(init=False, repr=False)
-    _tokens: dict[int, str] = field(init=False, repr=False)
-    _cache: dict[str, tuple[int, ...]] = field(init=False, repr=False)
-
-    def __post_init__(self):
-        merges = [tuple(m) for m in self.merges]
+    def __init__(self, merges: list[tuple[str, str]], vocab: dict[str, int] | None = None):
+        merges = [tuple(m) for m in merges]
         for r, m in enumerate(merges):
             if len(m) != 2 or not all(isinstance(s, str) for s in m):
                 raise TypeError(f"merges must hold pairs of str, got {m!r} at rank {r}")
-        vocab = self.vocab
         if vocab is None:
             vocab = {c: i for i, c in enumerate(ALPHABET)}
             for a, b in merges:
@@ -227,8 +219,7 @@ class BPETokenizer:
             raise TypeError("vocab must map token strings to int ids")
         foreign = next((t for t in vocab if not set(t) <= CHAR_TO_BYTE.keys()), None)
         if foreign is not None:
-            raise ValueError(f"vocab must be byte-level (every character one of the 256 byte characters), "
-                             f"got the token {foreign!r}")
+            raise ValueError(f"vocab must be byte-level (its characters among the 256 byte characters), got {foreign!r}")
         ranks = {}
         for r, (a, b) in enumerate(merges):
             for s in (a, b, a + b):
@@ -238,26 +229,36 @@ class BPETokenizer:
         tokens = {i: t for t, i in vocab.items()}
         if len(tokens) != len(vocab):
             raise ValueError("vocab must give every token its own id")
-        object.__setattr__(self, "merges", merges)
-        object.__setattr__(self, "vocab", vocab)
-        object.__setattr__(self, "_ranks", ranks)
-        object.__setattr__(self, "_tokens", tokens)
-        object.__setattr__(self, "_cache", {})
+        self._merges: tuple[tuple[str, str], ...] = tuple(merges)
+        self._vocab = vocab
+        self._ranks: dict[tuple[int, int], tuple[int, int]] = ranks
+        self._tokens: dict[int, str] = tokens
+        self._cache: dict[str, tuple[int, ...]] = {}  # piece -> ids: a memo, not state
+
+    @property
+    def merges(self) -> list[tuple[str, str]]:
+        """The merges in rank order, as pairs of token strings (a copy: the tokenizer cannot change)."""
+        return list(self._merges)
+
+    @property
+    def vocab(self) -> MappingProxyType:
+        """Token string -> id, a read-only view."""
+        return MappingProxyType(self._vocab)
 
     def __len__(self) -> int:
-        return len(self.vocab)
+        return len(self._vocab)
 
     def __repr__(self) -> str:
-        return f"BPETokenizer(vocab size {len(self.vocab)}, {len(self.merges)} merges)"
+        return f"BPETokenizer(vocab size {len(self.vocab)}, {len(self._merges)} merges)"
 
     @property
     def n_merges(self) -> int:
-        return len(self.merges)
+        return len(self._merges)
 
     @property
     def missing_bytes(self) -> tuple[int, ...]:
         """Byte values whose character is not in the vocabulary: encoding drops them."""
-        return tuple(b for b, c in BYTE_TO_CHAR.items() if c not in self.vocab)
+        return tuple(b for b, c in BYTE_TO_CHAR.items() if c not in self._vocab)
 
     def _apply_merges(self, symbols: list[int], steps: list | None = None) -> list[int]:
         """BPE on one piece's ids: merge the lowest-ranked adjacent pair (leftmost on a tie) until none
@@ -277,7 +278,7 @@ class BPETokenizer:
         return symbols
 
     def _byte_ids(self, piece: str) -> list[int]:
-        return [self.vocab[c] for c in piece if c in self.vocab]  # a byte outside the vocabulary is dropped
+        return [self._vocab[c] for c in piece if c in self._vocab]  # a byte outside the vocabulary is dropped
 
     def _encode_piece(self, piece: str) -> tuple[int, ...]:
         cached = self._cache.get(piece)
@@ -330,9 +331,9 @@ class BPETokenizer:
 
     def truncated(self, n_merges: int) -> BPETokenizer:
         """The tokenizer after the first ``n_merges`` merges: what training would have stopped at."""
-        n_merges = check_int("n_merges", n_merges, low=0, high=len(self.merges))
-        keep = set(ALPHABET) | {a + b for a, b in self.merges[:n_merges]}
-        return BPETokenizer(self.merges[:n_merges], {t: i for t, i in self.vocab.items() if t in keep})
+        n_merges = check_int("n_merges", n_merges, low=0, high=len(self._merges))
+        keep = set(ALPHABET) | {a + b for a, b in self._merges[:n_merges]}
+        return BPETokenizer(list(self._merges[:n_merges]), {t: i for t, i in self.vocab.items() if t in keep})
 
     def to_tokenizers(self):
         """The same tokenizer as a ``tokenizers.Tokenizer`` (BPE model, ByteLevel pre-tokenizer and decoder)."""

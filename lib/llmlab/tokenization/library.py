@@ -128,15 +128,13 @@ def model_json(tokenizer) -> dict:
 def encode_ids(tokenizer, text: str) -> list[int]:
     """Token ids of ``text`` without special tokens, for a :class:`BPETokenizer`, a ``tokenizers.Tokenizer``
     or a ``transformers`` tokenizer."""
-    check_str("text", text, allow_empty=True)
     if isinstance(tokenizer, BPETokenizer):
         return tokenizer.encode(text)
     if hasattr(tokenizer, "encode_batch") and hasattr(tokenizer, "get_vocab_size"):  # tokenizers.Tokenizer
         return tokenizer.encode(text, add_special_tokens=False).ids
     if callable(tokenizer) and hasattr(tokenizer, "convert_ids_to_tokens"):  # a transformers tokenizer
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    raise TypeError(f"tokenizer must be a BPETokenizer, a tokenizers.Tokenizer or a transformers tokenizer, "
-                    f"got {type(tokenizer).__name__}")
+    raise TypeError(f"tokenizer must be a BPETokenizer, a tokenizers or a transformers tokenizer, got {tokenizer!r:.40}")
 
 
 def token_strings(tokenizer, text: str) -> list[str]:

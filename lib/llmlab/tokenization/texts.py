@@ -1,4 +1,5 @@
-"""The texts notebook 10 tokenizes (written by us, in ``data/tokenization/``) and what they cost in tokens.
+"""The texts notebook 10 tokenizes and what they cost in tokens. The texts are ours, shipped with the package
+in ``llmlab/datafiles/tokenization/`` (:mod:`llmlab.paths`).
 
 * ``corpus.txt``: about 27 kB of English prose in short essays, the training corpus; :func:`load_corpus`
   returns its paragraphs.
@@ -16,24 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._checks import check_str
+from ..paths import data_path
 from .library import encode_ids
 
-__all__ = ["data_folder", "load_corpus", "load_samples", "load_parallel", "TokenCount", "token_counts"]
+__all__ = ["load_corpus", "load_samples", "load_parallel", "TokenCount", "token_counts"]
 
-#: Display order of the parallel texts (file stem in data/tokenization/parallel/).
+#: Display order of the parallel texts (file stem in datafiles/tokenization/parallel/).
 LANGUAGES = ("English", "French", "German", "Russian", "Greek", "Arabic", "Hindi", "Chinese", "Japanese", "Korean")
 SAMPLES = {"English prose": "english.txt", "Python code": "code.txt", "numbers": "numbers.txt"}
-
-
-def data_folder() -> Path:
-    """``data/tokenization`` of the llmlab repository: next to the package (editable install or
-    ``PYTHONPATH=lib``), else found from the working directory upwards (a notebook in a clone)."""
-    here = Path(__file__).resolve().parents[3] / "data" / "tokenization"
-    candidates = [here] + [p / "data" / "tokenization" for p in [Path.cwd(), *Path.cwd().parents]]
-    for folder in candidates:
-        if (folder / "corpus.txt").is_file():
-            return folder
-    raise FileNotFoundError("data/tokenization/ not found: run from the llmlab repository (its texts live in data/)")
 
 
 def _read(path: Path) -> str:
@@ -42,19 +33,19 @@ def _read(path: Path) -> str:
 
 def load_corpus() -> list[str]:
     """The training corpus as a list of paragraphs (titles included, as one-line paragraphs)."""
-    text = _read(data_folder() / "corpus.txt")
+    text = _read(data_path("tokenization", "corpus.txt"))
     return [p.strip("\n") for p in text.split("\n\n") if p.strip()]
 
 
 def load_samples() -> dict[str, str]:
     """``{"English prose": ..., "Python code": ..., "numbers": ...}``: texts not in the corpus."""
-    folder = data_folder() / "samples"
+    folder = data_path("tokenization", "samples")
     return {name: _read(folder / file) for name, file in SAMPLES.items()}
 
 
 def load_parallel() -> dict[str, str]:
     """``{language: text}``: the same notice (library opening hours) in ten languages, English first."""
-    folder = data_folder() / "parallel"
+    folder = data_path("tokenization", "parallel")
     return {lang: _read(folder / f"{lang}.txt") for lang in LANGUAGES}
 
 

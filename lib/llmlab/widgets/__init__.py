@@ -16,10 +16,12 @@ from .checkpointing import CheckpointingWidget, checkpointing_widget
 from .decoding import DecodingWidget, decoding_widget
 from .distributed import DataParallelWidget, data_parallel_widget
 from .lora import LoRARankExplorer, lora_rank_explorer
+from .model_parallel import PipelineTimelineWidget, PlannerWidget, pipeline_timeline_widget, planner_widget
 from .precision import PrecisionWidget, precision_widget
 from .prompting import DPOBetaExplorer, dpo_beta_explorer
 from .quantization import QuantErrorWidget, quant_error_widget
 from .schedules import CosineExplorer, cosine_explorer
+from .serving import ServingWidget, serving_widget
 from .svd import SVDExplorer, svd_explorer
 from .tokenization import BPEMergesWidget, bpe_merges_widget
 
@@ -38,4 +40,6 @@ __all__ = [
     "data_parallel_widget", "DataParallelWidget",
     "quant_error_widget", "QuantErrorWidget",
     "attention_block_widget", "AttentionBlockWidget",
+    "serving_widget", "ServingWidget",
+    "pipeline_timeline_widget", "PipelineTimelineWidget", "planner_widget", "PlannerWidget",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipywidgets as W
 
-from .._checks import check_bool, check_choice, check_int
+from .._checks import check_choice, check_int
 from ..accumulation import (KINDS, AccumulationResult, accumulation_pass, divisors, loss_fn_for, make_batch,
                             make_model, relative_difference)
 from ..plotting import PALETTE
@@ -35,9 +35,8 @@ class AccumulationExplorer(LabWidget):
         if check_int("steps", steps, low=1) not in options:
             raise ValueError(f"steps must divide batch_size={batch_size}: one of {options}, got {steps}")
         check_choice("kind", kind, KINDS)
-        check_bool("scale_loss", scale_loss)
         seed = check_int("seed", seed, low=0)
-        self._problems = {k: (make_model(k, seed), loss_fn_for(k), *make_batch(k, batch_size, seed)) for k in KINDS}
+        self._problems = {k: (make_model(k, seed=seed), loss_fn_for(k), *make_batch(k, batch_size, seed=seed)) for k in KINDS}
         self._cache: dict[tuple[str, int, bool], AccumulationResult] = {}
         self.steps = W.SelectionSlider(options=options, value=steps, description="steps K", continuous_update=False)
         self.model_kind = W.Dropdown(options=[(self._LABELS[k], k) for k in KINDS], value=kind, description="model")

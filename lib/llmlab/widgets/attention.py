@@ -6,7 +6,7 @@ import ipywidgets as W
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from .._checks import check_choice, check_int
-from ..attention import SHARED_MEMORY_PER_BLOCK, attention_traffic
+from ..attention import L2_CACHE_BYTES, SHARED_MEMORY_PER_BLOCK, attention_traffic
 from ..display import html_table
 from ..plotting import PALETTE
 from .base import LabWidget
@@ -21,6 +21,11 @@ class AttentionBlockWidget(LabWidget):
     """Sliders for the block size B and the sequence length n (powers of two), a menu for the head
     size d: the modelled HBM traffic of one forward pass (one head, bf16) plain vs FlashAttention,
     and the on-chip memory one block needs against a GPU's shared memory per thread block.
+
+    B and d move the traffic ratio (about 2B/d for n much larger than B and d) and the on-chip
+    footprint; n hardly does (both methods' bytes grow about as n²): it moves the absolute megabytes
+    and the size of one head's K and V against the GPU's L2 cache, which decides whether the
+    modelled K/V re-reads can be served by L2 instead of HBM.
 
     ``.block`` (IntSlider), ``.log2_n`` (IntSlider), ``.head_dim`` (Dropdown); ``.last`` holds
     the :class:`llmlab.attention.AttentionTraffic` of the current setting (``"traffic"``) and
@@ -53,6 +58,8 @@ class AttentionBlockWidget(LabWidget):
         t = attention_traffic(n, d, b)
         fits = {gpu: t.sram_bytes <= limit for gpu, limit in SHARED_MEMORY_PER_BLOCK.items()}
         self.last = {"traffic": t, "fits": fits}
+        l2 = " / ".join(f"{gpu} {size / 2**20:.0f} MiB" for gpu, size in L2_CACHE_BYTES.items())
+        in_l2 = t.kv_bytes <= min(L2_CACHE_BYTES.values())
         mb = 1e6
         rows = [["plain (S and P through HBM)", f"{t.plain_bytes / mb:,.1f}", "1.0"],
                 ["FlashAttention", f"{t.flash_bytes / mb:,.1f}", f"{t.ratio:.1f}× less"],
@@ -63,7 +70,13 @@ class AttentionBlockWidget(LabWidget):
             f"<b>B = {b}, n = {n:,}, d = {d}</b> (one head, bf16, forward): HBM traffic"
             + html_table(["method", "MB moved", "vs plain"], rows)
             + f"on-chip memory per block: <b>{t.sram_bytes / 1024:.1f} KiB</b>; fits a thread block's shared memory "
-              f"on: {fit_text}")
+              f"on: {fit_text}<br>"
+              f"The ratio tends to 2B/d = {2 * b / d:.1f} once n is much larger than B and d, whatever n is: n "
+              f"scales both columns by about n². One head's K and V: <b>{t.kv_bytes / 2**20:,.2f} MiB</b> against L2 "
+              f"caches of {l2}: "
+              + ("they fit, so re-reads by this head's thread blocks running at the same time can be served by L2"
+                 if in_l2 else "larger than L2, so more of the K/V re-reads reach HBM")
+              + ". The model counts every re-read as HBM traffic: the FlashAttention column is an upper bound.")
         with self._figure(7.6, 2.7) as fig:
             ax_t, ax_s = fig.subplots(1, 2)
             traffic = [attention_traffic(n, d, bb) for bb in BLOCKS]

@@ -103,8 +103,11 @@ class QuantErrorWidget(LabWidget):
             ax_curve.plot([GROUP_OPTIONS.index(last["group"])], [last["rel_error"]], "o", markersize=12,
                           mfc="none", color=PALETTE[1], label="chosen")
             ax_curve.set_xticks(list(xs), [str(g) for g in GROUP_OPTIONS], fontsize=7)
+            # symlog: an error of exactly 0 (e.g. asymmetric 4-bit groups of 32 on Q4_1 weights) stays on the axis
+            ax_curve.set_yscale("symlog", linthresh=1e-4)
+            ax_curve.set_ylim(bottom=0)
             ax_curve.set(xlabel="weights per scale (group size)", ylabel="relative error ||ŵ − w|| / ||w||",
-                         yscale="log", title=f"{last['bits']}-bit, {'symmetric' if last['symmetric'] else 'asymmetric'}")
+                         title=f"{last['bits']}-bit, {'symmetric' if last['symmetric'] else 'asymmetric'}")
             ax_curve.legend(fontsize=7)
             g = last["group_weights"][:64]
             ax_grid.plot(range(len(g)), g, "o", markersize=3, color=PALETTE[0], label="weights")

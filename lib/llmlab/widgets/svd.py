@@ -94,7 +94,7 @@ class SVDExplorer(LabWidget):
             return
         f = self.factors
         if name not in self._original_bytes:
-            self._original_bytes[name] = encode_image(reconstruct(f, f.max_rank), self.image_format)
+            self._original_bytes[name] = encode_image(reconstruct(f, f.max_rank), fmt=self.image_format)
         data, fmt = self._original_bytes[name]
         self.original.format, self.original.value = fmt, data
         self.original_label.value = f"original: {name}, {'×'.join(str(d) for d in f.shape)}"
@@ -104,7 +104,7 @@ class SVDExplorer(LabWidget):
         """Reconstruct at the slider's k, show it, update the readout (one slider step)."""
         f, k = self.factors, self.k.value
         self._show_original()
-        data, fmt = encode_image(reconstruct(f, k), self.image_format)
+        data, fmt = encode_image(reconstruct(f, k), fmt=self.image_format)
         self.reconstruction.format, self.reconstruction.value = fmt, data
         self.reconstruction_label.value = f"rank {k} of {f.max_rank}"
         self.last = self.numbers(k)
