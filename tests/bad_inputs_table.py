@@ -1456,6 +1456,42 @@ CASES += [
     C(timing.cpu_profile, "fn", T, lambda: timing.cpu_profile("f")),
 ]
 
+# ---------------------------------------------------------------------------------------------
+# Issue 22 (notebooks 01-04): schedules.compare_schedules, textdata.make_text_token_batch,
+# decoding.count_step_ops, models.gguf_weight_formats
+# ---------------------------------------------------------------------------------------------
+
+from llmlab import textdata  # noqa: E402
+
+CASES += [
+    C(schedules.compare_schedules, "schedules", T, lambda: schedules.compare_schedules([0.1])),
+    C(schedules.compare_schedules, "schedules", T, lambda: schedules.compare_schedules({}), "empty"),
+    C(schedules.compare_schedules, "schedules", V, lambda: schedules.compare_schedules({"a": [0.1], "b": [0.1, 0.2]}),
+      "unequal lengths"),
+    C(schedules.compare_schedules, "schedules", V, lambda: schedules.compare_schedules({"a": [0.1, NAN]})),
+    C(schedules.compare_schedules, "seeds", V, lambda: schedules.compare_schedules({"a": [0.1]}, seeds=[2, 2])),
+    C(schedules.compare_schedules, "seeds", T, lambda: schedules.compare_schedules({"a": [0.1]}, seeds=4)),
+    C(schedules.compare_schedules, "seeds", V, lambda: schedules.compare_schedules({"a": [0.1]}, seeds=[])),
+    C(schedules.compare_schedules, "n_test", V, lambda: schedules.compare_schedules({"a": [0.1]}, n_test=0)),
+    C(schedules.compare_schedules, "eval_every", V, lambda: schedules.compare_schedules({"a": [0.1]}, eval_every=0)),
+    C(schedules.compare_schedules, "device", V, lambda: schedules.compare_schedules({"a": [0.1]}, device="bogus")),
+    C(schedules.train_regression, "n_test", V, lambda: schedules.train_regression([0.1], n_test=-1)),
+    C(schedules.train_regression, "eval_every", T, lambda: schedules.train_regression([0.1], eval_every=1.5)),
+    C(textdata.make_text_token_batch, "batch_size", V, lambda: textdata.make_text_token_batch(None, 0)),
+    C(textdata.make_text_token_batch, "max_len", V, lambda: textdata.make_text_token_batch(None, 4, max_len=1)),
+    C(textdata.make_text_token_batch, "min_len", V, lambda: textdata.make_text_token_batch(None, 4, max_len=8, min_len=9)),
+    C(textdata.make_text_token_batch, "seed", T, lambda: textdata.make_text_token_batch(None, 4, seed="0")),
+    C(textdata.make_text_token_batch, "tokenizer", T, lambda: textdata.make_text_token_batch("gpt2", 4)),
+    C(roofline.count_step_ops, "model", T, lambda: roofline.count_step_ops("model", PROMPT)),
+    C(roofline.count_step_ops, "input_ids", T, lambda: roofline.count_step_ops(tiny(), [[1, 2]])),
+    C(roofline.count_step_ops, "input_ids", V, lambda: roofline.count_step_ops(tiny(), torch.tensor([[1, 500]])), "past vocab"),
+    C(models.gguf_weight_formats, "path", V, lambda: models.gguf_weight_formats("/nonexistent/model.gguf")),
+    C(models.gguf_weight_formats, "path", T, lambda: models.gguf_weight_formats(5)),
+]
+RESULT_TYPES |= {
+    # What compare_schedules returns: losses per schedule, seed and evaluation step.
+    "ScheduleComparison",
+}
 
 # --- serving (issue 26): paged KV cache, continuous batching, speculative decoding ----------------
 from llmlab import serving as SV  # noqa: E402

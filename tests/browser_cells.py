@@ -33,8 +33,8 @@ TAGGED = {
         "# Drive the widget from code (what a person does with the sliders) and check the readout follows.",
     ],
     "03_cosine_lr.ipynb": [
-        "explorer = cosine_explorer(t_max=50, eta_min=0.1, warmup=10)",
-        "before = explorer.readout_text",
+        "explorer = cosine_explorer(peak=0.05, t_max=380, eta_min=0.0, warmup=20)  # cosine to 0 exactly at the end of 400 updates",
+        "before, before_text = dict(explorer.last), explorer.readout_text",
     ],
     "04_grad_accumulation_batchnorm.ipynb": [
         'explorer = accumulation_explorer(batch_size=BATCH, steps=4, kind="cnn_bn")',

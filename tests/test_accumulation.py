@@ -348,3 +348,4 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="dtype must be one of"):
         make_model("linear", dtype="int8")
     assert make_model("linear", dtype="float64").weight.dtype == torch.float64  # a dtype name, not a device
+

@@ -33,7 +33,7 @@ INTERNAL_API = ("llmlab._checks", "llmlab._torch")
 #: Third-party packages that may be imported inside a function (slow to import or optional),
 #: each such import carrying a comment that says why.
 OPTIONAL_HEAVY = ("transformers", "peft", "skimage", "tqdm", "nbformat", "nbconvert", "tokenizers", "trl",
-                  "IPython", "scipy", "sklearn")
+                  "IPython", "scipy", "sklearn", "gguf")
 #: Submodules of torch that are slow to import (``torch.distributed.pipelining`` loads its tracer, several
 #: seconds on a busy 2-core machine) and needed only on one path: allowed inside a function, with a comment.
 OPTIONAL_HEAVY_SUBMODULES = ("torch.distributed.pipelining", "torch.distributed.tensor", "torch.distributed.device_mesh")

@@ -49,7 +49,7 @@ CHROMIUM_ARGS = [
 # (its label in the front end) and what the widget's text must show after the move.
 WIDGET_NOTEBOOKS = {
     "02_decoding.ipynb": {"slider": "temperature", "text": r"\d"},
-    "03_cosine_lr.ipynb": {"slider": "t_max", "text": r"max \|closed form"},
+    "03_cosine_lr.ipynb": {"slider": "t_max", "text": r"held-out MSE"},
     "04_grad_accumulation_batchnorm.ipynb": {"slider": "steps K", "text": r"\d\.\d"},
     "05_checkpointing_memory.ipynb": {"slider": "layers n", "text": r"\d"},
     "06_truncated_svd_images.ipynb": {"slider": "k", "text": r"relative error"},

@@ -83,6 +83,11 @@ def dpo(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta):
     return torch.nn.functional.softplus(-beta * ((pi_chosen - ref_chosen) - (pi_rejected - ref_rejected)))
 
 
+def min_p_filter(logits, min_p):
+    probs = logits.softmax(-1)
+    return logits.masked_fill(probs < min_p * probs.max(), float("-inf"))
+
+
 def merge_states(m_a, l_a, m_b, l_b):
     m = torch.maximum(m_a, m_b)
     return m, l_a * torch.exp(m_a - m) + l_b * torch.exp(m_b - m)
@@ -177,7 +182,7 @@ def right_answer(exercise_id):
         return {"blocks": blocks, "paged_waste": 16 * blocks - sum(lengths), "reserved_waste": 4 * 512 - sum(lengths)}
     if exercise_id == "15.3":
         return max(range(1, 100), key=lambda g: (1 - 0.7 ** (g + 1)) / (0.3 * (1 + 0.1 * g)))
-    return {"01.2": bpb, "02.1": banned, "03.1": linear_decay, "03.3": restart_step, "04.1": accumulate,
+    return {"01.2": bpb, "02.1": banned, "02.4": min_p_filter, "03.1": linear_decay, "03.3": restart_step, "04.1": accumulate,
             "07.1": merge, "09.1": prefix_mask, "14.2": merge_states, "09.3": rouge2, "10.2": cut, "11.1": dpo}[exercise_id]
 
 
@@ -224,6 +229,7 @@ def wrong_answers():
         "01.2": (lambda ppl, n_tokens, n_bytes: n_tokens * math.log(ppl) / n_bytes, "nats per byte"),
         "02.1": (banned_last_n, "last n − 1"),
         "02.2": (lambda: right_answer("02.2") * 3 // 9, "KV"),
+        "02.4": (lambda logits, min_p: logits.masked_fill(logits.softmax(-1) < min_p, float("-inf")), "top"),
         "03.1": (decay_negative, "never negative"),
         "03.2": (0.1 * (1 + math.cos(math.pi * 900 / 1000)) / 2, "should"),
         "03.3": (lambda i, t_0, t_mult: t_0 * t_mult ** (i - 1), "length"),

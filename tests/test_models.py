@@ -291,6 +291,35 @@ def test_random_llama_presets(tiny_llama):
         random_llama("huge")
 
 
+# ---------------------------------------------------------------------------- what the GGUF file stores
+
+
+def test_gguf_weight_formats_account_for_every_parameter(tmp_path, monkeypatch):
+    """The default file stores the layer matrices in Q4_1, the (tied) embedding in Q8_0, the norms in F32,
+    and every weight of SmolLM2-135M exactly once: the counts add up to its parameter count."""
+    monkeypatch.setenv("LLMLAB_CACHE", str(tmp_path))            # a fresh memo: the file itself is read
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    with torch.device("meta"):
+        skeleton = LlamaForCausalLM(LlamaConfig(**models.LLAMA_PRESETS["smollm2-135m"]))
+    counts = models.gguf_weight_formats()
+    assert list(counts) == ["Q4_1", "Q8_0", "F32"]
+    assert sum(counts.values()) == sum(p.numel() for p in skeleton.parameters())
+    assert counts["Q8_0"] == 49152 * 576                          # the embedding = the tied LM head
+    assert counts["F32"] == (2 * 30 + 1) * 576                     # two RMSNorms per layer and the final one
+    memo = list(tmp_path.glob("*-weight-formats.json"))
+    assert len(memo) == 1 and json.loads(memo[0].read_text()) == counts
+    assert models.gguf_weight_formats() == counts                  # from the memo now
+    assert models.gguf_weight_formats(default_gguf_path()) == counts  # an explicit path is read directly
+
+
+def test_gguf_weight_formats_rejects_what_is_not_a_file(tmp_path):
+    with pytest.raises(ValueError, match="path="):
+        models.gguf_weight_formats(tmp_path / "missing.gguf")
+    with pytest.raises(TypeError, match="path must be"):
+        models.gguf_weight_formats(5)
+
+
 # ---------------------------------------------------------------------------------------------
 # The model cache: damage is detected and rebuilt, folders that are not models say so
 # ---------------------------------------------------------------------------------------------

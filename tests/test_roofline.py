@@ -164,3 +164,43 @@ def test_measure_bandwidth_small_copy():
 def test_measure_bandwidth_bad_input(kwargs, error, match):
     with pytest.raises(error, match=match):
         measure_bandwidth("cpu", **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# count_step_ops: the operators (about one GPU kernel launch each) of one cached decode step
+# ---------------------------------------------------------------------------------------------
+
+
+def test_step_ops_grow_by_the_same_count_per_layer(make_tiny_llama):
+    """A decode step runs a fixed number of operators per decoder layer plus a fixed rest (embedding,
+    final norm, LM head): the count is linear in the number of layers, and does not depend on the
+    prompt's length (the cache only grows)."""
+    from llmlab.decoding import count_step_ops
+
+    prompt = torch.tensor([[1, 5, 9, 4]])
+    counts = {n: count_step_ops(make_tiny_llama(num_hidden_layers=n), prompt) for n in (1, 2, 4)}
+    per_layer = counts[2] - counts[1]
+    assert per_layer > 20 and counts[4] == counts[2] + 2 * per_layer
+    assert counts[1] - per_layer > 3                                       # the embedding, final norm, head ...
+    assert count_step_ops(make_tiny_llama(num_hidden_layers=2), torch.tensor([[1, 5, 9, 4, 7, 8, 2, 3]])) == counts[2]
+
+
+def test_step_ops_leave_out_views_and_count_in_place_ops():
+    from llmlab.decoding.roofline import _OpCounter
+
+    x = torch.ones(4, 4)
+    with _OpCounter() as counter:
+        y = x.view(16)                                 # a view: no kernel
+        z = x.transpose(0, 1)                          # a view
+        x.add_(1.0)                                    # in place: a kernel
+        w = x @ x                                      # a kernel
+    assert counter.n_ops == 2 and y.shape == (16,) and z.shape == (4, 4) and w.shape == (4, 4)
+
+
+def test_step_ops_rejects_bad_input(tiny_llama):
+    from llmlab.decoding import count_step_ops
+
+    with pytest.raises(TypeError, match="model"):
+        count_step_ops("model", torch.tensor([[1, 2]]))
+    with pytest.raises(ValueError, match="input_ids"):
+        count_step_ops(tiny_llama, torch.tensor([[1, 200]]))   # id beyond the vocabulary of 97

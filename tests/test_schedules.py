@@ -17,8 +17,12 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
+from llmlab._torch import isolated_rng
 from llmlab.schedules import (
+    ScheduleComparison,
     ScheduleRun,
+    _teacher_data,
+    compare_schedules,
     cosine_annealing,
     cosine_with_restarts,
     torch_trace,
@@ -219,6 +223,15 @@ def test_torch_trace_records_the_lr_each_update_uses():
     (lambda: torch_trace(lambda o: lr_scheduler.StepLR(o, 1), -1, base_lr=0.1), ValueError, "steps"),
     (lambda: train_regression([0.1, -0.1]), ValueError, r"lrs\[1\]"),
     (lambda: train_regression([0.1], batch_size=0), ValueError, "batch_size"),
+    (lambda: train_regression([0.1], n_test=0), ValueError, "n_test"),
+    (lambda: train_regression([0.1], eval_every=0), ValueError, "eval_every"),
+    (lambda: compare_schedules([0.1]), TypeError, "schedules"),
+    (lambda: compare_schedules({}), TypeError, "schedules"),
+    (lambda: compare_schedules({"a": [0.1], "b": [0.1, 0.1]}), ValueError, "same number of steps"),
+    (lambda: compare_schedules({"a": [0.1, -1.0]}), ValueError, r"schedules\['a'\]\[1\]"),
+    (lambda: compare_schedules({"a": [0.1]}, seeds=[1, 1]), ValueError, "seeds must be distinct"),
+    (lambda: compare_schedules({"a": [0.1]}, seeds=[-1]), ValueError, r"seeds\[0\]"),
+    (lambda: compare_schedules({"a": [0.1]}, seeds=3), TypeError, "seeds"),
 ])
 def test_bad_arguments_name_the_argument(call, exc, name):
     with pytest.raises(exc, match=name):
@@ -236,12 +249,63 @@ def test_numpy_integers_are_steps():
 def test_train_regression_is_seeded_and_uses_the_lrs():
     lrs = [warmup_cosine(t, base_lr=0.03, warmup_steps=5, total_steps=60) for t in range(60)]
     a, b = train_regression(lrs, seed=1), train_regression(lrs, seed=1)
-    assert isinstance(a, ScheduleRun) and len(a.losses) == 61 and a.lrs == lrs
-    assert a.losses == b.losses
-    assert a.final_loss < 0.5 * a.losses[0]  # it learns
+    assert isinstance(a, ScheduleRun) and len(a.losses) == len(a.test_losses) == 61 and a.lrs == lrs
+    assert a.eval_steps == list(range(61))
+    assert a.losses == b.losses and a.test_losses == b.test_losses
+    assert a.final_loss < 0.5 * a.losses[0] and a.final_test_loss < 0.5 * a.test_losses[0]  # it learns
     frozen = train_regression([0.0] * 10, seed=1)  # lr = 0: Adam moves nothing
-    assert frozen.losses == [frozen.losses[0]] * 11
+    assert frozen.losses == [frozen.losses[0]] * 11 and frozen.test_losses == [frozen.test_losses[0]] * 11
     assert train_regression(lrs, seed=2).losses[0] != a.losses[0]
+    sparse = train_regression(lrs, seed=1, eval_every=25)
+    assert sparse.eval_steps == [0, 25, 50, 60] and sparse.losses == [a.losses[t] for t in (0, 25, 50, 60)]
+
+
+def test_noise_floor_is_the_teachers_held_out_mse():
+    """The floor is the teacher's own held-out MSE: noise² up to sampling (n_test points: relative sd sqrt(2/n))."""
+    for noise, n_test in ((0.3, 4096), (0.1, 2048)):
+        run = train_regression([0.0], seed=0, noise=noise, n_test=n_test)
+        assert abs(run.noise_floor / noise**2 - 1) < 4 * math.sqrt(2 / n_test)
+    assert train_regression([0.0], noise=0.0).noise_floor == 0.0
+
+
+def test_stacked_runs_equal_one_model_trained_with_torch_adam():
+    """compare_schedules trains every (schedule, seed) as one slice of stacked tensors. Each slice must
+    follow what one nn.Sequential, initialised the same way and trained by torch.optim.Adam on the
+    same mini-batches, does: training and held-out losses after every update."""
+    steps, n, n_test, width, batch = 25, 64, 48, 8, 4
+    schedules = {"constant": [0.02] * steps,
+                 "warm-up + cosine": [warmup_cosine(t, base_lr=0.05, warmup_steps=5, total_steps=steps) for t in range(steps)]}
+    seeds = [0, 3]
+    comp = compare_schedules(schedules, seeds=seeds, n_samples=n, n_test=n_test, width=width, batch_size=batch)
+    assert isinstance(comp, ScheduleComparison) and comp.train.shape == (2, 2, steps + 1) == comp.test.shape
+    for s, seed in enumerate(seeds):
+        x, y, x_test, y_test, floor, batches = _teacher_data(seed, n, n_test, 8, 0.3, steps, batch)
+        assert comp.noise_floor[s] == floor
+        for g, (name, lrs) in enumerate(schedules.items()):
+            with isolated_rng(seed):
+                model = torch.nn.Sequential(torch.nn.Linear(8, width), torch.nn.Tanh(), torch.nn.Linear(width, width),
+                                            torch.nn.Tanh(), torch.nn.Linear(width, 1))
+            optimizer = torch.optim.Adam(model.parameters(), lr=lrs[0])
+            mse = torch.nn.MSELoss()
+            with torch.no_grad():
+                train, test = [mse(model(x), y)], [mse(model(x_test), y_test)]
+            for t in range(steps):
+                optimizer.param_groups[0]["lr"] = lrs[t]
+                optimizer.zero_grad()
+                mse(model(x[batches[t]]), y[batches[t]]).backward()
+                optimizer.step()
+                with torch.no_grad():
+                    train.append(mse(model(x), y))
+                    test.append(mse(model(x_test), y_test))
+            torch.testing.assert_close(comp.train[g, s], torch.stack(train).double(), rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(comp.test[g, s], torch.stack(test).double(), rtol=1e-4, atol=1e-6)
+            run = comp.run(name, seed)
+            assert run.losses == comp.train[g, s].tolist() and run.lrs == lrs and run.noise_floor == floor
+    torch.testing.assert_close(comp.final("constant", "train"), comp.train[0, :, -1])
+    # one schedule alone gives the same numbers as in company (nothing leaks between slices)
+    alone = compare_schedules({"constant": schedules["constant"]}, seeds=[3], n_samples=n, n_test=n_test, width=width,
+                              batch_size=batch)
+    torch.testing.assert_close(alone.test[0, 0], comp.test[0, 1], rtol=1e-5, atol=1e-7)
 
 
 def test_train_regression_leaves_global_state_alone():
@@ -266,19 +330,26 @@ def _section3_schedules(n_steps: int, peak: float) -> dict[str, list[float]]:
 
 
 @pytest.mark.slow
-def test_notebook_03_schedule_order_holds_on_30_seeds():
-    """Backs notebook 03's "we checked the order on 30 seeds" (SIZE="small": 400 steps, 512 points,
-    width 64, peak 0.05): warm-up + cosine ends below 0.55x constant and below 0.75x step decay,
-    typically (median) 0.2-0.4x constant; step decay ends below constant on every seed."""
-    schedules = _section3_schedules(400, 0.05)
-    cos_vs_const, cos_vs_step, step_vs_const = [], [], []
-    for seed in range(30):
-        final = {name: train_regression(lrs, seed=seed, n_samples=512, width=64).final_loss
-                 for name, lrs in schedules.items()}
-        cos_vs_const.append(final["cosine"] / final["constant"])
-        cos_vs_step.append(final["cosine"] / final["step"])
-        step_vs_const.append(final["step"] / final["constant"])
-    assert max(cos_vs_const) < 0.55, sorted(cos_vs_const)
-    assert 0.2 < sorted(cos_vs_const)[15] < 0.4, sorted(cos_vs_const)
-    assert max(cos_vs_step) < 0.75, sorted(cos_vs_step)
-    assert max(step_vs_const) < 1.0, sorted(step_vs_const)
+def test_notebook_03_claims_hold_on_30_seeds():
+    """Backs notebook 03, section 3 (SIZE="small": 400 steps, 512 points, width 64, 1024 held-out points) on
+    30 seeds instead of the notebook's 8. Measured when written: at peak 0.05 the held-out MSE ratio
+    cosine / constant is 0.27-0.73 (mean 0.53), cosine's training MSE (mean 0.071) sits below the noise
+    floor (0.091) while its held-out MSE is 0.24; at peak 0.01 the ratio is 0.69-1.09 (mean 0.94, cosine
+    lower on 21 of 30 seeds) and constant has the lower *training* MSE on 20 of 30; every schedule's mean
+    held-out MSE is lower at 0.01 than at 0.05 (constant on every seed)."""
+    schedules = {f"{name} @ {peak}": lrs for peak in (0.05, 0.01) for name, lrs in _section3_schedules(400, peak).items()}
+    runs = compare_schedules(schedules, seeds=range(30), n_samples=512, n_test=1024, width=64, eval_every=400)
+
+    def final(name, peak, split="test"):
+        return runs.final(f"{name} @ {peak}", split)
+
+    floor = runs.noise_floor.mean()
+    ratio = {p: final("cosine", p) / final("constant", p) for p in (0.05, 0.01)}
+    assert ratio[0.05].max() < 0.85, sorted(ratio[0.05].tolist())
+    assert final("cosine", 0.05, "train").mean() < floor < final("cosine", 0.05).mean()
+    assert ratio[0.01].min() < 1 < ratio[0.01].max() and 0.85 < ratio[0.01].mean() < 1.05, sorted(ratio[0.01].tolist())
+    assert ratio[0.01].mean() + 2 * ratio[0.01].std() / math.sqrt(30) < 1  # over 30 seeds: small, but below 1
+    assert ratio[0.01].mean() > ratio[0.05].mean() + 0.2
+    assert (final("cosine", 0.01, "train") > final("constant", 0.01, "train")).sum() > 15
+    assert all(final(n, 0.01).mean() < final(n, 0.05).mean() for n in ("constant", "step", "cosine"))
+    assert (final("constant", 0.01) < final("constant", 0.05)).all()

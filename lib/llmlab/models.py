@@ -37,7 +37,7 @@ INTEGRITY_FILE = "llmlab-integrity.json"
 _CHECKED = ("model.safetensors", "config.json", "tokenizer.json")
 
 __all__ = ["DEFAULT_MODEL", "LLAMA_PRESETS", "load_model", "random_llama", "cache_dir", "default_gguf_path",
-           "default_model_dir", "INTEGRITY_FILE"]
+           "default_model_dir", "gguf_weight_formats", "INTEGRITY_FILE"]
 
 
 def cache_dir() -> Path:
@@ -58,6 +58,48 @@ def default_gguf_path() -> Path:
     if not files:
         raise FileNotFoundError(f"No .gguf file found in {Path(spec.origin).parent}")
     return files[0]
+
+
+def gguf_weight_formats(path: str | os.PathLike | None = None) -> dict[str, int]:
+    """How many weights a GGUF file stores in each format: ``{"Q4_1": ..., "Q8_0": ..., "F32": ...}``.
+
+    ``path`` defaults to the default model's file (:func:`default_gguf_path`). The default model
+    stores its 210 layer matrices as Q4_1 (blocks of 32 weights: 4-bit integers with one scale
+    and one offset per block), its embedding (tied with the LM head) as Q8_0 and its norms as
+    F32; :func:`load_model` de-quantizes them to float32. The numbers that model gives are those
+    of this 4-bit copy, not of the original bf16 weights. Sorted by count, largest first.
+    Reading a file's header takes seconds (it holds the whole vocabulary), so the default model's
+    answer is kept in :func:`cache_dir` next to the converted weights.
+    """
+    if path is None:
+        path = default_gguf_path()
+        stat = path.stat()
+        memo = cache_dir() / f"{path.stem}-{stat.st_size}-weight-formats.json"
+        try:
+            return json.loads(memo.read_text())
+        except (OSError, ValueError):  # not there yet, or damaged: read the file again
+            pass
+        counts = _gguf_weight_formats(path)
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(counts))
+        os.replace(tmp, memo)  # atomic: a reader never sees half a file
+        return counts
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path or None, got {type(path).__name__}")
+    if not Path(path).is_file():
+        raise ValueError(f"path={os.fspath(path)!r} is not a GGUF file that exists")
+    return _gguf_weight_formats(path)
+
+
+def _gguf_weight_formats(path) -> dict[str, int]:
+    # gguf is imported only here and by the one-time conversion (transformers imports it there).
+    from gguf import GGUFReader
+
+    counts: dict[str, int] = {}
+    for tensor in GGUFReader(path).tensors:
+        counts[tensor.tensor_type.name] = counts.get(tensor.tensor_type.name, 0) + int(tensor.n_elements)
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def default_model_dir() -> Path:

@@ -29,7 +29,7 @@ The modules:
   (shared by :class:`StaticDecoder` and :mod:`llmlab.serving`);
 * ``roofline``: :func:`decode_roofline` (bytes and FLOPs of one decoded token),
   :func:`measure_bandwidth`, :func:`known_gpu_peak`, :func:`kv_cache_bytes` (from a config's
-  :func:`attention_geometry`);
+  :func:`attention_geometry`), :func:`count_step_ops` (operators, so GPU launches, per decode step);
 * ``speed``: :func:`time_decoders` (the decoders timed side by side);
 * ``repetition``: :func:`repeated_ngram_fraction`, and the two repetition controls every decoder
   takes (``repetition_penalty=``, ``no_repeat_ngram_size=``): :func:`repetition_penalty_filter`,
@@ -43,8 +43,8 @@ from .repetition import (
     repeated_ngram_fraction,
     repetition_penalty_filter,
 )
-from .roofline import (GPU_PEAKS, AttentionGeometry, DecodeRoofline, attention_geometry, decode_roofline, known_gpu_peak,
-                       kv_cache_bytes, measure_bandwidth)
+from .roofline import (GPU_PEAKS, AttentionGeometry, DecodeRoofline, attention_geometry, count_step_ops, decode_roofline,
+                       known_gpu_peak, kv_cache_bytes, measure_bandwidth)
 from .search import (
     beam_search,
     greedy,
@@ -75,6 +75,7 @@ __all__ = [
     "AttentionGeometry",
     "attention_geometry",
     "kv_cache_bytes",
+    "count_step_ops",
     "measure_bandwidth",
     "known_gpu_peak",
     "GPU_PEAKS",

@@ -7,6 +7,8 @@ floor is ``bytes_per_token / bandwidth``.
 
 * :func:`decode_roofline` counts the bytes and FLOPs of one step from a model and a context
   length, and returns a :class:`DecodeRoofline` (times at the memory and compute roofs).
+* :func:`count_step_ops` counts the PyTorch operators one cached decode step runs: on a GPU each
+  is about one kernel launch, a few microseconds of overhead however small the kernel;
 * :func:`measure_bandwidth` measures the memory bandwidth this process gets with a large copy;
   :func:`known_gpu_peak` looks up a GPU's data-sheet bandwidth and bf16 FLOP/s in
   :data:`GPU_PEAKS`.
@@ -26,12 +28,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+# TorchDispatchMode is the documented __torch_dispatch__ extension point (torch.utils.flop_counter uses it too).
+from torch.utils._python_dispatch import TorchDispatchMode
+
 from .._checks import check_float, check_int, check_module, check_str
-from .._torch import resolve_device, resolve_dtype
+from .._torch import model_device, resolve_device, resolve_dtype
+from ..modelinfo import cache_keyword, output_cache
 from ..timing import timeit
+from .limits import _check_request
 
 __all__ = ["GPU_PEAKS", "known_gpu_peak", "measure_bandwidth", "DecodeRoofline", "decode_roofline",
-           "AttentionGeometry", "attention_geometry", "kv_cache_bytes"]
+           "AttentionGeometry", "attention_geometry", "kv_cache_bytes", "count_step_ops"]
 
 # Peak HBM bandwidth (bytes/s) and dense bf16 tensor-core FLOP/s from the vendors' data sheets,
 # matched by substring of torch.cuda.get_device_name() (first match wins: specific names first,
@@ -234,3 +241,37 @@ def decode_roofline(model, context_len: int, *, bandwidth: float, peak_flops: fl
     kv_bytes = kv_cache_bytes(model.config, context_len, dtype=kv_dtype)
     flops = 2.0 * n_matmul + 4.0 * geo.n_layers * geo.n_heads * geo.head_dim * context_len
     return DecodeRoofline(weight_bytes, kv_bytes, flops, bandwidth, peak_flops)
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the ATen operators dispatched inside it, views (which launch no kernel) excluded."""
+
+    def __init__(self):
+        super().__init__()
+        self.n_ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        returns = func._schema.returns
+        is_view = any(r.alias_info is not None and not r.alias_info.is_write for r in returns)
+        self.n_ops += not is_view
+        return func(*args, **(kwargs or {}))
+
+
+@torch.no_grad()
+def count_step_ops(model, input_ids: torch.Tensor) -> int:
+    """Number of PyTorch operators (ATen ops, views excluded) in one cached decode step after ``input_ids``.
+
+    The prompt ``input_ids`` (1, prompt_len) is prefilled first (not counted); then one new token
+    runs through the model with the KV cache, as every decoder here does per token. On a GPU each
+    counted operator is about one kernel launch, whatever the size of its tensors: this count
+    times the per-launch overhead is a floor on the step time that no bandwidth removes (a CUDA
+    graph replays the whole step with one launch).
+    """
+    _check_request(model, input_ids, 1)     # the decoders' door: a (1, prompt_len) id tensor that fits the model
+    cache_kw = cache_keyword(model)
+    out = model(input_ids=input_ids.to(model_device(model)), use_cache=True)         # prefill, not counted
+    next_id = out.logits[:, -1].argmax(-1, keepdim=True)
+    counter = _OpCounter()
+    with counter:
+        model(input_ids=next_id, use_cache=True, **{cache_kw: output_cache(out)})  # one decode step
+    return counter.n_ops

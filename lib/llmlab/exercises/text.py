@@ -122,6 +122,48 @@ def _kv_equals_weights(answer):
                    "(bf16); compare with the bytes of every weight, read once per token.")
 
 
+def _min_p_reference(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Hugging Face's min-p filter (``generate(min_p=...)``) on one row of logits."""
+    # transformers is slow to import: only this check needs it.
+    from transformers.generation.logits_process import MinPLogitsWarper
+
+    return MinPLogitsWarper(min_p)(None, logits[None].clone())[0]
+
+
+def _min_p_cases() -> list[tuple[torch.Tensor, float]]:
+    g = torch.Generator().manual_seed(0)
+    cases = [(torch.randn(50, generator=g) * scale, p) for scale, p in ((1.0, 0.1), (3.0, 0.05), (0.3, 0.5), (6.0, 0.2))]
+    return cases + [(torch.tensor([2.0, 2.0, 1.0, -1.0, -30.0]), 0.3), (torch.tensor([4.0, -4.0, -4.0]), 0.9)]
+
+
+@exercise("02.4", "the min-p filter", "a function min_p_filter(logits, min_p) -> logits with -inf where removed",
+          is_callable)
+def _min_p(min_p_filter):
+    for logits, p in _min_p_cases():
+        truth = _min_p_reference(logits, p)
+        got, error = call_safely(min_p_filter, logits.clone(), p)
+        if error:
+            return False, error
+        if not isinstance(got, torch.Tensor) or got.shape != logits.shape:
+            return False, f"return a tensor of the logits' shape {tuple(logits.shape)}, with -inf where a token is removed."
+        kept, want = torch.isfinite(got), torch.isfinite(truth)
+        case = f"with min_p = {p} on {logits.numel()} logits you keep {int(kept.sum())} tokens"
+        if torch.equal(kept, want):
+            if not torch.allclose(got[kept], logits[kept]):
+                return False, "the right tokens survive, but leave their logits as they were (sampling renormalises later)."
+            continue
+        probs = logits.softmax(-1)
+        if torch.equal(kept, probs >= p):
+            return False, f"{case}: the threshold is min_p times the *top* token's probability, not min_p itself."
+        if torch.equal(kept, logits >= p * logits.max()):
+            return False, f"{case}: compare probabilities (after softmax), not logits."
+        if kept.sum() > want.sum():
+            return False, f"{case}: too many; a token survives only if its probability reaches min_p × the largest one."
+        return False, f"{case}: too few; a token whose probability reaches min_p × the largest one must survive."
+    return True, ("the same tokens survive as under Hugging Face's MinPLogitsWarper: a threshold that scales with the "
+                  "model's confidence, like top-p adapting to the distribution's shape.")
+
+
 # --- 10 tokenization ---------------------------------------------------------------------------
 
 FRENCH_MERGES = 500

@@ -1,121 +1,122 @@
-"""Notebook 03: slide t_max, eta_min and the warm-up; llmlab's LR curves with PyTorch's and HF's on top."""
+"""Notebook 03: choose a peak, t_max, eta_min and the warm-up; train under that schedule and see its effect."""
 
 from __future__ import annotations
 
 import ipywidgets as W
-from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from .._checks import check_float, check_int
 from ..plotting import PALETTE
-from ..schedules import cosine_annealing, torch_trace, warmup_cosine
+from ..schedules import ScheduleComparison, compare_schedules, cosine_annealing
 from .base import LabWidget
 
 __all__ = ["CosineExplorer", "cosine_explorer"]
 
 
 class CosineExplorer(LabWidget):
-    """Slide t_max, eta_min and the warm-up and watch the LR curve, PyTorch's values on top (topic 3).
+    """Train the notebook-03 regression under a warm-up + cosine schedule and under a constant rate, live.
 
-    Controls: ``.t_max`` (IntSlider), ``.eta_min`` (FloatSlider, 0..``base_lr``) and
-    ``.warmup`` (IntSlider, warm-up steps; clipped to t_max). Left panel: :func:`cosine_annealing`
-    (line) and ``torch.optim.lr_scheduler.CosineAnnealingLR`` (dots) over 3·t_max steps, past
-    t_max where it climbs back up. Right panel: :func:`warmup_cosine` with ``total_steps = t_max``
-    (line) and Hugging Face's ``get_cosine_with_min_lr_schedule_with_warmup`` (dots) over
-    0..t_max. Readout ``.readout`` (HTML): the settings, the max |ours − PyTorch| of each panel and
-    the LR at 2·t_max; the same numbers are in ``.last`` and in ``.max_diff_cosine``,
-    ``.max_diff_warmup``, ``.lr_at_2t_max``. The picture is ``.plot`` (a PNG).
+    Controls: ``.peak`` (SelectionSlider of peak learning rates), ``.t_max`` (IntSlider, the
+    cosine's T_max in updates; the run lasts ``steps`` updates, so t_max < steps − warm-up makes
+    the rate climb back up before the end), ``.eta_min`` (FloatSlider, the floor as a fraction of
+    the peak) and ``.warmup`` (IntSlider, warm-up updates). Each move trains both schedules on the
+    same ``seeds`` (same data, initial models and mini-batches: :func:`compare_schedules`).
+    Left panel: the two learning-rate schedules. Right panel: held-out MSE (solid) and
+    training MSE (dotted), mean over the seeds, with the noise floor. Readout ``.readout``: the
+    final held-out and training MSE of both, their ratio and on how many seeds the schedule was
+    lower; the same numbers in ``.last``; the runs in ``.runs`` (the constant run is cached per peak).
     """
 
     css_prefix, css_box = "llmlab-schedules", "llmlab-cosine-explorer"
-    READOUT = ("t_max = {t_max} · eta_min = {eta_min:.2f} · warm-up = {warmup}{clip}<br>"
-               "CosineAnnealingLR: max |closed form − PyTorch| = {max_diff_cosine:.1e} over {n_cosine} steps; "
-               "LR at 2·t_max = {lr_at_2t_max:.4f} (back at base_lr = {base_lr:g})<br>"
-               "warm-up + cosine: max |ours − Hugging Face| = {max_diff_warmup:.1e} over {n_warmup} steps")
+    PEAKS = (0.003, 0.01, 0.03, 0.05, 0.1)
+    READOUT = ("peak {peak:g} · t_max = {t_max} · eta_min = {eta_min:.2f} × peak · warm-up = {warmup} "
+               "· {steps} updates, {n_seeds} seeds<br>"
+               "final held-out MSE: cosine {test_cosine:.3f} vs constant {test_constant:.3f} "
+               "(ratio {test_ratio:.2f}; cosine lower on {wins} of {n_seeds} seeds) · noise floor {floor:.3f}<br>"
+               "final training MSE: cosine {train_cosine:.3f} vs constant {train_constant:.3f}"
+               "{memorised}")
 
-    def __init__(self, *, base_lr=1.0, t_max=50, eta_min=0.1, warmup=10, max_t_max=200, width=820):
+    def __init__(self, *, peak=0.05, t_max=380, eta_min=0.0, warmup=20, steps=400, seeds=4, eval_every=10,
+                 width=820):
         super().__init__()
-        self.base_lr = check_float("base_lr", base_lr, low=0.0, low_open=True)
-        max_t_max = check_int("max_t_max", max_t_max, low=2)
-        t_max = check_int("t_max", t_max, low=2, high=max_t_max)
-        eta_min = check_float("eta_min", eta_min, low=0.0, high=self.base_lr)
-        warmup = check_int("warmup", warmup, low=0, high=max_t_max)
+        peak = check_float("peak", peak, low=0.0, low_open=True, high=1.0)
+        self.n_steps = check_int("steps", steps, low=10, high=5000)
+        t_max = check_int("t_max", t_max, low=1, high=2 * self.n_steps)
+        eta_min = check_float("eta_min", eta_min, low=0.0, high=1.0)
+        warmup = check_int("warmup", warmup, low=0, high=self.n_steps // 2)
+        self.seeds = tuple(range(check_int("seeds", seeds, low=1, high=32)))
+        self.eval_every = check_int("eval_every", eval_every, low=1)
         width = check_int("width", width, low=1)
-        self.t_max = W.IntSlider(value=t_max, min=2, max=max_t_max, step=1, description="t_max",
-                                 continuous_update=False, layout=W.Layout(width="300px"))
-        self.eta_min = W.FloatSlider(value=eta_min, min=0.0, max=self.base_lr, step=0.05 * self.base_lr,
-                                     description="eta_min", continuous_update=False, layout=W.Layout(width="300px"))
-        self.warmup = W.IntSlider(value=warmup, min=0, max=max_t_max, step=1, description="warm-up",
-                                  continuous_update=False, layout=W.Layout(width="300px"))
+        peaks = tuple(sorted(set(self.PEAKS) | {peak}))
+        self.peak = W.SelectionSlider(options=peaks, value=peak, description="peak lr", continuous_update=False,
+                                      layout=W.Layout(width="260px"))
+        self.t_max = W.IntSlider(value=t_max, min=1, max=2 * self.n_steps, step=10, description="t_max",
+                                 continuous_update=False, layout=W.Layout(width="260px"))
+        self.eta_min = W.FloatSlider(value=eta_min, min=0.0, max=1.0, step=0.05, description="eta_min/peak",
+                                     continuous_update=False, layout=W.Layout(width="260px"))
+        self.warmup = W.IntSlider(value=warmup, min=0, max=self.n_steps // 2, step=5, description="warm-up",
+                                  continuous_update=False, layout=W.Layout(width="260px"))
+        self._constant: dict[float, ScheduleComparison] = {}
         self._add_plot(width)
-        self._assemble(W.VBox([W.HBox([self.t_max, self.eta_min, self.warmup]), self.readout, self.plot]),
-                       t_max=self.t_max, eta_min=self.eta_min, warmup=self.warmup)
-        self._watch(self.t_max, self.eta_min, self.warmup)
+        controls = W.VBox([W.HBox([self.peak, self.t_max]), W.HBox([self.eta_min, self.warmup])])
+        self._assemble(W.VBox([controls, self.readout, self.plot]),
+                       peak=self.peak, t_max=self.t_max, eta_min=self.eta_min, warmup=self.warmup)
+        self._watch(self.peak, self.t_max, self.eta_min, self.warmup)
         self.refresh()
 
-    def curves(self):
-        """(steps, ours, PyTorch) for both panels at the current slider values, as two tuples."""
-        # transformers takes seconds to import: only when the widget is used
-        from transformers import get_cosine_with_min_lr_schedule_with_warmup
+    def schedules(self) -> dict[str, list[float]]:
+        """The two schedules at the current settings: ``{"cosine": [...], "constant": [...]}``, one rate per update."""
+        peak, warmup, t_max = self.peak.value, self.warmup.value, self.t_max.value
+        eta_min = self.eta_min.value * peak
+        # Linear warm-up, then PyTorch's CosineAnnealingLR (what LinearLR + CosineAnnealingLR chained by
+        # SequentialLR do): past t_max of its own steps the cosine climbs back up; it never stops.
+        cosine = [peak * t / warmup if t < warmup else
+                  cosine_annealing(t - warmup, base_lr=peak, t_max=t_max, eta_min=eta_min) for t in range(self.n_steps)]
+        return {"cosine": cosine, "constant": [peak] * self.n_steps}
 
-        t_max, eta_min, base_lr = self.t_max.value, min(self.eta_min.value, self.base_lr), self.base_lr
-        warmup = min(self.warmup.value, t_max)
-        n_cos = 3 * t_max + 1
-        ours_cos = [cosine_annealing(t, base_lr=base_lr, t_max=t_max, eta_min=eta_min) for t in range(n_cos)]
-        torch_cos = torch_trace(lambda o: CosineAnnealingLR(o, T_max=t_max, eta_min=eta_min), n_cos, base_lr=base_lr)
-        n_warm = t_max + 1
-        ours_warm = [warmup_cosine(t, base_lr=base_lr, warmup_steps=warmup, total_steps=t_max, min_lr=eta_min)
-                     for t in range(n_warm)]
-        hf_warm = torch_trace(lambda o: get_cosine_with_min_lr_schedule_with_warmup(o, warmup, t_max, min_lr=eta_min),
-                              n_warm, base_lr=base_lr)
-        if warmup == t_max:  # HF's zero-length decay sits at base_lr on the last step; ours at min_lr
-            hf_warm[-1] = ours_warm[-1]
-        return (list(range(n_cos)), ours_cos, torch_cos), (list(range(n_warm)), ours_warm, hf_warm)
-
-    def _draw(self, cos, warm) -> None:
+    def _draw(self, runs: dict[str, ScheduleComparison]) -> None:
         with self._figure(9.0, 3.3) as fig:
             ax1, ax2 = fig.subplots(1, 2)
-            for ax, (steps, ours, ref), name, ref_name in (
-                    (ax1, cos, "cosine_annealing", "CosineAnnealingLR"),
-                    (ax2, warm, "warmup_cosine", "Hugging Face")):
-                every = max(1, len(steps) // 40)
-                ax.plot(steps, ours, color=PALETTE[0], label=f"llmlab {name}")
-                ax.plot(steps[::every], ref[::every], "o", ms=3.5, color=PALETTE[1], label=ref_name)
-                ax.set_xlabel("step")
-                ax.set_ylim(-0.05 * self.base_lr, 1.08 * self.base_lr)
-                ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8)
-            ax1.set_ylabel("learning rate")
-            ax1.axvline(self.t_max.value, color="0.5", lw=1, ls="--")
-            ax1.set_title("no restart: past t_max (dashed) it climbs back")
-            ax2.set_title("linear warm-up, cosine to the floor")
+            colors = {"cosine": PALETTE[0], "constant": PALETTE[1]}
+            for name, run in runs.items():
+                ax1.plot(run.lrs[name], color=colors[name], label=name)
+                ax2.plot(run.eval_steps, run.test[0].mean(0), color=colors[name], label=f"{name}, held-out")
+                ax2.plot(run.eval_steps, run.train[0].mean(0), ":", color=colors[name], label=f"{name}, training")
+            ax2.axhline(self.last["floor"], color="k", ls="--", lw=1, label="noise floor")
+            end_of_cosine = self.warmup.value + self.t_max.value
+            if end_of_cosine < self.n_steps:
+                ax1.axvline(end_of_cosine, color="0.5", lw=1, ls=":")
+                ax1.text(end_of_cosine, 0.5 * self.peak.value, " warm-up + t_max:\n the rate climbs", fontsize=7)
+            ax1.set(xlabel="update", ylabel="learning rate", title="schedules", ylim=(0, 1.1 * self.peak.value))
+            ax2.set(xlabel="update", ylabel=f"MSE (mean of {len(self.seeds)} seeds)", yscale="log",
+                    title="held-out (solid) and training (dotted) loss")
+            ax1.legend(fontsize=8)
+            ax2.legend(fontsize=7, loc="upper right")
+
+    def _train(self, name: str, lrs: list[float]) -> ScheduleComparison:
+        return compare_schedules({name: lrs}, seeds=self.seeds, eval_every=self.eval_every)
 
     def refresh(self) -> None:
-        """Recompute both schedules and PyTorch's, update readout and picture (one slider step)."""
-        cos, warm = self.curves()
-        t_max = self.t_max.value
+        """Train the schedule at the current settings on every seed (the constant run once per peak); redraw."""
+        lrs = self.schedules()
+        if self.peak.value not in self._constant:  # the constant run depends on the peak only
+            self._constant[self.peak.value] = self._train("constant", lrs["constant"])
+        self.runs = {"cosine": self._train("cosine", lrs["cosine"]), "constant": self._constant[self.peak.value]}
+        test = {name: run.final(name, "test") for name, run in self.runs.items()}
+        train = {name: run.final(name, "train") for name, run in self.runs.items()}
+        floor = float(self.runs["cosine"].noise_floor.mean())
         self.last = {
-            "t_max": t_max, "eta_min": self.eta_min.value, "warmup": min(self.warmup.value, t_max),
-            "max_diff_cosine": max(abs(a - b) for a, b in zip(cos[1], cos[2])),
-            "max_diff_warmup": max(abs(a - b) for a, b in zip(warm[1], warm[2])),
-            "lr_at_2t_max": cos[2][2 * t_max], "n_cosine": len(cos[0]), "n_warmup": len(warm[0]),
+            "peak": self.peak.value, "t_max": self.t_max.value, "eta_min": self.eta_min.value,
+            "warmup": self.warmup.value, "steps": self.n_steps, "n_seeds": len(self.seeds), "floor": floor,
+            "test_cosine": float(test["cosine"].mean()), "test_constant": float(test["constant"].mean()),
+            "train_cosine": float(train["cosine"].mean()), "train_constant": float(train["constant"].mean()),
+            "wins": int((test["cosine"] < test["constant"]).sum()),
         }
-        self.readout.value = self.READOUT.format(
-            **self.last, clip=" (clipped to t_max)" if self.warmup.value > t_max else "", base_lr=self.base_lr)
-        self._draw(cos, warm)
-
-    @property
-    def max_diff_cosine(self) -> float:
-        """max |cosine_annealing − CosineAnnealingLR| over the left panel's steps."""
-        return self.last["max_diff_cosine"]
-
-    @property
-    def max_diff_warmup(self) -> float:
-        """max |warmup_cosine − Hugging Face| over the right panel's steps."""
-        return self.last["max_diff_warmup"]
-
-    @property
-    def lr_at_2t_max(self) -> float:
-        """PyTorch's CosineAnnealingLR at step 2·t_max (back at base_lr: no restart, it climbs)."""
-        return self.last["lr_at_2t_max"]
+        self.last["test_ratio"] = self.last["test_cosine"] / self.last["test_constant"]
+        below = [name for name in self.runs if self.last[f"train_{name}"] < floor]
+        memorised = (f"<br>training MSE below the noise floor ({', '.join(below)}): memorised noise, "
+                     "judge by the held-out loss" if below else "")
+        self.readout.value = self.READOUT.format(**self.last, memorised=memorised)
+        self._draw(self.runs)
 
 
 def cosine_explorer(**kwargs) -> CosineExplorer:
