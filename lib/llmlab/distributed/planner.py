@@ -22,8 +22,9 @@ the compute part rests on the assumed ``efficiency``)
     charged for ⌈L/p⌉ layers on every stage (the unused capacity of the smaller stages is lost); TP: 4 all-reduces of s·b·h bf16 values per layer per
     micro-batch (6 with recomputation), ring bytes 2 (t − 1)/t, on the node's links when t fits a node;
     PP: s·b·h/t bf16 values each way per micro-batch (Megatron's scatter/gather: each of the t ranks sends its
-    slice); DP: the bf16 gradients of P/(t·p) parameters, ring 2 (d − 1)/d, 3 (d − 1)/d under ZeRO-3
-    (all-gather of the weights in forward and backward, reduce-scatter of the gradients).
+    slice); DP: the bf16 gradients of the parameters a GPU holds, ring 2 (d − 1)/d once per step (ZeRO-1/2 and DDP
+    accumulate locally), and under ZeRO-3 3 (d − 1)/d for every one of the m micro-batches (all-gather of the
+    weights in forward and in backward, reduce-scatter of the gradients: FSDP's pattern under accumulation).
 
 Left out: embedding and output layers (their memory and FLOPs), the attention FLOPs (s/(6h) of the
 total), interleaved schedules, overlap of communication with compute, kernel efficiency that depends on
@@ -157,7 +158,9 @@ def _estimate(model: ModelConfig, cluster: ClusterConfig, tp: int, pp: int, zero
     pp_bytes = m * 2 * act_bytes / tp if pp > 1 else 0.0
     grad_bytes = 2 * params_per_gpu
     dp_link = intra if cluster.gpus <= cluster.gpus_per_node else inter
-    dp_factor = 1.5 if zero == "zero3" else 1.0
+    # ZeRO-3 re-gathers the weights for every micro-batch's forward and backward and reduce-scatters its gradients
+    # (holding them gathered across the accumulation would undo the sharding); the others reduce once per step.
+    dp_factor = 1.5 * m if zero == "zero3" else 1.0
     dp_bytes = dp_factor * ring_allreduce_bytes(grad_bytes, dp) if dp > 1 else 0.0
     tp_comm, pp_comm, dp_comm = tp_bytes / tp_link, pp_bytes / pp_link, dp_bytes / dp_link
     step = compute + bubble + tp_comm + pp_comm + dp_comm
