@@ -40,11 +40,16 @@ def test_n_moves_the_megabytes_and_k_v_against_l2_not_the_ratio():
     w.head_dim.value, w.log2_n.value = 128, 17            # one head's K and V: 64 MiB, more than either L2
     assert w.last["traffic"].kv_bytes == 64 * 2**20 > max(L2_CACHE_BYTES.values())
     assert "larger than L2" in w.readout.value and "upper bound" in w.readout.value
+    w.head_dim.value, w.log2_n.value = 64, 18             # d = 64 flips too: 64 MiB at n = 262,144
+    assert w.last["traffic"].kv_bytes == 64 * 2**20 and "larger than L2" in w.readout.value
+    w.log2_n.value = 19
+    assert w.last["traffic"].n == 2**19
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"n": 1000}, ValueError, "n must be a power of two"),
     ({"n": 128}, ValueError, r"n must be an int in \[256"),
+    ({"n": 2**20}, ValueError, r"n must be an int in \[256"),
     ({"d": 48}, ValueError, "d must be one of"),
     ({"block_size": 50}, ValueError, "block_size must be one of"),
     ({"block_size": 64.0}, TypeError, "block_size must be an int"),

@@ -25,7 +25,8 @@ class AttentionBlockWidget(LabWidget):
     B and d move the traffic ratio (about 2B/d for n much larger than B and d) and the on-chip
     footprint; n hardly does (both methods' bytes grow about as n²): it moves the absolute megabytes
     and the size of one head's K and V against the GPU's L2 cache, which decides whether the
-    modelled K/V re-reads can be served by L2 instead of HBM.
+    modelled K/V re-reads can be served by L2 instead of HBM (n goes up to 2**19 so that this flips
+    at d = 64 too: past 40 MiB from n = 2**18).
 
     ``.block`` (IntSlider), ``.log2_n`` (IntSlider), ``.head_dim`` (Dropdown); ``.last`` holds
     the :class:`llmlab.attention.AttentionTraffic` of the current setting (``"traffic"``) and
@@ -36,14 +37,14 @@ class AttentionBlockWidget(LabWidget):
 
     def __init__(self, *, n: int = 4096, d: int = 64, block_size: int = 64):
         super().__init__()
-        n = check_int("n", n, low=256, high=2**17)
+        n = check_int("n", n, low=256, high=2**19)
         if n & (n - 1):
-            raise ValueError(f"n must be a power of two in [256, 131072], got {n}")
+            raise ValueError(f"n must be a power of two in [256, 524288], got {n}")
         d = check_choice("d", d, (32, 64, 128))
         block_size = check_choice("block_size", check_int("block_size", block_size), BLOCKS)
         self.block = W.IntSlider(value=block_size, min=BLOCKS[0], max=BLOCKS[-1], step=16, description="block size B",
                                  continuous_update=False, style={"description_width": "initial"})
-        self.log2_n = W.IntSlider(value=n.bit_length() - 1, min=8, max=17, description="log2 n",
+        self.log2_n = W.IntSlider(value=n.bit_length() - 1, min=8, max=19, description="log2 n",
                                   continuous_update=False)
         self.head_dim = W.Dropdown(options=[32, 64, 128], value=d, description="head dim d")
         self._add_plot()
