@@ -347,7 +347,38 @@ def test_speculative_greedy_is_greedy_and_hf(target, noisy_draft, gamma):
             assert res.rounds + res.accepted == 23  # each round: its accepted drafts + one token of the target
     # The noisy draft is right part of the time: neither all nor none.
     stats = speculative_generate(target, prompt(0, 10), 24, draft=noisy_draft, num_draft_tokens=gamma, return_stats=True)
-    assert 0 < stats.acceptance_rate < 1
+    assert 0 < stats.alpha < 1 and 0 < stats.draft_acceptance_rate <= stats.alpha
+
+
+def test_speculative_alpha_is_the_per_position_rate_of_the_formula():
+    """A target and a draft whose next-token distributions p and q are the same at every position (all tokens
+    embed alike and the blocks add nothing): each draft token is accepted independently with probability
+    Σ min(p, q), the assumption of (1 - α^(γ+1)) / (1 - α) (Leviathan et al. 2023, eq. 1). ``alpha`` must
+    estimate it and the tokens per round must match the formula at it, within sampling noise; vLLM's draft
+    acceptance rate (accepted / drafted) is biased low at γ = 4 (untested tokens count)."""
+    target = llama(0, tie_word_embeddings=False)
+    with torch.no_grad():
+        target.model.embed_tokens.weight[:] = target.model.embed_tokens.weight[3]
+        for layer in target.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+    draft = copy.deepcopy(target)
+    with torch.no_grad():
+        draft.lm_head.weight.add_(0.06 * torch.randn(draft.lm_head.weight.shape, generator=torch.Generator().manual_seed(1),
+                                                     dtype=torch.float64))
+    ids = torch.tensor([[1, 5, 7]])
+    p, q = (torch.softmax(m(ids).logits[0].detach(), -1) for m in (target, draft))
+    assert torch.allclose(p[0], p[-1], atol=0, rtol=0) and torch.allclose(q[0], q[-1], atol=0, rtol=0)
+    alpha = torch.minimum(p[0], q[0]).sum().item()   # 0.81
+    gamma = 4
+    res = speculative_generate(target, ids, 240, draft=draft, num_draft_tokens=gamma, do_sample=True,
+                               generator=torch.Generator().manual_seed(gamma), return_stats=True)
+    tested = res.accepted + res.rejections
+    assert abs(res.alpha - alpha) < 4 * (alpha * (1 - alpha) / tested) ** 0.5
+    yields = torch.tensor([a + 1 for a in res.accepted_per_round], dtype=torch.float64)
+    assert abs(res.tokens_per_round - expected_tokens_per_forward(res.alpha, gamma)) < 4 * yields.std().item() / len(yields) ** 0.5
+    assert res.draft_acceptance_rate < res.alpha - 0.1
+    assert res.draft_acceptance_rate == res.accepted / res.drafted
 
 
 @pytest.mark.parametrize("num_layers", [1, 3])

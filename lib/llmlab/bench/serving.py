@@ -92,7 +92,7 @@ def bench_serving(device: torch.device, size: str = "full") -> list[Row]:
     identical = torch.equal(res.sequences, outs["greedy"])
     rows.append(timed_row("serving", "tok/s, speculative (prompt lookup, γ=4) vs greedy", ts["spec"], ts["greedy"],
                           unit="tok/s", per_second=res.new_tokens, peer_name="llmlab greedy",
-                          note=f"editing prompt (spelling), {res.new_tokens} new tokens; α = {res.acceptance_rate:.2f}, "
+                          note=f"editing prompt (spelling), {res.new_tokens} new tokens; α = {res.alpha:.2f} per tested position, "
                                f"{res.tokens_per_round:.2f} tokens per target forward; "
                                f"{'identical tokens' if identical else 'TOKENS DIFFER'}"))
     return rows

@@ -11,8 +11,10 @@ x_1..x_γ, the target computes its distributions p_1..p_{γ+1} at those position
   from norm(max(0, p_i - q_i)); when all are accepted draw from p_{γ+1}. The output is then
   distributed *exactly* as the target's own samples (:mod:`llmlab.serving.exact` enumerates it).
 
-Every round yields between 1 and γ + 1 tokens for one target forward; with an acceptance rate α
-the expected number is (1 - α^(γ+1)) / (1 - α). Prompt lookup (Saxena 2023; Hugging Face's
+Every round yields between 1 and γ + 1 tokens for one target forward; when each draft token is
+accepted independently with probability α the expected number is (1 - α^(γ+1)) / (1 - α). That α
+is per *tested* position (``SpeculativeResult.alpha``), not accepted / drafted (vLLM's "draft
+acceptance rate", ``SpeculativeResult.draft_acceptance_rate``), which counts untested tokens too. Prompt lookup (Saxena 2023; Hugging Face's
 ``prompt_lookup_num_tokens``) drafts by finding the last n-gram earlier in the text and proposing
 what followed it there: free, and good when the answer copies the prompt (extraction, editing).
 """
@@ -42,8 +44,8 @@ PROMPT_LOOKUP = "prompt_lookup"
 class SpeculativeResult:
     """``sequences`` (1, prompt_len + n_new) as :func:`llmlab.decoding.greedy` returns them, and the counts
     of the verification rounds: ``rounds`` (target forwards after the prefill), ``drafted`` and
-    ``accepted`` draft tokens, ``new_tokens`` in all (the prefill's first token included),
-    ``accepted_per_round`` (one count per round)."""
+    ``accepted`` draft tokens, ``rejections`` (rounds in which the target rejected a draft token),
+    ``new_tokens`` in all (the prefill's first token included), ``accepted_per_round`` (one count per round)."""
 
     sequences: torch.Tensor
     rounds: int
@@ -51,11 +53,22 @@ class SpeculativeResult:
     accepted: int
     new_tokens: int
     accepted_per_round: tuple[int, ...]
+    rejections: int
 
     @property
-    def acceptance_rate(self) -> float:
-        """α: the share of drafted tokens the target accepted."""
-        return self.accepted / self.drafted if self.drafted else 0.0
+    def draft_acceptance_rate(self) -> float:
+        """accepted / drafted, vLLM's "draft acceptance rate" (NaN when nothing was drafted). For γ > 1 it is
+        *not* the α of :func:`expected_tokens_per_forward`: the draft tokens after the first rejection of a
+        round are never tested, yet they count in the denominator, so it is biased low."""
+        return self.accepted / self.drafted if self.drafted else float("nan")
+
+    @property
+    def alpha(self) -> float:
+        """The per-position acceptance probability, accepted / (accepted + rejections): each tested draft
+        token is either accepted or the round's one rejection. The estimate of the α in
+        (1 - α^(γ+1)) / (1 - α) (NaN when no draft token was tested)."""
+        tested = self.accepted + self.rejections
+        return self.accepted / tested if tested else float("nan")
 
     @property
     def tokens_per_round(self) -> float:
@@ -251,7 +264,7 @@ def speculative_generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     seq = input_ids[0].tolist()
     prompt_len, vocab = len(seq), vocab_size(model)
     target, drafter = _Model(model), _Drafter(draft, eos_token_id)
-    rounds, drafted, accepted_per_round = 0, 0, []
+    rounds, drafted, rejections, accepted_per_round = 0, 0, 0, []
 
     def choose(logits: torch.Tensor) -> int:
         if do_sample:
@@ -280,9 +293,10 @@ def speculative_generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
         target.rollback(len(seq) - 1)  # keep the K/V of accepted tokens only
         rounds += 1
         drafted += len(tokens)
+        rejections += n < len(tokens)  # a draft token tested and refused (the rest of the round is untested)
         accepted_per_round.append(min(n, len(new)))  # an EOS among the drafts cuts the round short
     out = torch.tensor([seq], device=input_ids.device)
     if not return_stats:
         return out
     return SpeculativeResult(out, rounds, drafted, sum(accepted_per_round), len(seq) - prompt_len,
-                             tuple(accepted_per_round))
+                             tuple(accepted_per_round), rejections)
