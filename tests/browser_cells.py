@@ -64,7 +64,7 @@ TAGGED = {
     ],
     # The mask explorer runs the trained masked LM: the corpus and both training runs feed it.
     "09_llm_anatomy.ipynb": [
-        "sentences = A.load_corpus()",
+        "sentences = A.load_animal_corpus()",
         'sentence = ["[BOS]", "the", "dog", "barks", "loudly", ".", "[EOS]"]',
         "seen = {}",
     ],
@@ -90,7 +90,7 @@ TAGGED = {
     ],
     "16_model_parallel.ipynb": [
         'timeline = pipeline_timeline_widget(stages=STAGES, micro_batches=MICRO_BATCHES, kind="1f1b")',
-        "# Drive them from code, as a person would: more micro-batches, then 4,096 GPUs.",
+        "# Drive them from code, as a person would: more micro-batches, then 4,096 GPUs",
     ],
 }
 

@@ -57,12 +57,12 @@ WIDGET_NOTEBOOKS = {
     "08_mixed_precision.ipynb": {"slider": "u / w", "text": r"float16"},
     "09_llm_anatomy.ipynb": {"slider": "query i", "text": r"sees \d+ of \d+ keys"},
     "10_tokenization.ipynb": {"slider": "merges", "text": r"tokens per byte = \d\.\d{3}"},
-    "11_prompting_alignment.ipynb": {"slider": "beta", "text": r"mean DPO loss \d"},
+    "11_prompting_alignment.ipynb": {"slider": "β", "text": r"KL to the reference \d"},
     "12_data_parallel.ipynb": {"slider": "ranks N", "text": r"GB per rank|ZeRO-3"},
     "13_quantization.ipynb": {"slider": "group size", "text": r"bits per weight"},
     "14_attention_kernels.ipynb": {"slider": "block size B", "text": r"HBM traffic"},
     "15_serving.ipynb": {"slider": "max batch", "text": r"tok/s"},
-    "16_model_parallel.ipynb": {"slider": "GPUs", "text": r"Speed-up over \d+ GPUs"},
+    "16_model_parallel.ipynb": {"slider": "GPUs", "text": r"tokens per step, on \d+ GPUs"},
 }
 PRESENT = [n for n in WIDGET_NOTEBOOKS if (ROOT / "notebooks" / n).exists()]
 
