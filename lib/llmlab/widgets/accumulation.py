@@ -69,7 +69,8 @@ class AccumulationExplorer(LabWidget):
         else:
             verdict = "a different gradient"
         stats_line = ("this model has no BatchNorm, hence no running statistics" if stats_gap is None else
-                      f"BN running stats after {K} update(s) vs 1: relative difference <b>{stats_gap:.3g}</b>")
+                      f"BN running stats after one step from the zero start, {K} update(s) vs 1: relative difference "
+                      f"<b>{stats_gap:.3g}</b> (a start-up transient that fades over training, notebook 04 §3)")
         self.readout.value = (
             f"<b>{self._LABELS[kind]}</b>, batch {self.batch_size} = {K} &times; {self.batch_size // K}, "
             f"loss {'divided' if scale else '<i>not</i> divided'} by K<br>"
@@ -104,7 +105,7 @@ class AccumulationExplorer(LabWidget):
                 channels = range(len(big.running_stats[name]))
                 ax_s.plot(channels, big.running_stats[name].cpu(), "o-", label="1 big batch")
                 ax_s.plot(channels, acc.running_stats[name].cpu(), "s--", label=f"{K} micro-batches")
-                ax_s.set(xlabel="channel", ylabel="running mean", title="first BatchNorm: running mean")
+                ax_s.set(xlabel="channel", ylabel="running mean", title="first BatchNorm: running mean\nafter one step from 0 (transient)")
                 ax_s.legend(fontsize=8)
 
 
