@@ -319,37 +319,51 @@ def test_train_regression_leaves_global_state_alone():
 
 
 def _section3_schedules(n_steps: int, peak: float) -> dict[str, list[float]]:
-    """The three schedules of notebook 03, section 3 (same definitions as the notebook cell)."""
+    """The three schedules of notebook 03, section 3 (same definitions as the notebook cell): the same
+    linear warm-up over the first 5 % in front of all three."""
+    warm = n_steps // 20
+    ramp = [peak * t / warm for t in range(warm)]
+    step = torch_trace(lambda o: lr_scheduler.MultiStepLR(o, [n_steps // 2, 3 * n_steps // 4], gamma=0.1),
+                       n_steps, base_lr=peak)
     return {
-        "constant": [peak] * n_steps,
-        "step": torch_trace(lambda o: lr_scheduler.MultiStepLR(o, [n_steps // 2, 3 * n_steps // 4], gamma=0.1),
-                            n_steps, base_lr=peak),
-        "cosine": [warmup_cosine(t, base_lr=peak, warmup_steps=n_steps // 20, total_steps=n_steps)
-                   for t in range(n_steps)],
+        "constant": ramp + [peak] * (n_steps - warm),
+        "step": ramp + step[warm:],
+        "cosine": [warmup_cosine(t, base_lr=peak, warmup_steps=warm, total_steps=n_steps) for t in range(n_steps)],
     }
 
 
 @pytest.mark.slow
 def test_notebook_03_claims_hold_on_30_seeds():
-    """Backs notebook 03, section 3 (SIZE="small": 400 steps, 512 points, width 64, 1024 held-out points) on
-    30 seeds instead of the notebook's 8. Measured when written: at peak 0.05 the held-out MSE ratio
-    cosine / constant is 0.27-0.73 (mean 0.53), cosine's training MSE (mean 0.071) sits below the noise
-    floor (0.091) while its held-out MSE is 0.24; at peak 0.01 the ratio is 0.69-1.09 (mean 0.94, cosine
-    lower on 21 of 30 seeds) and constant has the lower *training* MSE on 20 of 30; every schedule's mean
-    held-out MSE is lower at 0.01 than at 0.05 (constant on every seed)."""
-    schedules = {f"{name} @ {peak}": lrs for peak in (0.05, 0.01) for name, lrs in _section3_schedules(400, peak).items()}
-    runs = compare_schedules(schedules, seeds=range(30), n_samples=512, n_test=1024, width=64, eval_every=400)
+    """Backs notebook 03, section 3 (SIZE="small": 400 steps, 512 points, width 64, 1024 held-out points,
+    final = mean of the evaluations in the last 50 updates) on 30 seeds instead of the notebook's 8.
+    Peak 0.05: cosine's held-out MSE is lower than constant's (paired 95 % t-interval above 0), most of
+    the training gain survives on held-out data, cosine's held-out-minus-training gap is larger than
+    constant's and its training MSE sits below the noise floor. Peak 0.003: constant is lower on held-out
+    and on training MSE (cosine under-trains), and constant's held-out MSE still falls over the last
+    quarter by more than cosine's."""
+    n, late_from = 400, 350
+    schedules = {f"{name} @ {peak}": lrs for peak in (0.05, 0.003) for name, lrs in _section3_schedules(n, peak).items()}
+    runs = compare_schedules(schedules, seeds=range(30), n_samples=512, n_test=1024, width=64, eval_every=5)
+    late = [i for i, s in enumerate(runs.eval_steps) if s >= late_from]
+    quarter = runs.eval_steps.index(3 * n // 4)
+
+    def curve(name, peak, split="test"):
+        return (runs.train if split == "train" else runs.test)[runs.names.index(f"{name} @ {peak}")]
 
     def final(name, peak, split="test"):
-        return runs.final(f"{name} @ {peak}", split)
+        return curve(name, peak, split)[:, late].mean(1)
+
+    def lower_bound(diff):  # lower end of the 95 % t-interval of the mean (29 degrees of freedom)
+        return diff.mean() - 2.045 * diff.std() / math.sqrt(len(diff))
 
     floor = runs.noise_floor.mean()
-    ratio = {p: final("cosine", p) / final("constant", p) for p in (0.05, 0.01)}
-    assert ratio[0.05].max() < 0.85, sorted(ratio[0.05].tolist())
+    gain = final("constant", 0.05) - final("cosine", 0.05)
+    train_gain = final("constant", 0.05, "train") - final("cosine", 0.05, "train")
+    assert lower_bound(gain) > 0 and gain.mean() > 0.5 * train_gain.mean()
+    gap = {n: final(n, 0.05) - final(n, 0.05, "train") for n in ("constant", "cosine")}
+    assert lower_bound(gap["cosine"] - gap["constant"]) > 0
     assert final("cosine", 0.05, "train").mean() < floor < final("cosine", 0.05).mean()
-    assert ratio[0.01].min() < 1 < ratio[0.01].max() and 0.85 < ratio[0.01].mean() < 1.05, sorted(ratio[0.01].tolist())
-    assert ratio[0.01].mean() + 2 * ratio[0.01].std() / math.sqrt(30) < 1  # over 30 seeds: small, but below 1
-    assert ratio[0.01].mean() > ratio[0.05].mean() + 0.2
-    assert (final("cosine", 0.01, "train") > final("constant", 0.01, "train")).sum() > 15
-    assert all(final(n, 0.01).mean() < final(n, 0.05).mean() for n in ("constant", "step", "cosine"))
-    assert (final("constant", 0.01) < final("constant", 0.05)).all()
+    assert lower_bound(final("cosine", 0.003) - final("constant", 0.003)) > 0
+    assert lower_bound(final("cosine", 0.003, "train") - final("constant", 0.003, "train")) > 0
+    fall = {n: curve(n, 0.003)[:, quarter] - final(n, 0.003) for n in ("constant", "cosine")}
+    assert lower_bound(fall["constant"] - fall["cosine"]) > 0

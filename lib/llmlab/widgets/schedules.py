@@ -49,7 +49,7 @@ class CosineExplorer(LabWidget):
         peaks = tuple(sorted(set(self.PEAKS) | {peak}))
         self.peak = W.SelectionSlider(options=peaks, value=peak, description="peak lr", continuous_update=False,
                                       layout=W.Layout(width="260px"))
-        self.t_max = W.IntSlider(value=t_max, min=1, max=2 * self.n_steps, step=10, description="t_max",
+        self.t_max = W.IntSlider(value=t_max, min=1, max=2 * self.n_steps, step=1, description="t_max",
                                  continuous_update=False, layout=W.Layout(width="260px"))
         self.eta_min = W.FloatSlider(value=eta_min, min=0.0, max=1.0, step=0.05, description="eta_min/peak",
                                      continuous_update=False, layout=W.Layout(width="260px"))
