@@ -254,8 +254,9 @@ def test_widget_responds_to_slider(lab, lab_page, name, tmp_path_factory):
         _assert_no_traceback(page, name)
 
         # The output area holding the slider labelled spec["slider"].
+        # (?!\w) rather than \b: Playwright runs the regex in JavaScript, whose \b is ASCII-only (notebook 11's "β").
         slider_box = page.locator(".widget-slider, .jupyter-widget-slider").filter(
-            has=page.locator(".widget-label", has_text=re.compile(rf"^\s*{re.escape(spec['slider'])}\b"))
+            has=page.locator(".widget-label", has_text=re.compile(rf"^\s*{re.escape(spec['slider'])}(?!\w)"))
         ).first
         area = page.locator(".jp-OutputArea").filter(has=slider_box).first
         area.scroll_into_view_if_needed()
