@@ -201,6 +201,17 @@ def test_response_scores_per_example_nll_and_exact(tiny_llama):
     torch.testing.assert_close((scores.nll * weights).sum() / weights.sum(), tiny_llama(**b.as_kwargs()).loss.detach())
 
 
+def _memorise(model, batch, steps=60):
+    """Teach ``model`` one batch by heart: AdamW at 1e-2 for ``steps`` updates, then eval mode."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        model(**batch.as_kwargs()).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+
+
 def test_response_scores_exact_is_greedy_exact_match(tiny_llama, char_tokenizer):
     """Teach the tiny model one answer by heart: the teacher-forced check and generating agree, example by
     example (the memorised one right, the other wrong)."""
@@ -208,13 +219,7 @@ def test_response_scores_exact_is_greedy_exact_match(tiny_llama, char_tokenizer)
     examples = make_date_instructions(2, 1, seed=3)[0]
     model = copy.deepcopy(tiny_llama)
     batch = make_batches(examples[:1], tok, batch_size=1, steps=1)[0]
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(60):
-        model(**batch.as_kwargs()).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval()
+    _memorise(model, batch)
     scores = response_scores(model, make_batches(examples, tok, batch_size=2, steps=1))
     generated = exact_match(model, tok, examples)
     assert scores.exact.tolist() == [p == t and s for p, t, s in zip(generated.predictions, generated.targets,
@@ -240,13 +245,7 @@ def test_exact_match_needs_the_model_to_stop(tiny_llama, char_tokenizer):
     features = {k: v[:-1] + [tok(" ", add_special_tokens=False)["input_ids"][0]] * 3 for k, v in features.items()}
     batch = collate([features], pad_token_id=0)   # the answer, then three spaces instead of the end-of-text
     model = copy.deepcopy(tiny_llama)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(60):
-        model(**batch.as_kwargs()).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval()
+    _memorise(model, batch)
     n = len(tok(example["output"], add_special_tokens=False)["input_ids"])
     cut = exact_match(model, tok, [example], max_new_tokens=n + 3)   # the answer and the spaces, nothing more
     assert cut.predictions == [example["output"]] and cut.stopped == [False] and cut.accuracy == 0.0
