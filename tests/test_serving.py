@@ -266,6 +266,15 @@ def test_static_batches_wait_for_their_longest_member(target):
     assert all(torch.equal(a, b) for a, b in zip(static.sequences, cont.sequences))
 
 
+def test_a_finished_request_frees_its_slot_before_the_next_step(target):
+    """Everything arrives at once: a request that finishes leaves before the next step, so a waiting one
+    takes its slot and every step runs full until the queue is empty (lengths 2, 3, 3, 3; batch 2)."""
+    prompts = [prompt(s, 5) for s in range(4)]
+    res = serve(target, prompts, [2, 3, 3, 3], max_batch=2)
+    assert [size for kind, size, _ in res.forwards if kind == "decode"] == [2, 2, 2, 1]
+    assert res.decode_steps == 4 and res.slot_steps == sum([2, 3, 3, 3]) - 4
+
+
 def test_serve_stops_at_eos_and_handles_zero_tokens(target):
     prompts = [prompt(s, 7) for s in range(5)]
     eos = int(greedy(target, prompts[0], 4)[0, -1])  # the 4th token of request 0

@@ -327,10 +327,21 @@ class _Scheduler:
             else:
                 self._emit(req, token)
 
+    def _retire(self, running: list[_Running]) -> list[_Running]:
+        """Free the cache of finished requests: continuous batching lets each one leave as soon as it is
+        done; a static batch leaves only as a whole, when its longest member is done."""
+        if self.policy == "continuous" or all(r.done for r in running):
+            for r in running:
+                if r.done:
+                    self.cache.free(r.index)
+            return [r for r in running if not r.done]
+        return running
+
     def run(self) -> ServeResult:
         waiting = list(range(len(self.prompts)))  # in arrival order
         running: list[_Running] = []
         while waiting or running:
+            running = self._retire(running)  # finished requests leave before waiting ones join
             if not running and waiting and self.arrivals[waiting[0]] > self.clock:
                 self.clock = self.arrivals[waiting[0]]  # idle: jump to the next arrival
             # Continuous: admit whenever a slot is free. Static: only into an empty batch.
@@ -339,17 +350,8 @@ class _Scheduler:
                     req = self._admit(waiting.pop(0))
                     if req is not None:
                         running.append(req)
-            live = [r for r in running if not r.done]
-            if self.policy == "continuous":
-                for r in running:
-                    if r.done:
-                        self.cache.free(r.index)
-                running = live
-            elif not live:  # static: the batch ends when its longest member is done
-                for r in running:
-                    self.cache.free(r.index)
-                running = []
-            if live:
+            running = self._retire(running)  # a request can finish at its prefill (one new token, or EOS)
+            if running:
                 self._decode(running)
         n = len(self.prompts)
         sequences = tuple(torch.tensor([self.outputs[i]], device=self.devices[i]) for i in range(n))
