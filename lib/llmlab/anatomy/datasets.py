@@ -39,7 +39,7 @@ def _file(name: str, folder) -> Path:
 def write_corpus(folder, n_sentences: int = 4000, *, seed: int = 0) -> Path:
     """Write :func:`~.corpus.make_animal_corpus` ``(n_sentences, seed)`` to ``folder/animals.txt``."""
     sentences = make_animal_corpus(n_sentences, seed=seed)
-    path = Path(check_path("folder", folder)) / CORPUS_FILE
+    path = Path(folder) / CORPUS_FILE  # data/make_anatomy_corpus.py passes its --out
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(s + "\n" for s in sentences))
     return path
