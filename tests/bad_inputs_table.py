@@ -123,6 +123,8 @@ CASES: list[Case] = [
     C(_checks.check_str, "s", V, lambda: _checks.check_str("s", "")),
     C(_checks.check_tensor, "t", T, lambda: _checks.check_tensor("t", [1, 2])),
     C(_checks.check_tensor, "t", V, lambda: _checks.check_tensor("t", torch.zeros(2), dim=2)),
+    C(_checks.check_prompt_ids, "ids", T, lambda: _checks.check_prompt_ids("ids", torch.zeros(1, 2))),
+    C(_checks.check_prompt_ids, "ids", V, lambda: _checks.check_prompt_ids("ids", torch.zeros(2, 2, dtype=torch.long))),
     C(_checks.check_callable, "fn", T, lambda: _checks.check_callable("fn", 5)),
     C(_checks.check_module, "m", T, lambda: _checks.check_module("m", "model")),
     C(_checks.check_same_length, "b", V, lambda: _checks.check_same_length(a=[1], b=[1, 2])),
@@ -360,6 +362,11 @@ CASES: list[Case] = [
     C(data.exact_match, "examples", V, lambda: data.exact_match(tiny(), tokenizer(), [])),
     C(data.exact_match, "batch_size", V, lambda: data.exact_match(tiny(), tokenizer(), [EX], batch_size=0)),
     C(data.exact_match, "model", T, lambda: data.exact_match("m", tokenizer(), [EX])),
+    # notebook 07 calls greedy_answers itself (the base model's and LoRA's answers to two prompts)
+    C(data.greedy_answers, "model", T, lambda: data.greedy_answers("m", tokenizer(), [[1, 5]], max_new_tokens=2)),
+    C(data.greedy_answers, "max_new_tokens", V, lambda: data.greedy_answers(tiny(), tokenizer(), [[1, 5]], max_new_tokens=0)),
+    C(data.greedy_answers, "prompt_ids", T, lambda: data.greedy_answers(tiny(), tokenizer(), "1 5", max_new_tokens=2)),
+    C(data.greedy_answers, "prompt_ids", V, lambda: data.greedy_answers(tiny(), tokenizer(), [], max_new_tokens=2)),
 
     # --- perplexity -----------------------------------------------------------------------------
     C(perplexity.sliding_windows, "stride", V, lambda: perplexity.sliding_windows(10, max_length=4, stride=5)),
@@ -957,11 +964,6 @@ def inst_batch(labels=(-100, -100, 7, 9)):
     return _collate([{"input_ids": [1, 5, 7, 9], "labels": list(labels)}], 0)
 
 
-def frozen_tiny():
-    m = models.random_llama("tiny")
-    return m.requires_grad_(False)
-
-
 def lp(*values):
     return torch.tensor(values, dtype=torch.float32)
 
@@ -1022,9 +1024,6 @@ CASES += [
     C(prompting.alpaca_text, "input", T, lambda: PT.alpaca_text("Say hi", None, "out")),
     C(prompting.alpaca_text, "output", T, lambda: PT.alpaca_text("Say hi", "", None)),
     # --- alignment ------------------------------------------------------------------------------
-    C(alignment.compare_loss_masking, "model", T, lambda: AL.compare_loss_masking("model", inst_batch())),
-    C(alignment.compare_loss_masking, "batch", T, lambda: AL.compare_loss_masking(tiny(), {"input_ids": PROMPT})),
-    C(alignment.compare_loss_masking, "model", V, lambda: AL.compare_loss_masking(frozen_tiny(), inst_batch()), "frozen"),
     C(alignment.dpo_loss, "beta", V, lambda: AL.dpo_loss(lp(0), lp(0), lp(0), lp(0), beta=0.0)),
     C(alignment.dpo_loss, "beta", V, lambda: AL.dpo_loss(lp(0), lp(0), lp(0), lp(0), beta=NAN)),
     C(alignment.dpo_loss, "beta", T, lambda: AL.dpo_loss(lp(0), lp(0), lp(0), lp(0), beta=True)),
@@ -1075,12 +1074,6 @@ CASES += [
     C(alignment.train_dpo, "reference", V, lambda: AL.train_dpo(tiny(), pref_batches(2), sgd(), reference=[(lp(0), lp(0))])),
     C(alignment.train_dpo, "batches", V, lambda: AL.train_dpo(tiny(), [], sgd(), reference=[])),
     C(alignment.train_dpo, "optimizer", T, lambda: AL.train_dpo(tiny(), pref_batches(), None, reference=[(lp(0), lp(0))])),
-    C(alignment.token_kl, "model", T, lambda: AL.token_kl("model", tiny(), inst_batch())),
-    C(alignment.token_kl, "reference_model", T, lambda: AL.token_kl(tiny(), None, inst_batch())),
-    C(alignment.token_kl, "batch", T, lambda: AL.token_kl(tiny(), tiny(), 5)),
-    C(alignment.token_kl, "labels", V, lambda: AL.token_kl(tiny(), tiny(), inst_batch((-100,) * 4)), "no response"),
-    C(alignment.token_kl, "labels", V, lambda: AL.token_kl(tiny(), tiny(), {"input_ids": PROMPT, "labels": ids(-100, 7, 9)}),
-      "shape"),
     C(alignment.stop_probabilities, "model", T, lambda: AL.stop_probabilities("model", CharTok(), [PAIR], chat=False)),
     C(alignment.stop_probabilities, "examples", V, lambda: AL.stop_probabilities(tiny(), CharTok(), [], chat=False)),
     C(alignment.stop_probabilities, "example", T, lambda: AL.stop_probabilities(tiny(), CharTok(), [5], chat=False)),
@@ -1110,8 +1103,8 @@ NO_ARGUMENTS |= {
     "ALPACA_PROMPT", "ALPACA_PROMPT_NO_INPUT", "LLAMA_MIXTURE", "LLAMA_TOKENS",
 }
 RESULT_TYPES |= {
-    # What evaluate_icl / icl_sweep / compare_loss_masking / evaluate_preferences / train_dpo return.
-    "ICLResult", "ICLSweep", "LossMasking", "PreferenceEval", "DPOResult",
+    # What evaluate_icl / icl_sweep / evaluate_preferences / train_dpo return.
+    "ICLResult", "ICLSweep", "PreferenceEval", "DPOResult",
     # One row of LLAMA_MIXTURE: a record of published numbers, built by the module, not by a user.
     "MixtureRow",
 }
@@ -1216,8 +1209,8 @@ INNER = {
     # measure_all_reduce, the demo's main check their arguments before the processes start)
     "ddp_rank_pass", "batchnorm_rank_passes", "token_loss_rank_pass", "rank_shard", "allreduce_rank_timings", "shard_and_train", "train_rank",
     "storage_bytes",
-    # the steps of the batch makers and of exact_match / generate_answers
-    "epoch_order", "left_pad", "greedy_answers", "collate_preferences",
+    # the steps of the batch makers and of exact_match
+    "epoch_order", "left_pad", "collate_preferences",
     # the chat template step of tokenize_preference / generate_answers (they check the user text)
     "chat_prompt",
     # HTML and image helpers the widgets call on every slider move

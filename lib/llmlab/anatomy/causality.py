@@ -31,7 +31,6 @@ def _check_ids(ids) -> torch.Tensor:
 def logit_changes(model, input_ids: torch.Tensor, position: int, new_token: int) -> torch.Tensor:
     """max |Δ logit| at every position (seq,) when the token at ``position`` of ``input_ids``
     (1, seq) is replaced by ``new_token``; float32 on the CPU."""
-    check_module("model", model)
     ids = _check_ids(input_ids)
     if ids.shape[0] != 1:
         raise ValueError(f"input_ids must be one sequence (1, seq), got shape {tuple(ids.shape)}")
