@@ -216,7 +216,6 @@ def reference_logps(model, batches) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``(chosen, rejected)`` summed log-probabilities of every batch under ``model``, in eval mode
     and without gradients: run before training, while the policy still is the reference
     (TRL's ``precompute_ref_log_probs``)."""
-    check_module("model", model)
     prepared = _prepare_pairs(model, batches)
     with eval_mode(model):
         return [_pair_logps(model, p) for p in prepared]
@@ -238,7 +237,6 @@ class PreferenceEval:
 def evaluate_preferences(model, batches, reference, *, beta: float = 0.1) -> PreferenceEval:
     """Score ``batches`` (from :func:`make_preference_batches`) against ``reference``
     (:func:`reference_logps` of the same batches) with :func:`dpo_loss`."""
-    check_module("model", model)
     beta = check_float("beta", beta, low=0, low_open=True)
     prepared = _prepare_pairs(model, batches)
     check_same_length(batches=prepared, reference=check_sequence("reference", reference, what="log-probabilities"))
@@ -265,7 +263,6 @@ class DPOResult:
 def train_dpo(model, batches, optimizer, *, reference, beta: float = 0.1, progress: bool = False) -> DPOResult:
     """One DPO step per batch: mean of :func:`dpo_loss` against the precomputed ``reference``
     (:func:`reference_logps` of the same batches), backward, optimizer step, zero_grad."""
-    check_module("model", model)
     beta = check_float("beta", beta, low=0, low_open=True)
     check_optimizer("optimizer", optimizer)
     prepared = _prepare_pairs(model, batches)

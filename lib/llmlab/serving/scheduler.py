@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ..modelinfo import check_fits_model
-from .._checks import check_bool, check_choice, check_int, check_module, check_prompt_ids, check_sequence
+from .._checks import check_bool, check_choice, check_int, check_prompt_ids, check_sequence
 from .engine import PagedLlama
 from .paged import CacheUsage, PagedKVCache
 
@@ -207,7 +207,6 @@ def serve(model, prompts, max_new_tokens, *, max_batch: int = 8, block_size: int
     with the same full blocks share them (the first computes them). Llama-family models only
     (``ValueError`` otherwise). Returns a :class:`ServeResult`.
     """
-    check_module("model", model)
     eos_token_id = None if eos_token_id is None else check_int("eos_token_id", eos_token_id, low=0)
     prompts, limits = _check_prompts(model, prompts, max_new_tokens, eos_token_id)
     arrivals = _check_arrivals(arrival_times, len(prompts))

@@ -246,7 +246,6 @@ def speculative_generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     global RNG when None). Returns (1, prompt_len + n_new) token ids, or a
     :class:`SpeculativeResult` with the round counts when ``return_stats=True``.
     """
-    check_module("model", model)
     check_prompt_ids("input_ids", input_ids)
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=0)
     eos_token_id = None if eos_token_id is None else check_int("eos_token_id", eos_token_id, low=0)
