@@ -222,11 +222,9 @@ CASES: list[Case] = [
     C(svd.checkerboard, "size", V, lambda: svd.checkerboard(size=0)),
     C(svd.checkerboard, "size", V, lambda: svd.checkerboard(size=10**6), "huge"),
     C(svd.checkerboard, "square", V, lambda: svd.checkerboard(square=0)),
-    C(svd.noise_image, "channels", V, lambda: svd.noise_image(channels=7)),
-    C(svd.noise_image, "height", V, lambda: svd.noise_image(height=10**6, width=10**6), "huge"),
-    C(svd.noise_image, "seed", T, lambda: svd.noise_image(seed=1.5)),
     C(svd.demo_images, "size", V, lambda: svd.demo_images(size=0)),
     C(svd.demo_images, "size", V, lambda: svd.demo_images(size=10**6), "huge"),
+    C(svd.demo_images, "seed", T, lambda: svd.demo_images(size=8, seed=1.5)),
 
     # --- schedules ------------------------------------------------------------------------------
     C(schedules.cosine_annealing, "step", V, lambda: schedules.cosine_annealing(-1, base_lr=0.1, t_max=10)),
@@ -675,9 +673,6 @@ CASES += [
     C(masks.additive_mask, "mask", T, lambda: A.additive_mask(torch.ones(2, 2))),
     C(masks.additive_mask, "mask", T, lambda: A.additive_mask([[True]])),
     C(masks.additive_mask, "dtype", V, lambda: A.additive_mask(torch.ones(2, 2, dtype=torch.bool), dtype="float7")),
-    C(masks.visible_keys, "i", V, lambda: A.visible_keys(A.attention_mask("causal", 4), 4)),
-    C(masks.visible_keys, "mask", V, lambda: A.visible_keys(torch.ones(4, dtype=torch.bool), 0)),
-    C(masks.visible_keys, "mask", T, lambda: A.visible_keys(torch.ones(4, 4), 0)),
     # --- anatomy.tiny ---------------------------------------------------------------------------
     C(anat_tiny.attention, "q", T, lambda: A.attention("q", torch.zeros(3, 4), torch.zeros(3, 4))),
     C(anat_tiny.attention, "k", V, lambda: A.attention(torch.zeros(3, 4), torch.zeros(3, 5), torch.zeros(3, 4)), "head size"),
@@ -711,8 +706,6 @@ CASES += [
     C(anat_data.load_animal_corpus, "folder", T, lambda: A.load_animal_corpus(folder=5)),
     C(anat_data.load_classification_task, "name", V, lambda: A.load_classification_task("spam", "train")),
     C(anat_data.load_classification_task, "split", V, lambda: A.load_classification_task("topic", "validation")),
-    C(anat_data.task_labels, "examples", V, lambda: A.task_labels([])),
-    C(anat_data.task_labels, "examples", T, lambda: A.task_labels(["positive"])),
     C(anat_data.load_documents, "n", V, lambda: A.load_documents(n=0)),
     C(anat_data.load_documents, "n", T, lambda: A.load_documents(n=2.0)),
     # --- anatomy.objectives ---------------------------------------------------------------------
@@ -776,9 +769,6 @@ CASES += [
     C(causality.masked_nll, "mask", T, lambda: A.masked_nll(tiny(), PROMPT, torch.ones(4, 4))),
     C(causality.masked_nll, "first_target", V, lambda: A.masked_nll(tiny(), PROMPT, A.attention_mask("causal", 4), first_target=0)),
     C(causality.masked_nll, "input_ids", T, lambda: A.masked_nll(tiny(), PROMPT.float(), A.attention_mask("causal", 4))),
-    C(causality.prefix_lm_nll, "n_prefix", V, lambda: A.prefix_lm_nll(tiny(), PROMPT, 4)),
-    C(causality.prefix_lm_nll, "first_target", V, lambda: A.prefix_lm_nll(tiny(), PROMPT, 2, first_target=1)),
-    C(causality.prefix_lm_nll, "model", T, lambda: A.prefix_lm_nll("model", PROMPT, 2)),
     # --- anatomy.params -------------------------------------------------------------------------
     C(params.param_breakdown, "config", T, lambda: A.param_breakdown({"hidden_size": 8})),
     C(params.param_count, "config", T, lambda: A.param_count(None)),
@@ -913,7 +903,7 @@ NO_ARGUMENTS |= {
     "DATA_FILES",
 }
 RESULT_TYPES |= {
-    "EncoderDecoderMasks", "LabelledText", "TrainLog", "PrefixLMResult", "ParamBreakdown", "PromptResult", "RougeScore",
+    "EncoderDecoderMasks", "LabelledText", "TrainLog", "ParamBreakdown", "PromptResult", "RougeScore",
     "LayerCall", "SweepRun", "GradientSizes", "QuadraticRun",
     # Probe is what train_probe returns (rows above check train_probe and Probe.logits).
     "Probe",

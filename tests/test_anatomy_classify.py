@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from llmlab.anatomy import (accuracy, hidden_features, label_token_ids, load_classification_task, next_token_logprobs, prompt_classify,
-                            shared_prefix_length, task_labels, train_probe)
+                            shared_prefix_length, train_probe)
 
 
 def _sklearn_fit(z, y, l2):
@@ -78,8 +78,8 @@ def test_tasks_are_balanced_and_disjoint():
     for name in ("sentiment", "topic"):
         train, test = load_classification_task(name, "train"), load_classification_task(name, "test")
         assert len(train) == len(test) == 32
-        labels = task_labels(train)
-        assert set(labels) == set(task_labels(test)) and len(labels) in (2, 4)
+        labels = tuple(dict.fromkeys(e.label for e in train))
+        assert set(labels) == {e.label for e in test} and len(labels) in (2, 4)
         for split in (train, test):
             assert all(sum(e.label == lab for e in split) == 32 // len(labels) for lab in labels)
         assert not {e.text for e in train} & {e.text for e in test}
