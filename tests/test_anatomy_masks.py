@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from llmlab.anatomy import (MASK_KINDS, additive_mask, attention_mask, encoder_decoder_masks)
-from llmlab.anatomy.masks import _visible_keys
 
 T, F_ = True, False
 
@@ -70,7 +69,7 @@ def test_encoder_decoder_masks():
     assert m.cross.shape == (2, 3) and bool(m.cross.all())
 
 
-def test_additive_mask_and_visible_keys():
+def test_additive_mask():
     mask = attention_mask("prefix", 4, n_prefix=2)
     add = additive_mask(mask)
     assert add.dtype == torch.float32 and torch.equal(add == 0, mask)
@@ -78,8 +77,6 @@ def test_additive_mask_and_visible_keys():
     assert additive_mask(mask, dtype="bf16").dtype == torch.bfloat16
     scores = torch.randn(4, 4)
     torch.testing.assert_close(torch.softmax(scores + add, -1), torch.softmax(scores.masked_fill(~mask, -torch.inf), -1))
-    assert _visible_keys(mask, 0) == [0, 1] and _visible_keys(mask, 2) == [0, 1, 2]
-    assert _visible_keys(attention_mask("causal", 5), 3) == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("call, error, match", [

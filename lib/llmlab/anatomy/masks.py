@@ -98,9 +98,3 @@ def additive_mask(mask: torch.Tensor, *, dtype=torch.float32) -> torch.Tensor:
     dtype = resolve_dtype(dtype, default=torch.float32)
     out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     return out.masked_fill_(~mask, torch.finfo(dtype).min)
-
-
-def _visible_keys(mask: torch.Tensor, i: int) -> list[int]:
-    """The key positions query ``i`` may attend to under the (n, n) bool ``mask`` (the mask widget's
-    readout, for a mask it made and a query its slider bounds)."""
-    return torch.nonzero(mask[i]).flatten().tolist()
