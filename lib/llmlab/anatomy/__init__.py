@@ -22,7 +22,7 @@ into an LLM with scale. The modules:
 """
 
 from .causality import logit_changes, masked_nll
-from .classify import (POOLINGS, Probe, PromptResult, accuracy, hidden_features, label_token_ids, next_token_logprobs,
+from .classify import (POOLINGS, Probe, PromptResult, hidden_features, label_token_ids, next_token_logprobs,
                        prompt_classify, shared_prefix_length, train_probe)
 from .corpus import (ADJECTIVES, ADVERBS, ANIMAL_SOUNDS, BOS, DETERMINERS, EOS, MASK, PAD, PLACES, SPECIALS, WordVocab,
                      encode_batch, is_grammatical, make_animal_corpus)
@@ -51,7 +51,7 @@ __all__ = [
     "logit_changes", "masked_nll",
     "FAMILIES", "LLM_THRESHOLD", "ParamBreakdown", "param_breakdown", "param_count", "built_param_count",
     "PAPER_CONFIGS", "paper_config", "PRETRAINING_DATA",
-    "POOLINGS", "hidden_features", "Probe", "train_probe", "accuracy", "label_token_ids", "PromptResult",
+    "POOLINGS", "hidden_features", "Probe", "train_probe", "label_token_ids", "PromptResult",
     "shared_prefix_length", "next_token_logprobs", "prompt_classify",
     "rouge_tokens", "RougeScore", "rouge_n", "rouge1", "lead_sentences", "SUMMARY_INSTRUCTION", "summary_prompt",
     "summarize",
