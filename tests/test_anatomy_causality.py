@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmlab.anatomy import attention_mask, load_documents, logit_changes, masked_nll, prefix_lm_nll
+from llmlab.anatomy import attention_mask, load_documents, logit_changes, masked_nll
 
 
 def _ids(n=12, seed=0, vocab=97):
@@ -32,9 +32,8 @@ def test_first_target_scores_only_the_continuation(tiny_llama):
     logp = torch.log_softmax(logits[:, 5:-1], -1).gather(-1, ids[:, 6:, None])
     assert masked_nll(tiny_llama, ids, attention_mask("causal", 12), first_target=6) == pytest.approx(
         -logp.mean().item(), rel=1e-5)
-    result = prefix_lm_nll(tiny_llama, ids, 6)
-    assert result.n_prefix == 6 and result.causal_nll == pytest.approx(-logp.mean().item(), rel=1e-5)
-    assert result.prefix_nll != pytest.approx(result.causal_nll, rel=1e-6)
+    prefix_nll = masked_nll(tiny_llama, ids, attention_mask("prefix", 12, n_prefix=6), first_target=6)
+    assert prefix_nll != pytest.approx(-logp.mean().item(), rel=1e-6)
 
 
 def test_logit_changes_on_a_tiny_llama(tiny_llama):
@@ -49,8 +48,6 @@ def test_logit_changes_on_a_tiny_llama(tiny_llama):
     (lambda m, ids: logit_changes(m, ids, 12, 5), ValueError, r"position must be an int in \[0, 11\]"),
     (lambda m, ids: masked_nll(m, ids, attention_mask("causal", 5)), ValueError, r"mask must have shape \(12, 12\)"),
     (lambda m, ids: masked_nll(m, ids, attention_mask("causal", 12), first_target=0), ValueError, "first_target"),
-    (lambda m, ids: prefix_lm_nll(m, ids, 12), ValueError, r"n_prefix must be an int in \[1, 11\]"),
-    (lambda m, ids: prefix_lm_nll(m, ids, 6, first_target=3), ValueError, r"first_target must be an int in \[6, 11\]"),
     (lambda m, ids: masked_nll("model", ids, None), TypeError, "model must be a torch.nn.Module"),
 ])
 def test_bad_arguments(tiny_llama, call, error, match):
@@ -69,5 +66,6 @@ def test_smollm2_is_causal_and_not_a_prefix_lm(default_lm):
     # Bidirectional context over the first 48 tokens of an article: the same 32 later tokens get harder to
     # predict, by about a nat per token (3.3 -> 4.6 when measured), not easier.
     article = tokenizer(load_documents(n=1)[0]["document"], return_tensors="pt").input_ids[:, :96]
-    result = prefix_lm_nll(model, article, 48, first_target=64)
-    assert result.prefix_nll > result.causal_nll + 0.5
+    causal = masked_nll(model, article, attention_mask("causal", 96), first_target=64)
+    prefix = masked_nll(model, article, attention_mask("prefix", 96, n_prefix=48), first_target=64)
+    assert prefix > causal + 0.5

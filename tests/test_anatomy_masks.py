@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmlab.anatomy import (MASK_KINDS, additive_mask, attention_mask, encoder_decoder_masks, visible_keys)
+from llmlab.anatomy import (MASK_KINDS, additive_mask, attention_mask, encoder_decoder_masks)
 
 T, F_ = True, False
 
@@ -69,7 +69,7 @@ def test_encoder_decoder_masks():
     assert m.cross.shape == (2, 3) and bool(m.cross.all())
 
 
-def test_additive_mask_and_visible_keys():
+def test_additive_mask():
     mask = attention_mask("prefix", 4, n_prefix=2)
     add = additive_mask(mask)
     assert add.dtype == torch.float32 and torch.equal(add == 0, mask)
@@ -77,8 +77,6 @@ def test_additive_mask_and_visible_keys():
     assert additive_mask(mask, dtype="bf16").dtype == torch.bfloat16
     scores = torch.randn(4, 4)
     torch.testing.assert_close(torch.softmax(scores + add, -1), torch.softmax(scores.masked_fill(~mask, -torch.inf), -1))
-    assert visible_keys(mask, 0) == [0, 1] and visible_keys(mask, 2) == [0, 1, 2]
-    assert visible_keys(attention_mask("causal", 5), 3) == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("call, error, match", [
@@ -91,7 +89,6 @@ def test_additive_mask_and_visible_keys():
     (lambda: attention_mask("prefix", 4, n_prefix=True), TypeError, r"n_prefix must be an int"),
     (lambda: encoder_decoder_masks(0, 2), ValueError, r"n_source must be an int in \[1, 32768\]"),
     (lambda: additive_mask(torch.ones(2, 2)), TypeError, r"mask must be a bool tensor"),
-    (lambda: visible_keys(attention_mask("causal", 3), 3), ValueError, r"i must be an int in \[0, 2\]"),
 ])
 def test_bad_arguments(call, error, match):
     with pytest.raises(error, match=match):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from llmlab._checks import (check_bool, check_choice, check_finite_tensor, check_float, check_int, check_module,
-                            check_same_length, check_str, check_tensor, describe_range)
+                            check_prompt_ids, check_same_length, check_str, check_tensor, describe_range)
 
 
 def test_describe_range():
@@ -135,6 +135,19 @@ def test_check_finite_tensor():
     for bad in (float("nan"), float("inf"), -float("inf")):
         with pytest.raises(ValueError, match=r"^x must be finite"):
             check_finite_tensor("x", torch.tensor([1.0, bad]))
+
+
+def test_check_prompt_ids():
+    ids = torch.tensor([[1, 2, 3]])
+    assert check_prompt_ids("input_ids", ids) is ids
+    assert check_prompt_ids("input_ids", ids.int()) is not None
+    with pytest.raises(TypeError, match=r"^input_ids must hold token ids as torch.long"):
+        check_prompt_ids("input_ids", ids.to(torch.uint8))
+    with pytest.raises(TypeError, match=r"^input_ids must hold integers"):
+        check_prompt_ids("input_ids", ids.float())
+    for bad in (torch.ones(2, 3, dtype=torch.long), torch.ones(1, 0, dtype=torch.long)):
+        with pytest.raises(ValueError, match=r"^input_ids must have shape \(1, prompt_len\)"):
+            check_prompt_ids("input_ids", bad)
 
 
 def test_check_module():

@@ -38,15 +38,6 @@ def test_reviews_are_written_in_one_polarity():
         assert " a excellent" not in ex["input"].lower() and not ex["input"].startswith("A a")
 
 
-def test_make_task_refuses_bad_arguments():
-    with pytest.raises(ValueError, match="name must be one of"):
-        make_task("translation")
-    with pytest.raises(ValueError, match="<= 48"):
-        make_task("animal_or_tool", n_train=30, n_test=30)
-    with pytest.raises(ValueError, match="n_test"):
-        make_task("sentiment", n_test=1)
-
-
 def test_preferences_wrap_the_same_fact_in_filler():
     train, heldout = make_preferences()
     assert (train, heldout) == make_preferences() and len(train) == 24 and len(heldout) == 8
@@ -54,8 +45,6 @@ def test_preferences_wrap_the_same_fact_in_filler():
     for p in train + heldout:
         assert p["rejected"].startswith(p["chosen"] + " ") and len(p["rejected"]) > 2 * len(p["chosen"])
         assert p["prompt"].endswith("?") and p["chosen"].endswith(".")
-    with pytest.raises(ValueError, match="<= 32"):
-        make_preferences(30, 8)
 
 
 def test_committed_files_are_what_the_script_writes(tmp_path):

@@ -27,6 +27,7 @@ __all__ = [
     "check_module",
     "check_same_length",
     "check_finite_tensor",
+    "check_prompt_ids",
     "check_callable",
     "check_sequence",
     "check_path",
@@ -154,6 +155,17 @@ def check_finite_tensor(name: str, value: torch.Tensor) -> torch.Tensor:
     check_tensor(name, value)
     if value.is_floating_point() and not bool(torch.isfinite(value).all()):
         raise ValueError(f"{name} must be finite: it contains NaN or inf values")
+    return value
+
+
+def check_prompt_ids(name: str, value) -> torch.Tensor:
+    """``value`` must be one prompt of token ids: a ``(1, prompt_len)`` tensor, prompt_len >= 1, of
+    int64 or int32 (what an embedding lookup accepts). Every decoder and server checks its prompt here."""
+    check_tensor(name, value, integer=True, dim=2)
+    if value.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{name} must hold token ids as torch.long (or int32), got dtype {value.dtype}")
+    if value.shape[0] != 1 or value.shape[1] < 1:
+        raise ValueError(f"{name} must have shape (1, prompt_len) with prompt_len >= 1, got {tuple(value.shape)}")
     return value
 
 

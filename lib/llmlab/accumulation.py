@@ -334,7 +334,6 @@ def token_loss_grads(model: nn.Module, inputs: Tensor, targets: Tensor, steps: i
 
     With ``steps=1`` both are the big-batch mean. Works on a deep copy; ``model`` is unchanged.
     """
-    check_module("model", model)
     batch_size = _check_batch(inputs, targets)
     if inputs.shape != targets.shape:
         raise ValueError(f"inputs and targets must have the same shape, got {tuple(inputs.shape)}, {tuple(targets.shape)}")

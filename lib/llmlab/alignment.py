@@ -31,8 +31,6 @@ from .modelinfo import check_token_ids, context_size
 from .timing import Stopwatch
 
 __all__ = [
-    "LossMasking",
-    "compare_loss_masking",
     "dpo_loss",
     "sequence_logps",
     "chat_prompt",
@@ -44,63 +42,11 @@ __all__ = [
     "evaluate_preferences",
     "DPOResult",
     "train_dpo",
-    "token_kl",
     "stop_probabilities",
     "generate_answers",
     "OptimalPolicy",
     "optimal_policy",
 ]
-
-
-@dataclass(frozen=True)
-class LossMasking:
-    """Instruction tuning's loss on the response tokens only vs on the whole text, for one batch.
-
-    Mean token losses (nats) over the response tokens, the prompt tokens and all of them; token
-    counts; the norms of the two gradients (over the trainable parameters) and their cosine.
-    """
-
-    response_loss: float
-    prompt_loss: float
-    full_loss: float
-    n_response: int
-    n_prompt: int
-    grad_norm_response: float
-    grad_norm_full: float
-    cosine: float
-
-
-def compare_loss_masking(model, batch: InstructionBatch) -> LossMasking:
-    """The loss and gradient of ``batch`` with labels masked to the response (−100 on the prompt,
-    as :func:`llmlab.data.tokenize_example` builds them) and with every non-padding token as a label.
-
-    Two forward/backward passes through Hugging Face's own loss (mean over the labelled tokens);
-    the gradients are left at zero afterwards. The prompt's mean loss follows from the two means:
-    full·(n_prompt + n_response) = prompt·n_prompt + response·n_response.
-    """
-    check_module("model", model)
-    if not isinstance(batch, InstructionBatch):
-        raise TypeError(f"batch must be an llmlab.data.InstructionBatch, got {type(batch).__name__}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no trainable parameter to take gradients of")
-    # Whole text: every real token is a label (Hugging Face shifts: the first one predicts nothing).
-    full_labels = batch.input_ids.masked_fill(batch.attention_mask == 0, IGNORE_INDEX)
-    n_response = int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
-    n_all = int((full_labels[:, 1:] != IGNORE_INDEX).sum())
-    losses, grads = [], []
-    for labels in (batch.labels, full_labels):
-        model.zero_grad(set_to_none=True)
-        loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels).loss
-        loss.backward()
-        losses.append(loss.item())
-        grads.append(torch.cat([p.grad.flatten() for p in params]))
-    model.zero_grad(set_to_none=True)
-    n_prompt = n_all - n_response
-    prompt_loss = (losses[1] * n_all - losses[0] * n_response) / n_prompt if n_prompt else float("nan")
-    cosine = F.cosine_similarity(grads[0], grads[1], dim=0).item()
-    return LossMasking(losses[0], prompt_loss, losses[1], n_response, n_prompt, grads[0].norm().item(),
-                       grads[1].norm().item(), cosine)
 
 
 def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
@@ -162,7 +108,6 @@ def sequence_logps(model, batch) -> torch.Tensor:
     predicts label t). Gradients flow (DPO trains through it); wrap in ``torch.no_grad()`` to score.
     Only positions from the first response token on go through the LM head.
     """
-    check_module("model", model)
     prepared = _batch_tensors(batch)
     check_token_ids(model, prepared[0])
     return _sequence_logps(model, *prepared)
@@ -271,7 +216,6 @@ def reference_logps(model, batches) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``(chosen, rejected)`` summed log-probabilities of every batch under ``model``, in eval mode
     and without gradients: run before training, while the policy still is the reference
     (TRL's ``precompute_ref_log_probs``)."""
-    check_module("model", model)
     prepared = _prepare_pairs(model, batches)
     with eval_mode(model):
         return [_pair_logps(model, p) for p in prepared]
@@ -293,7 +237,6 @@ class PreferenceEval:
 def evaluate_preferences(model, batches, reference, *, beta: float = 0.1) -> PreferenceEval:
     """Score ``batches`` (from :func:`make_preference_batches`) against ``reference``
     (:func:`reference_logps` of the same batches) with :func:`dpo_loss`."""
-    check_module("model", model)
     beta = check_float("beta", beta, low=0, low_open=True)
     prepared = _prepare_pairs(model, batches)
     check_same_length(batches=prepared, reference=check_sequence("reference", reference, what="log-probabilities"))
@@ -320,7 +263,6 @@ class DPOResult:
 def train_dpo(model, batches, optimizer, *, reference, beta: float = 0.1, progress: bool = False) -> DPOResult:
     """One DPO step per batch: mean of :func:`dpo_loss` against the precomputed ``reference``
     (:func:`reference_logps` of the same batches), backward, optimizer step, zero_grad."""
-    check_module("model", model)
     beta = check_float("beta", beta, low=0, low_open=True)
     check_optimizer("optimizer", optimizer)
     prepared = _prepare_pairs(model, batches)
@@ -346,25 +288,6 @@ def train_dpo(model, batches, optimizer, *, reference, beta: float = 0.1, progre
         accuracies.append((chosen > rejected).float().mean())
     model.eval()
     return DPOResult(read_floats(losses), read_floats(margins), read_floats(accuracies), tuple(times))
-
-
-@torch.no_grad()
-def token_kl(model, reference_model, batch) -> float:
-    """Mean KL(π ‖ π_ref) of the next-token distributions over the response tokens of ``batch``, nats.
-
-    KL = Σ_v π(v) (log π(v) − log π_ref(v)) at every position that predicts a response token
-    (teacher-forced on the batch's answers): how far the policy moved from the reference.
-    """
-    check_module("model", model)
-    check_module("reference_model", reference_model)
-    input_ids, attention_mask, labels, _ = _batch_tensors(batch)
-    predicts = labels[:, 1:] != IGNORE_INDEX  # position t predicts label t + 1
-    if not predicts.any():
-        raise ValueError("labels: the batch needs at least one response token (a label other than -100)")
-    logp = [F.log_softmax(m(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float(), dim=-1)
-            for m in (model, reference_model)]
-    kl = (logp[0].exp() * (logp[0] - logp[1])).sum(dim=-1)
-    return kl[predicts].mean().item()
 
 
 @torch.no_grad()

@@ -93,15 +93,12 @@ def make_date_instructions(n_train: int = 512, n_heldout: int = 64, *, seed: int
     Dates are drawn uniformly from 1950-01-01 .. 2049-12-31 with ``random.Random(seed)``, without
     repetition, so no held-out date occurs in the train split. Each example is a dict with keys
     ``instruction``, ``input``, ``output`` and ``text`` (= prompt + output). Deterministic:
-    the same arguments give the same examples on every machine.
+    the same arguments give the same examples on every machine (at most 36,524 in all). A data
+    generator that only ``data/make_instructions.py`` (through :func:`write_instructions`) and the
+    fallback of :func:`load_instructions` run: it trusts its arguments (issue 23).
     """
-    check_int("n_train", n_train, low=1, high=1_000_000)
-    check_int("n_heldout", n_heldout, low=1, high=1_000_000)
-    check_int("seed", seed, low=0)
     first, last = _dt.date(1950, 1, 1), _dt.date(2049, 12, 31)
     n_days = (last - first).days + 1
-    if n_train + n_heldout > n_days:
-        raise ValueError(f"n_train + n_heldout must be <= {n_days} (distinct dates), got {n_train + n_heldout}")
     rng = random.Random(seed)
     offsets = rng.sample(range(n_days), n_train + n_heldout)
     examples = []
@@ -121,7 +118,7 @@ def make_date_instructions(n_train: int = 512, n_heldout: int = 64, *, seed: int
 
 def write_instructions(folder: str | Path, n_train: int = 512, n_heldout: int = 64, *, seed: int = 0) -> list[Path]:
     """Write ``train.jsonl`` and ``heldout.jsonl`` (one JSON object a line) into ``folder``."""
-    folder = Path(check_path("folder", folder))
+    folder = Path(folder)  # data/make_instructions.py passes its --out
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for split, rows in zip(("train", "heldout"), make_date_instructions(n_train, n_heldout, seed=seed)):

@@ -102,6 +102,8 @@ def check_token_ids(model, ids: torch.Tensor, *, name: str = "input_ids") -> tor
     An id outside the embedding table fails deep inside torch on the CPU and as an asynchronous
     device assert on a GPU; this says which argument and which range instead. One host sync (the
     smallest and largest id together); no range check when the model does not say its vocabulary.
+    ``model`` must be a module (``TypeError`` otherwise, from :func:`vocab_size`), so a caller that
+    checks the ids here need not check the model's type first.
     """
     check_tensor(name, ids, integer=True)
     vocab = vocab_size(model)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_int, check_module
+from ._checks import check_int
 from ._torch import model_device
 from .modelinfo import accepts_logits_to_keep, check_token_ids, context_size
 
@@ -115,7 +115,6 @@ def _as_ids(input_ids) -> torch.Tensor:
 
 
 def _check_window(model, max_length, stride) -> tuple[int, int]:
-    check_module("model", model)
     limit = context_size(model)
     if max_length is None:
         if limit is None:

@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._checks import check_choice, check_int, check_path
+from ._checks import check_choice, check_path
 from .paths import data_path
 
 __all__ = [
@@ -74,11 +74,9 @@ def make_task(name: str, *, n_train: int = 16, n_test: int = 32, seed: int = 0) 
     Both splits are balanced over the two labels and share no input. ``"sentiment"``: reviews
     composed from a frame, two aspects and two adjectives of one polarity. ``"animal_or_tool"``:
     an animal is "A", a tool is "B" (24 of each, so n_train + n_test <= 48). Deterministic for a given ``seed``.
+    A data generator that only ``data/make_prompt_data.py`` (through :func:`write_prompt_data`) runs: it
+    trusts its arguments (issue 23).
     """
-    check_choice("name", name, TASKS)
-    n_train = check_int("n_train", n_train, low=2, high=10_000)
-    n_test = check_int("n_test", n_test, low=2, high=10_000)
-    check_int("seed", seed, low=0)
     rng = random.Random(seed)
     labels = TASKS[name]
     n = n_train + n_test
@@ -92,8 +90,6 @@ def make_task(name: str, *, n_train: int = 16, n_test: int = 32, seed: int = 0) 
                 seen.add(text)
                 examples.append({"input": text, "output": labels[0] if positive else labels[1]})
     else:
-        if n > len(_ANIMALS) + len(_TOOLS):
-            raise ValueError(f"n_train + n_test must be <= {len(_ANIMALS) + len(_TOOLS)} for 'animal_or_tool', got {n}")
         animals, tools = rng.sample(_ANIMALS, len(_ANIMALS)), rng.sample(_TOOLS, len(_TOOLS))
         examples = [{"input": (animals if i % 2 == 0 else tools)[i // 2], "output": labels[i % 2]} for i in range(n)]
     # Alternate the labels in both splits (balanced), then shuffle each split.
@@ -148,12 +144,8 @@ _FILLERS = [
 def make_preferences(n_train: int = 24, n_heldout: int = 8, *, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """``(train, heldout)`` pairs ``{"prompt", "chosen", "rejected"}``: a question, its concise
     answer, and the same answer followed by a filler sentence (drawn with ``seed``). Both answers start alike and part where the concise one stops, so the preference
-    is "stop after the answer". The splits share no question; at most 32 pairs in all."""
-    n_train = check_int("n_train", n_train, low=1)
-    n_heldout = check_int("n_heldout", n_heldout, low=1)
-    check_int("seed", seed, low=0)
-    if n_train + n_heldout > len(_QA):
-        raise ValueError(f"n_train + n_heldout must be <= {len(_QA)} (distinct questions), got {n_train + n_heldout}")
+    is "stop after the answer". The splits share no question; at most 32 pairs in all. A data generator
+    like :func:`make_task`: it trusts its arguments."""
     rng = random.Random(seed)
     qa = rng.sample(_QA, n_train + n_heldout)
     pairs = [{"prompt": q, "chosen": a, "rejected": f"{a} {rng.choice(_FILLERS)}"} for q, a in qa]
@@ -167,7 +159,7 @@ def _dump(path: Path, rows: list[dict]) -> Path:
 
 def write_prompt_data(folder: str | Path, *, seed: int = 0) -> list[Path]:
     """Write ``<task>_{pool,test}.jsonl`` for every task and ``preferences_{train,heldout}.jsonl``."""
-    folder = Path(check_path("folder", folder))  # seed: make_task checks it
+    folder = Path(folder)  # data/make_prompt_data.py passes its --out
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in TASKS:

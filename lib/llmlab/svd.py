@@ -39,7 +39,6 @@ __all__ = [
     "low_rank_factors",
     "noise_singular_values",
     "checkerboard",
-    "noise_image",
     "demo_images",
 ]
 
@@ -306,12 +305,9 @@ def checkerboard(size: int = 512, square: int = 16, *, angle: float = 0.0) -> np
     return ((np.floor(u / square) + np.floor(v / square)) % 2).astype(np.float32)
 
 
-def noise_image(height: int = 512, width: int = 512, *, channels: int = 3, seed: int = 0) -> np.ndarray:
-    """Uniform [0, 1) noise of shape (height, width, channels), float32, from a seeded generator."""
-    height = check_int("height", height, low=1, high=MAX_SIDE)
-    width = check_int("width", width, low=1, high=MAX_SIDE)
-    channels = check_int("channels", channels, low=1, high=_MAX_CHANNELS)
-    seed = check_int("seed", seed, low=0)
+def _noise_image(height: int, width: int, *, channels: int, seed: int) -> np.ndarray:
+    """Uniform [0, 1) noise of shape (height, width, channels), float32, from a seeded generator
+    (:func:`demo_images`' noise, with the size and seed it checked)."""
     rng = np.random.default_rng(seed)
     return rng.random((height, width, channels), dtype=np.float32)
 
@@ -330,6 +326,7 @@ def demo_images(size: int | None = 512, *, seed: int = 0) -> dict[str, np.ndarra
 
     if size is not None:
         size = check_int("size", size, low=8, high=MAX_SIDE)
+    seed = check_int("seed", seed, low=0)
 
     def photo(img: np.ndarray) -> np.ndarray:
         out = img.astype(np.float32) / 255.0
@@ -346,5 +343,5 @@ def demo_images(size: int | None = 512, *, seed: int = 0) -> dict[str, np.ndarra
         "coffee": photo(skimage.data.coffee()),
         "checkerboard": checkerboard(side, square, angle=0.0),
         "rotated checkerboard": checkerboard(side, square, angle=30.0),
-        "noise": noise_image(side, side, channels=3, seed=seed),
+        "noise": _noise_image(side, side, channels=3, seed=seed),
     }

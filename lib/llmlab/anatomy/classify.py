@@ -27,7 +27,7 @@ from .._checks import (check_choice, check_finite_tensor, check_float, check_int
 from .._torch import model_device
 from ..modelinfo import cache_keyword, output_cache
 
-__all__ = ["POOLINGS", "hidden_features", "Probe", "train_probe", "accuracy", "label_token_ids", "PromptResult",
+__all__ = ["POOLINGS", "hidden_features", "Probe", "train_probe", "label_token_ids", "PromptResult",
            "shared_prefix_length", "next_token_logprobs", "prompt_classify"]
 
 POOLINGS = ("mean", "last")
@@ -122,14 +122,6 @@ def train_probe(features: torch.Tensor, labels: list[str], *, l2: float = 1e-2, 
 
     optimizer.step(closure)
     return Probe(W.detach().float(), b.detach().float(), mean.float(), std.float(), classes)
-
-
-def accuracy(predicted: list[str], truth: list[str]) -> float:
-    """The fraction of positions where ``predicted`` equals ``truth``."""
-    n = check_same_length(predicted=predicted, truth=truth)
-    if n == 0:
-        raise ValueError("predicted and truth must not be empty")
-    return sum(p == t for p, t in zip(predicted, truth)) / n
 
 
 def label_token_ids(tokenizer, words: dict[str, str]) -> dict[str, int]:

@@ -20,7 +20,7 @@ from ..paths import data_path
 from .corpus import make_animal_corpus
 
 __all__ = ["CLASSIFICATION_TASKS", "write_corpus", "load_animal_corpus", "LabelledText", "load_classification_task",
-           "task_labels", "load_documents"]
+           "load_documents"]
 
 CLASSIFICATION_TASKS = ("sentiment", "topic")
 CORPUS_FILE = "animals.txt"
@@ -39,7 +39,7 @@ def _file(name: str, folder) -> Path:
 def write_corpus(folder, n_sentences: int = 4000, *, seed: int = 0) -> Path:
     """Write :func:`~.corpus.make_animal_corpus` ``(n_sentences, seed)`` to ``folder/animals.txt``."""
     sentences = make_animal_corpus(n_sentences, seed=seed)
-    path = Path(check_path("folder", folder)) / CORPUS_FILE
+    path = Path(folder) / CORPUS_FILE  # data/make_anatomy_corpus.py passes its --out
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(s + "\n" for s in sentences))
     return path
@@ -65,19 +65,6 @@ def load_classification_task(name: str, split: str, *, folder=None) -> list[Labe
     path = _file(f"{name}.jsonl", folder)
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [LabelledText(r["text"], r["label"]) for r in rows if r["split"] == split]
-
-
-def task_labels(examples: list[LabelledText]) -> tuple[str, ...]:
-    """The labels of ``examples`` in order of first appearance."""
-    if isinstance(examples, (str, bytes)) or not hasattr(examples, "__iter__"):
-        raise TypeError(f"examples must be a list of LabelledText, got {type(examples).__name__}")
-    examples = list(examples)
-    if not examples:
-        raise ValueError("examples must hold at least one LabelledText")
-    for e in examples:
-        if not isinstance(e, LabelledText):
-            raise TypeError(f"examples must hold LabelledText (load_classification_task), got {type(e).__name__}")
-    return tuple(dict.fromkeys(e.label for e in examples))
 
 
 def load_documents(*, folder=None, n: int | None = None) -> list[dict]:

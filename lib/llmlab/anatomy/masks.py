@@ -30,8 +30,7 @@ import torch
 from .._checks import check_choice, check_int, check_tensor
 from .._torch import resolve_device, resolve_dtype
 
-__all__ = ["MASK_KINDS", "attention_mask", "EncoderDecoderMasks", "encoder_decoder_masks", "additive_mask",
-           "visible_keys"]
+__all__ = ["MASK_KINDS", "attention_mask", "EncoderDecoderMasks", "encoder_decoder_masks", "additive_mask"]
 
 #: The mask kinds :func:`attention_mask` builds, in the order the notebook draws them.
 MASK_KINDS = ("causal", "prefix", "bidirectional")
@@ -99,12 +98,3 @@ def additive_mask(mask: torch.Tensor, *, dtype=torch.float32) -> torch.Tensor:
     dtype = resolve_dtype(dtype, default=torch.float32)
     out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     return out.masked_fill_(~mask, torch.finfo(dtype).min)
-
-
-def visible_keys(mask: torch.Tensor, i: int) -> list[int]:
-    """The key positions query ``i`` may attend to under the (n, n) bool ``mask``."""
-    check_tensor("mask", mask, dim=2)
-    if mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}")
-    i = check_int("i", i, low=0, high=mask.shape[0] - 1)
-    return torch.nonzero(mask[i]).flatten().tolist()

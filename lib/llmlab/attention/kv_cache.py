@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_module, check_tensor
+from .._checks import check_tensor
 from .._torch import model_device
 from ..memory import tensor_bytes
 from ..modelinfo import check_fits_model, output_cache
@@ -40,7 +40,6 @@ def measured_kv_cache_bytes(model: nn.Module, input_ids: torch.Tensor) -> int:
     One forward pass with ``use_cache=True``; the sum of the bytes of every key and value tensor
     in the cache it returns (``past_key_values``, called ``cache`` in transformers 5).
     """
-    check_module("model", model)
     check_tensor("input_ids", input_ids, dim=2, integer=True, min_numel=1)
     check_fits_model(model, input_ids)
     cache = output_cache(model(input_ids=input_ids.to(model_device(model)), use_cache=True))

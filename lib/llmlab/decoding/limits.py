@@ -9,9 +9,7 @@ or silently.
 
 from __future__ import annotations
 
-import torch
-
-from .._checks import check_int, check_module, check_tensor
+from .._checks import check_int, check_prompt_ids
 from ..modelinfo import check_fits_model
 
 __all__ = ["MAX_NUM_BEAMS"]
@@ -26,16 +24,12 @@ MAX_NUM_BEAMS = 128
 
 def _check_request(model, input_ids, max_new_tokens=0, eos_token_id=None, *, min_new_tokens: int = 0,
                    fits: bool = True) -> tuple[int, int | None]:
-    """Every decoder's door: ``model`` a module, ``input_ids`` a ``(1, prompt_len)`` tensor of token ids
-    (int64 or int32, prompt_len >= 1), ``max_new_tokens`` an int >= ``min_new_tokens``, ``eos_token_id``
+    """Every decoder's door: ``model`` a module (``check_fits_model`` checks it; without ``fits``, the
+    :class:`~llmlab.decoding.StaticDecoder` that asks checked it when built), ``input_ids`` a
+    ``(1, prompt_len)`` tensor of token ids (int64 or int32, prompt_len >= 1), ``max_new_tokens`` an int >= ``min_new_tokens``, ``eos_token_id``
     None or an id >= 0, and (with ``fits``) all of it within the model's vocabulary and context.
     Returns ``(max_new_tokens, eos_token_id)`` as ints."""
-    check_module("model", model)
-    check_tensor("input_ids", input_ids, integer=True, dim=2)
-    if input_ids.dtype not in (torch.int64, torch.int32):  # what an embedding lookup accepts
-        raise TypeError(f"input_ids must hold token ids as torch.long (or int32), got dtype {input_ids.dtype}")
-    if input_ids.shape[0] != 1 or input_ids.shape[1] < 1:
-        raise ValueError(f"input_ids must have shape (1, prompt_len) with prompt_len >= 1, got {tuple(input_ids.shape)}")
+    check_prompt_ids("input_ids", input_ids)
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=min_new_tokens)
     eos_token_id = None if eos_token_id is None else check_int("eos_token_id", eos_token_id, low=0)
     if fits:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_float, check_int, check_module, check_tensor
+from .._checks import check_choice, check_float, check_int, check_tensor
 from .._torch import IGNORE_INDEX, resolve_dtype
 from ..modelinfo import check_token_ids
 from .mixed import HALF_DTYPES
@@ -61,7 +61,6 @@ def lm_gradient_sizes(model: nn.Module, input_ids: torch.Tensor, attention_mask:
     gradient scales as 1 / ``global_tokens``. ``dtype`` (fp16 or bf16): the format whose
     underflow is counted. The model's ``.grad`` fields are restored afterwards.
     """
-    check_module("model", model)
     check_tensor("input_ids", input_ids, dim=2, integer=True)
     if input_ids.shape[1] < 2:
         raise ValueError(f"input_ids must hold at least 2 tokens per row (one to predict), got {input_ids.shape[1]}")

@@ -108,7 +108,6 @@ def first_token_apart_nlls(model: nn.Module, input_ids: torch.Tensor) -> torch.T
     """NLL (nats) of tokens 1 .. n-1 of ``input_ids`` ((n,) or (1, n), n >= 3), like
     :func:`llmlab.perplexity.token_nlls` over one window, but token 0 goes through the model alone and
     tokens 1 .. n-2 in a second forward that attends to it through the KV cache. Float32 on the CPU."""
-    check_module("model", model)
     check_tensor("input_ids", input_ids, dim=(1, 2), integer=True, min_numel=3)
     ids = input_ids.reshape(-1)
     check_fits_model(model, ids[None])

@@ -155,7 +155,6 @@ def scheme_nlls(model: nn.Module, input_ids: torch.Tensor, schemes, *, max_lengt
     (e.g. ``tqdm``). Every scheme scores the same tokens with the same windows, so differences are
     paired (:func:`paired_bootstrap`).
     """
-    check_module("model", model)
     schemes = [_scheme(s) for s in check_sequence("schemes", schemes, what="scheme names")]
     if max_length is None:  # one window over the whole text
         max_length = max(1, input_ids.shape[-1] - 1) if isinstance(input_ids, torch.Tensor) and input_ids.dim() else 1

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._checks import check_float, check_module, check_tensor
+from .._checks import check_float, check_tensor
 from .._torch import eval_mode, model_device
 from .model import block_linears
 
@@ -36,7 +36,6 @@ __all__ = ["linear_inputs", "OutlierFeatures", "outlier_features", "int8_matmul"
 def linear_inputs(model: nn.Module, input_ids: torch.Tensor, *, names=None) -> dict[str, torch.Tensor]:
     """The input of each block linear (or of those in ``names``) on one forward pass over ``input_ids``
     (shape ``(1, seq)`` or ``(seq,)``): name -> float32 ``(seq, in_features)`` on the CPU."""
-    check_module("model", model)
     check_tensor("input_ids", input_ids, dim=(1, 2), integer=True, min_numel=1)
     layers = block_linears(model)
     if names is not None:

@@ -57,7 +57,6 @@ def int8_dynamic_copy(model: nn.Module) -> nn.Module:
 def int8_weight_bytes(model: nn.Module) -> tuple[int, int]:
     """``(float32 bytes, int8 bytes)`` of the weights one decode step reads (:func:`decode_roofline`'s count):
     every ``nn.Linear`` weight at 1 byte per weight (plus a 4-byte scale) instead of 4, the rest unchanged."""
-    check_module("model", model)
     fp32 = decode_roofline(model, 0, bandwidth=1.0, dtype=torch.float32).weight_bytes
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     saved = sum(3 * m.weight.numel() - 4 for m in linears)

@@ -12,7 +12,6 @@
   (:func:`early_exit_draft`) or prompt lookup proposes, the target verifies (Leviathan et al. 2023;
   Chen et al. 2023); ``rule``: the accept/reject rule;
   ``exact``: its output distribution enumerated on a small vocabulary.
-* ``requests``: the argument checks of a request (prompt ids, new tokens, EOS) the entry points share.
 """
 
 from .engine import PagedLlama

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .requests import check_eos_token_id, check_input_ids, check_max_new_tokens
 from ..modelinfo import check_fits_model
-from .._checks import check_bool, check_choice, check_int, check_module, check_sequence
+from .._checks import check_bool, check_choice, check_int, check_prompt_ids, check_sequence
 from .engine import PagedLlama
 from .paged import CacheUsage, PagedKVCache
 
@@ -165,14 +164,14 @@ def _check_prompts(model, prompts, max_new_tokens, eos_token_id) -> tuple[list[t
             p = p[None]
         if not isinstance(p, torch.Tensor):
             raise TypeError(f"prompts[{i}] must be a tensor of token ids of shape (1, prompt_len), got {type(p).__name__}")
-        checked.append(check_input_ids(p))
+        checked.append(check_prompt_ids("input_ids", p))
     if isinstance(max_new_tokens, (list, tuple)):
         if len(max_new_tokens) != len(checked):
             raise ValueError(f"max_new_tokens must be an int or one int per prompt: got {len(max_new_tokens)} "
                              f"for {len(checked)} prompts")
-        limits = [check_max_new_tokens(n) for n in max_new_tokens]
+        limits = [check_int("max_new_tokens", n, low=0) for n in max_new_tokens]
     else:
-        limits = [check_max_new_tokens(max_new_tokens)] * len(checked)
+        limits = [check_int("max_new_tokens", max_new_tokens, low=0)] * len(checked)
     for p, n in zip(checked, limits):
         check_fits_model(model, p, max_new_tokens=n, eos_token_id=eos_token_id)
     return checked, limits
@@ -208,8 +207,7 @@ def serve(model, prompts, max_new_tokens, *, max_batch: int = 8, block_size: int
     with the same full blocks share them (the first computes them). Llama-family models only
     (``ValueError`` otherwise). Returns a :class:`ServeResult`.
     """
-    check_module("model", model)
-    eos_token_id = check_eos_token_id(eos_token_id)
+    eos_token_id = None if eos_token_id is None else check_int("eos_token_id", eos_token_id, low=0)
     prompts, limits = _check_prompts(model, prompts, max_new_tokens, eos_token_id)
     arrivals = _check_arrivals(arrival_times, len(prompts))
     max_batch, block_size, policy, share_prefix = _check_options(max_batch, block_size, policy, share_prefix)
@@ -244,9 +242,9 @@ def simulate(prompts, max_new_tokens, *, costs: StepCosts, max_batch: int = 8, b
     if not isinstance(costs, StepCosts):
         raise TypeError(f"costs must be a StepCosts (StepCosts.fit(serve(...))), got {type(costs).__name__}")
     prompts = check_sequence("prompts", prompts, what="token-id tensors of shape (1, prompt_len)")
-    prompts = [check_input_ids(p[None] if isinstance(p, torch.Tensor) and p.dim() == 1 else p) for p in prompts]
-    limits = ([check_max_new_tokens(n) for n in max_new_tokens] if isinstance(max_new_tokens, (list, tuple))
-              else [check_max_new_tokens(max_new_tokens)] * len(prompts))
+    prompts = [check_prompt_ids("input_ids", p[None] if isinstance(p, torch.Tensor) and p.dim() == 1 else p) for p in prompts]
+    limits = ([check_int("max_new_tokens", n, low=0) for n in max_new_tokens] if isinstance(max_new_tokens, (list, tuple))
+              else [check_int("max_new_tokens", max_new_tokens, low=0)] * len(prompts))
     if len(limits) != len(prompts):
         raise ValueError(f"max_new_tokens must be an int or one int per prompt: got {len(limits)} for {len(prompts)}")
     arrivals = _check_arrivals(arrival_times, len(prompts))

@@ -27,9 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_float, check_int, check_module, check_sequence
+from .._checks import check_float, check_int, check_module, check_prompt_ids, check_sequence
 from .._torch import model_device
-from .requests import check_eos_token_id, check_input_ids, check_max_new_tokens
 from ..modelinfo import cache_keyword, check_fits_model, output_cache, vocab_size
 from .rule import verify_round
 
@@ -95,7 +94,7 @@ def prompt_lookup_candidates(tokens: list[int], num_tokens: int, *, max_ngram_si
     tokens = [int(t) for t in check_sequence("tokens", tokens, what="token ids")]
     num_tokens = check_int("num_tokens", num_tokens, low=1)
     max_ngram_size = check_int("max_ngram_size", max_ngram_size, low=1)
-    eos_token_id = check_eos_token_id(eos_token_id)
+    eos_token_id = None if eos_token_id is None else check_int("eos_token_id", eos_token_id, low=0)
     return _lookup(tokens, num_tokens, max_ngram_size, eos_token_id)
 
 
@@ -247,10 +246,9 @@ def speculative_generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     global RNG when None). Returns (1, prompt_len + n_new) token ids, or a
     :class:`SpeculativeResult` with the round counts when ``return_stats=True``.
     """
-    check_module("model", model)
-    check_input_ids(input_ids)
-    max_new_tokens = check_max_new_tokens(max_new_tokens)
-    eos_token_id = check_eos_token_id(eos_token_id)
+    check_prompt_ids("input_ids", input_ids)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=0)
+    eos_token_id = None if eos_token_id is None else check_int("eos_token_id", eos_token_id, low=0)
     gamma = _check_draft(model, draft, num_draft_tokens)
     if not isinstance(do_sample, bool) or not isinstance(return_stats, bool):
         raise TypeError(f"do_sample and return_stats must be True or False, got {do_sample!r} and {return_stats!r}")

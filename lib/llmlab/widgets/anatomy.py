@@ -11,7 +11,7 @@ from matplotlib.patches import Patch, Rectangle
 
 from .._checks import check_choice, check_int, check_module, check_tensor
 from .._torch import model_device
-from ..anatomy import MASK, MASK_KINDS, WordVocab, attention_mask, visible_keys
+from ..anatomy import MASK, MASK_KINDS, WordVocab, attention_mask
 from ..plotting import PALETTE
 from .base import LabWidget
 
@@ -134,7 +134,7 @@ class MaskExplorer(LabWidget):
     def numbers(self, kind: str, n_prefix: int, query: int) -> dict:
         """What the widget shows for these settings, as numbers and token lists."""
         mask = attention_mask(kind, len(self.tokens), n_prefix=n_prefix)
-        seen = visible_keys(mask, query)
+        seen = torch.nonzero(mask[query]).flatten().tolist()  # the keys this query may attend to
         out = {"kind": kind, "n_prefix": n_prefix, "query": query, "token": self.tokens[query],
                "visible": seen, "visible_tokens": [self.tokens[j] for j in seen], "n_visible": len(seen),
                "n": len(self.tokens), "allowed_pairs": int(mask.sum()), "future_visible": any(j > query for j in seen)}

@@ -7,7 +7,7 @@ from typing import Callable
 import ipywidgets as W
 import torch
 
-from .._checks import check_int, check_module, check_str, check_tensor
+from .._checks import check_int, check_str, check_tensor
 from ..decoding import next_token_logits, warp_logits
 from ..display import bar_table_html, escape
 from .base import LabWidget
@@ -73,7 +73,6 @@ def decoding_widget(model, tokenizer, prompt: str, *, n_show: int = 15) -> Decod
     ``tokenizer``: a Hugging Face tokenizer (or anything with ``tokenizer(text,
     return_tensors="pt").input_ids`` and ``tokenizer.decode([id])``).
     """
-    check_module("model", model)
     check_str("prompt", prompt)
     input_ids = tokenizer(prompt, return_tensors="pt").input_ids
     logits = next_token_logits(model, input_ids)
