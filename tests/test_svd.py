@@ -374,6 +374,10 @@ def test_demo_images():
         assert img.dtype == np.float32 and 0.0 <= img.min() and img.max() <= 1.0, name
     np.testing.assert_array_equal(svd.demo_images(64)["noise"], ims["noise"])  # seeded
     assert svd.demo_images(None)["astronaut"].shape == (512, 512, 3)
+    big = svd.demo_images(512)  # coffee is 400 x 600: kept, not upsampled to a rank-deficient 512 x 768
+    assert big["coffee"].shape == (400, 600, 3) and big["camera"].shape == (512, 512)
+    red = torch.as_tensor(big["coffee"][:, :, 0])
+    assert int(torch.linalg.matrix_rank(red)) == 400
 
 
 def test_aligned_checkerboard_is_rank_2_but_rotated_is_not():

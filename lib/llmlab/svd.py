@@ -317,8 +317,9 @@ def demo_images(size: int | None = 512, *, seed: int = 0) -> dict[str, np.ndarra
 
     camera (grey), astronaut (RGB) and coffee (RGB, 400 x 600) from ``skimage.data``, plus an
     axis-aligned checkerboard, a rotated checkerboard and uniform colour noise made in code.
-    ``size``: height in pixels (photos are resized keeping their aspect ratio); None keeps the
-    photos at their native 512-pixel height.
+    ``size``: height in pixels; a photo taller than that is shrunk to it keeping its aspect ratio, one
+    that is not (coffee at 512) keeps its native size: upsampling would add pixels but no rank (a 400-row
+    photo resized to 512 rows has rank at most 400). None keeps every photo at its native size.
     """
     # scikit-image takes a second to import and only this function needs it.
     import skimage.data
@@ -330,7 +331,7 @@ def demo_images(size: int | None = 512, *, seed: int = 0) -> dict[str, np.ndarra
 
     def photo(img: np.ndarray) -> np.ndarray:
         out = img.astype(np.float32) / 255.0
-        if size is not None and img.shape[0] != size:
+        if size is not None and img.shape[0] > size:
             new_shape = (size, round(img.shape[1] * size / img.shape[0])) + img.shape[2:]
             out = resize(out, new_shape, anti_aliasing=True, preserve_range=True).astype(np.float32)
         return out

@@ -63,9 +63,9 @@ class LoRARankExplorer(LabWidget):
         x = self.numbers(r)
         return (f"layer {self.m}×{self.n}: r(m+n) = {x['layer_params']:,} vs mn = {x['layer_full']:,} "
                 f"({'fewer' if x['saves'] else 'NOT fewer'}: break-even r < {self.break_even:.1f})<br>"
-                f"model: {x['trainable']:,} trainable of {x['full']:,} adapted weights "
+                f"the adapted matrices only (not the whole model): {x['trainable']:,} trainable of {x['full']:,} weights "
                 f"({100 * x['trainable'] / x['full']:.2f}%) · Adam states {x['adam_bytes'] / 2**20:.2f} MiB "
-                f"vs {x['adam_bytes_full'] / 2**20:.1f} MiB for full fine-tuning<br>"
+                f"vs {x['adam_bytes_full'] / 2**20:.1f} MiB for full fine-tuning of those matrices<br>"
                 f"best rank-{r} approximation of the full fine-tuning ΔW: relative error {x['error']:.3f}")
 
     def refresh(self) -> None:
