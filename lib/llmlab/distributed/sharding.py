@@ -7,7 +7,8 @@ the optimizer states of whole parameters, assigned greedily, largest first, to t
 rank) and FSDP2 ``fully_shard`` (zero3: every parameter split by rows, the ``torch.chunk`` pieces
 along dim 0, stored padded to equal pieces). The bytes are those of the distinct storages each rank
 holds after a few AdamW steps, so the rounding of whole-parameter partitioning and of row padding
-shows. torch has no ZeRO-2 of its own for one device per rank; it stays a formula.
+shows. ZeRO-2 stays a formula: torch's nearest, FSDP's ``SHARD_GRAD_OP``, reshards the full weights after
+backward, so at rest it holds ZeRO-3's bytes.
 
 This module imports FSDP and ZeRO (a second or more per process), so ``llmlab.distributed`` does
 not import it: ``from llmlab.distributed.sharding import ...``.
