@@ -2,7 +2,8 @@
 
 * :func:`lm_gradient_sizes`: one backward pass of a causal LM on a micro-batch that is part of a
   large global batch (the loss is the sum of our tokens' cross-entropies divided by the global
-  token count, as in data-parallel training). It reports the per-token gradients (w.r.t. every
+  token count, as in gradient accumulation on one device; under data parallelism the average over
+  devices comes after backward, so each device's gradients are as large as its own share makes them). It reports the per-token gradients (w.r.t. every
   token's hidden state, layer by layer), how many of them fp16 would flush to zero, and the
   gradient RMS of every parameter tensor, which differ by orders of magnitude.
 * :func:`train_scaled_quadratic`: SGD vs Adam on a quadratic whose coordinates have very different
