@@ -125,6 +125,8 @@ CASES: list[Case] = [
     C(_checks.check_tensor, "t", V, lambda: _checks.check_tensor("t", torch.zeros(2), dim=2)),
     C(_checks.check_prompt_ids, "ids", T, lambda: _checks.check_prompt_ids("ids", torch.zeros(1, 2))),
     C(_checks.check_prompt_ids, "ids", V, lambda: _checks.check_prompt_ids("ids", torch.zeros(2, 2, dtype=torch.long))),
+    C(_checks.check_eos_token_id, "eos_token_id", T, lambda: _checks.check_eos_token_id(2.0)),
+    C(_checks.check_eos_token_id, "eos_token_id", V, lambda: _checks.check_eos_token_id(-1)),
     C(_checks.check_callable, "fn", T, lambda: _checks.check_callable("fn", 5)),
     C(_checks.check_module, "m", T, lambda: _checks.check_module("m", "model")),
     C(_checks.check_same_length, "b", V, lambda: _checks.check_same_length(a=[1], b=[1, 2])),

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from llmlab._checks import (check_bool, check_choice, check_finite_tensor, check_float, check_int, check_module,
-                            check_prompt_ids, check_same_length, check_str, check_tensor, describe_range)
+from llmlab._checks import (check_bool, check_choice, check_eos_token_id, check_finite_tensor, check_float, check_int,
+                            check_module, check_prompt_ids, check_same_length, check_str, check_tensor, describe_range)
 
 
 def test_describe_range():
@@ -164,3 +164,11 @@ def test_check_same_length():
     assert check_same_length(a=[]) == 0
     with pytest.raises(ValueError, match=r"^ns and values must have the same length: ns has 3, values has 2$"):
         check_same_length(ns=[1, 2, 3], values=[1, 2])
+
+
+def test_check_eos_token_id():
+    assert check_eos_token_id(None) is None and check_eos_token_id(2) == 2
+    with pytest.raises(ValueError, match=r"^eos_token_id must be"):
+        check_eos_token_id(-1)
+    with pytest.raises(TypeError, match=r"^eos_token_id must be"):
+        check_eos_token_id("2")

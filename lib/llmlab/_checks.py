@@ -28,6 +28,7 @@ __all__ = [
     "check_same_length",
     "check_finite_tensor",
     "check_prompt_ids",
+    "check_eos_token_id",
     "check_callable",
     "check_sequence",
     "check_path",
@@ -167,6 +168,12 @@ def check_prompt_ids(name: str, value) -> torch.Tensor:
     if value.shape[0] != 1 or value.shape[1] < 1:
         raise ValueError(f"{name} must have shape (1, prompt_len) with prompt_len >= 1, got {tuple(value.shape)}")
     return value
+
+
+def check_eos_token_id(value) -> int | None:
+    """``eos_token_id``: None (never stop early) or a token id, an int >= 0. Every decoder and server
+    checks its EOS id here."""
+    return None if value is None else check_int("eos_token_id", value, low=0)
 
 
 def check_callable(name: str, value, *, what: str = "a callable"):

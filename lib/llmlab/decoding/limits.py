@@ -9,7 +9,7 @@ or silently.
 
 from __future__ import annotations
 
-from .._checks import check_int, check_prompt_ids
+from .._checks import check_eos_token_id, check_int, check_prompt_ids
 from ..modelinfo import check_fits_model
 
 __all__ = ["MAX_NUM_BEAMS"]
@@ -31,7 +31,7 @@ def _check_request(model, input_ids, max_new_tokens=0, eos_token_id=None, *, min
     Returns ``(max_new_tokens, eos_token_id)`` as ints."""
     check_prompt_ids("input_ids", input_ids)
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=min_new_tokens)
-    eos_token_id = None if eos_token_id is None else check_int("eos_token_id", eos_token_id, low=0)
+    eos_token_id = check_eos_token_id(eos_token_id)
     if fits:
         check_fits_model(model, input_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
     return max_new_tokens, eos_token_id

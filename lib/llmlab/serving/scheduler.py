@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ..modelinfo import check_fits_model
-from .._checks import check_bool, check_choice, check_int, check_prompt_ids, check_sequence
+from .._checks import check_bool, check_choice, check_eos_token_id, check_int, check_prompt_ids, check_sequence
 from .engine import PagedLlama
 from .paged import CacheUsage, PagedKVCache
 
@@ -156,7 +156,9 @@ class _Running:
         self.done, self.first_token = remaining == 0, None
 
 
-def _check_prompts(model, prompts, max_new_tokens, eos_token_id) -> tuple[list[torch.Tensor], list[int]]:
+def _check_requests(prompts, max_new_tokens) -> tuple[list[torch.Tensor], list[int]]:
+    """The prompts, each ``(1, prompt_len)`` (a 1-D one lifted), and one new-token limit per prompt: the
+    checks :func:`serve` and :func:`simulate` share."""
     prompts = check_sequence("prompts", prompts, what="token-id tensors of shape (1, prompt_len)")
     checked = []
     for i, p in enumerate(prompts):
@@ -172,6 +174,12 @@ def _check_prompts(model, prompts, max_new_tokens, eos_token_id) -> tuple[list[t
         limits = [check_int("max_new_tokens", n, low=0) for n in max_new_tokens]
     else:
         limits = [check_int("max_new_tokens", max_new_tokens, low=0)] * len(checked)
+    return checked, limits
+
+
+def _check_prompts(model, prompts, max_new_tokens, eos_token_id) -> tuple[list[torch.Tensor], list[int]]:
+    """:func:`_check_requests`, and every request within ``model``'s vocabulary and context."""
+    checked, limits = _check_requests(prompts, max_new_tokens)
     for p, n in zip(checked, limits):
         check_fits_model(model, p, max_new_tokens=n, eos_token_id=eos_token_id)
     return checked, limits
@@ -207,7 +215,7 @@ def serve(model, prompts, max_new_tokens, *, max_batch: int = 8, block_size: int
     with the same full blocks share them (the first computes them). Llama-family models only
     (``ValueError`` otherwise). Returns a :class:`ServeResult`.
     """
-    eos_token_id = None if eos_token_id is None else check_int("eos_token_id", eos_token_id, low=0)
+    eos_token_id = check_eos_token_id(eos_token_id)
     prompts, limits = _check_prompts(model, prompts, max_new_tokens, eos_token_id)
     arrivals = _check_arrivals(arrival_times, len(prompts))
     max_batch, block_size, policy, share_prefix = _check_options(max_batch, block_size, policy, share_prefix)
@@ -241,12 +249,7 @@ def simulate(prompts, max_new_tokens, *, costs: StepCosts, max_batch: int = 8, b
     placeholders). Arguments as :func:`serve`, without EOS (lengths are ``max_new_tokens``)."""
     if not isinstance(costs, StepCosts):
         raise TypeError(f"costs must be a StepCosts (StepCosts.fit(serve(...))), got {type(costs).__name__}")
-    prompts = check_sequence("prompts", prompts, what="token-id tensors of shape (1, prompt_len)")
-    prompts = [check_prompt_ids("input_ids", p[None] if isinstance(p, torch.Tensor) and p.dim() == 1 else p) for p in prompts]
-    limits = ([check_int("max_new_tokens", n, low=0) for n in max_new_tokens] if isinstance(max_new_tokens, (list, tuple))
-              else [check_int("max_new_tokens", max_new_tokens, low=0)] * len(prompts))
-    if len(limits) != len(prompts):
-        raise ValueError(f"max_new_tokens must be an int or one int per prompt: got {len(limits)} for {len(prompts)}")
+    prompts, limits = _check_requests(prompts, max_new_tokens)
     arrivals = _check_arrivals(arrival_times, len(prompts))
     max_batch, block_size, policy, share_prefix = _check_options(max_batch, block_size, policy, share_prefix)
     engine = _Bookkeeping(_pool_blocks(prompts, limits, max_batch, block_size), block_size)

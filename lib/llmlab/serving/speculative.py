@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_float, check_int, check_module, check_prompt_ids, check_sequence
+from .._checks import check_eos_token_id, check_float, check_int, check_module, check_prompt_ids, check_sequence
 from .._torch import model_device
 from ..modelinfo import cache_keyword, check_fits_model, output_cache, vocab_size
 from .rule import verify_round
@@ -94,7 +94,7 @@ def prompt_lookup_candidates(tokens: list[int], num_tokens: int, *, max_ngram_si
     tokens = [int(t) for t in check_sequence("tokens", tokens, what="token ids")]
     num_tokens = check_int("num_tokens", num_tokens, low=1)
     max_ngram_size = check_int("max_ngram_size", max_ngram_size, low=1)
-    eos_token_id = None if eos_token_id is None else check_int("eos_token_id", eos_token_id, low=0)
+    eos_token_id = check_eos_token_id(eos_token_id)
     return _lookup(tokens, num_tokens, max_ngram_size, eos_token_id)
 
 
@@ -248,7 +248,7 @@ def speculative_generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     """
     check_prompt_ids("input_ids", input_ids)
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=0)
-    eos_token_id = None if eos_token_id is None else check_int("eos_token_id", eos_token_id, low=0)
+    eos_token_id = check_eos_token_id(eos_token_id)
     gamma = _check_draft(model, draft, num_draft_tokens)
     if not isinstance(do_sample, bool) or not isinstance(return_stats, bool):
         raise TypeError(f"do_sample and return_stats must be True or False, got {do_sample!r} and {return_stats!r}")
