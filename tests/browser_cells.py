@@ -48,14 +48,14 @@ TAGGED = {
         'explorer = svd_explorer(IMAGES, image="astronaut", k=20, device=DEVICE)',
         "# What moving the slider and choosing an image do, driven from code (CI runs these callbacks).",
     ],
-    # The rank explorer approximates the ΔW of a full fine-tuning run: the model, the data, the
-    # learning-rate sweep and the held-out evaluation that picks the run all feed it.
+    # The rank explorer approximates the ΔW of a full fine-tuning run: the model, the data and the full
+    # fine-tune's learning-rate sweep (its validation loss picks the run) feed it; the LoRA sweep does not.
     "07_lora.ipynb": [
         "model, tokenizer = load_model(device=DEVICE)",
         'train, heldout = data.load_instructions("train"), data.load_instructions("heldout")',
         'testset, valset = heldout[:CFG["n_test"]], heldout[-CFG["n_val"]:]',
         'batches = data.make_batches(train, tokenizer, batch_size=CFG["batch_size"], steps=CFG["steps"]',
-        'for kind in ("full FT", "LoRA"):',
+        "# ΔW of one query projection (layer 15)",
         "explorer = lora_rank_explorer(delta_W, shapes, r=R)",
         "first = explorer.readout.value",
     ],

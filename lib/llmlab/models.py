@@ -11,6 +11,7 @@ second. Any Hugging Face model id or local folder can be used instead, through `
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import importlib.util
 import json
@@ -280,13 +281,14 @@ def _discard(folder: Path, problem: str) -> None:
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
     # transformers takes seconds to import: only the functions that build a model import it.
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, fname = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
-    # save_pretrained refuses a GGUF-loaded model: rebuild a plain one from its config.
-    config = AutoConfig.from_pretrained(folder, gguf_file=fname)
+    # save_pretrained refuses a GGUF-loaded model: rebuild a plain one from a copy of its config (parsing the
+    # file's metadata again with AutoConfig would take seconds more).
+    config = copy.deepcopy(loaded.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch.float32
