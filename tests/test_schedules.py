@@ -183,6 +183,17 @@ def test_warmup_edges():
     assert [warmup_cosine(t, base_lr=1.0, warmup_steps=4, total_steps=4) for t in range(6)] == [0, 0.25, 0.5, 0.75, 0, 0]
 
 
+def test_zero_lr_first_update_moves_no_weight_but_updates_adams_state():
+    """warmup_cosine's lr(0) = 0 (docstring): the weights stay, Adam's moments and step counter do not."""
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    optimizer = torch.optim.Adam([w], lr=warmup_cosine(0, base_lr=0.1, warmup_steps=10, total_steps=100))
+    (w**2).sum().backward()
+    optimizer.step()
+    state = optimizer.state[w]
+    assert torch.equal(w.detach(), torch.tensor([1.0, -2.0]))
+    assert int(state["step"]) == 1 and state["exp_avg"].abs().min() > 0 and state["exp_avg_sq"].min() > 0
+
+
 # ----------------------------------------------------------------------------- torch_trace
 
 

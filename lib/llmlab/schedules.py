@@ -111,7 +111,8 @@ def warmup_cosine(step: int, *, base_lr: float, warmup_steps: int, total_steps: 
     After total_steps:               eta(t) = min_lr
 
     Edge convention (the one of Hugging Face's ``get_cosine_schedule_with_warmup``): lr(0) = 0,
-    so the first update is a no-op; lr(warmup_steps) = base_lr is the peak; lr(total_steps) =
+    so the first update leaves the weights unchanged (a no-op for the weights only: Adam still
+    folds that gradient into its moments and advances its step counter); lr(warmup_steps) = base_lr is the peak; lr(total_steps) =
     min_lr. ``warmup_steps = 0`` gives a pure cosine from step 0. ``warmup_steps = total_steps``
     is allowed (warm-up straight into the floor). Unlike Hugging Face's version, which keeps
     following the cosine and climbs back up if you train past ``total_steps``, this one stays at
