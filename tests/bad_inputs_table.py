@@ -259,6 +259,8 @@ CASES: list[Case] = [
     C(checkpointing.measure, "x", V, lambda: checkpointing.measure(chain(), torch.zeros(2, 5), "store_all"), "width"),
     C(checkpointing.measure, "model", T, lambda: checkpointing.measure(nn.Linear(8, 8), torch.zeros(2, 8), "store_all")),
     C(checkpointing.measure, "segments", V, lambda: checkpointing.measure(chain(), torch.zeros(2, 8), "sqrt", segments=9)),
+    C(checkpointing.measure, "sizes", V, lambda: checkpointing.measure(chain(), torch.zeros(2, 8), "sqrt", sizes=[2, 1]), "sum"),
+    C(checkpointing.measure, "sizes", T, lambda: checkpointing.measure(chain(), torch.zeros(2, 8), "sqrt", sizes="22")),
     C(checkpointing.default_segments, "n_layers", V, lambda: checkpointing.default_segments(0)),
     C(checkpointing.segment_sizes, "segments", V, lambda: checkpointing.segment_sizes(4, 5)),
     C(checkpointing.segment_sizes, "segments", V, lambda: checkpointing.segment_sizes(4, 0)),
@@ -822,6 +824,7 @@ CASES += [
     C(checkpointing.run_strategy, "x", V, lambda: checkpointing.run_strategy(chain(), torch.zeros(2, 5), "store_all"), "width"),
     C(checkpointing.run_strategy, "model", T, lambda: checkpointing.run_strategy(nn.Linear(8, 8), torch.zeros(2, 8), "store_all")),
     C(checkpointing.run_strategy, "segments", V, lambda: checkpointing.run_strategy(chain(), torch.zeros(2, 8), "sqrt", segments=9)),
+    C(checkpointing.run_strategy, "sizes", V, lambda: checkpointing.run_strategy(chain(), torch.zeros(2, 8), "torch", sizes=[2, 2])),
     C(checkpointing.run_strategy, "x", T, lambda: checkpointing.run_strategy(chain(), [[0.0] * 8], "store_all")),
     # --- decoding.repetition --------------------------------------------------------------------
     C(repetition.repetition_penalty_filter, "penalty", V, lambda: decoding.repetition_penalty_filter(torch.zeros(1, 5), ids(1), 0.0)),

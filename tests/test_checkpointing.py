@@ -124,6 +124,32 @@ def test_schedule_sqrt_replays_each_segment_but_the_last_once(n, segments):
     assert end_of_forward.live_saved_bytes == st.peak_saved_bytes == theory_saved_activations(n, "sqrt", segments) * ACT
 
 
+
+@pytest.mark.parametrize("n,sizes", [(10, [4, 3, 2, 1]), (15, [5, 4, 3, 2, 1]), (9, [1, 2, 6]), (5, [5]), (4, [1, 1, 1, 1])])
+def test_sqrt_with_explicit_sizes(n, sizes):
+    model, x = _chain_and_input(n)
+    st = measure(model, x, "sqrt", sizes=sizes)
+    s, starts = len(sizes), [sum(sizes[:j]) for j in range(len(sizes))]
+    assert _max_rel_err(st.grads, measure(model, x, "store_all").grads) <= 1e-6
+    assert st.forward_calls == 2 * n - sizes[-1]
+    replays = [layer for j in reversed(range(s - 1)) for layer in range(starts[j], starts[j] + sizes[j])]
+    assert [c.layer for c in st.schedule if c.recompute] == replays
+    # the end of the forward pass (s - 1 checkpoints + the last segment whole), or segment j's replay
+    # (its j + 1 checkpoints and its L_j recomputed outputs), whichever is larger
+    peak = max([s + sizes[-1], *(j + 1 + size for j, size in enumerate(sizes[:-1]))])
+    assert st.peak_saved_bytes == peak * ACT
+    out = run_strategy(model, x, "sqrt", sizes=sizes)
+    grads = torch.autograd.grad(out.sum(), [p for _, p in model.named_parameters()])
+    assert _max_rel_err(dict(zip([k for k, _ in model.named_parameters()], grads)), st.grads) <= 1e-6
+
+
+def test_sizes_of_the_equal_split_give_the_segments_result():
+    model, x = _chain_and_input(10)
+    a, b = measure(model, x, "sqrt", segments=3), measure(model, x, "sqrt", sizes=segment_sizes(10, 3))
+    assert (a.peak_saved_bytes, a.forward_calls, a.schedule) == (b.peak_saved_bytes, b.forward_calls, b.schedule)
+    assert _max_rel_err(a.grads, b.grads) == 0.0
+
+
 # --- saved bytes -------------------------------------------------------------------------------
 
 
@@ -368,6 +394,12 @@ def test_segment_sizes():
         (lambda: segment_sizes(3, 5), "segments"),
         (lambda: run_strategy(make_chain(3, 4), torch.randn(2, 4), "sqrt", segments=4), "segments"),
         (lambda: run_strategy(make_chain(3, 4), torch.randn(2, 4), "all"), "strategy"),
+        (lambda: measure(make_chain(3, 4), torch.randn(2, 4), "sqrt", sizes=[1, 1]), "sizes"),
+        (lambda: measure(make_chain(3, 4), torch.randn(2, 4), "sqrt", sizes=[3, 0]), "sizes"),
+        (lambda: measure(make_chain(3, 4), torch.randn(2, 4), "sqrt", sizes=[]), "sizes"),
+        (lambda: measure(make_chain(3, 4), torch.randn(2, 4), "torch", sizes=[1, 2]), "sizes"),
+        (lambda: measure(make_chain(3, 4), torch.randn(2, 4), "sqrt", segments=2, sizes=[1, 2]), "sizes"),
+        (lambda: run_strategy(make_chain(3, 4), torch.randn(2, 4), "sqrt", sizes=[2, 2]), "sizes"),
         (lambda: theory_saved_activations(3, "torch"), "strategy"),
     ],
 )
@@ -385,6 +417,8 @@ def test_bad_values_raise_value_error(call, match):
         (lambda: measure(make_chain(3, 4), [[1.0] * 4], "sqrt"), "x"),
         (lambda: measure(make_chain(3, 4), torch.randn(2, 4), "sqrt", segments=1.5), "segments"),
         (lambda: run_strategy(torch.nn.Linear(3, 3), torch.randn(2, 3), "sqrt"), "model"),
+        (lambda: measure(make_chain(3, 4), torch.randn(2, 4), "sqrt", sizes="12"), "sizes"),
+        (lambda: measure(make_chain(3, 4), torch.randn(2, 4), "sqrt", sizes=[1.5, 1.5]), "sizes"),
     ],
 )
 def test_bad_types_raise_type_error(call, match):

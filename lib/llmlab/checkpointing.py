@@ -12,8 +12,9 @@ recompute when backward reaches them. In units of one activation:
 
 (``s`` segments, ``L_last`` layers in the last one; ``s = ceil(sqrt n)`` equal segments by default, so
 about ``2 sqrt(n)`` activations; unequal segments of lengths s, s-1, ..., 1 would keep about
-``sqrt(2n)``, still O(sqrt n)). :func:`theory_saved_activations` and :func:`theory_forward_calls`
-give the exact counts and :func:`measure` measures them.
+``sqrt(2n)``, still O(sqrt n); ``measure(..., "sqrt", sizes=[...])`` runs such a split).
+:func:`theory_saved_activations` and :func:`theory_forward_calls` give the exact counts for equal
+segments and :func:`measure` measures them.
 
 Recomputation replays layers, so a random layer (``Dropout``) must draw the same numbers again:
 each recomputed segment keeps the random state its first run started from and replays from it,
@@ -38,13 +39,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from ._checks import check_choice, check_int, check_tensor
+from ._checks import check_choice, check_int, check_sequence, check_tensor
 from ._torch import isolated_rng, replayed_rng, rng_state
 from .fitting import ScalingFit, fit_scaling, loglog_slope
 from .memory import SavedTensorTracker
@@ -228,9 +229,9 @@ def _forward_recompute_all(layers, x):
     return layers[n - 1](h)
 
 
-def _forward_sqrt(layers, x, segments):
-    """Each segment but the last keeps its input (a checkpoint) and the random state; the last runs normally."""
-    sizes = segment_sizes(len(layers), segments)
+def _forward_sqrt(layers, x, sizes):
+    """Segments of ``sizes`` layers: each but the last keeps its input (a checkpoint) and the random
+    state; the last runs normally."""
     h, start = x, 0
     for size in sizes[:-1]:
         h = _run_segment(layers, h, h, start, start, start + size, rng_state(h.device))
@@ -278,17 +279,20 @@ class CheckpointStats:
     schedule: tuple[LayerCall, ...] = ()
 
 
-def measure(model: nn.Sequential, x: torch.Tensor, strategy: str, *, segments: int | None = None) -> CheckpointStats:
+def measure(model: nn.Sequential, x: torch.Tensor, strategy: str, *, segments: int | None = None,
+            sizes: Sequence[int] | None = None) -> CheckpointStats:
     """Run ``loss = model(x).sum()`` forward and backward under ``strategy`` and measure it.
 
     ``model`` is an ``nn.Sequential`` of blocks (one block = one "layer"), e.g. from
     :func:`make_chain`; ``x`` is ``(batch, width)`` on the model's device and is detached
     (gradients are taken for the parameters only, so layer 0 needs no ``W^T``). ``segments`` (sqrt
     and torch only, ``1 <= segments <= n``, default ``ceil(sqrt n)``) sets the number of
-    segments. The model is left as it was: the counting hooks are removed and every
-    parameter's ``.grad`` is restored.
+    segments, split as :func:`segment_sizes` does; ``sizes`` (sqrt only, instead of ``segments``)
+    gives the segments' lengths in layers, first to last, any split that adds up to ``n``. The
+    model is left as it was: the counting hooks are removed and every parameter's ``.grad`` is
+    restored.
     """
-    layers, segments = _check_run_args(model, x, strategy, segments)
+    layers, segments = _check_run_args(model, x, strategy, segments, sizes)
     named = list(model.named_parameters())
     old_grads = {name: p.grad for name, p in named}
     schedule: list[LayerCall] = []
@@ -336,13 +340,14 @@ def measure(model: nn.Sequential, x: torch.Tensor, strategy: str, *, segments: i
     )
 
 
-def run_strategy(model: nn.Sequential, x: torch.Tensor, strategy: str, *, segments: int | None = None) -> torch.Tensor:
+def run_strategy(model: nn.Sequential, x: torch.Tensor, strategy: str, *, segments: int | None = None,
+                 sizes: Sequence[int] | None = None) -> torch.Tensor:
     """The forward pass of ``model(x)`` under ``strategy``, nothing measured: returns the output,
     whose graph recomputes as the strategy says when backward runs (``.sum().backward()``).
 
     The same arguments as :func:`measure`, without its counting hooks: what to time.
     """
-    layers, segments = _check_run_args(model, x, strategy, segments)
+    layers, segments = _check_run_args(model, x, strategy, segments, sizes)
     return _forward(model, layers, x.detach(), strategy, segments)
 
 
@@ -352,7 +357,7 @@ def _forward(model, layers, x, strategy, segments) -> torch.Tensor:
     if strategy == "recompute_all":
         return _forward_recompute_all(layers, x)
     if strategy == "sqrt":
-        return _forward_sqrt(layers, x, segments)
+        return _forward_sqrt(layers, x, segments if isinstance(segments, list) else segment_sizes(len(layers), segments))
     return torch.utils.checkpoint.checkpoint_sequential(model, segments, x, use_reentrant=False)
 
 
@@ -381,8 +386,9 @@ def max_relative_grad_error(grads: dict[str, torch.Tensor], reference: dict[str,
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_run_args(model, x, strategy, segments) -> tuple[list[nn.Module], int]:
-    """The layers of ``model`` and the segment count (default ``ceil(sqrt n)``), all checked."""
+def _check_run_args(model, x, strategy, segments, sizes=None) -> tuple[list[nn.Module], int | list[int]]:
+    """The layers of ``model`` and the segment count (default ``ceil(sqrt n)``), or the list of
+    segment lengths when ``sizes`` is given, all checked."""
     _check_strategy(strategy)
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"model must be an nn.Sequential of layers, got {type(model).__name__}")
@@ -395,6 +401,14 @@ def _check_run_args(model, x, strategy, segments) -> tuple[list[nn.Module], int]
     first = next((m for m in model.modules() if isinstance(m, nn.Linear)), None)
     if first is not None and x.shape[-1] != first.in_features:
         raise ValueError(f"x must be (batch, {first.in_features}) for this chain, got shape {tuple(x.shape)}")
+    if sizes is not None:
+        if strategy != "sqrt" or segments is not None:
+            raise ValueError(f"sizes only applies to strategy 'sqrt', in place of segments; got strategy {strategy!r}, "
+                             f"segments {segments!r}")
+        sizes = [check_int("sizes", k, low=1) for k in check_sequence("sizes", sizes, what="segment lengths")]
+        if sum(sizes) != len(layers):
+            raise ValueError(f"sizes must add up to the chain's {len(layers)} layers, got {sizes} (sum {sum(sizes)})")
+        return layers, sizes
     if segments is None:
         return layers, default_segments(len(layers))
     if strategy not in ("sqrt", "torch"):
