@@ -322,6 +322,17 @@ def test_the_hint_never_prints_the_solution(exercise_id, capsys):
         assert not any(s in out for s in shown), out
 
 
+@pytest.mark.parametrize("answer, phrase", [
+    (13 * 256, "number of windows is right"),          # 13 windows, all counted full length
+    (math.ceil(1000 / 64) * 256, "too many windows"),  # a window every 64 tokens to the end of the text
+])
+def test_01_1_near_misses_get_their_own_hint(answer, phrase, capsys):
+    from llmlab.perplexity import sliding_windows
+    assert len(sliding_windows(1000, max_length=256, stride=64)) == 13
+    assert check("01.1", answer) is False
+    assert phrase in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("bad_id", ["99.1", "6.2", 6.2, None, "06.9"])
 def test_unknown_id_raises(bad_id):
     with pytest.raises(ValueError, match="exercise_id .* is not a known exercise id"):

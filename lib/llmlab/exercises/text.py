@@ -9,7 +9,7 @@ from functools import lru_cache
 import torch
 
 from ..decoding import banned_ngram_tokens, decode_roofline
-from ..perplexity import PerplexityResult, bits_per_byte, forward_tokens
+from ..perplexity import PerplexityResult, bits_per_byte, forward_tokens, sliding_windows
 from ..tokenization import load_corpus, load_parallel, load_samples, train_bpe, train_wordpiece, wordpiece_greedy
 from .base import call_safely, close, direction, exercise, is_callable, is_int, smollm2_skeleton
 
@@ -29,9 +29,13 @@ def _forward_tokens(answer):
     if answer == forward_tokens(SEQ_LEN + 1, max_length=MAX_LENGTH, stride=STRIDE):
         return False, ("off by a little at the end: the text's last token is only a target (nothing follows it to "
                        "predict), so no window feeds it as input.")
+    n_windows = len(sliding_windows(SEQ_LEN, max_length=MAX_LENGTH, stride=STRIDE))
+    if answer == n_windows * MAX_LENGTH:
+        return False, ("close: the number of windows is right, but not every window is full length: the last one stops "
+                       "where the text stops (look at `sliding_windows` for where it ends).")
     if answer == math.ceil(SEQ_LEN / STRIDE) * MAX_LENGTH:
-        return False, ("close: not every window is full length: the windows stop where the text stops "
-                       "(look at `sliding_windows` for where the last one ends).")
+        return False, ("too many windows: they stop as soon as one reaches the text's last token (every later window "
+                       "would only re-read tokens already scored), and not every window is full length.")
     return False, (f"{direction(answer, truth)}: add up the lengths of the windows "
                    "(each starts `stride` after the previous one, is at most `max_length` long, and none runs past the text).")
 
