@@ -83,7 +83,7 @@ class CheckpointingWidget(LabWidget):
             ax_f.plot(segments, [theory_forward_calls(n, "sqrt", k) for k in segments])
             ax_f.plot([s], [self.last["sqrt"].forward_calls], "o", color=PALETTE[1])
             ax_f.set(xlabel="segments", ylabel="layer forwards", title="compute")
-            # Your schedule over time: where the peak sits moves as the segment count changes.
+            # Your schedule over time: the peak's height and the replay sawtooth change with the segment count.
             sched = self.last["sqrt"].schedule
             ax_t.step(range(len(sched)), [c.live_saved_bytes / a for c in sched], where="post", color=PALETTE[2])
             ax_t.axvline(n - 0.5, color="0.5", ls=":", lw=1, label="end of the forward pass")
