@@ -22,7 +22,7 @@ POLICY = PACKAGE / "_checks.py"
 #: Issue 23's goal for the share of check lines.
 GOAL = 0.08
 #: What the library holds today, rounded up: lower it as checks leave the inner functions.
-CEILING = 0.085
+CEILING = 0.080
 
 
 def code_lines(source: str) -> set[int]:

@@ -20,9 +20,14 @@ import torch
 
 from llmlab import alignment, lora
 from llmlab.alignment import (collate_preferences, dpo_loss, evaluate_preferences, make_preference_batches,
-                              reference_logps, sequence_logps, tokenize_preference, train_dpo)
+                              reference_logps, tokenize_preference, train_dpo)
 from llmlab.data import IGNORE_INDEX, InstructionBatch
 from llmlab.decoding import sequence_logprob
+
+
+def sequence_logps(model, batch):
+    """Summed response log-probs of one batch, as train_dpo / reference_logps score it (a private step)."""
+    return alignment._sequence_logps(model, *alignment._batch_tensors(batch))
 from llmlab.prompting import label_logprobs
 
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from llmlab._checks import (check_bool, check_choice, check_eos_token_id, check_finite_tensor, check_float, check_int,
-                            check_module, check_prompt_ids, check_same_length, check_str, check_tensor, describe_range)
+from llmlab._checks import (check_batch_plan, check_bool, check_choice, check_eos_token_id, check_finite_tensor,
+                            check_float, check_int, check_length_range, check_module, check_prompt_ids, check_same_length,
+                            check_str, check_tensor, check_world_size, describe_range)
 
 
 def test_describe_range():
@@ -172,3 +173,31 @@ def test_check_eos_token_id():
         check_eos_token_id(-1)
     with pytest.raises(TypeError, match=r"^eos_token_id must be"):
         check_eos_token_id("2")
+
+
+def test_check_batch_plan():
+    assert check_batch_plan(np.int64(4), 10, 0) == (4, 10, 0)
+    with pytest.raises(ValueError, match=r"^batch_size must be an int in \[1, 4096\], got 5000$"):
+        check_batch_plan(5000, 1, 0, max_batch_size=4096)
+    with pytest.raises(ValueError, match=r"^steps must be an int in \[1, 10\], got 11$"):
+        check_batch_plan(1, 11, 0, max_steps=10)
+    with pytest.raises(ValueError, match=r"^seed must be an int >= 0"):
+        check_batch_plan(1, 1, -1)
+
+
+def test_check_length_range():
+    assert check_length_range(3, 2, 8, 1, high=64) == (3, 2, 8, 1)
+    with pytest.raises(ValueError, match=r"^need 2 <= min_len <= max_len, got min_len=9, max_len=8$"):
+        check_length_range(1, 9, 8, 0, high=64)
+    with pytest.raises(ValueError, match=r"^max_len must be an int in \[2, 64\]"):
+        check_length_range(1, 2, 65, 0, high=64)
+    with pytest.raises(TypeError, match=r"^batch_size must be an int"):
+        check_length_range(True, 2, 8, 0, high=64)
+
+
+def test_check_world_size():
+    assert check_world_size(4, high=32, divides={"spec.batch": 8}) == 4
+    with pytest.raises(ValueError, match=r"^spec.batch must be divisible by world_size, got 8 and 3$"):
+        check_world_size(3, high=32, divides={"spec.batch": 8})
+    with pytest.raises(ValueError, match=r"^world_size must be an int in \[2, 32\], got 1$"):
+        check_world_size(1, low=2, high=32)

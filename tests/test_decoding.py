@@ -22,7 +22,6 @@ from llmlab.decoding import (
     next_token_logits,
     sample,
     sequence_logprob,
-    top_k_filter,
     top_p_filter,
     warp_logits,
 )
@@ -41,11 +40,11 @@ def tiny_model(request):
 
 
 @pytest.mark.parametrize("k", [1, 2, 7, 50, 200])
-def test_top_k_filter_matches_hf_warper(k):
+def test_top_k_of_warp_logits_matches_hf_warper(k):
     logits = torch.randn(4, 97, generator=torch.Generator().manual_seed(k))
     logits[0, :10] = 3.0  # ties at the boundary
     expected = TopKLogitsWarper(k)(None, logits.clone())
-    torch.testing.assert_close(top_k_filter(logits, k), expected, rtol=0, atol=0)
+    torch.testing.assert_close(warp_logits(logits, top_k=k), expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("p", [0.05, 0.3, 0.9, 0.999])
@@ -68,7 +67,7 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 
 def test_filters_identity_settings():
     logits = torch.randn(2, 97)
-    assert torch.equal(top_k_filter(logits, 0), logits)
+    assert torch.equal(warp_logits(logits, top_k=0), logits)
     assert torch.equal(top_p_filter(logits, 1.0), logits)
     assert torch.equal(warp_logits(logits), logits)
 
@@ -237,8 +236,8 @@ def test_bad_arguments(tiny_llama):
     ids = random_prompt(0)
     with pytest.raises(ValueError, match="num_beams"):
         beam_search(tiny_llama, ids, 3, num_beams=0)
-    with pytest.raises(ValueError, match="k must"):
-        top_k_filter(torch.randn(1, 5), -2)
+    with pytest.raises(ValueError, match="top_k must"):
+        warp_logits(torch.randn(1, 5), top_k=-2)
     with pytest.raises(ValueError, match="p must"):
         top_p_filter(torch.randn(1, 5), 0.0)
     with pytest.raises(ValueError, match="input_ids"):
@@ -279,8 +278,8 @@ def test_bad_arguments(tiny_llama):
     (lambda m, ids: sample(m, ids, 3, generator=0), "generator"),
     (lambda m, ids: sequence_logprob(m, ids, 2.0), "prompt_len"),
     (lambda m, ids: next_token_logits(m, ids.float()), "input_ids"),
-    (lambda m, ids: top_k_filter(torch.arange(5), 2), "logits"),
-    (lambda m, ids: top_k_filter(torch.randn(5), True), "k"),
+    (lambda m, ids: warp_logits(torch.arange(5), top_k=2), "logits"),
+    (lambda m, ids: warp_logits(torch.randn(5), top_k=True), "top_k"),
     (lambda m, ids: warp_logits([1.0, 2.0]), "logits"),
 ])
 def test_wrong_types_raise_type_error(tiny_llama, call, match):

@@ -61,12 +61,14 @@ from transformers.generation.logits_process import (  # noqa: E402  (the referen
     RepetitionPenaltyLogitsProcessor,
 )
 
-from llmlab.decoding import (  # noqa: E402
-    apply_repetition_controls,
-    banned_ngram_tokens,
-    no_repeat_ngram_filter,
-    repetition_penalty_filter,
-)
+from llmlab.decoding import banned_ngram_tokens, repetition_penalty_filter  # noqa: E402
+from llmlab.decoding.repetition import _ban_repeated_ngrams, _repetition_controls  # noqa: E402
+
+
+def no_repeat_ngram_filter(scores, token_ids, n):
+    """The decoders' n-gram ban (a private step of theirs) on (batch, vocab) or (vocab,) scores."""
+    return _ban_repeated_ngrams(scores.reshape(-1, scores.shape[-1]), token_ids.reshape(scores.reshape(
+        -1, scores.shape[-1]).shape[0], -1), n).reshape(scores.shape)
 
 
 def _uniform(batch, vocab):
@@ -161,9 +163,9 @@ def test_chain_matches_hf_processors_in_generate_order():
     ids = torch.randint(0, 8, (3, 20), generator=g)
     scores = torch.randn(3, 8, generator=g)
     expected = NoRepeatNGramLogitsProcessor(2)(ids, RepetitionPenaltyLogitsProcessor(1.7)(ids, scores.clone()))
-    got = apply_repetition_controls(scores, ids, repetition_penalty=1.7, no_repeat_ngram_size=2)
+    got = _repetition_controls(scores, ids, 1.7, 2)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
-    assert apply_repetition_controls(scores, ids) is scores  # both off: untouched
+    assert _repetition_controls(scores, ids, 1.0, 0) is scores  # both off: untouched
 
 
 def test_one_sequence_without_a_batch_axis():
@@ -186,16 +188,7 @@ def test_ids_past_the_vocabulary_are_ignored():
     (lambda s, i: repetition_penalty_filter(s, i, -1.0), ValueError, "penalty"),
     (lambda s, i: repetition_penalty_filter(s, i, float("nan")), ValueError, "penalty"),
     (lambda s, i: repetition_penalty_filter(s, i, "2"), TypeError, "penalty"),
-    (lambda s, i: no_repeat_ngram_filter(s, i, 0), ValueError, "n must"),
-    (lambda s, i: no_repeat_ngram_filter(s, i, 2.0), TypeError, "n must"),
-    (lambda s, i: no_repeat_ngram_filter(s, i.float(), 2), TypeError, "token_ids"),
-    (lambda s, i: no_repeat_ngram_filter(s.long(), i, 2), TypeError, "scores"),
-    (lambda s, i: no_repeat_ngram_filter(s, i[:1], 2), ValueError, "same number"),
-    (lambda s, i: no_repeat_ngram_filter(s[0], i, 2), ValueError, "both"),
     (lambda s, i: repetition_penalty_filter(s, -i, 2.0), ValueError, "token_ids"),
-    (lambda s, i: apply_repetition_controls(s, i, repetition_penalty=0.0), ValueError, "repetition_penalty"),
-    (lambda s, i: apply_repetition_controls(s, i, no_repeat_ngram_size=-1), ValueError, "no_repeat_ngram_size"),
-    (lambda s, i: apply_repetition_controls(s, i, no_repeat_ngram_size=True), TypeError, "no_repeat_ngram_size"),
     (lambda s, i: banned_ngram_tokens(i[0], 0), ValueError, "n must"),
 ])
 def test_controls_bad_input(call, error, match):

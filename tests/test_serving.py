@@ -19,9 +19,10 @@ from transformers.generation.utils import _speculative_sampling
 from conftest import CharTokenizer, hf_generate
 from llmlab.decoding import greedy
 from llmlab.models import LLAMA_PRESETS
+from llmlab.serving.speculative import _lookup
 from llmlab.serving import (PagedKVCache, PagedLlama, StepCosts, acceptance_probabilities, autoregressive_distribution,
                             early_exit_draft, expected_tokens_per_forward, make_trace, next_token_distribution,
-                            prompt_lookup_candidates, residual_distribution, serve, simulate, speculative_distribution,
+                            residual_distribution, serve, simulate, speculative_distribution,
                             speculative_generate, verify)
 
 
@@ -334,7 +335,7 @@ def test_prompt_lookup_candidates_match_hf():
                                             num_output_tokens=k, max_matching_ngram_size=ngram, max_length=10**6)
         out, _ = hf.get_candidates(seq)
         expected = out[0, seq.shape[1]:].tolist()
-        assert prompt_lookup_candidates(seq[0].tolist(), k, max_ngram_size=ngram, eos_token_id=eos) == expected
+        assert _lookup(seq[0].tolist(), k, ngram, eos) == expected
 
 
 @pytest.mark.parametrize("gamma", [1, 3, 6])

@@ -33,6 +33,9 @@ __all__ = [
     "check_sequence",
     "check_path",
     "check_optimizer",
+    "check_batch_plan",
+    "check_length_range",
+    "check_world_size",
     "describe_range",
 ]
 
@@ -225,3 +228,33 @@ def check_optimizer(name: str, value):
     if not (callable(getattr(value, "step", None)) and callable(getattr(value, "zero_grad", None))):
         raise TypeError(f"{name} must be a torch.optim.Optimizer (with step and zero_grad), got {_type_name(value)}")
     return value
+
+
+def check_batch_plan(batch_size, steps, seed, *, max_batch_size: int | None = None,
+                     max_steps: int | None = None) -> tuple[int, int, int]:
+    """``(batch_size, steps, seed)`` of a batch maker or trainer (``make_batches``, ``train_tiny_lm``, ...):
+    ints with ``batch_size`` in [1, max_batch_size], ``steps`` in [1, max_steps], ``seed`` >= 0."""
+    return (check_int("batch_size", batch_size, low=1, high=max_batch_size),
+            check_int("steps", steps, low=1, high=max_steps),
+            check_int("seed", seed, low=0))
+
+
+def check_length_range(batch_size, min_len, max_len, seed, *, high: int) -> tuple[int, int, int, int]:
+    """``(batch_size, min_len, max_len, seed)`` of a batch of variable-length token rows (lengths drawn in
+    [min_len, max_len]): ``batch_size`` in [1, high], 2 <= ``min_len`` <= ``max_len`` <= high, ``seed`` >= 0."""
+    batch_size = check_int("batch_size", batch_size, low=1, high=high)
+    max_len = check_int("max_len", max_len, low=2, high=high)
+    min_len = check_int("min_len", min_len, low=2)
+    if min_len > max_len:
+        raise ValueError(f"need 2 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
+    return batch_size, min_len, max_len, check_int("seed", seed, low=0)
+
+
+def check_world_size(world_size, *, high: int, low: int = 1, divides: Mapping[str, int] | None = None) -> int:
+    """``world_size`` (processes of a distributed run) as an int in [low, high]; each ``divides`` entry
+    ``{what: n}`` must split into ``world_size`` equal shards (``ValueError`` naming ``what`` and world_size)."""
+    world_size = check_int("world_size", world_size, low=low, high=high)
+    for what, n in (divides or {}).items():
+        if n % world_size:
+            raise ValueError(f"{what} must be divisible by world_size, got {n} and {world_size}")
+    return world_size

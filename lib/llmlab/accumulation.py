@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_callable, check_choice, check_float, check_int, check_module, check_tensor
+from ._checks import check_callable, check_choice, check_length_range, check_float, check_int, check_module, check_tensor
 from ._torch import IGNORE_INDEX, grads_by_name, isolated_rng, read_floats, resolve_dtype
 from .modelinfo import check_token_ids
 
@@ -56,6 +56,12 @@ def _check_steps(steps, batch_size: int) -> None:
     check_int("steps", steps, low=1)
     if batch_size % steps != 0:
         raise ValueError(f"steps must divide the batch size {batch_size} into equal parts, one of {divisors(batch_size)}")
+
+
+def _check_model_and_loss(model, loss_fn) -> None:
+    """What both accumulation entry points train: a ``model`` (an ``nn.Module``) and a callable ``loss_fn``."""
+    check_module("model", model)
+    check_callable("loss_fn", loss_fn, what="a callable (prediction, target) -> scalar loss")
 
 
 def _check_batch(x, y) -> int:
@@ -119,8 +125,7 @@ def accumulation_pass(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, s
     when ``scale_loss`` (so Σ_j ∇(L_j / K) = ∇L for per-example losses). ``steps=1`` is the
     plain big-batch step. The model keeps its train/eval mode; ``model`` itself is untouched.
     """
-    check_module("model", model)
-    check_callable("loss_fn", loss_fn, what="a callable (prediction, target) -> scalar loss")
+    _check_model_and_loss(model, loss_fn)
     batch_size = _check_batch(x, y)
     _check_steps(steps, batch_size)
     model_copy = _fresh_copy(model)
@@ -179,8 +184,8 @@ def batchnorm_running_stats(model: nn.Module) -> dict[str, Tensor]:
     """``"<layer>.running_mean"`` / ``"<layer>.running_var"`` -> copies of every BatchNorm's running statistics.
 
     Empty for a model without BatchNorm (GroupNorm and LayerNorm keep no running statistics).
+    A step of the accumulation and DDP entry points, which pass it the model they train.
     """
-    check_module("model", model)
     stats = {}
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
@@ -290,13 +295,8 @@ def make_token_batch(batch_size: int = 32, *, max_len: int = 32, vocab_size: int
     sequences by length, as length-grouped samplers do, which makes micro-batch token counts
     (and the trap) more unequal.
     """
-    batch_size = check_int("batch_size", batch_size, low=1, high=2**20)
+    batch_size, min_len, max_len, seed = check_length_range(batch_size, min_len, max_len, seed, high=2**20)
     vocab_size = check_int("vocab_size", vocab_size, low=2)
-    max_len = check_int("max_len", max_len, low=2, high=2**20)
-    min_len = check_int("min_len", min_len, low=2)
-    seed = check_int("seed", seed, low=0)
-    if not 2 <= min_len <= max_len:
-        raise ValueError(f"need 2 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(min_len, max_len + 1, (batch_size,), generator=g)
     if group_by_length:
@@ -378,7 +378,7 @@ def train_with_accumulation(model: nn.Module, loss_fn: LossFn, batches: list[tup
                             lr: float = 0.05, momentum: float = 0.9, scale_loss: bool = True) -> AccumulationRun:
     """SGD (with ``momentum``) on a copy of ``model``: one update per ``(x, y)`` in ``batches``, each
     gradient accumulated over ``steps`` micro-batches (``steps=1``: the big batch). ``model`` is unchanged."""
-    check_module("model", model)
+    _check_model_and_loss(model, loss_fn)
     if not batches:
         raise ValueError("batches must hold at least one (x, y) batch")
     lr = check_float("lr", lr, low=0, low_open=True)

@@ -7,7 +7,7 @@ and trains on the pairs directly:
 
     L = −log σ(β [(log π(y_w|x) − log π_ref(y_w|x)) − (log π(y_l|x) − log π_ref(y_l|x))])
 
-where log π(y|x) is the *summed* log-probability of the response tokens (:func:`sequence_logps`)
+where log π(y|x) is the *summed* log-probability of the response tokens (``_sequence_logps``)
 and r̂(x, y) = β (log π(y|x) − log π_ref(y|x)) is the implicit reward. :func:`dpo_loss` matches
 the paper's formula and TRL's ``loss_type="sigmoid"``; ``tests/test_alignment.py`` checks both.
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ._checks import (check_finite_tensor, check_float, check_int, check_module, check_optimizer, check_same_length,
-                      check_sequence, check_str, check_tensor)
+from ._checks import (check_batch_plan, check_finite_tensor, check_float, check_int, check_module, check_optimizer,
+                      check_same_length, check_sequence, check_str, check_tensor)
 from ._torch import IGNORE_INDEX, eval_mode, model_device, pad_id, read_floats
 from .data import InstructionBatch, collate, epoch_order, greedy_answers
 from .modelinfo import check_token_ids, context_size
@@ -32,7 +32,6 @@ from .timing import Stopwatch
 
 __all__ = [
     "dpo_loss",
-    "sequence_logps",
     "chat_prompt",
     "tokenize_preference",
     "collate_preferences",
@@ -100,21 +99,14 @@ def _batch_tensors(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int
     return input_ids, attention_mask, labels, int(scored.float().argmax(dim=1).min())
 
 
-def sequence_logps(model, batch) -> torch.Tensor:
+def _sequence_logps(model, input_ids, attention_mask, labels, first: int) -> torch.Tensor:
     """Σ_t log π(y_t | x, y_<t) over the response tokens of every row: shape ``(batch,)``, float32.
 
-    ``batch``: an :class:`llmlab.data.InstructionBatch` (or a dict) whose ``labels`` are −100 on
-    prompt and padding tokens, aligned with ``input_ids`` as in Hugging Face (position t − 1
-    predicts label t). Gradients flow (DPO trains through it); wrap in ``torch.no_grad()`` to score.
-    Only positions from the first response token on go through the LM head.
+    The tensors of a batch :func:`_batch_tensors` checked (``labels`` −100 on prompt and padding
+    tokens, aligned with ``input_ids`` as in Hugging Face: position t − 1 predicts label t);
+    ``first``: the earliest scored position, so only positions from it on go through the LM head.
+    Gradients flow (DPO trains through it); wrap in ``torch.no_grad()`` to score.
     """
-    prepared = _batch_tensors(batch)
-    check_token_ids(model, prepared[0])
-    return _sequence_logps(model, *prepared)
-
-
-def _sequence_logps(model, input_ids, attention_mask, labels, first: int) -> torch.Tensor:
-    """:func:`sequence_logps` of a batch :func:`_batch_tensors` checked; ``first``: the earliest scored position."""
     keep = input_ids.shape[1] - first + 1  # logits from position first - 1 on
     logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits[:, :-1].float()
     targets = labels[:, first:]
@@ -172,9 +164,7 @@ def collate_preferences(features: list[dict[str, list[int]]], pad_token_id: int)
 def make_preference_batches(examples: list[Mapping], tokenizer, *, batch_size: int, steps: int, seed: int = 0,
                             chat: bool = True, device=None) -> list[InstructionBatch]:
     """``steps`` batches of ``batch_size`` pairs (2·batch_size rows), shuffled by ``seed`` epoch after epoch."""
-    check_int("batch_size", batch_size, low=1, high=4096)
-    check_int("steps", steps, low=1, high=1_000_000)
-    check_int("seed", seed, low=0)
+    check_batch_plan(batch_size, steps, seed, max_batch_size=4096, max_steps=1_000_000)
     examples = check_sequence("examples", examples, what="preference pairs")
     pad = pad_id(tokenizer)
     features = [tokenize_preference(ex, tokenizer, chat=chat) for ex in examples]
@@ -199,8 +189,12 @@ def _pair_logps(model, prepared) -> tuple[torch.Tensor, torch.Tensor]:
     return _sequence_logps(model, *chosen), _sequence_logps(model, *rejected)
 
 
-def _prepare_pairs(model, batches) -> list[tuple]:
-    """Every preference batch checked once, before any forward pass (the loops then never sync)."""
+def _prepare_pairs(model, batches, reference=..., beta: float = 0.1) -> tuple[list[tuple], float]:
+    """Every preference batch checked once, before any forward pass (the loops then never sync), with
+    (unless left out: ``...``) the ``reference`` log-probabilities of the same batches and ``beta`` > 0: what
+    :func:`reference_logps`, :func:`evaluate_preferences` and :func:`train_dpo` take. Returns
+    ``(prepared batches, beta)``."""
+    beta = check_float("beta", beta, low=0, low_open=True)
     batches = check_sequence("batches", batches, what="preference batches")
     prepared = []
     for b in batches:
@@ -208,7 +202,9 @@ def _prepare_pairs(model, batches) -> list[tuple]:
         check_token_ids(model, full[0])
         n = full[0].shape[0] // 2
         prepared.append((_batch_tensors(_half(full, slice(0, n))), _batch_tensors(_half(full, slice(n, 2 * n)))))
-    return prepared
+    if reference is not ...:
+        check_same_length(batches=prepared, reference=check_sequence("reference", reference, what="log-probabilities"))
+    return prepared, beta
 
 
 @torch.no_grad()
@@ -216,7 +212,7 @@ def reference_logps(model, batches) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``(chosen, rejected)`` summed log-probabilities of every batch under ``model``, in eval mode
     and without gradients: run before training, while the policy still is the reference
     (TRL's ``precompute_ref_log_probs``)."""
-    prepared = _prepare_pairs(model, batches)
+    prepared, _ = _prepare_pairs(model, batches)
     with eval_mode(model):
         return [_pair_logps(model, p) for p in prepared]
 
@@ -237,9 +233,7 @@ class PreferenceEval:
 def evaluate_preferences(model, batches, reference, *, beta: float = 0.1) -> PreferenceEval:
     """Score ``batches`` (from :func:`make_preference_batches`) against ``reference``
     (:func:`reference_logps` of the same batches) with :func:`dpo_loss`."""
-    beta = check_float("beta", beta, low=0, low_open=True)
-    prepared = _prepare_pairs(model, batches)
-    check_same_length(batches=prepared, reference=check_sequence("reference", reference, what="log-probabilities"))
+    prepared, beta = _prepare_pairs(model, batches, reference, beta)
     with eval_mode(model):
         losses, chosen, rejected = [], [], []
         for batch, (ref_c, ref_r) in zip(prepared, reference):
@@ -263,10 +257,8 @@ class DPOResult:
 def train_dpo(model, batches, optimizer, *, reference, beta: float = 0.1, progress: bool = False) -> DPOResult:
     """One DPO step per batch: mean of :func:`dpo_loss` against the precomputed ``reference``
     (:func:`reference_logps` of the same batches), backward, optimizer step, zero_grad."""
-    beta = check_float("beta", beta, low=0, low_open=True)
     check_optimizer("optimizer", optimizer)
-    prepared = _prepare_pairs(model, batches)
-    check_same_length(batches=prepared, reference=check_sequence("reference", reference, what="log-probabilities"))
+    prepared, beta = _prepare_pairs(model, batches, reference, beta)
     device = model_device(model)
     steps = list(zip(prepared, reference))
     if progress:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ._checks import check_int, check_module, check_path, check_sequence, check_str
+from ._checks import check_batch_plan, check_int, check_module, check_path, check_sequence, check_str
 from ._torch import IGNORE_INDEX, eval_mode, model_device, pad_id
 from .paths import data_path
 
@@ -36,9 +36,9 @@ __all__ = [
     "write_instructions",
     "load_instructions",
     "tokenize_example",
-    "collate",
     "InstructionBatch",
     "make_batches",
+    "collate",
     "epoch_order",
     "left_pad",
     "greedy_answers",
@@ -188,13 +188,10 @@ class InstructionBatch:
 
 
 def collate(features: list[dict[str, list[int]]], pad_token_id: int) -> InstructionBatch:
-    """Right-pad tokenised examples (:func:`tokenize_example`'s dicts of ``input_ids`` and ``labels``, of
-    equal lengths) to the longest one; padding gets mask 0 and label -100."""
-    check_sequence("features", features, what="tokenised examples")
-    check_int("pad_token_id", pad_token_id, low=0)
-    for i, f in enumerate(features):
-        if not isinstance(f, dict) or not f.get("input_ids") or len(f["input_ids"]) != len(f.get("labels", ())):
-            raise ValueError(f"features[{i}] must be a dict of non-empty input_ids and labels of the same length")
+    """Right-pad tokenised examples (:func:`tokenize_example`'s dicts of non-empty ``input_ids`` and
+    ``labels`` of equal lengths) to the longest one; padding gets mask 0 and label -100. A step of the
+    batch makers (:func:`make_batches`, :func:`llmlab.alignment.make_preference_batches`), which build
+    ``features`` themselves."""
     length = max(len(f["input_ids"]) for f in features)
     input_ids = torch.full((len(features), length), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(features), length), dtype=torch.long)
@@ -210,9 +207,7 @@ def collate(features: list[dict[str, list[int]]], pad_token_id: int) -> Instruct
 def make_batches(examples: list[dict], tokenizer, *, batch_size: int, steps: int, seed: int = 0,
                  device=None) -> list[InstructionBatch]:
     """``steps`` batches of ``batch_size`` examples, shuffled by ``seed`` (epoch after epoch)."""
-    check_int("batch_size", batch_size, low=1, high=4096)
-    check_int("steps", steps, low=1, high=100_000)
-    check_int("seed", seed, low=0)
+    check_batch_plan(batch_size, steps, seed, max_batch_size=4096, max_steps=100_000)
     if not examples:
         raise ValueError("examples must be a non-empty list")
     pad = pad_id(tokenizer)
@@ -273,12 +268,17 @@ def _greedy_ids(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: i
     return [row[input_ids.shape[1]:].cpu() for row in out]
 
 
+def _check_generation(model, max_new_tokens) -> None:
+    """What both greedy evaluations take: a ``model`` (an ``nn.Module``) and ``max_new_tokens`` >= 1."""
+    check_module("model", model)
+    check_int("max_new_tokens", max_new_tokens, low=1)
+
+
 def greedy_answers(model, tokenizer, prompt_ids: list[list[int]], *, max_new_tokens: int) -> list[str]:
     """Greedy ``model.generate`` from every prompt (token ids) in one left-padded batch, in eval mode.
     Each answer stops at EOS or after ``max_new_tokens`` and comes back decoded without special
     tokens, stripped."""
-    check_module("model", model)
-    check_int("max_new_tokens", max_new_tokens, low=1)
+    _check_generation(model, max_new_tokens)
     prompt_ids = check_sequence("prompt_ids", prompt_ids, what="token id lists")
     return [tokenizer.decode(row, skip_special_tokens=True).strip()
             for row in _greedy_ids(model, tokenizer, prompt_ids, max_new_tokens)]
@@ -297,8 +297,7 @@ def exact_match(model, tokenizer, examples: list[dict], *, max_new_tokens: int =
     """
     if not examples:
         raise ValueError("examples must be a non-empty list")
-    check_module("model", model)
-    check_int("max_new_tokens", max_new_tokens, low=1)
+    _check_generation(model, max_new_tokens)
     check_int("batch_size", batch_size, low=1, high=4096)
     predictions, stopped = [], []
     for start in range(0, len(examples), batch_size):

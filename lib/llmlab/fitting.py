@@ -47,18 +47,26 @@ def _finite_floats(name: str, values) -> list[float]:
     return out
 
 
+def _check_series(ns, values, *, positive_values: bool = False) -> tuple[list[float], list[float]]:
+    """What both fits take: ``ns`` and ``values`` finite numbers of one length, ``ns`` at least two distinct
+    positive sizes (and ``values`` positive too with ``positive_values``: their logarithms are taken)."""
+    ns, values = _finite_floats("ns", ns), _finite_floats("values", values)
+    check_same_length(ns=ns, values=values)
+    if any(n <= 0 for n in ns) or (positive_values and any(v <= 0 for v in values)):
+        which = "ns and values" if positive_values else "ns"
+        raise ValueError(f"{which} must be positive, got ns={ns}, values={values}")
+    if len(set(ns)) < 2:
+        raise ValueError(f"ns must hold at least 2 distinct sizes, got {ns}")
+    return ns, values
+
+
 def fit_scaling(ns, values, law: str) -> ScalingFit:
     """Least-squares fit of ``values ~= c * f(n) + d`` over the sizes ``ns`` (``"1"``: d only).
 
     ``ns`` must hold at least two distinct positive sizes, ``values`` as many finite numbers.
     """
     check_choice("law", law, LAWS)
-    ns, values = _finite_floats("ns", ns), _finite_floats("values", values)
-    check_same_length(ns=ns, values=values)
-    if any(n <= 0 for n in ns):
-        raise ValueError(f"ns must be positive sizes, got {ns}")
-    if len(set(ns)) < 2:
-        raise ValueError(f"ns must hold at least 2 distinct sizes, got {ns}")
+    ns, values = _check_series(ns, values)
     y = torch.tensor(values, dtype=torch.float64)
     if law == "1":
         c, d = 0.0, y.mean().item()
@@ -78,12 +86,7 @@ def loglog_slope(ns, values) -> float:
 
     ``ns`` and ``values`` must be positive and of the same length, with at least two distinct ``ns``.
     """
-    ns, values = _finite_floats("ns", ns), _finite_floats("values", values)
-    check_same_length(ns=ns, values=values)
-    if any(n <= 0 for n in ns) or any(v <= 0 for v in values):
-        raise ValueError("ns and values must be positive (their logarithms are taken)")
-    if len(set(ns)) < 2:
-        raise ValueError(f"ns must hold at least 2 distinct sizes, got {ns}")
+    ns, values = _check_series(ns, values, positive_values=True)
     x = torch.log(torch.tensor(ns, dtype=torch.float64))
     y = torch.log(torch.tensor(values, dtype=torch.float64))
     x, y = x - x.mean(), y - y.mean()

@@ -121,10 +121,7 @@ def _check_window(model, max_length, stride) -> tuple[int, int]:
             raise ValueError("max_length is required: the model's config does not say its context size")
         max_length = limit
     check_int("max_length", max_length, low=1, high=limit)
-    if stride is None:
-        stride = max_length
-    check_int("stride", stride, low=1, high=max_length)
-    return max_length, stride
+    return max_length, max_length if stride is None else stride  # stride: sliding_windows checks it
 
 
 def token_nlls(model, input_ids: torch.Tensor, *, max_length: int, stride: int, batch_size: int = 1) -> torch.Tensor:
@@ -187,7 +184,6 @@ def perplexity(model, input_ids: torch.Tensor, *, max_length: int | None = None,
     pass, same result. Raises ValueError for stride < 1, stride > max_length, max_length larger
     than the model's context, or fewer than 2 tokens.
     """
-    max_length, stride = _check_window(model, max_length, stride)
     nll = token_nlls(model, input_ids, max_length=max_length, stride=stride, batch_size=batch_size)
     mean_nll = nll.double().mean().item()
     return PerplexityResult(ppl=math.exp(mean_nll), mean_nll=mean_nll, n_tokens=nll.numel())

@@ -41,7 +41,6 @@ __all__ = [
     "torch_trace",
     "ScheduleRun",
     "ScheduleComparison",
-    "train_regression",
     "compare_schedules",
 ]
 
@@ -52,6 +51,13 @@ __all__ = [
 def _check_lr(name: str, value, *, maximum: float | None = None) -> float:
     """A learning rate: a finite number in ``[0, maximum]`` (TypeError / ValueError naming it)."""
     return check_float(name, value, low=0.0, high=maximum)
+
+
+def _check_step(step, base_lr, floor_name: str, floor) -> tuple[int, float, float]:
+    """What every closed-form schedule takes: a ``step`` >= 0, a ``base_lr`` and a floor (``eta_min`` /
+    ``min_lr``) in [0, base_lr]; returns them as ``(int, float, float)``."""
+    base_lr = _check_lr("base_lr", base_lr)
+    return check_int("step", step, low=0), base_lr, _check_lr(floor_name, floor, maximum=base_lr)
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -68,10 +74,8 @@ def cosine_annealing(step: int, *, base_lr: float, t_max: int, eta_min: float = 
     :func:`cosine_with_restarts`). ``eta_min > base_lr`` (an upside-down cosine that PyTorch
     accepts) is rejected as almost certainly swapped arguments.
     """
-    step = check_int("step", step, low=0)
+    step, base_lr, eta_min = _check_step(step, base_lr, "eta_min", eta_min)
     t_max = check_int("t_max", t_max, low=1)
-    base_lr = _check_lr("base_lr", base_lr)
-    eta_min = _check_lr("eta_min", eta_min, maximum=base_lr)
     # Same operation order as PyTorch's closed form, so the two agree to the last bit or two.
     return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * step / t_max)) / 2
 
@@ -85,11 +89,9 @@ def cosine_with_restarts(step: int, *, base_lr: float, t_0: int, t_mult: int = 1
 
     so the rate jumps straight back to ``base_lr`` at each restart (steps t_0, t_0 + t_0*t_mult, ...).
     """
-    step = check_int("step", step, low=0)
+    step, base_lr, eta_min = _check_step(step, base_lr, "eta_min", eta_min)
     t_0 = check_int("t_0", t_0, low=1)
     t_mult = check_int("t_mult", t_mult, low=1)
-    base_lr = _check_lr("base_lr", base_lr)
-    eta_min = _check_lr("eta_min", eta_min, maximum=base_lr)
     if t_mult == 1:
         t_i, t_cur = t_0, step % t_0
     else:
@@ -118,13 +120,11 @@ def warmup_cosine(step: int, *, base_lr: float, warmup_steps: int, total_steps: 
     following the cosine and climbs back up if you train past ``total_steps``, this one stays at
     ``min_lr``. LLaMA used 2,000 warm-up steps and ``min_lr = 0.1 * base_lr``.
     """
-    step = check_int("step", step, low=0)
+    step, base_lr, min_lr = _check_step(step, base_lr, "min_lr", min_lr)
     total_steps = check_int("total_steps", total_steps, low=1)
     warmup_steps = check_int("warmup_steps", warmup_steps, low=0)
     if warmup_steps > total_steps:
         raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}], got {warmup_steps}")
-    base_lr = _check_lr("base_lr", base_lr)
-    min_lr = _check_lr("min_lr", min_lr, maximum=base_lr)
     if step < warmup_steps:
         return base_lr * step / warmup_steps
     if step >= total_steps:
@@ -338,7 +338,7 @@ def compare_schedules(
     eval_every: int = 1,
     device: torch.device | str | None = None,
 ) -> ScheduleComparison:
-    """Train the student once per (schedule, seed) on the same data and mini-batches; see :func:`train_regression`.
+    """Train the student once per (schedule, seed) on the same data and mini-batches; the task is ``_train_regression``'s.
 
     ``schedules`` maps a name to a list of learning rates, one per update (all of one length).
     Every schedule sees, for a given seed, the same data, the same initial model and the same
@@ -360,7 +360,7 @@ def compare_schedules(
                               train=train, test=test, noise_floor=floors)
 
 
-def train_regression(
+def _train_regression(
     lrs: Sequence[float],
     *,
     seed: int = 0,
@@ -384,8 +384,6 @@ def train_regression(
     ``test_losses`` on ``n_test`` held-out points of the same teacher and noise, every
     ``eval_every`` updates (and after the last). Same seed, same numbers.
     """
-    lrs = _check_lrs("lrs", lrs)
-    seed = check_int("seed", seed, low=0)
     return compare_schedules({"run": lrs}, seeds=[seed], n_samples=n_samples, n_test=n_test, n_features=n_features,
                              width=width, batch_size=batch_size, noise=noise, eval_every=eval_every,
                              device=device).run("run", seed)

@@ -23,6 +23,12 @@ from ._checks import check_choice, check_float, check_int
 __all__ = ["wilson_interval", "sign_test", "PairedTest", "paired_test"]
 
 
+def _check_count(name: str, count, n) -> tuple[int, int]:
+    """``count`` of ``n`` trials, as both tests take them: ``n`` >= 1, ``count`` in [0, n]."""
+    n = check_int("n", n, low=1)
+    return check_int(name, count, low=0, high=n), n
+
+
 def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
     """The Wilson score interval ``(low, high)`` for a proportion of ``successes`` out of ``n`` trials.
 
@@ -32,8 +38,7 @@ def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tupl
 
     (Wilson, 1927). ``successes`` in [0, n], ``n`` >= 1, ``confidence`` in (0, 1).
     """
-    n = check_int("n", n, low=1)
-    successes = check_int("successes", successes, low=0, high=n)
+    successes, n = _check_count("successes", successes, n)
     confidence = check_float("confidence", confidence, low=0, high=1, low_open=True, high_open=True)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     p = successes / n
@@ -52,8 +57,7 @@ def sign_test(wins: int, n: int, *, alternative: str = "greater") -> float:
     ``alternative="greater"``: P(X >= wins) for X ~ Binomial(n, 1/2); ``"two-sided"``: twice the smaller
     tail, at most 1. ``wins`` in [0, n], ``n`` >= 1 (drop ties before counting).
     """
-    n = check_int("n", n, low=1)
-    wins = check_int("wins", wins, low=0, high=n)
+    wins, n = _check_count("wins", wins, n)
     alternative = check_choice("alternative", alternative, ("greater", "two-sided"))
     upper = sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
     if alternative == "greater":

@@ -13,7 +13,7 @@ from pydoc_data.topics import topics  # Python's own documentation: English text
 import torch
 from torch import Tensor
 
-from ._checks import check_int
+from ._checks import check_length_range
 from ._torch import IGNORE_INDEX, pad_id
 
 __all__ = ["make_text_token_batch"]
@@ -31,12 +31,7 @@ def make_text_token_batch(tokenizer, batch_size: int = 32, max_len: int = 32, se
     mean loss per token than long ones, as in real pre-training data. To group by length, sort
     the rows: ``order = (targets != -100).sum(1).argsort()``.
     """
-    batch_size = check_int("batch_size", batch_size, low=1, high=4096)
-    max_len = check_int("max_len", max_len, low=2, high=4096)
-    min_len = check_int("min_len", min_len, low=2)
-    seed = check_int("seed", seed, low=0)
-    if not 2 <= min_len <= max_len:
-        raise ValueError(f"need 2 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
+    batch_size, min_len, max_len, seed = check_length_range(batch_size, min_len, max_len, seed, high=4096)
     if not callable(tokenizer) or not hasattr(tokenizer, "eos_token_id"):
         raise TypeError(f"tokenizer must be a Hugging Face tokenizer (callable, with eos_token_id), got {type(tokenizer).__name__}")
     pad = pad_id(tokenizer, default=0)

@@ -5,8 +5,7 @@ decoder (GPT, LLaMA), a prefix decoder (GLM, U-PaLM) or an encoder (BERT; with a
 BART) through its attention mask, and a causal or a masked LM through its objective; a PLM turns
 into an LLM with scale. The modules:
 
-* ``masks``: :func:`attention_mask` (causal / prefix / bidirectional), :func:`encoder_decoder_masks`,
-  :func:`additive_mask`;
+* ``masks``: :func:`attention_mask` (causal / prefix / bidirectional), :func:`encoder_decoder_masks`;
 * ``tiny``: :class:`TinyTransformer`, a small LM that takes any mask, and :func:`attention`
   written out (equal to PyTorch's ``scaled_dot_product_attention``);
 * ``corpus`` and ``datasets``: the grammar corpus it learns, the labelled tasks and articles in
@@ -28,7 +27,7 @@ from .corpus import (ADJECTIVES, ADVERBS, ANIMAL_SOUNDS, BOS, DETERMINERS, EOS, 
                      encode_batch, is_grammatical, make_animal_corpus)
 from .datasets import (CLASSIFICATION_TASKS, LabelledText, load_animal_corpus, load_classification_task, load_documents,
                        write_corpus)
-from .masks import MASK_KINDS, EncoderDecoderMasks, additive_mask, attention_mask, encoder_decoder_masks
+from .masks import MASK_KINDS, EncoderDecoderMasks, attention_mask, encoder_decoder_masks
 from .objectives import (FILL_METHODS, OBJECTIVES, TrainLog, causal_perplexity, fill_blank, lm_loss, mask_tokens,
                          padded_mask, pair_total, pseudo_logprobs, pseudo_perplexity, sample_sentences, sentence_logprob,
                          target_logprobs, train_tiny_lm)
@@ -39,7 +38,7 @@ from .summarize import (SUMMARY_INSTRUCTION, RougeScore, lead_sentences, rouge1,
 from .tiny import TinyTransformer, attention
 
 __all__ = [
-    "MASK_KINDS", "attention_mask", "EncoderDecoderMasks", "encoder_decoder_masks", "additive_mask",
+    "MASK_KINDS", "attention_mask", "EncoderDecoderMasks", "encoder_decoder_masks",
     "attention", "TinyTransformer",
     "ANIMAL_SOUNDS", "DETERMINERS", "ADJECTIVES", "ADVERBS", "PLACES", "SPECIALS", "PAD", "BOS", "EOS", "MASK",
     "make_animal_corpus", "is_grammatical", "WordVocab", "encode_batch",

@@ -16,7 +16,8 @@ import torch
 from .._checks import check_int, check_module, check_tensor
 from .._torch import model_device
 from ..modelinfo import vocab_size
-from .masks import additive_mask
+from .masks import _additive_mask
+from .tiny import _check_bool_mask
 
 __all__ = ["logit_changes", "masked_nll"]
 
@@ -52,12 +53,12 @@ def masked_nll(model, input_ids: torch.Tensor, mask: torch.Tensor, *, first_targ
     check_module("model", model)
     ids = _check_ids(input_ids).to(model_device(model))
     n = ids.shape[1]
-    check_tensor("mask", mask, dim=2)
+    _check_bool_mask(mask, dim=2)
     if mask.shape != (n, n):
         raise ValueError(f"mask must have shape ({n}, {n}) for input_ids of {n} positions, got {tuple(mask.shape)}")
     first_target = check_int("first_target", first_target, low=1, high=n - 1)
     dtype = next(model.parameters()).dtype
-    custom = additive_mask(mask.to(ids.device), dtype=dtype)[None, None].expand(ids.shape[0], 1, n, n)
+    custom = _additive_mask(mask.to(ids.device), dtype=dtype)[None, None].expand(ids.shape[0], 1, n, n)
     logits = model(input_ids=ids, attention_mask=custom).logits[:, first_target - 1:-1].float()
     targets = ids[:, first_target:]
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()).item()

@@ -33,6 +33,12 @@ __all__ = ["POOLINGS", "hidden_features", "Probe", "train_probe", "label_token_i
 POOLINGS = ("mean", "last")
 
 
+def _check_batched(model, batch_size) -> int:
+    """What both batched passes over a model take: a ``model`` (an ``nn.Module``) and ``batch_size`` >= 1."""
+    check_module("model", model)
+    return check_int("batch_size", batch_size, low=1)
+
+
 def _batches(texts: list[str], batch_size: int, name: str = "texts"):
     if isinstance(texts, str) or not texts or not all(isinstance(t, str) and t for t in texts):
         raise ValueError(f"{name} must be a non-empty list of non-empty strings")
@@ -53,10 +59,9 @@ def hidden_features(model, tokenizer, texts: list[str], *, layer: int = -1, pool
     ``hidden_states``: 0 is the embedding output, -1 the last layer), averaged over each text's
     tokens (``pool="mean"``) or taken at its last token (``"last"``, the one position of a causal
     model that has read the whole text). Float32, on the CPU."""
-    check_module("model", model)
+    batch_size = _check_batched(model, batch_size)
     layer = check_int("layer", layer)
     pool = check_choice("pool", pool, POOLINGS)
-    batch_size = check_int("batch_size", batch_size, low=1)
     out = []
     for chunk in _batches(texts, batch_size):
         enc = _encode(tokenizer, chunk, model_device(model))
@@ -194,8 +199,7 @@ def next_token_logprobs(model, tokenizer, prompts: list[str], *, batch_size: int
     ``share_prefix`` those run once per batch and their KV cache serves every prompt (prompt
     caching): the same numbers, a fraction of the compute.
     """
-    check_module("model", model)
-    batch_size = check_int("batch_size", batch_size, low=1)
+    batch_size = _check_batched(model, batch_size)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = []
     for chunk in _batches(prompts, batch_size, "prompts"):

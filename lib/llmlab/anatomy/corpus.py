@@ -78,6 +78,12 @@ def is_grammatical(sentence: str) -> bool:
     return rest == [] or (len(rest) == 3 and rest[:2] == ["near", "the"] and rest[2] in PLACES)
 
 
+def _check_sentences(sentences) -> None:
+    """What the vocabulary and the batch encoder take: a non-empty list of sentences (not one str)."""
+    if isinstance(sentences, str) or not sentences:
+        raise ValueError("sentences must be a non-empty list of strings")
+
+
 @dataclass(frozen=True)
 class WordVocab:
     """One id per word: the four :data:`SPECIALS` first (``[PAD]`` 0, ``[BOS]`` 1, ``[EOS]`` 2,
@@ -94,8 +100,7 @@ class WordVocab:
     @classmethod
     def from_sentences(cls, sentences: list[str]) -> "WordVocab":
         """The vocabulary of the words in ``sentences`` (split on spaces)."""
-        if isinstance(sentences, str) or not sentences:
-            raise ValueError("sentences must be a non-empty list of strings")
+        _check_sentences(sentences)
         words = sorted({w for s in sentences for w in check_str("sentence", s).split(" ")})
         return cls(SPECIALS + tuple(words))
 
@@ -138,8 +143,7 @@ class WordVocab:
 
 def encode_batch(sentences: list[str], vocab: WordVocab, *, device=None) -> torch.Tensor:
     """Sentences as a LongTensor ``(batch, seq)``: ``[BOS] words [EOS]``, right-padded with ``[PAD]``."""
-    if isinstance(sentences, str) or not sentences:
-        raise ValueError("sentences must be a non-empty list of strings")
+    _check_sentences(sentences)
     if not isinstance(vocab, WordVocab):
         raise TypeError(f"vocab must be a WordVocab, got {type(vocab).__name__}")
     rows = [vocab.encode(s) for s in sentences]

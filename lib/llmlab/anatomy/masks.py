@@ -16,7 +16,7 @@ An encoder-decoder (T5, BART) uses two stacks and three masks: a bidirectional e
 source, a causal decoder over the target, and full cross-attention from every target position
 to every source position (:func:`encoder_decoder_masks`).
 
-:func:`additive_mask` turns a boolean mask into the float form (0 where allowed, a very
+``_additive_mask`` turns a boolean mask into the float form (0 where allowed, a very
 negative number where not) that is added to attention scores, the form Hugging Face models
 accept as a custom 4-D ``attention_mask``.
 """
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_choice, check_int, check_tensor
+from .._checks import check_choice, check_int
 from .._torch import resolve_device, resolve_dtype
 
-__all__ = ["MASK_KINDS", "attention_mask", "EncoderDecoderMasks", "encoder_decoder_masks", "additive_mask"]
+__all__ = ["MASK_KINDS", "attention_mask", "EncoderDecoderMasks", "encoder_decoder_masks"]
 
 #: The mask kinds :func:`attention_mask` builds, in the order the notebook draws them.
 MASK_KINDS = ("causal", "prefix", "bidirectional")
@@ -88,13 +88,11 @@ def encoder_decoder_masks(n_source: int, n_target: int, *, device=None) -> Encod
     )
 
 
-def additive_mask(mask: torch.Tensor, *, dtype=torch.float32) -> torch.Tensor:
+def _additive_mask(mask: torch.Tensor, *, dtype=torch.float32) -> torch.Tensor:
     """A boolean mask (any shape) as the float mask added to attention scores: 0.0 where True,
     the most negative finite number of ``dtype`` where False (finite, so a fully masked row gives
-    no NaN in models that add it before their softmax)."""
-    check_tensor("mask", mask)
-    if mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}")
+    no NaN in models that add it before their softmax). A step of :func:`llmlab.anatomy.masked_nll`,
+    which checks ``mask``."""
     dtype = resolve_dtype(dtype, default=torch.float32)
     out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     return out.masked_fill_(~mask, torch.finfo(dtype).min)

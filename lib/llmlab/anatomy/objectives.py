@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_choice, check_float, check_int, check_module, check_tensor
+from .._checks import check_batch_plan, check_choice, check_float, check_int, check_module, check_tensor
 from .._torch import IGNORE_INDEX, isolated_rng, model_device, read_floats
 from ..modelinfo import check_token_ids
 from .corpus import BOS, EOS, MASK, PAD
@@ -167,10 +167,9 @@ def train_tiny_lm(model, ids: torch.Tensor, objective: str, *, steps: int = 300,
     _check_model(model)
     objective = check_choice("objective", objective, OBJECTIVES)
     ids = _check_ids(ids, model)
-    steps = check_int("steps", steps, low=1)
-    batch_size = check_int("batch_size", batch_size, low=1)
+    batch_size, steps, seed = check_batch_plan(batch_size, steps, seed)
     mask_prob = check_float("mask_prob", mask_prob, low=0, high=1, low_open=True)
-    generator = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+    generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warmup = max(1, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(

@@ -31,6 +31,13 @@ from .._checks import check_float, check_int, check_tensor
 __all__ = ["attention", "TinyTransformer"]
 
 
+def _check_bool_mask(mask, *, dim=None) -> None:
+    """An attention mask as the anatomy models take it: a bool tensor (True = may attend) of ``dim`` dimensions."""
+    check_tensor("mask", mask, dim=dim)
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}")
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q kᵀ / sqrt(d)) v with ``mask`` (bool, True = may attend) broadcast over the scores.
 
@@ -46,9 +53,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     if v.shape[-2] != k.shape[-2]:
         raise ValueError(f"v must have one row per key ({k.shape[-2]}, as k), got shape {tuple(v.shape)}")
     if mask is not None:
-        check_tensor("mask", mask)
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}")
+        _check_bool_mask(mask)
         try:  # the scores' shape is (..., n_q, n_k), the batch dimensions of q and k broadcast
             shape = (*torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]), q.shape[-2], k.shape[-2])
             fits = torch.broadcast_shapes(mask.shape, shape) == shape
@@ -145,9 +150,7 @@ class TinyTransformer(nn.Module):
         if n > self.max_len:
             raise ValueError(f"input_ids has {n} positions; this model has max_len={self.max_len}")
         if mask is not None:
-            check_tensor("mask", mask, dim=(2, 3))
-            if mask.dtype != torch.bool:
-                raise TypeError(f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}")
+            _check_bool_mask(mask, dim=(2, 3))
             if mask.shape[-2:] != (n, n) or (mask.dim() == 3 and mask.shape[0] not in (1, batch)):
                 raise ValueError(f"mask must have shape ({n}, {n}) or ({batch}, {n}, {n}), got {tuple(mask.shape)}")
             mask = mask.to(input_ids.device)

@@ -78,13 +78,19 @@ def fused_sdpa_kernel(device=None, *, capability: tuple[int, int] | None = None)
                        f"({'fp16/fp32 only below sm80' if capability < (8, 0) else 'fp16/bf16/fp32'})")
 
 
+def _check_size(name: str, n, heads) -> tuple[int, int]:
+    """The attention size both SDPA measurements take: a sequence length ``n`` in [1, 2**17] (its name:
+    ``name``) and ``heads`` in [1, 1024]."""
+    n = check_int(name, n, low=1, high=2**17)
+    return n, check_int("heads", heads, low=1, high=1024)
+
+
 def math_backend_length(device=None, *, heads: int = 16, longest: int = 8192, memory_bytes: int | None = None) -> int:
     """The longest power-of-two sequence length, at most ``longest``, whose math-backend forward +
     backward fits the GPU: about six (heads, n, n) float32 matrices (scores, probabilities and
     their gradients, with the upcast) in half of its memory (``memory_bytes``, default: the
     device's total). For 16 heads a 16 GB T4 or a 40 GB A100 gets 4,096, an 80 GB H100 8,192."""
-    heads = check_int("heads", heads, low=1, high=1024)
-    longest = check_int("longest", longest, low=1, high=2**17)
+    longest, heads = _check_size("longest", longest, heads)
     if memory_bytes is None:
         device = resolve_device(device)
         if device.type != "cuda":
@@ -120,8 +126,7 @@ def sdpa_backend_timings(n: int, *, kernel: FusedKernel | None = None, heads: in
     default: float32 inside for fp16/bf16 inputs), interleaved; for fp16/bf16 inputs also the math
     backend computing in the input precision (``"math, input precision"``, where this PyTorch has
     the switch). Inputs (1, heads, n, d) in ``kernel.dtype``, seeded. Method -> :class:`Timing`."""
-    n = check_int("n", n, low=1, high=2**17)
-    heads = check_int("heads", heads, low=1, high=1024)
+    n, heads = _check_size("n", n, heads)
     d = check_int("d", d, low=1, high=256)
     seed = check_int("seed", seed, low=0)  # rounds: interleaved checks it
     device = resolve_device(device)

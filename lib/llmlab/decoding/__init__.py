@@ -6,8 +6,8 @@ decoder picks tokens from these distributions one step at a time until EOS or a 
 * :func:`greedy` takes the argmax at each step;
 * :func:`beam_search` keeps the ``num_beams`` best partial sequences by summed log-probability,
   ranking finished ones by ``sum log p / n_generated ** length_penalty``;
-* :func:`sample` draws from softmax(logits / temperature) after :func:`top_k_filter` and
-  :func:`top_p_filter` have removed the unlikely tail.
+* :func:`sample` draws from softmax(logits / temperature) after top-k and
+  :func:`top_p_filter` (both in :func:`warp_logits`) have removed the unlikely tail.
 
 All of them feed the model one new token per step and reuse the keys and values of earlier
 tokens (the KV cache), so a step costs O(context) attention instead of re-running the prefix;
@@ -32,14 +32,12 @@ The modules:
   :func:`attention_geometry`), :func:`count_step_ops` (operators, so GPU launches, per decode step);
 * ``speed``: :func:`time_decoders` (the decoders timed side by side);
 * ``repetition``: :func:`repeated_ngram_fraction`, and the two repetition controls every decoder
-  takes (``repetition_penalty=``, ``no_repeat_ngram_size=``): :func:`repetition_penalty_filter`,
-  :func:`no_repeat_ngram_filter`, chained by :func:`apply_repetition_controls`.
+  takes (``repetition_penalty=``, ``no_repeat_ngram_size=``): :func:`repetition_penalty_filter`
+  and the n-gram ban (:func:`banned_ngram_tokens` lists what it bans).
 """
 
 from .repetition import (
-    apply_repetition_controls,
     banned_ngram_tokens,
-    no_repeat_ngram_filter,
     repeated_ngram_fraction,
     repetition_penalty_filter,
 )
@@ -52,7 +50,6 @@ from .search import (
     next_token_logits,
     sample,
     sequence_logprob,
-    top_k_filter,
     top_p_filter,
     warp_logits,
 )
@@ -64,7 +61,6 @@ __all__ = [
     "greedy_without_cache",
     "beam_search",
     "sample",
-    "top_k_filter",
     "top_p_filter",
     "warp_logits",
     "sequence_logprob",
@@ -81,9 +77,7 @@ __all__ = [
     "GPU_PEAKS",
     "repeated_ngram_fraction",
     "repetition_penalty_filter",
-    "no_repeat_ngram_filter",
     "banned_ngram_tokens",
-    "apply_repetition_controls",
     "DecoderTiming",
     "DECODERS",
     "time_decoders",

@@ -10,12 +10,12 @@ decoders take them as ``repetition_penalty=`` and ``no_repeat_ngram_size=``):
 * :func:`repetition_penalty_filter` (CTRL, Keskar et al. 2019): every token that already occurs
   in the sequence (prompt included) gets its score divided by ``penalty`` if positive and
   multiplied by it if negative, so ``penalty > 1`` always makes it less likely;
-* :func:`no_repeat_ngram_filter`: a token that would complete an n-gram already present in the
-  sequence is banned (score -inf); :func:`banned_ngram_tokens` lists them for one sequence.
+* the n-gram ban: a token that would complete an n-gram already present in the sequence is
+  banned (score -inf); :func:`banned_ngram_tokens` lists them for one sequence.
 
 Both are identical to transformers' ``RepetitionPenaltyLogitsProcessor`` and
-``NoRepeatNGramLogitsProcessor``; :func:`apply_repetition_controls` chains them in the order
-``generate`` does (penalty first). Shapes: ``scores`` is ``(batch, vocab)`` (or ``(vocab,)``),
+``NoRepeatNGramLogitsProcessor``; the decoders chain them in the order ``generate`` does
+(penalty first). Shapes: ``scores`` is ``(batch, vocab)`` (or ``(vocab,)``),
 ``token_ids`` the sequences so far, ``(batch, seq)`` (or ``(seq,)``).
 """
 
@@ -28,22 +28,22 @@ from .._checks import check_float, check_int, check_tensor
 __all__ = [
     "repeated_ngram_fraction",
     "repetition_penalty_filter",
-    "no_repeat_ngram_filter",
     "banned_ngram_tokens",
-    "apply_repetition_controls",
 ]
 
 
-def _token_list(token_ids) -> list[int]:
-    """``token_ids`` (a 1-D integer tensor, a (1, T) tensor or a sequence of ints) as a list of ints."""
+def _token_list(token_ids, n) -> tuple[list[int], int]:
+    """What both n-gram counters take: ``token_ids`` (a 1-D integer tensor, a (1, T) tensor or a sequence
+    of ints) as a list of ints, and an n-gram size ``n`` >= 1."""
+    n = check_int("n", n, low=1)
     if isinstance(token_ids, torch.Tensor):
         check_tensor("token_ids", token_ids, integer=True, dim=(1, 2))
         if token_ids.dim() == 2 and token_ids.shape[0] != 1:
             raise ValueError(f"token_ids must be one sequence, shape (T,) or (1, T), got {tuple(token_ids.shape)}")
-        return token_ids.flatten().tolist()
+        return token_ids.flatten().tolist(), n
     if isinstance(token_ids, (str, bytes)) or not hasattr(token_ids, "__iter__"):
         raise TypeError(f"token_ids must be a 1-D tensor or a sequence of ints, got {type(token_ids).__name__}")
-    return [check_int("token_ids", t) for t in token_ids]
+    return [check_int("token_ids", t) for t in token_ids], n
 
 
 def repeated_ngram_fraction(token_ids, n: int = 4) -> float:
@@ -54,8 +54,7 @@ def repeated_ngram_fraction(token_ids, n: int = 4) -> float:
     window and divide by T - n + 1; 0.0 when the sequence is shorter than ``n``. A loop of
     period p repeated many times tends to 1; text without repeated phrases gives 0.
     """
-    ids = _token_list(token_ids)
-    n = check_int("n", n, low=1)
+    ids, n = _token_list(token_ids, n)
     grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
     if not grams:
         return 0.0
@@ -93,19 +92,6 @@ def repetition_penalty_filter(scores: torch.Tensor, token_ids: torch.Tensor, pen
     return _penalise_repeats(scores2, ids, penalty).reshape(scores.shape)
 
 
-def no_repeat_ngram_filter(scores: torch.Tensor, token_ids: torch.Tensor, n: int) -> torch.Tensor:
-    """Ban (score -inf) every token that would complete an ``n``-gram already in ``token_ids``.
-
-    The next token t completes the n-gram (last n-1 tokens, t); it is banned when that n-gram
-    occurs earlier in the sequence. Nothing is banned while the sequence is shorter than ``n``;
-    with ``n = 1`` every token seen is banned. Same as transformers'
-    ``NoRepeatNGramLogitsProcessor(n)``. Returns a new tensor of the shape of ``scores``.
-    """
-    n = check_int("n", n, low=1)
-    scores2, ids = _check_scores_and_ids(scores, token_ids)
-    return _ban_repeated_ngrams(scores2, ids, n).reshape(scores.shape)
-
-
 # The filters as the decoders call them on every step: ``scores`` (batch, vocab), ``ids`` (batch,
 # seq) long; no checks, no host sync.
 
@@ -134,37 +120,21 @@ def _ban_repeated_ngrams(scores2: torch.Tensor, ids: torch.Tensor, n: int) -> to
 
 
 def banned_ngram_tokens(token_ids, n: int) -> list[int]:
-    """The tokens :func:`no_repeat_ngram_filter` bans after one sequence, sorted (for reading).
+    """The tokens ``no_repeat_ngram_size=n`` bans after one sequence, sorted (for reading).
 
     ``token_ids``: one sequence, as for :func:`repeated_ngram_fraction`. Written as the plain
     loop: every earlier n-gram that starts with the last n-1 tokens bans its last token.
     """
-    ids = _token_list(token_ids)
-    n = check_int("n", n, low=1)
+    ids, n = _token_list(token_ids, n)
     if len(ids) < n:
         return []
     prefix = ids[len(ids) - (n - 1):] if n > 1 else []
     return sorted({ids[i + n - 1] for i in range(len(ids) - n + 1) if ids[i : i + n - 1] == prefix})
 
 
-def apply_repetition_controls(scores: torch.Tensor, token_ids: torch.Tensor, *, repetition_penalty: float = 1.0,
-                              no_repeat_ngram_size: int = 0) -> torch.Tensor:
-    """Both controls in ``generate``'s order: the repetition penalty, then the n-gram ban.
-
-    ``repetition_penalty = 1`` and ``no_repeat_ngram_size = 0`` switch them off (then ``scores``
-    comes back unchanged, the same tensor). The decoders call this on every step's scores with the
-    whole sequence so far (prompt included), before temperature, top-k and top-p.
-    """
-    repetition_penalty = check_float("repetition_penalty", repetition_penalty, low=0.0, low_open=True)
-    no_repeat_ngram_size = check_int("no_repeat_ngram_size", no_repeat_ngram_size, low=0)
-    scores2, ids = _check_scores_and_ids(scores, token_ids)
-    out = _repetition_controls(scores2, ids, repetition_penalty, no_repeat_ngram_size)
-    return scores if out is scores2 else out.reshape(scores.shape)
-
-
 def _repetition_controls(scores: torch.Tensor, token_ids: torch.Tensor, repetition_penalty: float,
                          no_repeat_ngram_size: int) -> torch.Tensor:
-    """:func:`apply_repetition_controls` for the decoders' steps: (batch, vocab) scores, (batch, seq)
+    """Both controls in ``generate``'s order (the penalty, then the n-gram ban) for the decoders' steps: (batch, vocab) scores, (batch, seq)
     long ids, settings already checked; ``scores`` itself when both controls are off."""
     if repetition_penalty != 1.0:
         scores = _penalise_repeats(scores, token_ids, repetition_penalty)

@@ -27,7 +27,6 @@ __all__ = [
     "greedy_without_cache",
     "beam_search",
     "sample",
-    "top_k_filter",
     "top_p_filter",
     "warp_logits",
     "sequence_logprob",
@@ -72,15 +71,6 @@ def next_token_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the ``k`` largest logits along the last axis, set the rest to -inf (ties with the k-th kept).
-
-    ``logits``: (..., vocab). ``k = 0`` keeps everything; ``k > vocab`` is clamped. Same as
-    transformers' ``TopKLogitsWarper(k)``. NaN logits give NaN out (as in transformers).
-    """
-    return _top_k(_check_logits(logits), check_int("k", k, low=0))
-
-
 def top_p_filter(logits: torch.Tensor, p: float, *, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Nucleus filter: keep the smallest set of most likely tokens whose probability sums to >= ``p``.
 
@@ -94,7 +84,7 @@ def top_p_filter(logits: torch.Tensor, p: float, *, min_tokens_to_keep: int = 1)
 
 
 def warp_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """The sampling distribution's logits: ``top_p_filter(top_k_filter(logits / temperature, top_k), top_p)``.
+    """The sampling distribution's logits: ``top_p_filter(top-k of logits / temperature, top_p)``.
 
     The order (temperature, then top-k, then top-p) is the one ``generate`` uses; softmax of the
     result is the distribution :func:`sample` draws from. A temperature so small that
@@ -187,7 +177,7 @@ def greedy(model, input_ids: torch.Tensor, max_new_tokens: int, *, eos_token_id:
 
     ``input_ids`` (1, prompt_len) -> (1, prompt_len + n_new). ``repetition_penalty`` (> 0; 1 is
     off) and ``no_repeat_ngram_size`` (0 is off) rewrite the logits first
-    (:func:`~llmlab.decoding.apply_repetition_controls`). Token-identical to
+    (:mod:`llmlab.decoding.repetition`). Token-identical to
     ``model.generate(input_ids, do_sample=False, max_new_tokens=..., eos_token_id=...,
     repetition_penalty=..., no_repeat_ngram_size=...)``.
     """

@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_float, check_int, check_module, check_tensor
+from .._checks import check_float, check_int, check_tensor
 
 __all__ = ["sync_batch_norm", "SyncBatchNorm", "convert_sync_batchnorm"]
 
@@ -168,9 +168,9 @@ def convert_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
     parameters, buffers and mode (like ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``).
 
     Children are replaced in place; the return value is ``module`` itself, or a new layer if
-    ``module`` is a BatchNorm.
+    ``module`` is a BatchNorm. A step of :func:`llmlab.distributed.batchnorm_under_ddp`'s ranks, which
+    hand it the model their checked ``model_fn`` built (like torch's, it does not check ``module``).
     """
-    check_module("module", module)
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, SyncBatchNorm):
         converted = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
                                   module.track_running_stats, process_group)

@@ -157,14 +157,13 @@ def step_estimate(params: float, world_size: int, *, link_gbit_s: float = 400.0,
     InfiniBand NDR port). Compute: forward + backward = 6 FLOPs per parameter per token, at
     ``flops_per_s`` achieved per device (400e12: an H100 at about 40 % of its bf16 peak).
     """
-    params = check_float("params", params, low=1)
-    world_size = check_int("world_size", world_size, low=1)
+    params = check_float("params", params, low=1)  # world_size: ring_allreduce_bytes checks it
     link = check_float("link_gbit_s", link_gbit_s, low=0, low_open=True) * 1e9 / 8
     flops = check_float("flops_per_s", flops_per_s, low=0, low_open=True)
     tokens = check_float("tokens_per_rank", tokens_per_rank, low=0, low_open=True)
     grad_bytes = params * check_int("bytes_per_grad", bytes_per_grad, low=1, high=8)
     sent = ring_allreduce_bytes(grad_bytes, world_size)
-    return StepEstimate(params=params, world_size=world_size, tokens_per_rank=tokens, grad_bytes=grad_bytes,
+    return StepEstimate(params=params, world_size=int(world_size), tokens_per_rank=tokens, grad_bytes=grad_bytes,
                         bytes_sent=sent, comm_seconds=sent / link, compute_seconds=6 * params * tokens / flops)
 
 

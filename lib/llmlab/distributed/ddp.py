@@ -34,7 +34,7 @@ from ..accumulation import batchnorm_running_stats
 from .batchnorm import convert_sync_batchnorm
 from .launch import MAX_WORLD_SIZE, check_importable, run
 
-__all__ = ["RankPass", "BatchNormComparison", "rank_shard", "ddp_rank_pass", "ddp_gradients", "same_on_every_rank",
+__all__ = ["RankPass", "BatchNormComparison", "rank_shard", "ddp_rank_pass", "ddp_gradients",
            "batchnorm_rank_passes", "batchnorm_under_ddp"]
 
 
@@ -49,8 +49,11 @@ class RankPass:
     loss: float
 
 
-def _check_split(x, y, world_size: int, accumulation_steps: int) -> int:
-    """x, y: tensors with the same leading batch size B, divisible by world_size · accumulation_steps."""
+def _check_split(model_fn, loss_fn, x, y, world_size: int, accumulation_steps: int) -> int:
+    """What both DDP comparisons take: ``model_fn`` and ``loss_fn`` importable by the worker processes, x, y
+    tensors with the same leading batch size B, divisible by world_size · accumulation_steps."""
+    check_importable("model_fn", model_fn)
+    check_importable("loss_fn", loss_fn)
     check_tensor("x", x, min_numel=1)
     check_tensor("y", y, min_numel=1)
     if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
@@ -98,12 +101,10 @@ def ddp_rank_pass(rank: int, world_size: int, model_fn: Callable[[], nn.Module],
                     loss=float(torch.stack(losses).double().mean()))
 
 
-def same_on_every_rank(passes) -> dict[str, Tensor]:
+def _same_on_every_rank(passes) -> dict[str, Tensor]:
     """The gradients of rank 0 after checking every rank holds the same (``passes``: per-rank results
     with a ``grads`` dict, e.g. :class:`RankPass`): DDP leaves identical gradients on every rank, so
     anything else is a bug worth an error."""
-    if not isinstance(passes, (list, tuple)) or not passes:
-        raise ValueError("passes must be a non-empty list of per-rank results (one per rank)")
     first = passes[0].grads
     for rank, p in enumerate(passes[1:], start=1):
         for name, g in p.grads.items():
@@ -126,12 +127,10 @@ def ddp_gradients(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, loss_
     to rounding (see :func:`ddp_rank_pass` for what each rank does). Runs ``world_size`` processes
     (:func:`llmlab.distributed.run`, ``timeout`` seconds).
     """
-    _check_split(x, y, world_size, accumulation_steps)
-    check_importable("model_fn", model_fn)
-    check_importable("loss_fn", loss_fn)
+    _check_split(model_fn, loss_fn, x, y, world_size, accumulation_steps)
     passes = run(ddp_rank_pass, world_size, model_fn, x, y, loss_fn, accumulation_steps, sync_batchnorm,
                  timeout=timeout)
-    return same_on_every_rank(passes)
+    return _same_on_every_rank(passes)
 
 
 @dataclass(frozen=True)
@@ -162,10 +161,8 @@ def batchnorm_under_ddp(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor,
     accumulating ``world_size`` micro-batches gives on one device, not the big-batch gradient;
     synchronised BatchNorm gives the big-batch gradient and running statistics.
     """
-    _check_split(x, y, world_size, 1)
-    check_importable("model_fn", model_fn)
-    check_importable("loss_fn", loss_fn)
+    _check_split(model_fn, loss_fn, x, y, world_size, 1)
     pairs = run(batchnorm_rank_passes, world_size, model_fn, x, y, loss_fn, timeout=timeout)
     plain, synced = [p for p, _ in pairs], [s for _, s in pairs]
-    return BatchNormComparison(per_rank_grads=same_on_every_rank(plain), synchronised_grads=same_on_every_rank(synced),
+    return BatchNormComparison(per_rank_grads=_same_on_every_rank(plain), synchronised_grads=_same_on_every_rank(synced),
                                per_rank_stats=plain[0].running_stats, synchronised_stats=synced[0].running_stats)

@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice, check_int
+from .._checks import check_choice, check_int, check_world_size
 from .launch import MAX_WORLD_SIZE, run
 
 #: The entry point, its input and result. The building blocks (MLP, Attention, the f/g functions, the
@@ -340,7 +340,6 @@ def tensor_parallel_step(block: str = "mlp", world_size: int = 2, spec: TPSpec |
     ``spec.heads`` (attention) must be divisible by ``world_size``; ``spec.hidden`` by ``spec.heads``.
     With ``compare_dtensor`` the same processes also run PyTorch's ``ColwiseParallel``/``RowwiseParallel``."""
     check_choice("block", block, BLOCKS)
-    world_size = check_int("world_size", world_size, low=1, high=MAX_WORLD_SIZE)
     spec = TPSpec() if spec is None else spec
     if not isinstance(spec, TPSpec):
         raise TypeError(f"spec must be a TPSpec, got {type(spec).__name__}")
@@ -348,9 +347,8 @@ def tensor_parallel_step(block: str = "mlp", world_size: int = 2, spec: TPSpec |
         check_int(f"spec.{name}", getattr(spec, name), low=1, high=4096)
     if spec.hidden % spec.heads:
         raise ValueError(f"spec.hidden must be divisible by spec.heads, got {spec.hidden} and {spec.heads}")
-    split, what = (spec.ffn, "spec.ffn") if block == "mlp" else (spec.heads, "spec.heads")
-    if split % world_size:
-        raise ValueError(f"{what} must be divisible by world_size for block={block!r}, got {split} and {world_size}")
+    split = {"spec.ffn": spec.ffn} if block == "mlp" else {"spec.heads": spec.heads}
+    world_size = check_world_size(world_size, high=MAX_WORLD_SIZE, divides=split)
     ranks = run(tp_rank_step, world_size, block, spec, compare_dtensor, timeout=timeout)
     return assemble_tp_run(block, spec, ranks)
 

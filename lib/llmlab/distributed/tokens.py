@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .._checks import check_choice, check_int, check_tensor
+from .._checks import check_choice, check_tensor, check_world_size
 from .._torch import IGNORE_INDEX
-from .ddp import rank_shard, same_on_every_rank
+from .ddp import _same_on_every_rank, rank_shard
 from .launch import MAX_WORLD_SIZE, check_importable, run
 
 __all__ = ["TOKEN_NORMALIZATIONS", "TokenLossPass", "DDPTokenLoss", "token_loss_rank_pass", "ddp_token_losses"]
@@ -113,9 +113,7 @@ def ddp_token_losses(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, wo
     check_tensor("y", y, dim=2, integer=True, min_numel=1)
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape (B, T), got {tuple(x.shape)} and {tuple(y.shape)}")
-    world_size = check_int("world_size", world_size, low=1, high=MAX_WORLD_SIZE)
-    if x.shape[0] % world_size:
-        raise ValueError(f"x's batch size {x.shape[0]} must split into world_size = {world_size} equal shards")
+    world_size = check_world_size(world_size, high=MAX_WORLD_SIZE, divides={"x's batch size": x.shape[0]})
     if isinstance(normalizations, str) or not normalizations:
         raise TypeError(f"normalizations must be a non-empty tuple of names from {TOKEN_NORMALIZATIONS}, "
                         f"got {normalizations!r}")
@@ -129,7 +127,7 @@ def ddp_token_losses(model_fn: Callable[[], nn.Module], x: Tensor, y: Tensor, wo
     for normalization in normalizations:
         per_rank = [p[normalization] for p in passes]
         out[normalization] = DDPTokenLoss(
-            grads=same_on_every_rank(per_rank),
+            grads=_same_on_every_rank(per_rank),
             tokens_per_rank=tuple(p.n_tokens for p in per_rank),
             rank_mean_losses=tuple(p.mean_loss for p in per_rank),
             reported_loss=per_rank[0].reported_loss)

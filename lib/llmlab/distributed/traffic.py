@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 
-from .._checks import check_float, check_int
+from .._checks import check_float, check_int, check_world_size
 from .comm import ring_allreduce_bytes
 from .launch import MAX_WORLD_SIZE, run
 from .pipeline_run import PipelineSpec, make_pipeline_model, pipeline_data
@@ -71,7 +71,5 @@ def ddp_gradient_bytes(spec: PipelineSpec | None = None, world_size: int = 2, *,
     model on ``world_size`` gloo ranks (``spec.batch`` divisible by it), counted by a comm hook on rank 0."""
     spec = PipelineSpec() if spec is None else spec
     make_pipeline_model(spec)           # checks spec (TypeError / ValueError naming the field); cheap
-    world_size = check_int("world_size", world_size, low=1, high=MAX_WORLD_SIZE)
-    if spec.batch % world_size:
-        raise ValueError(f"spec.batch must be divisible by world_size, got {spec.batch} and {world_size}")
+    world_size = check_world_size(world_size, high=MAX_WORLD_SIZE, divides={"spec.batch": spec.batch})
     return run(_ddp_rank, world_size, spec, timeout=timeout)[0]

@@ -27,12 +27,9 @@ from .base import EXERCISES, Exercise
 __all__ = ["check", "grade", "EXERCISES", "Exercise", "exercise_ids"]
 
 
-def exercise_ids(notebook: str | None = None) -> list[str]:
-    """The registered ids, sorted (only notebook ``"NN"``'s if given)."""
-    if notebook is not None and not (isinstance(notebook, str) and len(notebook) == 2 and notebook.isdigit()):
-        raise ValueError(f"notebook must be None or a two-digit string like '06', got {notebook!r}")
-    ids = sorted(EXERCISES, key=lambda i: tuple(int(p) for p in i.split(".")))
-    return [i for i in ids if notebook is None or i.split(".")[0] == notebook]
+def exercise_ids() -> list[str]:
+    """The registered ids, sorted ("02.1" before "10.1")."""
+    return sorted(EXERCISES, key=lambda i: tuple(int(p) for p in i.split(".")))
 
 
 def _lookup(exercise_id) -> Exercise:

@@ -101,13 +101,17 @@ def _ungroup(groups: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return groups.reshape(n_rows, -1)[:, :cols].reshape(shape)  # drop each row's padding
 
 
-def _check_granularity(granularity, shape) -> None:
+def _check_scheme(bits, granularity, symmetric) -> int:
+    """What both RTN entry points take: ``bits`` in [2, 8], ``granularity`` ``"tensor"``, ``"channel"`` or a
+    group size (an int >= 1), ``symmetric`` a bool; returns ``bits``."""
+    check_bool("symmetric", symmetric)
     if isinstance(granularity, str):
         if granularity not in ("tensor", "channel"):
             raise ValueError(f"granularity must be 'tensor', 'channel' or a group size (an int >= 1), "
                              f"got {granularity!r}")
-        return
-    check_int("granularity", granularity, low=1)
+    else:
+        check_int("granularity", granularity, low=1)
+    return check_int("bits", bits, low=2, high=8)
 
 
 def _quantize(w: torch.Tensor, bits: int, granularity, symmetric: bool) -> QuantizedTensor:
@@ -137,9 +141,7 @@ def quantize_rtn(w: torch.Tensor, *, bits: int, granularity="channel", symmetric
     ``symmetric``: absmax scale (True) or scale + minimum (False). See the module docstring.
     """
     check_tensor("w", w, floating=True, min_numel=1)
-    bits = check_int("bits", bits, low=2, high=8)
-    check_bool("symmetric", symmetric)
-    _check_granularity(granularity, tuple(w.shape))
+    bits = _check_scheme(bits, granularity, symmetric)
     return _quantize(w, bits, granularity, symmetric)
 
 
@@ -150,10 +152,8 @@ def fake_quantize(w: torch.Tensor, *, bits: int, granularity="channel", symmetri
 
 def rtn_bits_per_weight(bits: int, granularity, shape, *, symmetric: bool = True) -> float:
     """Bits per weight of :func:`quantize_rtn` on a tensor of ``shape``, without quantizing anything."""
-    bits = check_int("bits", bits, low=2, high=8)
-    check_bool("symmetric", symmetric)
+    bits = _check_scheme(bits, granularity, symmetric)
     shape = tuple(int(s) for s in shape)
-    _check_granularity(granularity, shape)
     n = math.prod(shape)
     g = _group_size(granularity, shape)
     rows = 1 if granularity == "tensor" else n // shape[-1]

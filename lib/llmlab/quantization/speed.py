@@ -146,8 +146,7 @@ def time_int8(model: nn.Module, prompt: torch.Tensor, *, n_new: int = 16, prefil
     check_tensor("prompt", prompt, dim=2, integer=True, min_numel=1)
     n_new = check_int("n_new", n_new, low=1, high=4096)
     prefill_len = check_int("prefill_len", prefill_len, low=1, high=1 << 16)
-    rounds = check_int("rounds", rounds, low=1, high=1000)
-    copy_bytes = check_int("copy_bytes", copy_bytes, low=4, high=2**32)
+    copy_bytes = check_int("copy_bytes", copy_bytes, low=4, high=2**32)  # rounds: interleaved checks it
     q_model = int8_dynamic_copy(model) if int8_model is None else check_module("int8_model", int8_model)
     models = {"fp32": model, "int8": q_model}
     long = prompt.repeat(1, -(-prefill_len // prompt.shape[1]))[:, :prefill_len]
@@ -228,7 +227,7 @@ def time_matvec(w: torch.Tensor, *, rounds: int = 5, repeat: int = 10, group_siz
     """Time ``y = W x`` for one vector ``x`` with each kernel (see the module docstring), interleaved for ``rounds``
     rounds of ``repeat`` products each, on the CPU. ``w`` (out, in), in_features a multiple of ``group_size``."""
     check_tensor("w", w, dim=2, floating=True, min_numel=1)
-    rounds = check_int("rounds", rounds, low=1, high=1000)
+    rounds = check_int("rounds", rounds, low=1, high=1000)  # before the kernels are built and run once
     repeat = check_int("repeat", repeat, low=1, high=10_000)
     group_size = check_int("group_size", group_size, low=32, high=256)
     if group_size & (group_size - 1):

@@ -20,14 +20,14 @@ from .paged import CacheUsage, PagedKVCache
 from .rule import acceptance_probabilities, residual_distribution, verify
 from .scheduler import POLICIES, RequestStats, ServeResult, StepCosts, serve, simulate
 from .speculative import (PROMPT_LOOKUP, SpeculativeResult, early_exit_draft, expected_tokens_per_forward,
-                          prompt_lookup_candidates, speculative_generate)
+                          speculative_generate)
 from .trace import QUESTIONS, SPECULATIVE_PROMPTS, SYSTEM_PROMPT, Request, Trace, make_trace
 
 __all__ = [
     "PagedKVCache", "CacheUsage", "PagedLlama",
     "serve", "simulate", "ServeResult", "RequestStats", "StepCosts", "POLICIES",
     "make_trace", "Trace", "Request", "SYSTEM_PROMPT", "QUESTIONS", "SPECULATIVE_PROMPTS",
-    "speculative_generate", "SpeculativeResult", "prompt_lookup_candidates", "expected_tokens_per_forward",
+    "speculative_generate", "SpeculativeResult", "expected_tokens_per_forward",
     "early_exit_draft",
     "PROMPT_LOOKUP", "acceptance_probabilities", "residual_distribution", "verify",
     "next_token_distribution", "autoregressive_distribution", "speculative_distribution",

@@ -43,19 +43,20 @@ def next_token_distribution(model, *, temperature: float = 1.0) -> Distribution:
     return dist
 
 
-def _check_prefix(prefix) -> tuple:
+def _check_walk(target, prefix, n_tokens) -> tuple[tuple, int]:
+    """What both exact distributions take: a ``target`` prefix -> probabilities, a non-empty ``prefix`` of
+    token ids and ``n_tokens`` in [1, 12]; returns ``(prefix as a tuple, n_tokens)``."""
+    check_callable("target", target, what="a function prefix -> next-token probabilities")
     prefix = check_sequence("prefix", prefix, what="token ids (at least one: the model needs a context)")
     if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prefix):
         raise ValueError(f"prefix must hold token ids (ints >= 0), got {prefix!r:.60}")
-    return tuple(prefix)
+    return tuple(prefix), check_int("n_tokens", n_tokens, low=1, high=12)
 
 
 def autoregressive_distribution(target: Distribution, prefix: tuple, n_tokens: int) -> dict[tuple, float]:
     """P(x_1..x_n | prefix) = Π p(x_t | prefix, x_<t) for every continuation of ``n_tokens`` tokens
     (``n_tokens`` <= 12: the table has vocab ** n_tokens entries)."""
-    check_callable("target", target, what="a function prefix -> next-token probabilities")
-    prefix = _check_prefix(prefix)
-    n_tokens = check_int("n_tokens", n_tokens, low=1, high=12)
+    prefix, n_tokens = _check_walk(target, prefix, n_tokens)
     out: dict[tuple, float] = {}
 
     def walk(seq: tuple, prob: float) -> None:
@@ -79,10 +80,8 @@ def speculative_distribution(target: Distribution, draft: Distribution, prefix: 
     after γ acceptances from p at the next position. Rounds repeat until ``n_tokens`` are out
     (tokens past that are cut, as ``max_new_tokens`` cuts them).
     """
-    check_callable("target", target, what="a function prefix -> next-token probabilities")
+    prefix, n_tokens = _check_walk(target, prefix, n_tokens)
     check_callable("draft", draft, what="a function prefix -> next-token probabilities")
-    prefix = _check_prefix(prefix)
-    n_tokens = check_int("n_tokens", n_tokens, low=1, high=12)
     gamma = check_int("num_draft_tokens", num_draft_tokens, low=1, high=12)
     start = tuple(prefix)
     out: dict[tuple, float] = defaultdict(float)

@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_eos_token_id, check_float, check_int, check_module, check_prompt_ids, check_sequence
+from .._checks import check_eos_token_id, check_float, check_int, check_module, check_prompt_ids
 from .._torch import model_device
 from ..modelinfo import cache_keyword, check_fits_model, output_cache, vocab_size
 from .rule import verify_round
 
-__all__ = ["speculative_generate", "SpeculativeResult", "prompt_lookup_candidates", "expected_tokens_per_forward",
+__all__ = ["speculative_generate", "SpeculativeResult", "expected_tokens_per_forward",
            "early_exit_draft", "PROMPT_LOOKUP"]
 
 #: The ``draft`` value that selects prompt lookup instead of a draft model.
@@ -83,22 +83,13 @@ def expected_tokens_per_forward(alpha: float, gamma: int) -> float:
     return float(gamma + 1) if alpha == 1.0 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
 
 
-def prompt_lookup_candidates(tokens: list[int], num_tokens: int, *, max_ngram_size: int = 2,
-                             eos_token_id: int | None = None) -> list[int]:
+def _lookup(tokens: list[int], num_tokens: int, max_ngram_size: int, eos_token_id: int | None) -> list[int]:
     """Up to ``num_tokens`` draft tokens: what followed the last n-gram of ``tokens`` where it occurred before.
 
     Hugging Face's ``PromptLookupCandidateGenerator``: for n = ``max_ngram_size`` down to 1, the
     first earlier occurrence (left to right) of the last n tokens that has a continuation wins;
     the candidates stop before an EOS. ``[]`` when nothing matches (or the continuation starts with EOS).
     """
-    tokens = [int(t) for t in check_sequence("tokens", tokens, what="token ids")]
-    num_tokens = check_int("num_tokens", num_tokens, low=1)
-    max_ngram_size = check_int("max_ngram_size", max_ngram_size, low=1)
-    eos_token_id = check_eos_token_id(eos_token_id)
-    return _lookup(tokens, num_tokens, max_ngram_size, eos_token_id)
-
-
-def _lookup(tokens: list[int], num_tokens: int, max_ngram_size: int, eos_token_id: int | None) -> list[int]:
     length = len(tokens)
     for n in range(min(max_ngram_size, length - 1), 0, -1):
         tail = tokens[-n:]

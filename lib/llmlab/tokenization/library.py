@@ -38,14 +38,20 @@ def _train(tok, trainer, texts):
     return tok
 
 
+def _check_corpus(texts, vocab_size, *, low: int) -> tuple[list[str], int]:
+    """What every trainer here takes: ``texts`` (see :func:`~llmlab.tokenization.check_texts`) and a
+    ``vocab_size`` of at least ``low`` (the trainer's own alphabet or special tokens)."""
+    texts = check_texts(texts)
+    return texts, check_int("vocab_size", vocab_size, low=low)
+
+
 def reference_bpe(texts, vocab_size: int, *, min_frequency: int = 0):
     """``tokenizers``' byte-level BPE trained on ``texts``: ``BpeTrainer(vocab_size, min_frequency,
     initial_alphabet=ByteLevel.alphabet())`` with the ByteLevel pre-tokenizer and decoder."""
     # tokenizers is only needed by these library-side functions (see the module docstring).
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    texts = check_texts(texts)
-    vocab_size = check_int("vocab_size", vocab_size, low=len(ALPHABET))
+    texts, vocab_size = _check_corpus(texts, vocab_size, low=len(ALPHABET))
     min_frequency = check_int("min_frequency", min_frequency, low=0)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -60,8 +66,7 @@ def train_wordpiece(texts, vocab_size: int):
     # tokenizers is only needed by these library-side functions (see the module docstring).
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    texts = check_texts(texts)
-    vocab_size = check_int("vocab_size", vocab_size, low=2)
+    texts, vocab_size = _check_corpus(texts, vocab_size, low=2)
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
@@ -74,8 +79,7 @@ def train_unigram(texts, vocab_size: int):
     # tokenizers is only needed by these library-side functions (see the module docstring).
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    texts = check_texts(texts)
-    vocab_size = check_int("vocab_size", vocab_size, low=2)
+    texts, vocab_size = _check_corpus(texts, vocab_size, low=2)
     tok = Tokenizer(models.Unigram())
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
@@ -94,8 +98,7 @@ def train_llama_style(texts, vocab_size: int):
     # tokenizers is only needed by these library-side functions (see the module docstring).
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    texts = check_texts(texts)
-    vocab_size = check_int("vocab_size", vocab_size, low=len(BYTE_TOKENS) + 1)
+    texts, vocab_size = _check_corpus(texts, vocab_size, low=len(BYTE_TOKENS) + 1)
 
     def pipeline(tok):
         tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
