@@ -312,6 +312,9 @@ CASES: list[Case] = [
         accumulation.make_token_model(), *accumulation.make_token_batch(4, max_len=6), 2, normalization="x")),
     C(accumulation.token_loss_grads, "inputs", V, lambda: accumulation.token_loss_grads(
         accumulation.make_token_model(vocab_size=50), torch.full((4, 6), 60), torch.zeros(4, 6, dtype=torch.long), 2), "id >= vocab"),
+    C(accumulation.recalibrate_batchnorm, "batches", V, lambda: accumulation.recalibrate_batchnorm(
+        accumulation.make_model("cnn_bn"), [])),
+    C(accumulation.recalibrate_batchnorm, "model", T, lambda: accumulation.recalibrate_batchnorm("m", [])),
     C(accumulation.train_with_accumulation, "batches", V, lambda: accumulation.train_with_accumulation(
         accumulation.make_model("linear"), mse, [], 1)),
     C(accumulation.train_with_accumulation, "lr", V, lambda: accumulation.train_with_accumulation(
@@ -1075,6 +1078,8 @@ CASES += [
     C(stats.wilson_interval, "confidence", V, lambda: stats.wilson_interval(1, 2, confidence=1.0)),
     C(stats.wilson_interval, "confidence", T, lambda: stats.wilson_interval(1, 2, confidence="95%")),
     C(stats.sign_test, "wins", V, lambda: stats.sign_test(5, 4)),
+    C(stats.paired_t_interval, "differences", V, lambda: stats.paired_t_interval([0.1])),
+    C(stats.paired_t_interval, "differences", V, lambda: stats.paired_t_interval([0.1] * 40), "too many for the table"),
     C(stats.sign_test, "n", V, lambda: stats.sign_test(0, 0)),
     C(stats.sign_test, "alternative", V, lambda: stats.sign_test(1, 4, alternative="less")),
 ]

@@ -349,3 +349,17 @@ def test_bad_inputs():
         make_model("linear", dtype="int8")
     assert make_model("linear", dtype="float64").weight.dtype == torch.float64  # a dtype name, not a device
 
+
+
+def test_recalibrate_batchnorm_is_the_plain_average_and_leaves_the_model():
+    from llmlab.accumulation import recalibrate_batchnorm
+    model = make_model("cnn_bn")
+    batches = [make_batch("cnn_bn", 16, seed=s) for s in (1, 2, 3)]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    net = recalibrate_batchnorm(model, batches)
+    assert not net.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    with torch.no_grad():  # the first BN's input on each batch; its running mean = mean of the per-batch means
+        means = torch.stack([model[0](x).mean(dim=(0, 2, 3)) for x, _ in batches])
+    torch.testing.assert_close(net[1].running_mean, means.mean(0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="batches"):
+        recalibrate_batchnorm(model, [])

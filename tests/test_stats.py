@@ -48,3 +48,16 @@ def test_sign_test_bad_inputs():
         sign_test(5, 4)
     with pytest.raises(ValueError, match="alternative"):
         sign_test(1, 4, alternative="less")
+
+
+def test_paired_t_interval_matches_scipy():
+    from scipy import stats as sps
+
+    from llmlab.stats import paired_t_interval
+    for d in ([0.04, 0.042, 0.064, 0.05, 0.06], [1.0, -2.0], [0.3, 0.1, -0.2, 0.5, 0.0, 0.2, 0.1, 0.4] * 3):
+        mean, low, high = paired_t_interval(d)
+        ci = sps.ttest_1samp(d, 0).confidence_interval(0.95)
+        assert mean == pytest.approx(sum(d) / len(d)) and low == pytest.approx(ci.low, abs=2e-3 * (high - low))
+        assert high == pytest.approx(ci.high, abs=2e-3 * (high - low))
+    with pytest.raises(ValueError, match="len\\(differences\\)"):
+        paired_t_interval([1.0])

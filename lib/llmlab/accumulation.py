@@ -34,7 +34,7 @@ __all__ = [
     "KINDS", "AccumulationResult", "AccumulationRun", "accumulation_pass", "full_batch_grads",
     "accumulated_grads", "relative_difference", "batchnorm_running_stats", "divisors", "make_model",
     "make_batch", "loss_fn_for", "make_token_model", "make_token_batch", "micro_batch_token_counts",
-    "token_loss_grads", "train_with_accumulation",
+    "token_loss_grads", "train_with_accumulation", "recalibrate_batchnorm",
 ]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -397,3 +397,21 @@ def train_with_accumulation(model: nn.Module, loss_fn: LossFn, batches: list[tup
         params.append(nn.utils.parameters_to_vector(model_copy.parameters()).detach().clone())
     return AccumulationRun(losses=tuple(losses), params=torch.stack(params),
                            running_stats=batchnorm_running_stats(model_copy), model=model_copy)
+
+
+def recalibrate_batchnorm(model: nn.Module, batches: list[tuple[Tensor, Tensor]]) -> nn.Module:
+    """A copy of ``model`` in eval mode whose BatchNorm running statistics are recomputed, with the weights
+    fixed, as the plain average over ``batches`` (``momentum=None``: a cumulative average, not an EMA, so the
+    0 / 1 start of the statistics leaves no trace). ``model`` is unchanged."""
+    check_module("model", model)
+    if not batches:
+        raise ValueError("batches must hold at least one (x, y) batch")
+    net = copy.deepcopy(model).train()
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    with torch.no_grad():
+        for x, _ in batches:
+            net(x)
+    return net.eval()

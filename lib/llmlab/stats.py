@@ -20,7 +20,11 @@ from statistics import NormalDist
 
 from ._checks import check_choice, check_float, check_int
 
-__all__ = ["wilson_interval", "sign_test", "PairedTest", "paired_test"]
+__all__ = ["wilson_interval", "sign_test", "PairedTest", "paired_test", "paired_t_interval"]
+
+#: Student-t 97.5 % quantiles for 1 ... 30 degrees of freedom (scipy.stats.t.ppf(0.975, df), to 3 decimals).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.16, 2.145, 2.131,
+         2.12, 2.11, 2.101, 2.093, 2.086, 2.08, 2.074, 2.069, 2.064, 2.06, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
 def _check_count(name: str, count, n) -> tuple[int, int]:
@@ -91,3 +95,15 @@ def paired_test(first_correct, second_correct) -> PairedTest:
     c = sum(s and not f for f, s in zip(first, second))
     p = 1.0 if b + c == 0 else sign_test(b, b + c, alternative="two-sided")
     return PairedTest(len(first), b, c, p)
+
+
+def paired_t_interval(differences) -> tuple[float, float, float]:
+    """Mean of paired ``differences`` (e.g. loss of method A minus method B, one per seed or data stream)
+    and its two-sided 95 % Student-t interval: ``(mean, low, high)`` with half-width t₀.₉₇₅(n−1)·s/√n.
+    Needs 2 to 31 differences (the t quantiles are tabulated to 3 decimals)."""
+    d = [float(v) for v in differences]
+    n = check_int("len(differences)", len(d), low=2, high=len(_T975) + 1)
+    mean = sum(d) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in d) / (n - 1))
+    half = _T975[n - 2] * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
