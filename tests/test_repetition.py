@@ -93,6 +93,17 @@ def test_repetition_penalty_hf_case():
     assert torch.equal(scores, before)  # not in place
 
 
+def test_repetition_penalty_lowers_scores_but_a_probability_can_rise():
+    # The docstring's example: seen tokens with scores 10 and 1, an unseen one with 0, penalty 2.
+    scores = torch.tensor([10.0, 1.0, 0.0])
+    out = repetition_penalty_filter(scores, torch.tensor([0, 1]), 2.0)
+    assert out.tolist() == [5.0, 0.5, 0.0]  # every nonzero seen score falls; the unseen one stays
+    assert (out[:2] - out[2] < scores[:2] - scores[2]).all()  # less likely relative to the unseen token ...
+    before, after = scores.softmax(-1)[1].item(), out.softmax(-1)[1].item()
+    assert before == pytest.approx(1.2e-4, rel=0.05) and after == pytest.approx(0.011, rel=0.05)
+    assert after > 50 * before  # ... yet token 1's probability rises: token 0, likelier, lost more
+
+
 def test_no_repeat_ngram_hf_cases():
     # Ported from huggingface/transformers tests/generation/test_logits_process.py,
     # LogitsProcessorTest.test_no_repeat_ngram_dist_processor.

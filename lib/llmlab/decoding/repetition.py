@@ -9,7 +9,9 @@ decoders take them as ``repetition_penalty=`` and ``no_repeat_ngram_size=``):
 
 * :func:`repetition_penalty_filter` (CTRL, Keskar et al. 2019): every token that already occurs
   in the sequence (prompt included) gets its score divided by ``penalty`` if positive and
-  multiplied by it if negative, so ``penalty > 1`` always makes it less likely;
+  multiplied by it if negative, so ``penalty > 1`` lowers every nonzero score of a seen token:
+  relative to every unpenalised token it becomes less likely (its probability itself can rise when
+  a likelier token is penalised too);
 * the n-gram ban: a token that would complete an n-gram already present in the sequence is
   banned (score -inf); :func:`banned_ngram_tokens` lists them for one sequence.
 
@@ -82,6 +84,9 @@ def _check_scores_and_ids(scores, token_ids) -> tuple[torch.Tensor, torch.Tensor
 def repetition_penalty_filter(scores: torch.Tensor, token_ids: torch.Tensor, penalty: float) -> torch.Tensor:
     """Penalise every token already in ``token_ids``: score / penalty if > 0, score * penalty if < 0.
 
+    ``penalty > 1`` lowers every nonzero score of a seen token, so it becomes less likely *relative
+    to the unseen tokens*; its probability can still rise when a likelier seen token loses more (scores 10
+    and 1 seen, 0 unseen, penalty 2: the second's probability goes from 1.2e-4 to 0.011).
     Applied once per distinct token however often it occurred; ``penalty = 1`` changes nothing,
     ``penalty < 1`` rewards repeats instead. Ids past the vocabulary of ``scores`` are ignored
     (they cannot be generated). Same as transformers' ``RepetitionPenaltyLogitsProcessor(penalty)``.
