@@ -9,6 +9,7 @@ scheduler pass), where rounding cannot flip an argmax. The default model is load
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -309,6 +310,25 @@ def test_simulate_replays_the_schedule(target, trace):
     # A cost model fitted to exact lines gives them back.
     fitted = StepCosts.fit(sim)
     assert fitted.decode_per_row == pytest.approx(1e-4) and fitted.prefill_base == pytest.approx(2e-3)
+
+
+def test_fit_goes_through_the_median_of_each_size():
+    """One slow forward (the first at a new shape) does not tilt the line: each size counts once, at its
+    median time; with two sizes the line passes exactly through the two medians."""
+    prompts = [torch.tensor([[1, 5, 7, 9, 11]]), torch.tensor([[1, 5, 7, 9, 11, 13, 15]])]
+    costs = StepCosts(0.05, 0.01, 0.02, 0.002)
+    res = simulate(prompts, 6, costs=costs, max_batch=2)
+    sizes = sorted({n for k, n, _ in res.forwards if k == "decode"})
+    assert sizes == [2] and sum(k == "decode" for k, _, _ in res.forwards) == 5
+    one = simulate(prompts[:1], 6, costs=costs, max_batch=1)
+    forwards = list(one.forwards) + list(res.forwards)
+    first_two_row = next(i for i, (k, n, _) in enumerate(forwards) if k == "decode" and n == 2)
+    forwards[first_two_row] = ("decode", 2, 10.0)          # an outlier 140x the others
+    slow = dataclasses.replace(res, forwards=tuple(forwards))
+    fitted = StepCosts.fit(slow)
+    assert fitted.decode_base == pytest.approx(0.05) and fitted.decode_per_row == pytest.approx(0.01)
+    # (Least squares over the raw points would put the 2-row step at about 2 s and the slope at about 2 s per row.)
+    assert fitted.seconds("decode", 2) / fitted.seconds("decode", 1) == pytest.approx(0.07 / 0.06)
 
 
 def test_arrivals_are_respected(target):

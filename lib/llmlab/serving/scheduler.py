@@ -14,6 +14,7 @@ while no request has arrived the clock jumps to the next arrival instead of slee
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -114,8 +115,8 @@ class StepCosts:
     """A linear cost model of the engine's forwards, seconds: ``decode(b) = decode_base + decode_per_row * b``
     for a decode step of b rows, ``prefill(n) = prefill_base + prefill_per_token * n`` for n prompt tokens.
 
-    :meth:`fit` reads it off the ``forwards`` that :func:`serve` timed (least squares); :func:`simulate`
-    replays a schedule with it instead of running the model.
+    :meth:`fit` reads it off the ``forwards`` that :func:`serve` timed (a least-squares line through the
+    median time at each size); :func:`simulate` replays a schedule with it instead of running the model.
     """
 
     decode_base: float
@@ -130,7 +131,9 @@ class StepCosts:
 
     @classmethod
     def fit(cls, *results: "ServeResult") -> "StepCosts":
-        """Least-squares lines through the timed forwards of one or more :class:`ServeResult` s."""
+        """Least-squares lines through the timed forwards of one or more :class:`ServeResult` s: one point per
+        size, its median time, so that a few slow forwards (the first at a new shape, a busy machine) do not
+        tilt the line, and every size counts once however many forwards it had."""
         if not results or not all(isinstance(r, ServeResult) for r in results):
             raise TypeError("results must be one or more ServeResult from serve()")
         lines = []
@@ -139,8 +142,10 @@ class StepCosts:
             if len({size for size, _ in points}) < 2:
                 raise ValueError(f"results must hold {kind} forwards of at least two sizes to fit a line "
                                  f"(serve at two batch sizes, or prompts of two lengths)")
-            x = torch.tensor([[1.0, size] for size, _ in points], dtype=torch.float64)
-            y = torch.tensor([[sec] for _, sec in points], dtype=torch.float64)
+            sizes = sorted({size for size, _ in points})
+            x = torch.tensor([[1.0, size] for size in sizes], dtype=torch.float64)
+            y = torch.tensor([[statistics.median(sec for n, sec in points if n == size)] for size in sizes],
+                             dtype=torch.float64)
             base, slope = torch.linalg.lstsq(x, y).solution[:, 0].tolist()
             lines += [base, slope]
         return cls(*lines)
