@@ -375,3 +375,20 @@ def test_notebook_03_claims_hold_on_30_seeds():
     assert lower_bound(final("cosine", 0.003, "train") - final("constant", 0.003, "train")) > 0
     fall = {n: curve(n, 0.003)[:, quarter] - final(n, 0.003) for n in ("constant", "cosine")}
     assert lower_bound(fall["constant"] - fall["cosine"]) > 0
+
+
+def test_torch_drift_crossings_quoted_in_notebook_03():
+    """Notebook 03 section 1 quotes where PyTorch's CosineAnnealingLR drift (past the trough) crosses 1e-12.
+
+    A bit-level property of PyTorch's recursion (measured with torch 2.13), kept here rather than
+    in the notebook, which only asserts the upper bound: if a torch release changes the recursion,
+    this fails and the notebook's prose in section 1 (and its Takeaways) needs the new numbers.
+    """
+    def drift(t_max, eta_ratio):
+        ours = [cosine_annealing(t, base_lr=0.1, t_max=t_max, eta_min=0.1 * eta_ratio) for t in range(3 * t_max + 1)]
+        ref = torch_trace(lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=t_max, eta_min=0.1 * eta_ratio),
+                          3 * t_max + 1, base_lr=0.1)
+        return max(abs(x - y) / abs(y) for x, y in zip(ours[t_max + 1:], ref[t_max + 1:]))
+
+    assert drift(100, 0.5) < 1e-12 < drift(300, 0.5) < drift(1000, 0.5) < drift(2000, 0.5)
+    assert drift(1000, 0.01) < 1e-12 < drift(2000, 0.01)

@@ -28,7 +28,8 @@ def test_numbers_are_those_of_compare_schedules():
     w = cosine_explorer(peak=0.03, t_max=40, eta_min=0.1, warmup=5, **SMALL)
     lrs = w.schedules()
     ref = compare_schedules(lrs, seeds=[0, 1], eval_every=10)
-    assert lrs["constant"] == [0.03] * 60
+    assert lrs["constant"] == [0.03 * t / 5 for t in range(5)] + [0.03] * 55  # the cosine's warm-up, then flat
+    assert lrs["constant"][:5] == lrs["cosine"][:5]
     assert w.last["test_cosine"] == pytest.approx(float(ref.final("cosine").mean()), rel=1e-5)
     assert w.last["test_constant"] == pytest.approx(float(ref.final("constant").mean()), rel=1e-5)
     assert w.last["train_cosine"] == pytest.approx(float(ref.final("cosine", "train").mean()), rel=1e-5)

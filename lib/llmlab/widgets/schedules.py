@@ -23,7 +23,8 @@ class CosineExplorer(LabWidget):
     Left panel: the two learning-rate schedules. Right panel: held-out MSE (solid) and
     training MSE (dotted), mean over the seeds, with the noise floor. Readout ``.readout``: the
     final held-out and training MSE of both, their ratio and on how many seeds the schedule was
-    lower; the same numbers in ``.last``; the runs in ``.runs`` (the constant run is cached per peak).
+    lower; the same numbers in ``.last``; the runs in ``.runs``. The constant rate gets the same linear
+    warm-up as the cosine (so the two differ only after it); its run is cached per (peak, warm-up).
     """
 
     css_prefix, css_box = "llmlab-schedules", "llmlab-cosine-explorer"
@@ -55,7 +56,7 @@ class CosineExplorer(LabWidget):
                                      continuous_update=False, layout=W.Layout(width="260px"))
         self.warmup = W.IntSlider(value=warmup, min=0, max=self.n_steps // 2, step=5, description="warm-up",
                                   continuous_update=False, layout=W.Layout(width="260px"))
-        self._constant: dict[float, ScheduleComparison] = {}
+        self._constant: dict[tuple[float, int], ScheduleComparison] = {}
         self._add_plot(width)
         controls = W.VBox([W.HBox([self.peak, self.t_max]), W.HBox([self.eta_min, self.warmup])])
         self._assemble(W.VBox([controls, self.readout, self.plot]),
@@ -71,7 +72,8 @@ class CosineExplorer(LabWidget):
         # SequentialLR do): past t_max of its own steps the cosine climbs back up; it never stops.
         cosine = [peak * t / warmup if t < warmup else
                   cosine_annealing(t - warmup, base_lr=peak, t_max=t_max, eta_min=eta_min) for t in range(self.n_steps)]
-        return {"cosine": cosine, "constant": [peak] * self.n_steps}
+        constant = [peak * t / warmup if t < warmup else peak for t in range(self.n_steps)]
+        return {"cosine": cosine, "constant": constant}
 
     def _draw(self, runs: dict[str, ScheduleComparison]) -> None:
         with self._figure(9.0, 3.3) as fig:
@@ -89,6 +91,10 @@ class CosineExplorer(LabWidget):
             ax1.set(xlabel="update", ylabel="learning rate", title="schedules", ylim=(0, 1.1 * self.peak.value))
             ax2.set(xlabel="update", ylabel=f"MSE (mean of {len(self.seeds)} seeds)", yscale="log",
                     title="held-out (solid) and training (dotted) loss")
+            ticks = [0.1, 0.2, 0.3, 0.5, 1, 2]  # labelled ticks: the 0.2-0.5 range is where the runs end
+            ax2.set_yticks(ticks, [f"{t:g}" for t in ticks])
+            ax2.set_ylim(0.05, 3)
+            ax2.set_yticks([], minor=True)
             ax1.legend(fontsize=8)
             ax2.legend(fontsize=7, loc="upper right")
 
@@ -96,11 +102,12 @@ class CosineExplorer(LabWidget):
         return compare_schedules({name: lrs}, seeds=self.seeds, eval_every=self.eval_every)
 
     def refresh(self) -> None:
-        """Train the schedule at the current settings on every seed (the constant run once per peak); redraw."""
+        """Train the schedule at the current settings on every seed (the constant run once per peak and warm-up); redraw."""
         lrs = self.schedules()
-        if self.peak.value not in self._constant:  # the constant run depends on the peak only
-            self._constant[self.peak.value] = self._train("constant", lrs["constant"])
-        self.runs = {"cosine": self._train("cosine", lrs["cosine"]), "constant": self._constant[self.peak.value]}
+        key = (self.peak.value, self.warmup.value)  # the constant run depends on these only
+        if key not in self._constant:
+            self._constant[key] = self._train("constant", lrs["constant"])
+        self.runs = {"cosine": self._train("cosine", lrs["cosine"]), "constant": self._constant[key]}
         test = {name: run.final(name, "test") for name, run in self.runs.items()}
         train = {name: run.final(name, "train") for name, run in self.runs.items()}
         floor = float(self.runs["cosine"].noise_floor.mean())
