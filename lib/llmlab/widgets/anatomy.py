@@ -13,7 +13,7 @@ from .._checks import check_choice, check_int, check_module, check_tensor
 from .._torch import model_device
 from ..anatomy import MASK, MASK_KINDS, WordVocab, attention_mask
 from ..plotting import PALETTE
-from .base import LabWidget
+from .base import LabWidget, _int_slider
 
 __all__ = ["draw_mask", "mask_legend_handles", "MaskExplorer", "mask_explorer"]
 
@@ -104,11 +104,10 @@ class MaskExplorer(LabWidget):
             self._ids = torch.tensor([vocab.index[t] for t in self.tokens])
         n = len(self.tokens)
         kind = check_choice("kind", kind, MASK_KINDS)
-        n_prefix = check_int("n_prefix", n_prefix, low=0, high=n)
-        query = n // 2 if query is None else check_int("query", query, low=0, high=n - 1)
         self.kind = W.Dropdown(options=list(MASK_KINDS), value=kind, description="mask")
-        self.n_prefix = W.IntSlider(value=n_prefix, min=0, max=n, description="n_prefix", continuous_update=True)
-        self.query = W.IntSlider(value=query, min=0, max=n - 1, description="query i", continuous_update=True)
+        self.n_prefix = _int_slider("n_prefix", n_prefix, low=0, high=n, description="n_prefix", continuous_update=True)
+        self.query = _int_slider("query", n // 2 if query is None else query, low=0, high=n - 1, description="query i",
+                                 continuous_update=True)
         self._add_plot(width=720 if self.model is not None else 420)
         # the query slider first: it is the one a reader moves most (and the browser test moves the first)
         self._assemble(W.VBox([W.HBox([self.kind, self.query, self.n_prefix]), self.readout, self.plot]),

@@ -13,15 +13,45 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
+import math
+
 import ipywidgets as W
 import matplotlib as mpl
 from IPython.display import display
 from matplotlib.figure import Figure
 
+from .._checks import check_choice, check_float, check_int
 from ..display import figure_png, new_figure
 from ..plotting import STYLE
 
 __all__ = ["LabWidget"]
+
+
+# A control's range is written once: each builder checks the widget's argument against the range it gives
+# the slider (a bad argument gets the ValueError/TypeError naming it, not a trait error from ipywidgets).
+def _int_slider(name: str, value, *, low: int, high: int, **kw) -> W.IntSlider:
+    """An ``IntSlider`` over [low, high] starting at ``value`` (checked: an int in that range)."""
+    return W.IntSlider(value=check_int(name, value, low=low, high=high), min=low, max=high, **kw)
+
+
+def _float_slider(name: str, value, *, low: float, high: float, **kw) -> W.FloatSlider:
+    """A ``FloatSlider`` over [low, high] starting at ``value`` (checked: a number in that range)."""
+    return W.FloatSlider(value=check_float(name, value, low=low, high=high), min=low, max=high, **kw)
+
+
+def _log_slider(name: str, value, *, low: float, high: float, **kw) -> W.FloatLogSlider:
+    """A base-10 ``FloatLogSlider`` over [low, high] (powers of ten) starting at ``value`` (checked)."""
+    value = check_float(name, value, low=low, high=high)
+    return W.FloatLogSlider(value=value, base=10, min=math.log10(low), max=math.log10(high), **kw)
+
+
+def _choice_slider(name: str, value, options, **kw) -> W.SelectionSlider:
+    """A ``SelectionSlider`` over ``options`` (values, or (label, value) pairs) starting at ``value``, which
+    must be one of the option values (an int, if they are ints)."""
+    values = [o[1] if isinstance(o, tuple) else o for o in options]
+    if all(isinstance(v, int) for v in values):
+        value = check_int(name, value)
+    return W.SelectionSlider(options=options, value=check_choice(name, value, values), **kw)
 
 
 class LabWidget:

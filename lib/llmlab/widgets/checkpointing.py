@@ -9,7 +9,7 @@ from .._checks import check_int
 from ..checkpointing import default_segments, make_chain, measure, theory_forward_calls, theory_saved_activations
 from ..display import html_table
 from ..plotting import PALETTE
-from .base import LabWidget
+from .base import LabWidget, _int_slider
 
 __all__ = ["CheckpointingWidget", "checkpointing_widget"]
 
@@ -30,13 +30,12 @@ class CheckpointingWidget(LabWidget):
     def __init__(self, *, n_max: int = 64, width: int = 64, batch: int = 16, n: int = 36, seed: int = 0):
         super().__init__()
         n_max = check_int("n_max", n_max, low=1)
-        n = check_int("n", n, low=1, high=n_max)
         batch = check_int("batch", batch, low=1)
         # One deep chain built once (make_chain checks width and seed); a refresh measures its first n blocks.
         self._chain = make_chain(n_max, width, seed=seed)
         self._x = torch.randn(batch, width, generator=torch.Generator().manual_seed(seed + 1))
         self.act_bytes = batch * width * self._x.element_size()
-        self.n = W.IntSlider(value=n, min=1, max=n_max, description="layers n", continuous_update=False)
+        self.n = _int_slider("n", n, low=1, high=n_max, description="layers n", continuous_update=False)
         self.segments = W.IntSlider(value=default_segments(n), min=1, max=n, description="segments",
                                     continuous_update=False)
         self._add_plot()

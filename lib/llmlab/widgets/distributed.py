@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import ipywidgets as W
 
-from .._checks import check_choice, check_float, check_int
+from .._checks import check_choice, check_float
 from ..display import html_table
 from ..distributed.comm import crossover_tokens, step_estimate
 from ..distributed.ledger import STAGES, sharded_ledger
 from ..memory import PRECISIONS
 from ..plotting import PALETTE
-from .base import LabWidget
+from .base import LabWidget, _choice_slider, _log_slider
 
 __all__ = ["DataParallelWidget", "data_parallel_widget", "RANK_OPTIONS"]
 
@@ -44,19 +44,15 @@ class DataParallelWidget(LabWidget):
     def __init__(self, *, ranks: int = 8, params_b: float = 7.0, precision: str = "mixed", link_gbit_s: float = 400.0,
                  device_gb: float = 80.0, tokens_per_rank: int = 8 * 4096, flops_per_s: float = 400e12):
         super().__init__()
-        if check_int("ranks", ranks, low=1) not in RANK_OPTIONS:
-            raise ValueError(f"ranks must be one of {list(RANK_OPTIONS)}, got {ranks}")
-        check_float("params_b", params_b, low=0.01, high=10000)
         check_choice("precision", precision, PRECISIONS)
-        check_float("link_gbit_s", link_gbit_s, low=1, high=100000)
         self.device_gb = check_float("device_gb", device_gb, low=0, low_open=True)
         # tokens_per_rank, flops_per_s: step_estimate checks them in the first refresh() below
         self.tokens_per_rank, self.flops_per_s = tokens_per_rank, flops_per_s
-        self.ranks = W.SelectionSlider(options=RANK_OPTIONS, value=ranks, description="ranks N", continuous_update=False)
-        self.params_b = W.FloatLogSlider(value=params_b, base=10, min=-2, max=4, step=0.05, description="params (B)",
+        self.ranks = _choice_slider("ranks", ranks, RANK_OPTIONS, description="ranks N", continuous_update=False)
+        self.params_b = _log_slider("params_b", params_b, low=0.01, high=10000, step=0.05, description="params (B)",
                                          readout_format=".3g", continuous_update=False)
         self.precision = W.Dropdown(options=list(PRECISIONS), value=precision, description="precision")
-        self.link_gbit_s = W.FloatLogSlider(value=link_gbit_s, base=10, min=0, max=5, step=0.05,
+        self.link_gbit_s = _log_slider("link_gbit_s", link_gbit_s, low=1, high=100000, step=0.05,
                                             description="link (Gb/s)", readout_format=".4g", continuous_update=False)
         self._add_plot()
         self._assemble(W.VBox([W.HBox([self.ranks, self.params_b]), W.HBox([self.precision, self.link_gbit_s]),

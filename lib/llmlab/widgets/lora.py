@@ -8,7 +8,7 @@ import torch
 from .._checks import check_int, check_tensor
 from ..lora import break_even_rank, lora_param_count, truncation_error
 from ..memory import OPTIMIZER_STATES
-from .base import LabWidget
+from .base import LabWidget, _int_slider
 
 __all__ = ["LoRARankExplorer", "lora_rank_explorer"]
 
@@ -36,12 +36,11 @@ class LoRARankExplorer(LabWidget):
         self.layer_shapes = [(self.m, self.n)] if layer_shapes is None else _check_shapes(layer_shapes)
         full_rank = min(self.m, self.n)
         max_r = full_rank if max_r is None else check_int("max_r", max_r, low=1, high=full_rank)
-        r = check_int("r", r, low=1, high=max_r)
         self.bytes_per_float = check_int("bytes_per_float", bytes_per_float, low=1)
         self.break_even = break_even_rank(self.m, self.n)
         self.errors = truncation_error(delta_W, list(range(max_r + 1))).tolist()  # the one SVD
         self.full_params = sum(m * n for m, n in self.layer_shapes)
-        self.r = W.IntSlider(value=r, min=1, max=max_r, description="rank r",
+        self.r = _int_slider("r", r, low=1, high=max_r, description="rank r",
                              continuous_update=True, layout=W.Layout(width="420px"))
         self._assemble(W.VBox([self.r, self.readout]), r=self.r)
         self._watch(self.r)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import ipywidgets as W
 
-from .._checks import check_choice, check_float, check_int
+from .._checks import check_choice
 from ..display import html_table
 from ..distributed.pipeline import SCHEDULES, bubble_fraction, peak_held_formula, simulate_schedule
 from ..distributed.planner import MODEL_PRESETS, ClusterConfig, ModelConfig, plan_parallelism
 from ..plotting import PALETTE
-from .base import LabWidget
+from .base import LabWidget, _choice_slider, _int_slider, _log_slider
 
 __all__ = ["PipelineTimelineWidget", "pipeline_timeline_widget", "PlannerWidget", "planner_widget", "GPU_OPTIONS",
            "draw_timeline", "plan_label"]
@@ -52,10 +52,9 @@ class PipelineTimelineWidget(LabWidget):
 
     def __init__(self, *, stages: int = 4, micro_batches: int = 8, kind: str = "1f1b"):
         super().__init__()
-        self.stages = W.IntSlider(value=check_int("stages", stages, low=1, high=16), min=1, max=16,
-                                  description="stages p", continuous_update=False)
-        self.micro_batches = W.IntSlider(value=check_int("micro_batches", micro_batches, low=1, high=64), min=1,
-                                         max=64, description="micro-batches m", continuous_update=False)
+        self.stages = _int_slider("stages", stages, low=1, high=16, description="stages p", continuous_update=False)
+        self.micro_batches = _int_slider("micro_batches", micro_batches, low=1, high=64, description="micro-batches m",
+                                         continuous_update=False)
         self.kind = W.Dropdown(options=list(SCHEDULES), value=check_choice("kind", kind, SCHEDULES) or kind,
                                description="schedule")
         self._add_plot()
@@ -96,14 +95,11 @@ class PlannerWidget(LabWidget):
                  memory_gb: float = 80.0, peak_flops: float = 989e12, efficiency: float = 0.7):
         super().__init__()
         check_choice("model", model, tuple(MODEL_PRESETS))
-        if check_int("gpus", gpus, low=1) not in GPU_OPTIONS:
-            raise ValueError(f"gpus must be one of {list(GPU_OPTIONS)}, got {gpus}")
-        check_float("inter_node_gb_s", inter_node_gb_s, low=1, high=1000)
         # memory_gb, peak_flops, efficiency: plan_parallelism checks them (as cluster.*) in the first refresh() below
         self.memory_gb, self.peak_flops, self.efficiency = memory_gb, peak_flops, efficiency
         self.model = W.Dropdown(options=list(MODEL_PRESETS), value=model, description="model")
-        self.gpus = W.SelectionSlider(options=GPU_OPTIONS, value=gpus, description="GPUs", continuous_update=False)
-        self.inter_node_gb_s = W.FloatLogSlider(value=inter_node_gb_s, base=10, min=0, max=3, step=0.05,
+        self.gpus = _choice_slider("gpus", gpus, GPU_OPTIONS, description="GPUs", continuous_update=False)
+        self.inter_node_gb_s = _log_slider("inter_node_gb_s", inter_node_gb_s, low=1, high=1000, step=0.05,
                                                 description="node link GB/s", readout_format=".3g",
                                                 continuous_update=False)
         self._add_plot()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import ipywidgets as W
 import torch
 
-from .._checks import check_choice, check_float
+from .._checks import check_choice
 from ..display import html_table
 from ..memory import OPTIMIZER_STATES, memory_ledger
 from ..precision import smallest_surviving_update, update_survives
-from .base import LabWidget
+from .base import LabWidget, _log_slider
 
 __all__ = ["PrecisionWidget", "precision_widget"]
 
@@ -36,15 +36,12 @@ class PrecisionWidget(LabWidget):
 
     def __init__(self, *, update: float = 1e-4, weight: float = 1.0, params_m: float = 135.0, optimizer: str = "adamw"):
         super().__init__()
-        check_float("update", update, low=1e-8, high=1.0)
-        check_float("weight", weight, low=0.01, high=1000.0)
-        check_float("params_m", params_m, low=1.0, high=1e5)
         check_choice("optimizer", optimizer, OPTIMIZER_STATES)
-        self.update = W.FloatLogSlider(value=update, base=10, min=-8, max=0, step=0.05, description="u / w",
+        self.update = _log_slider("update", update, low=1e-8, high=1.0, step=0.05, description="u / w",
                                        readout_format=".2e", continuous_update=False)
-        self.weight = W.FloatLogSlider(value=weight, base=10, min=-2, max=3, step=0.05, description="weight w",
+        self.weight = _log_slider("weight", weight, low=0.01, high=1000.0, step=0.05, description="weight w",
                                        readout_format=".3g", continuous_update=False)
-        self.params_m = W.FloatLogSlider(value=params_m, base=10, min=0, max=5, step=0.05, description="params (M)",
+        self.params_m = _log_slider("params_m", params_m, low=1.0, high=1e5, step=0.05, description="params (M)",
                                          readout_format=".4g", continuous_update=False)
         self.optimizer = W.Dropdown(options=list(OPTIMIZER_STATES), value=optimizer, description="optimizer")
         self.ledger = W.HTML()

@@ -8,7 +8,7 @@ import torch
 from .._checks import check_float, check_tensor
 from ..alignment import optimal_policy
 from ..plotting import PALETTE
-from .base import LabWidget
+from .base import LabWidget, _log_slider
 
 __all__ = ["DPOBetaExplorer", "dpo_beta_explorer", "BETA_RANGE"]
 
@@ -49,7 +49,6 @@ class DPOBetaExplorer(LabWidget):
         if len(candidates) != k or not all(isinstance(c, str) for c in candidates):
             raise ValueError(f"candidates must be {k} strings, one per alternative (column), got {candidates!r}")
         self.beta_train = check_float("beta_train", beta_train, low=0, low_open=True)
-        beta = check_float("beta", self.beta_train if beta is None else beta, low=BETA_RANGE[0], high=BETA_RANGE[1])
         questions = [f"item {i}" for i in range(n)] if questions is None else list(questions)
         if len(questions) != n or not all(isinstance(q, str) for q in questions):
             raise ValueError(f"questions must be {n} strings, one per item, got {len(questions)}")
@@ -57,7 +56,8 @@ class DPOBetaExplorer(LabWidget):
         self.reference = torch.log_softmax(reference_logps.detach().double().cpu(), dim=1)
         self.policy = torch.log_softmax(policy_logps.detach().double().cpu(), dim=1)
         self.rewards = self.beta_train * (self.policy - self.reference)
-        self.beta = W.FloatLogSlider(value=beta, base=10, min=-2, max=1, step=0.05, description="β",
+        self.beta = _log_slider("beta", self.beta_train if beta is None else beta, low=BETA_RANGE[0], high=BETA_RANGE[1],
+                                step=0.05, description="β",
                                      readout_format=".3f", continuous_update=False, layout=W.Layout(width="420px"))
         self.pair = W.Dropdown(options=[(q, i) for i, q in enumerate(questions)], value=0, description="item")
         self._add_plot(width)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import ipywidgets as W
 import torch
 
-from .._checks import check_choice, check_float, check_tensor
+from .._checks import check_tensor
 from ..display import html_table
 from ..plotting import PALETTE
 from ..quantization.rtn import quantize_rtn
-from .base import LabWidget
+from .base import LabWidget, _choice_slider, _log_slider
 
 __all__ = ["QuantErrorWidget", "quant_error_widget", "GROUP_OPTIONS", "BITS_OPTIONS"]
 
@@ -40,16 +40,13 @@ class QuantErrorWidget(LabWidget):
                  outlier: float = 1.0):
         super().__init__()
         check_tensor("weights", weights, dim=2, floating=True, min_numel=2)
-        check_choice("bits", bits, BITS_OPTIONS)
-        check_choice("group", group, GROUP_OPTIONS)
-        check_float("outlier", outlier, low=1.0, high=100.0)
         self.weights = weights.detach().float().cpu()
-        self.bits = W.SelectionSlider(options=BITS_OPTIONS, value=bits, description="bits", continuous_update=False)
-        self.group = W.SelectionSlider(options=[(str(g), g) for g in GROUP_OPTIONS], value=group,
+        self.bits = _choice_slider("bits", bits, BITS_OPTIONS, description="bits", continuous_update=False)
+        self.group = _choice_slider("group", group, [(str(g), g) for g in GROUP_OPTIONS],
                                        description="group size", continuous_update=False)
         self.scheme = W.ToggleButtons(options=["symmetric", "asymmetric"],
                                       value="symmetric" if symmetric else "asymmetric", description="scale")
-        self.outlier = W.FloatLogSlider(value=outlier, base=10, min=0, max=2, step=0.1, description="outlier ×",
+        self.outlier = _log_slider("outlier", outlier, low=1.0, high=100.0, step=0.1, description="outlier ×",
                                         readout_format=".3g", continuous_update=False)
         self._add_plot()
         self._assemble(W.VBox([W.HBox([self.bits, self.group]), W.HBox([self.scheme, self.outlier]), self.readout,

@@ -7,7 +7,7 @@ import ipywidgets as W
 from .._checks import check_float, check_int
 from ..plotting import PALETTE
 from ..schedules import ScheduleComparison, compare_schedules, cosine_annealing
-from .base import LabWidget
+from .base import LabWidget, _float_slider, _int_slider
 
 __all__ = ["CosineExplorer", "cosine_explorer"]
 
@@ -41,20 +41,17 @@ class CosineExplorer(LabWidget):
         super().__init__()
         peak = check_float("peak", peak, low=0.0, low_open=True, high=1.0)
         self.n_steps = check_int("steps", steps, low=10, high=5000)
-        t_max = check_int("t_max", t_max, low=1, high=2 * self.n_steps)
-        eta_min = check_float("eta_min", eta_min, low=0.0, high=1.0)
-        warmup = check_int("warmup", warmup, low=0, high=self.n_steps // 2)
         self.seeds = tuple(range(check_int("seeds", seeds, low=1, high=32)))
         self.eval_every = check_int("eval_every", eval_every, low=1)
         width = check_int("width", width, low=1)
         peaks = tuple(sorted(set(self.PEAKS) | {peak}))
         self.peak = W.SelectionSlider(options=peaks, value=peak, description="peak lr", continuous_update=False,
                                       layout=W.Layout(width="260px"))
-        self.t_max = W.IntSlider(value=t_max, min=1, max=2 * self.n_steps, step=1, description="t_max",
+        self.t_max = _int_slider("t_max", t_max, low=1, high=2 * self.n_steps, step=1, description="t_max",
                                  continuous_update=False, layout=W.Layout(width="260px"))
-        self.eta_min = W.FloatSlider(value=eta_min, min=0.0, max=1.0, step=0.05, description="eta_min/peak",
+        self.eta_min = _float_slider("eta_min", eta_min, low=0.0, high=1.0, step=0.05, description="eta_min/peak",
                                      continuous_update=False, layout=W.Layout(width="260px"))
-        self.warmup = W.IntSlider(value=warmup, min=0, max=self.n_steps // 2, step=5, description="warm-up",
+        self.warmup = _int_slider("warmup", warmup, low=0, high=self.n_steps // 2, step=5, description="warm-up",
                                   continuous_update=False, layout=W.Layout(width="260px"))
         self._constant: dict[tuple[float, int], ScheduleComparison] = {}
         self._add_plot(width)

@@ -10,7 +10,7 @@ from .._checks import check_choice, check_int
 from ..display import html_table
 from ..plotting import PALETTE
 from ..serving import POLICIES, StepCosts, Trace, simulate
-from .base import LabWidget
+from .base import LabWidget, _choice_slider
 
 __all__ = ["ServingWidget", "serving_widget", "BATCH_OPTIONS", "BLOCK_OPTIONS"]
 
@@ -45,16 +45,12 @@ class ServingWidget(LabWidget):
         # The tightest region a reserving server could give every request: the longest request of the trace.
         self.context = max(r.prompt.shape[1] + r.max_new_tokens for r in trace.requests)
         self.bytes_per_token = check_int("bytes_per_token", bytes_per_token, low=1)
-        if check_int("max_batch", max_batch, low=1) not in BATCH_OPTIONS:
-            raise ValueError(f"max_batch must be one of {list(BATCH_OPTIONS)}, got {max_batch}")
+        self.max_batch = _choice_slider("max_batch", max_batch, BATCH_OPTIONS, description="max batch",
+                                        continuous_update=False)
         check_choice("policy", policy, POLICIES)
-        if check_int("block_size", block_size, low=1) not in BLOCK_OPTIONS:
-            raise ValueError(f"block_size must be one of {list(BLOCK_OPTIONS)}, got {block_size}")
-        self.max_batch = W.SelectionSlider(options=BATCH_OPTIONS, value=max_batch, description="max batch",
-                                           continuous_update=False)
         self.policy = W.ToggleButtons(options=list(POLICIES), value=policy, description="batching")
-        self.block_size = W.SelectionSlider(options=BLOCK_OPTIONS, value=block_size, description="KV block",
-                                            continuous_update=False)
+        self.block_size = _choice_slider("block_size", block_size, BLOCK_OPTIONS, description="KV block",
+                                         continuous_update=False)
         self._add_plot()
         self._assemble(W.VBox([W.HBox([self.max_batch, self.block_size]), self.policy, self.readout, self.plot]),
                        max_batch=self.max_batch, policy=self.policy, block_size=self.block_size)

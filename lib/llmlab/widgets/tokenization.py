@@ -9,7 +9,7 @@ from .._checks import check_int, check_str
 from ..display import tokens_html
 from ..plotting import PALETTE
 from ..tokenization import BPETokenizer
-from .base import LabWidget
+from .base import LabWidget, _int_slider
 
 __all__ = ["BPEMergesWidget", "bpe_merges_widget"]
 
@@ -40,13 +40,13 @@ class BPEMergesWidget(LabWidget):
         self.text = check_str("text", text)
         self.n_bytes = len(text.encode("utf-8"))
         top = tokenizer.n_merges
-        n_merges = min(100, top) if n_merges is None else check_int("n_merges", n_merges, low=0, high=top)
         curve_points = check_int("curve_points", curve_points, low=2)
         # Dense where the curve falls fast (the first merges), evenly spaced after.
         spots = np.r_[np.linspace(0, min(top, 200), 21), np.linspace(0, top, curve_points)]
         self.curve_merges = np.unique(spots.round().astype(int)).tolist()
         self.curve = [len(tokenizer.truncated(k).encode(text)) / self.n_bytes for k in self.curve_merges]
-        self.merges = W.IntSlider(value=n_merges, min=0, max=top, description="merges", continuous_update=False,
+        self.merges = _int_slider("n_merges", min(100, top) if n_merges is None else n_merges, low=0, high=top,
+                                  description="merges", continuous_update=False,
                                   layout=W.Layout(width="520px"))
         self.segmented = W.HTML()
         self._add_plot(width=520)
