@@ -65,8 +65,9 @@ class CosineExplorer(LabWidget):
         """The two schedules at the current settings: ``{"cosine": [...], "constant": [...]}``, one rate per update."""
         peak, warmup, t_max = self.peak.value, self.warmup.value, self.t_max.value
         eta_min = self.eta_min.value * peak
-        # Linear warm-up, then PyTorch's CosineAnnealingLR (what LinearLR + CosineAnnealingLR chained by
-        # SequentialLR do): past t_max of its own steps the cosine climbs back up; it never stops.
+        # Linear warm-up from 0, then PyTorch's CosineAnnealingLR (what LambdaLR(t / warmup) + CosineAnnealingLR
+        # chained by SequentialLR do; LinearLR cannot start from 0): past t_max of its own steps the cosine
+        # climbs back up; it never stops.
         cosine = [peak * t / warmup if t < warmup else
                   cosine_annealing(t - warmup, base_lr=peak, t_max=t_max, eta_min=eta_min) for t in range(self.n_steps)]
         constant = [peak * t / warmup if t < warmup else peak for t in range(self.n_steps)]
