@@ -53,6 +53,28 @@ def hf_guide_sum(model, ids, *, max_length, stride):
     return total, count
 
 
+def hf_guide_current(model, ids, *, max_length, stride):
+    """The current guide's loop as it stands since huggingface/transformers#34387 (late 2024): its
+    nll_sum and n_tokens (``num_valid_tokens - batch_size`` per window), and the number of windows."""
+    ids = ids.reshape(1, -1)
+    seq_len, prev_end, nll_sum, n_tokens, n_windows = ids.shape[1], 0, 0.0, 0, 0
+    with torch.no_grad():
+        for begin in range(0, seq_len, stride):
+            end = min(begin + max_length, seq_len)
+            trg_len = end - prev_end
+            x = ids[:, begin:end]
+            target = x.clone()
+            target[:, :-trg_len] = -100
+            loss = model(input_ids=x, labels=target).loss
+            num_loss_tokens = int((target != -100).sum()) - target.size(0)
+            nll_sum += loss.item() * num_loss_tokens
+            n_tokens += num_loss_tokens
+            n_windows += 1
+            prev_end = end
+            if end == seq_len:
+                break
+    return nll_sum, n_tokens, n_windows
+
 def random_ids(n, vocab=97, seed=1):
     return torch.randint(3, vocab, (n,), generator=torch.Generator().manual_seed(seed))
 
@@ -100,6 +122,20 @@ def test_matches_hf_loss_of_the_guide_loop(tiny, max_length, stride):
     assert count == nll.numel() == 34
     assert nll.double().sum().item() == pytest.approx(total, rel=1e-5)
 
+
+def test_the_current_guide_loop_is_off_by_one_token_per_window(tiny):
+    """What perplexity.py's docstring says of the guide: with stride < max_length it scores every
+    token once but counts each window after the first one token short; with stride == max_length
+    its count is right, but each later window's first token is never scored."""
+    ids = random_ids(35, seed=3)
+    _, count = hf_guide_sum(tiny, ids, max_length=16, stride=5)
+    _, n_tokens, n_windows = hf_guide_current(tiny, ids, max_length=16, stride=5)
+    assert count == 34 and n_windows == 5 and n_tokens == count - (n_windows - 1)
+    total, count = hf_guide_sum(tiny, ids, max_length=10, stride=10)
+    nll_sum, n_tokens, n_windows = hf_guide_current(tiny, ids, max_length=10, stride=10)
+    assert n_windows == 4 and n_tokens == count == 34 - (n_windows - 1)  # tokens 10, 20, 30 unscored
+    assert nll_sum == pytest.approx(total, rel=1e-6)
+    assert token_nlls(tiny, ids, max_length=10, stride=10).numel() == 34  # llmlab scores all of them
 
 def test_exp_mean_nll_is_perplexity(tiny):
     ids = random_ids(45)

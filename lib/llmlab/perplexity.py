@@ -15,8 +15,15 @@ it as context (between ``max_length - stride + 1`` and ``max_length`` tokens onc
 is past). A smaller stride gives each token more context (lower PPL) at the price of more forward
 tokens: about ``n * max_length / stride``.
 
-Unlike the guide's loop, the mean here is taken over the scored tokens themselves, so every token
-weighs the same, and no logit of a window is wasted.
+Differences from the guide's loop. Each window's last logit is used too (it predicts the token after
+the window), so a window of ``max_length`` input tokens makes ``max_length`` predictions where the
+guide's makes ``max_length - 1``: llmlab with ``max_length = L - 1`` scores exactly as the guide with
+L, and its guaranteed context, ``max_length - stride + 1``, is one token more than the guide's. Older versions of the guide averaged the windows' mean losses;
+the current one (since huggingface/transformers#34387, late 2024) weights each window's loss by its
+token count, but its ``num_valid_tokens - batch_size`` counts one token too few for every window
+after the first when stride < max_length, and with stride == max_length the label shift leaves
+each later window's first token unscored. Here every token 1 .. n-1 is scored exactly once and the
+mean is taken over the scored tokens themselves, so every token weighs the same.
 """
 
 from __future__ import annotations
