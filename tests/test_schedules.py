@@ -217,19 +217,16 @@ def test_torch_trace_records_the_lr_each_update_uses():
     (lambda: cosine_annealing(0, base_lr=-0.1, t_max=10), ValueError, "base_lr"),
     (lambda: cosine_annealing(0, base_lr=float("nan"), t_max=10), ValueError, "base_lr"),
     (lambda: cosine_annealing(0, base_lr="0.1", t_max=10), TypeError, "base_lr"),
-    (lambda: cosine_annealing(0, base_lr=0.1, t_max=10, eta_min=0.2), ValueError, "eta_min"),
     (lambda: cosine_annealing(0, base_lr=0.1, t_max=10, eta_min=-0.01), ValueError, "eta_min"),
     (lambda: cosine_with_restarts(0, base_lr=0.1, t_0=0), ValueError, "t_0"),
     (lambda: cosine_with_restarts(0, base_lr=0.1, t_0=5, t_mult=0), ValueError, "t_mult"),
     (lambda: cosine_with_restarts(0, base_lr=0.1, t_0=5, t_mult=1.5), TypeError, "t_mult"),
     (lambda: cosine_with_restarts(-3, base_lr=0.1, t_0=5), ValueError, "step"),
-    (lambda: cosine_with_restarts(0, base_lr=0.1, t_0=5, eta_min=1.0), ValueError, "eta_min"),
     (lambda: warmup_cosine(0, base_lr=0.1, warmup_steps=11, total_steps=10), ValueError, "warmup_steps"),
     (lambda: warmup_cosine(0, base_lr=0.1, warmup_steps=-1, total_steps=10), ValueError, "warmup_steps"),
     (lambda: warmup_cosine(0, base_lr=0.1, warmup_steps=0, total_steps=0), ValueError, "total_steps"),
     (lambda: warmup_cosine(-1, base_lr=0.1, warmup_steps=1, total_steps=10), ValueError, "step"),
     (lambda: warmup_cosine(2.0, base_lr=0.1, warmup_steps=1, total_steps=10), TypeError, "step"),
-    (lambda: warmup_cosine(0, base_lr=0.1, warmup_steps=1, total_steps=10, min_lr=0.5), ValueError, "min_lr"),
     (lambda: torch_trace(None, 5, base_lr=0.1), TypeError, "make_scheduler"),
     (lambda: torch_trace(lambda o: None, 5, base_lr=0.1), TypeError, "make_scheduler"),
     (lambda: torch_trace(lambda o: lr_scheduler.StepLR(o, 1), -1, base_lr=0.1), ValueError, "steps"),
@@ -392,3 +389,15 @@ def test_torch_drift_crossings_quoted_in_notebook_03():
 
     assert drift(100, 0.5) < 1e-12 < drift(300, 0.5) < drift(1000, 0.5) < drift(2000, 0.5)
     assert drift(1000, 0.01) < 1e-12 < drift(2000, 0.01)
+
+
+def test_eta_min_above_base_lr_is_the_upside_down_cosine_pytorch_computes():
+    """PyTorch accepts eta_min > base_lr (the rate rises towards eta_min); so does llmlab, with a warning
+    (issue 23: a check that refuses what the peer accepts is a bug)."""
+    base_lr, eta_min, t_max = 0.1, 0.5, 10
+    ref = torch_trace(lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=t_max, eta_min=eta_min), 2 * t_max + 1,
+                      base_lr=base_lr)
+    with pytest.warns(UserWarning, match="eta_min=0.5 is above base_lr=0.1"):
+        ours = [cosine_annealing(t, base_lr=base_lr, t_max=t_max, eta_min=eta_min) for t in range(2 * t_max + 1)]
+    assert ours == pytest.approx(ref, rel=1e-12, abs=1e-15)
+    assert ours[t_max] == eta_min and max(ours) == eta_min

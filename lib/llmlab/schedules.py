@@ -28,6 +28,7 @@ stays within 8 eps * base_lr of the exact cosine.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -57,9 +58,15 @@ def _check_lr(name: str, value, *, maximum: float | None = None) -> float:
 
 def _check_step(step, base_lr, floor_name: str, floor) -> tuple[int, float, float]:
     """What every closed-form schedule takes: a ``step`` >= 0, a ``base_lr`` and a floor (``eta_min`` /
-    ``min_lr``) in [0, base_lr]; returns them as ``(int, float, float)``."""
+    ``min_lr``) >= 0; returns them as ``(int, float, float)``. A floor above ``base_lr`` is what PyTorch
+    accepts too (the cosine then runs upside down, rising to the "floor"): allowed, with a warning, since
+    it is usually swapped arguments."""
     base_lr = _check_lr("base_lr", base_lr)
-    return check_int("step", step, low=0), base_lr, _check_lr(floor_name, floor, maximum=base_lr)
+    floor = _check_lr(floor_name, floor)
+    if floor > base_lr:
+        warnings.warn(f"{floor_name}={floor:g} is above base_lr={base_lr:g}: the schedule rises from base_lr "
+                      f"towards {floor_name} (as PyTorch computes it); swapped arguments?", stacklevel=3)
+    return check_int("step", step, low=0), base_lr, floor
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -73,8 +80,8 @@ def cosine_annealing(step: int, *, base_lr: float, t_max: int, eta_min: float = 
     It falls from ``base_lr`` (t = 0) to ``eta_min`` (t = t_max) and, because nothing stops the
     cosine, *rises again* past ``t_max``: back at ``base_lr`` at ``2 * t_max``, period
     ``2 * t_max``. That is what PyTorch does too; it is not a restart (see
-    :func:`cosine_with_restarts`). ``eta_min > base_lr`` (an upside-down cosine that PyTorch
-    accepts) is rejected as almost certainly swapped arguments.
+    :func:`cosine_with_restarts`). ``eta_min > base_lr`` gives the upside-down cosine PyTorch computes
+    too, with a warning (usually swapped arguments).
     """
     step, base_lr, eta_min = _check_step(step, base_lr, "eta_min", eta_min)
     t_max = check_int("t_max", t_max, low=1)
