@@ -333,6 +333,20 @@ def test_01_1_near_misses_get_their_own_hint(answer, phrase, capsys):
     assert phrase in capsys.readouterr().out
 
 
+def test_15_3_reason_is_the_marginal_yield_against_the_speed_up_reached(capsys):
+    """The best γ is not where a draft token stops paying for itself (α^(γ+1) < c, γ = 6 here) but where its yield
+    per unit cost falls below the speed-up already reached: S(γ+1) > S(γ) ⇔ α^(γ+1)/c > S(γ)."""
+    alpha, c = 0.7, 0.1
+    s = {g: (1 - alpha ** (g + 1)) / ((1 - alpha) * (1 + g * c)) for g in range(1, 40)}
+    assert all((s[g + 1] > s[g]) == (alpha ** (g + 1) / c > s[g]) for g in range(1, 39))
+    best = max(s, key=s.get)
+    assert best == 4 and alpha ** (best + 1) > c              # the next token would pay for itself, yet S falls
+    assert check("15.3", best) is True
+    out = capsys.readouterr().out
+    assert f"{alpha ** (best + 1) / c:.2f} tokens per unit cost" in out and f"{s[best]:.2f} already reached" in out
+    assert "costs more than" not in out
+
+
 @pytest.mark.parametrize("bad_id", ["99.1", "6.2", 6.2, None, "06.9"])
 def test_unknown_id_raises(bad_id):
     with pytest.raises(ValueError, match="exercise_id .* is not a known exercise id"):

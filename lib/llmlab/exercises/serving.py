@@ -32,7 +32,8 @@ def _blocks(answer):
              "reserved_waste": len(LENGTHS) * RESERVE - sum(LENGTHS)}
     got = {k: int(answer[k]) for k in KEYS}
     if got == truth:
-        return True, (f"paging wastes less than one block per sequence ({len(LENGTHS)} × {BLOCK} at most); "
+        return True, (f"paging wastes less than one block per sequence (at most {len(LENGTHS)} × {BLOCK - 1} = "
+                      f"{len(LENGTHS) * (BLOCK - 1)} slots); "
                       "reserving wastes everything not generated yet.")
     if got["blocks"] == sum(n // BLOCK for n in LENGTHS):
         return False, "blocks: a sequence holds its partly filled last block too (round up, not down)."
@@ -54,8 +55,11 @@ def _speedup(gamma: int) -> float:
 def _best_gamma(answer):
     best = max(range(1, 65), key=_speedup)
     if int(answer) == best:
-        return True, (f"speed-up {_speedup(best):.2f}×; past it, each extra draft token costs more than the "
-                      "α^k chance that it is accepted brings.")
+        nxt = ALPHA3 ** (best + 1)
+        return True, (f"speed-up {_speedup(best):.2f}×. One more draft token would add α^{best + 1} = {nxt:.3f} "
+                      f"expected tokens for c = {COST}: {nxt / COST:.2f} tokens per unit cost, below the "
+                      f"{_speedup(best):.2f} already reached, so the average falls. S(γ+1) > S(γ) exactly when "
+                      "α^(γ+1)/c > S(γ): a draft token must beat the speed-up reached, not merely pay for itself.")
     if int(answer) >= 16:
         return False, "each draft token costs c of a target forward: the denominator 1 + γc keeps growing."
     return False, f"{direction(int(answer), best)}: maximise (1 - α^(γ+1)) / ((1 - α)(1 + γc)) over γ."
