@@ -66,7 +66,8 @@ def _bits_per_byte(bpb):
         if ppl != 1 and n_tokens != n_bytes and close(got, n_bytes * math.log2(ppl) / n_tokens, 1e-6):
             return False, case + "tokens and bytes are swapped."
         return False, case + "the total information is n_tokens × (nats per token); convert nats to bits, divide by bytes."
-    return True, "bits per byte does not depend on how the text was cut into tokens."
+    return True, ("bits per byte divides by the bytes, which do not depend on how the text was cut into tokens; the model's "
+                  "total loss still does (solution 01.4).")
 
 
 # --- 02 decoding -------------------------------------------------------------------------------
