@@ -25,6 +25,7 @@ from llmlab.decoding import (
     top_p_filter,
     warp_logits,
 )
+from llmlab.modelinfo import accepts_logits_to_keep
 
 PAD = 0
 
@@ -101,6 +102,22 @@ def test_greedy_without_cache_gives_the_same_tokens(tiny_llama):
     assert torch.equal(greedy_without_cache(tiny_llama, ids, 12), greedy(tiny_llama, ids, 12))
     eos = eos_hit_by_greedy(tiny_llama, ids)
     assert torch.equal(greedy_without_cache(tiny_llama, ids, 12, eos_token_id=eos), greedy(tiny_llama, ids, 12, eos_token_id=eos))
+
+
+def test_greedy_without_cache_runs_the_lm_head_once_per_forward(tiny_llama):
+    """A fair reference: like greedy (and generate), every forward runs the LM head at the last position only."""
+    assert accepts_logits_to_keep(tiny_llama)  # else the check below would pass for the wrong reason
+    head_rows = []  # positions the LM head runs on, per forward
+    hook = tiny_llama.get_output_embeddings().register_forward_hook(lambda mod, args, out: head_rows.append(args[0].shape[1]))
+    try:
+        ids = random_prompt(5)
+        no_cache = greedy_without_cache(tiny_llama, ids, 4)
+        assert head_rows == [1] * 4  # 4 forwards over 5, 6, 7 and 8 tokens, one head row each
+        head_rows.clear()
+        assert torch.equal(greedy(tiny_llama, ids, 4), no_cache)
+        assert head_rows == [1] * 4  # greedy: the prefill and 3 cached steps, the same head work
+    finally:
+        hook.remove()
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ The modules:
   (shared by :class:`StaticDecoder` and :mod:`llmlab.serving`);
 * ``roofline``: :func:`decode_roofline` (bytes and FLOPs of one decoded token),
   :func:`measure_bandwidth`, :func:`known_gpu_peak`, :func:`kv_cache_bytes` (from a config's
-  :func:`attention_geometry`), :func:`count_step_ops` (operators, so GPU launches, per decode step);
+  :func:`attention_geometry`), :func:`count_step_ops` (operators per decode step, about a GPU's launches);
 * ``speed``: :func:`time_decoders` (the decoders timed side by side);
 * ``repetition``: :func:`repeated_ngram_fraction`, and the two repetition controls every decoder
   takes (``repetition_penalty=``, ``no_repeat_ngram_size=``): :func:`repetition_penalty_filter`

@@ -263,11 +263,11 @@ def count_step_ops(model, input_ids: torch.Tensor) -> int:
 
     The prompt ``input_ids`` (1, prompt_len) is prefilled first (not counted); then one new token
     runs through the model with the KV cache, as every decoder here does per token. On a GPU an
-    operator costs at most about one kernel launch, whatever the size of its tensors; some (such as
-    allocations and scalar reads) launch none, and the op set on CUDA can differ from the CPU's, so a
-    count taken on the CPU is an upper estimate of a GPU step's launches. Launches times the
-    per-launch overhead is a floor on the step time that no bandwidth removes (a CUDA graph replays
-    the whole step with one launch).
+    operator costs about one kernel launch, whatever the size of its tensors; some (such as
+    allocations and scalar reads) launch none, some more than one (a split-K matrix product and its
+    reduction), and the op set on CUDA can differ from the CPU's, so a count taken on the CPU
+    estimates a GPU step's launches, no more. Launches times the per-launch overhead is a floor on
+    the step time that no bandwidth removes (a CUDA graph replays the whole step with one launch).
     """
     _check_request(model, input_ids, 1)     # the decoders' door: a (1, prompt_len) id tensor that fits the model
     cache_kw = cache_keyword(model)

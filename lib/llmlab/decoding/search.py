@@ -192,12 +192,18 @@ def greedy_without_cache(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     """Greedy decoding that re-runs the whole sequence every step (no KV cache): the slow reference.
 
     Step t costs a forward over prompt_len + t tokens, so n new tokens cost O(n * (prompt_len + n))
-    token-forwards instead of O(prompt_len + n) with a cache. Same tokens as :func:`greedy`.
+    token-forwards instead of O(prompt_len + n) with a cache. Like :func:`greedy` (and ``generate``,
+    with or without its cache) each forward runs the LM head at the last position only
+    (``logits_to_keep=1`` where the model takes it), so the two differ only in the re-run prefix.
+    Same tokens as :func:`greedy`.
     """
     max_new_tokens, eos_token_id = _check_request(model, input_ids, max_new_tokens, eos_token_id)
     sequence = input_ids.to(model_device(model))
+    kwargs = {"use_cache": False}
+    if accepts_logits_to_keep(model):
+        kwargs["logits_to_keep"] = 1  # the LM head for the last position only, as greedy's forwards do
     for _ in range(max_new_tokens):
-        logits = model(input_ids=sequence, use_cache=False).logits[:, -1, :].float()
+        logits = model(input_ids=sequence, **kwargs).logits[:, -1, :].float()
         next_token = logits.argmax(dim=-1, keepdim=True)
         sequence = torch.cat([sequence, next_token], dim=1)
         if eos_token_id is not None and int(next_token) == eos_token_id:  # host sync: stop at EOS

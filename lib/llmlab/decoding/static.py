@@ -29,7 +29,7 @@ class StaticDecoder:
     Python int) and attends to positions <= pos through a mask. That is what lets a GPU capture one
     step as a CUDA graph and replay it with a single launch instead of one small kernel launch per
     operator from Python (:func:`llmlab.decoding.count_step_ops` counts the HF model's cached step:
-    over a thousand ATen operators for SmolLM2-135M on the CPU, an upper estimate of its launches). On the CPU (or MPS) the same static step runs eagerly, without graphs.
+    over a thousand ATen operators for SmolLM2-135M on the CPU, about as many launches on a GPU). On the CPU (or MPS) the same static step runs eagerly, without graphs.
 
     ``.greedy(input_ids, max_new_tokens, *, eos_token_id=None)`` returns the same as
     :func:`llmlab.decoding.greedy`. ``compile=True`` (CUDA only) wraps the step in
