@@ -31,11 +31,11 @@ def reference_nlls(model, ids, *, max_length, stride):
     return torch.stack(out).float()
 
 
-def hf_guide_sum(model, ids, *, max_length, stride):
-    """The Hugging Face perplexity guide's loop, but summing its per-window mean loss times the
-    number of tokens that loss averages (labels -100 mark tokens already scored)."""
+def hf_guide_windows(model, ids, *, max_length, stride):
+    """The Hugging Face perplexity guide's loop: for each window, the model's mean loss and the window's labels
+    (-100 on tokens an earlier window already scored)."""
     ids = ids.reshape(1, -1)
-    seq_len, prev_end, total, count = ids.shape[1], 0, 0.0, 0
+    seq_len, prev_end = ids.shape[1], 0
     with torch.no_grad():
         for begin in range(0, seq_len, stride):
             end = min(begin + max_length, seq_len)
@@ -43,37 +43,33 @@ def hf_guide_sum(model, ids, *, max_length, stride):
             x = ids[:, begin:end]
             labels = x.clone()
             labels[:, :-trg_len] = -100
-            loss = model(input_ids=x, labels=labels).loss
-            n_loss = int((labels[:, 1:] != -100).sum())  # the loss shifts labels by one
-            total += loss.item() * n_loss
-            count += n_loss
+            yield model(input_ids=x, labels=labels).loss.item(), labels
             prev_end = end
             if end == seq_len:
                 break
+
+
+def hf_guide_sum(model, ids, *, max_length, stride):
+    """The guide's loop, but summing each window's mean loss times the number of tokens that loss averages."""
+    total, count = 0.0, 0
+    for loss, labels in hf_guide_windows(model, ids, max_length=max_length, stride=stride):
+        n_loss = int((labels[:, 1:] != -100).sum())  # the loss shifts labels by one
+        total += loss * n_loss
+        count += n_loss
     return total, count
 
 
 def hf_guide_current(model, ids, *, max_length, stride):
     """The current guide's loop as it stands since huggingface/transformers#34387 (late 2024): its
     nll_sum and n_tokens (``num_valid_tokens - batch_size`` per window), and the number of windows."""
-    ids = ids.reshape(1, -1)
-    seq_len, prev_end, nll_sum, n_tokens, n_windows = ids.shape[1], 0, 0.0, 0, 0
-    with torch.no_grad():
-        for begin in range(0, seq_len, stride):
-            end = min(begin + max_length, seq_len)
-            trg_len = end - prev_end
-            x = ids[:, begin:end]
-            target = x.clone()
-            target[:, :-trg_len] = -100
-            loss = model(input_ids=x, labels=target).loss
-            num_loss_tokens = int((target != -100).sum()) - target.size(0)
-            nll_sum += loss.item() * num_loss_tokens
-            n_tokens += num_loss_tokens
-            n_windows += 1
-            prev_end = end
-            if end == seq_len:
-                break
+    nll_sum, n_tokens, n_windows = 0.0, 0, 0
+    for loss, target in hf_guide_windows(model, ids, max_length=max_length, stride=stride):
+        num_loss_tokens = int((target != -100).sum()) - target.size(0)
+        nll_sum += loss * num_loss_tokens
+        n_tokens += num_loss_tokens
+        n_windows += 1
     return nll_sum, n_tokens, n_windows
+
 
 def random_ids(n, vocab=97, seed=1):
     return torch.randint(3, vocab, (n,), generator=torch.Generator().manual_seed(seed))
